@@ -1,0 +1,254 @@
+//! Command-line types only (clap). Each doc comment is the command's help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// dbctl — declarative plan/apply for a fleet of databases.
+///
+/// HCL files declare servers, databases, users and roles, grants, secrets,
+/// routers and backup policies; dbctl reads the live state of every server,
+/// diffs it against the files and prints a plan, or applies it step by step.
+#[derive(Debug, Parser)]
+#[command(name = "dbctl", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Change to DIR before doing anything.
+    #[arg(short = 'C', long = "chdir", value_name = "DIR", global = true)]
+    pub chdir: Option<PathBuf>,
+    /// Load only these files instead of every *.hcl in the directory (repeatable).
+    #[arg(long = "config", value_name = "FILE", global = true)]
+    pub config: Vec<PathBuf>,
+    /// Set a variable: --var NAME=VALUE (repeatable; wins over --var-file and DBCTL_VAR_NAME).
+    #[arg(long = "var", value_name = "NAME=VALUE", global = true, value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Read variables from an HCL file of NAME = VALUE lines (repeatable).
+    #[arg(long = "var-file", value_name = "FILE", global = true)]
+    pub var_files: Vec<PathBuf>,
+    /// Never use colour (also: NO_COLOR=1).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load, type-check and graph the configuration; no I/O to servers.
+    ///
+    /// Every problem is reported at once, each pointing at its file and line.
+    /// Exit 1 if there is any error; warnings alone exit 0.
+    Validate(ValidateArgs),
+    /// Rewrite the configuration files in canonical form (comments are kept).
+    Fmt(FmtArgs),
+    /// Refresh live state, diff it against the configuration and print the plan.
+    Plan(PlanArgs),
+    /// Apply a saved plan, or plan and ask for yes/no first.
+    Apply(ApplyArgs),
+    /// Plan and apply the removal of everything dbctl manages.
+    Destroy(DestroyArgs),
+    /// Show the state, or a saved plan.
+    Show(ShowArgs),
+    /// Print the dependency graph in Graphviz DOT (`dbctl graph | dot -Tsvg > graph.svg`).
+    Graph(GraphArgs),
+    /// Inspect and edit the state.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Adopt an existing object into the state: dbctl import ADDR ID.
+    Import { addr: String, id: String },
+    /// Release a lock left by an apply that was killed.
+    ForceUnlock {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start, stop and inspect the embedded servers.
+    #[command(subcommand)]
+    Dev(DevCommand),
+    /// Run, list, restore, verify and prune backups.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Show and rotate secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Pending migrations per database, and their lint.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// Print the JSON Schema of the configuration (kept in schema/config.schema.json).
+    Schema,
+    /// Print shell completions: dbctl completions bash > /etc/bash_completion.d/dbctl
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// human (default) or json (a list of diagnostics with file, line and column).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct FmtArgs {
+    /// Change nothing; list the files that are not formatted and exit 1 if any.
+    #[arg(long)]
+    pub check: bool,
+    /// Print a unified diff of the changes.
+    #[arg(long)]
+    pub diff: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Save the plan to FILE for `dbctl apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Exit 0 when there are no changes, 2 when there are.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Plan only these addresses and what they depend on (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub target: Vec<String>,
+    /// Only report drift between the state and the servers; change nothing.
+    #[arg(long)]
+    pub refresh_only: bool,
+    /// Show the SQL statement or API call behind each change.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `dbctl plan --out`.
+    pub planfile: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Independent steps on different servers run at most N at a time.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+    #[arg(long, value_name = "ADDR")]
+    pub target: Vec<String>,
+    /// How long to wait for the state lock (e.g. 30s).
+    #[arg(long, default_value = "0s")]
+    pub lock_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[arg(long)]
+    pub auto_approve: bool,
+    #[arg(long, value_name = "ADDR")]
+    pub target: Vec<String>,
+    /// Drop databases even with open connections.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub planfile: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Graph the steps of a plan instead of the resources.
+    #[arg(long)]
+    pub plan: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the addresses in the state.
+    List,
+    /// Show one resource in the state.
+    Show { addr: String },
+    /// Forget a resource without touching the server.
+    Rm { addr: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Start the embedded servers (initialising them on first use).
+    Up,
+    /// Stop the embedded servers.
+    Down,
+    /// Show each embedded server: running or not, port, data directory.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Run backup policies now.
+    Run {
+        policy: Option<String>,
+        /// Only the policies whose schedule is due.
+        #[arg(long)]
+        due: bool,
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// List backups.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Restore a backup into a new database.
+    Restore {
+        id: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Restore into a scratch database and compare with what was recorded.
+    Verify { id: String },
+    /// Delete backups that the policies' keep rules no longer keep.
+    Prune {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// A secret's store, name, version and age; the value only with --reveal.
+    Show {
+        addr: String,
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Generate a new version now.
+    Rotate { addr: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Pending migrations per database.
+    Status,
+    /// Lint migrations for backward compatibility.
+    Lint,
+}

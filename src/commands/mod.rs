@@ -1,0 +1,91 @@
+//! One function per command; each returns the process exit code.
+
+mod fmt;
+mod graph;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command, Global};
+use crate::config::{self, LoadOptions, Loaded};
+use crate::diag::{render, Diagnostic};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+
+/// What every command gets: the global options, resolved.
+pub struct Ctx {
+    pub global: Global,
+    pub dir: PathBuf,
+    pub color: bool,
+}
+
+impl Ctx {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            dir: self.dir.clone(),
+            files: self.global.config.clone(),
+            vars: self.global.vars.clone(),
+            var_files: self.global.var_files.clone(),
+        }
+    }
+
+    /// Load the configuration and print its diagnostics (warnings too) to stderr.
+    pub fn load(&self) -> Loaded {
+        let loaded = config::load(&self.load_options());
+        self.print_diags(&loaded.diags.0);
+        loaded
+    }
+
+    pub fn print_diags(&self, diags: &[Diagnostic]) {
+        if !diags.is_empty() {
+            eprint!("{}", render(diags, self.color));
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> u8 {
+    let color = !cli.global.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal();
+    let dir = cli.global.chdir.clone().unwrap_or_else(|| PathBuf::from("."));
+    if !dir.is_dir() {
+        eprintln!("error: -C {}: not a directory", dir.display());
+        return EXIT_ERROR;
+    }
+    let ctx = Ctx { global: cli.global, dir, color };
+    match cli.command {
+        Command::Validate(a) => validate::run(&ctx, &a),
+        Command::Fmt(a) => fmt::run(&ctx, &a),
+        Command::Graph(a) => graph::run(&ctx, &a),
+        Command::Schema => {
+            println!("{}", schema_text());
+            EXIT_OK
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "dbctl", &mut std::io::stdout());
+            EXIT_OK
+        }
+        Command::Plan(_) | Command::Apply(_) | Command::Destroy(_) | Command::Show(_) => {
+            not_built("plan, apply, destroy and show", "[2] PostgreSQL engine")
+        }
+        Command::State(_) | Command::Import { .. } | Command::ForceUnlock { .. } => {
+            not_built("state, import and force-unlock", "[2] PostgreSQL engine")
+        }
+        Command::Dev(_) => not_built("dev up|down|status", "[2] PostgreSQL engine"),
+        Command::Backup(_) => not_built("backup", "[5] Backups"),
+        Command::Secret(_) => not_built("secret show|rotate", "[3] Secrets"),
+        Command::Migrate(_) => not_built("migrate status|lint", "a later issue (migrations)"),
+    }
+}
+
+/// The configuration's JSON Schema, as checked in under schema/.
+pub fn schema_text() -> String {
+    serde_json::to_string_pretty(&config::jsonschema::config_schema()).expect("schema serialises")
+}
+
+fn not_built(what: &str, issue: &str) -> u8 {
+    eprintln!("error: `dbctl {what}` is not built yet; it arrives with issue {issue}.");
+    eprintln!("       What works today: validate, fmt, graph, schema, completions (see README, \"Status\").");
+    EXIT_ERROR
+}

@@ -1,0 +1,53 @@
+use serde_json::json;
+
+use super::{Ctx, EXIT_ERROR, EXIT_OK};
+use crate::cli::{Format, ValidateArgs};
+use crate::config;
+
+pub fn run(ctx: &Ctx, args: &ValidateArgs) -> u8 {
+    if args.format == Format::Json {
+        let loaded = config::load(&ctx.load_options());
+        let diags: Vec<_> = loaded
+            .diags
+            .0
+            .iter()
+            .map(|d| {
+                let (file, line, column) = match &d.loc {
+                    Some(l) => {
+                        let (line, col) = l.file.line_col(l.span.start);
+                        (Some(l.file.name.clone()), Some(line), Some(col))
+                    }
+                    None => (None, None, None),
+                };
+                json!({
+                    "severity": if d.is_error() { "error" } else { "warning" },
+                    "message": d.message,
+                    "file": file, "line": line, "column": column,
+                    "label": d.label, "help": d.help,
+                })
+            })
+            .collect();
+        let valid = !loaded.diags.has_errors();
+        let out = json!({ "format_version": "1.0", "valid": valid, "diagnostics": diags });
+        println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        return if valid { EXIT_OK } else { EXIT_ERROR };
+    }
+    let loaded = ctx.load();
+    match loaded.config {
+        Some(cfg) => {
+            let warnings = loaded.diags.0.len();
+            let extra = if warnings > 0 { format!(", {warnings} warning(s)") } else { String::new() };
+            println!(
+                "Success! The configuration is valid: {} resource(s) in {} file(s){extra}.",
+                cfg.resources.len(),
+                loaded.files.len()
+            );
+            EXIT_OK
+        }
+        None => {
+            let errors = loaded.diags.0.iter().filter(|d| d.is_error()).count();
+            eprintln!("Error: the configuration is invalid ({errors} error(s)); nothing was run.");
+            EXIT_ERROR
+        }
+    }
+}

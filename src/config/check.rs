@@ -1,0 +1,403 @@
+//! Checks across resources: engines, names the engine can hold, same-server
+//! rules, grant targets and privileges, duplicate objects, reference cycles,
+//! and the warnings a reviewer wants to see.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::diag::{did_you_mean, Diagnostic, Diags, Loc};
+use crate::model::*;
+
+pub const PG_DATABASE_PRIVS: &[&str] = &["CONNECT", "CREATE", "TEMPORARY"];
+pub const PG_SCHEMA_PRIVS: &[&str] = &["CREATE", "USAGE"];
+pub const PG_TABLE_PRIVS: &[&str] = &["DELETE", "INSERT", "REFERENCES", "SELECT", "TRIGGER", "TRUNCATE", "UPDATE"];
+pub const PG_SEQUENCE_PRIVS: &[&str] = &["SELECT", "UPDATE", "USAGE"];
+pub const MYSQL_DATABASE_PRIVS: &[&str] = &[
+    "ALTER", "ALTER ROUTINE", "CREATE", "CREATE ROUTINE", "CREATE TEMPORARY TABLES", "CREATE VIEW", "DELETE",
+    "DELETE HISTORY", "DROP", "EVENT", "EXECUTE", "INDEX", "INSERT", "LOCK TABLES", "REFERENCES", "SELECT",
+    "SHOW VIEW", "TRIGGER", "UPDATE",
+];
+
+/// Why `name` cannot be the name of a `kind` object on `engine`, if it cannot.
+pub fn name_problem(engine: Engine, kind: Kind, name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("a name cannot be empty".into());
+    }
+    if name.contains('\0') {
+        return Some("a name cannot contain a NUL byte".into());
+    }
+    match engine {
+        Engine::Postgres if name.len() > 63 => Some(format!(
+            "\"{}\" is {} bytes; PostgreSQL names hold at most 63 bytes (it would silently cut it)",
+            name.escape_debug(),
+            name.len()
+        )),
+        Engine::Postgres => None,
+        Engine::Mysql => {
+            let max = if kind == Kind::Database { 64 } else { 80 };
+            let chars = name.chars().count();
+            if chars > max {
+                Some(format!("\"{}\" is {chars} characters; MySQL/MariaDB {} names hold at most {max}", name.escape_debug(), kind.as_str()))
+            } else if name.chars().any(|c| c as u32 > 0xFFFF) {
+                Some("MySQL/MariaDB names cannot hold characters outside the Basic Multilingual Plane (such as emoji)".into())
+            } else if kind == Kind::Database && name.ends_with(' ') {
+                Some("MySQL/MariaDB database names cannot end with a space".into())
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// What a grant is on, in the engine's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GrantClass {
+    Database,
+    Schema,
+    Tables,
+    Sequences,
+}
+
+impl GrantClass {
+    pub fn of(g: &Grant) -> GrantClass {
+        match (&g.schema, &g.tables, &g.sequences) {
+            (_, Some(_), _) => GrantClass::Tables,
+            (_, _, Some(_)) => GrantClass::Sequences,
+            (Some(_), None, None) => GrantClass::Schema,
+            (None, None, None) => GrantClass::Database,
+        }
+    }
+    pub fn privileges(self, engine: Engine) -> &'static [&'static str] {
+        match (engine, self) {
+            (Engine::Mysql, _) => MYSQL_DATABASE_PRIVS,
+            (Engine::Postgres, GrantClass::Database) => PG_DATABASE_PRIVS,
+            (Engine::Postgres, GrantClass::Schema) => PG_SCHEMA_PRIVS,
+            (Engine::Postgres, GrantClass::Tables) => PG_TABLE_PRIVS,
+            (Engine::Postgres, GrantClass::Sequences) => PG_SEQUENCE_PRIVS,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantClass::Database => "database",
+            GrantClass::Schema => "schema",
+            GrantClass::Tables => "tables",
+            GrantClass::Sequences => "sequences",
+        }
+    }
+}
+
+fn engine_of(cfg: &Config, server: &Address) -> Option<Engine> {
+    match cfg.get(server).map(|r| &r.body) {
+        Some(Body::Server(s)) => Some(s.engine),
+        _ => None,
+    }
+}
+
+fn ref_loc<'a>(r: &'a Resource, attr: &str) -> &'a Loc {
+    r.refs.iter().find(|x| x.attr == attr).map(|x| &x.loc).unwrap_or_else(|| r.origin.attr(attr))
+}
+
+pub fn check(cfg: &mut Config, diags: &mut Diags) {
+    normalize_privileges(cfg);
+    let cfg: &Config = cfg;
+    let mut objects: HashMap<(Address, &'static str, String), &Resource> = HashMap::new();
+    for r in cfg.resources.values() {
+        match &r.body {
+            Body::Server(s) => check_server(cfg, r, s, diags),
+            Body::Secret(s) => {
+                if s.store == Store::Aws && cfg.aws.is_none() {
+                    diags.push(
+                        Diagnostic::error(format!("{} uses store = \"aws\" but there is no provider \"aws\" block", r.addr))
+                            .at(r.origin.attr("store"), "needs the aws provider")
+                            .help("add provider \"aws\" { region = \"us-east-1\" }"),
+                    );
+                }
+            }
+            Body::BackupPolicy(b) => {
+                if b.storage.starts_with("s3://") && cfg.aws.is_none() {
+                    diags.push(
+                        Diagnostic::error(format!("{} stores backups in S3 but there is no provider \"aws\" block", r.addr))
+                            .at(r.origin.attr("storage"), "needs the aws provider")
+                            .help("add provider \"aws\" { region = \"us-east-1\" }"),
+                    );
+                }
+            }
+            _ => {}
+        }
+        let (Some(server), Some(name)) = (r.server(), r.object_name()) else { continue };
+        let Some(engine) = engine_of(cfg, server) else { continue };
+        if let Some(problem) = name_problem(engine, r.addr.kind, name) {
+            let at = if r.origin.attrs.contains_key("name") { r.origin.attr("name") } else { &r.origin.header };
+            diags.push(
+                Diagnostic::error(format!("{}: {} cannot hold this name", r.addr, engine.as_str()))
+                    .at(at, problem),
+            );
+        }
+        // Users and roles share one namespace on both engines.
+        let ns = if r.addr.kind == Kind::Database { "database" } else { "role" };
+        let host = match &r.body {
+            Body::User(u) if engine == Engine::Mysql => u.host.clone().unwrap_or_else(|| "%".into()),
+            _ => String::new(),
+        };
+        let key = (server.clone(), ns, format!("{name}@{host}"));
+        if let Some(first) = objects.get(&key) {
+            diags.push(
+                Diagnostic::error(format!("{} and {} manage the same {ns} \"{name}\" on {server}", first.addr, r.addr))
+                    .at(&r.origin.header, "second declaration of the object")
+                    .also(&first.origin.header, "first declaration"),
+            );
+        } else {
+            objects.insert(key, r);
+        }
+        match &r.body {
+            Body::User(u) => {
+                if engine == Engine::Postgres && u.host.is_some() {
+                    diags.push(
+                        Diagnostic::error("`host` is MySQL-only")
+                            .at(r.origin.attr("host"), "PostgreSQL users have no host part")
+                            .help("control where a Postgres user may connect from in pg_hba.conf"),
+                    );
+                }
+                if engine == Engine::Mysql && u.valid_until.is_some() {
+                    diags.push(
+                        Diagnostic::error("`valid_until` is PostgreSQL-only")
+                            .at(r.origin.attr("valid_until"), "not supported on MySQL/MariaDB"),
+                    );
+                }
+                check_members(cfg, r, server, &u.member_of, diags);
+                check_grants(cfg, r, server, engine, &u.grants, diags);
+            }
+            Body::Role(ro) => {
+                check_members(cfg, r, server, &ro.member_of, diags);
+                check_grants(cfg, r, server, engine, &ro.grants, diags);
+            }
+            Body::Database(d) => {
+                if engine == Engine::Mysql && !d.extensions.is_empty() {
+                    diags.push(
+                        Diagnostic::error("`extensions` is PostgreSQL-only")
+                            .at(r.origin.attr("extensions"), "MySQL/MariaDB have no extensions"),
+                    );
+                }
+                if let Some(owner) = &d.owner {
+                    same_server(cfg, r, "owner", owner, server, diags);
+                }
+            }
+            _ => {}
+        }
+    }
+    check_routers(cfg, diags);
+    warn_unused_databases(cfg, diags);
+    crate::graph::check_cycles(cfg, diags);
+}
+
+fn normalize_privileges(cfg: &mut Config) {
+    let engines: HashMap<Address, Engine> = cfg
+        .resources
+        .values()
+        .filter_map(|r| match &r.body {
+            Body::Server(s) => Some((r.addr.clone(), s.engine)),
+            _ => None,
+        })
+        .collect();
+    for r in cfg.resources.values_mut() {
+        let (server, grants) = match &mut r.body {
+            Body::User(u) => (u.server.clone(), &mut u.grants),
+            Body::Role(ro) => (ro.server.clone(), &mut ro.grants),
+            _ => continue,
+        };
+        let Some(&engine) = engines.get(&server) else { continue };
+        for g in grants.iter_mut() {
+            let all = GrantClass::of(g).privileges(engine);
+            let mut out: Vec<String> = Vec::new();
+            for p in &g.privileges {
+                let p = p.split_whitespace().collect::<Vec<_>>().join(" ");
+                match p.as_str() {
+                    "ALL" | "ALL PRIVILEGES" => out.extend(all.iter().map(|s| s.to_string())),
+                    "TEMP" if engine == Engine::Postgres => out.push("TEMPORARY".into()),
+                    _ => out.push(p),
+                }
+            }
+            out.sort();
+            out.dedup();
+            g.privileges = out;
+        }
+    }
+}
+
+fn check_server(cfg: &Config, r: &Resource, s: &Server, diags: &mut Diags) {
+    let modes = [s.embedded, s.url.is_some(), s.rds_cluster.is_some()];
+    match modes.iter().filter(|m| **m).count() {
+        0 => diags.push(
+            Diagnostic::error(format!("{} does not say how to reach the server", r.addr))
+                .at(&r.origin.header, "no embedded, url or rds_cluster")
+                .help("set embedded = true for a local server dbctl runs, url = ... for an existing one, or rds_cluster = rds_cluster.NAME"),
+        ),
+        1 => {}
+        _ => diags.push(
+            Diagnostic::error(format!("{} sets more than one of embedded, url and rds_cluster", r.addr))
+                .at(&r.origin.header, "choose one way to reach the server"),
+        ),
+    }
+    if s.port.is_some() && !s.embedded {
+        diags.push(
+            Diagnostic::error("`port` applies only to embedded servers")
+                .at(r.origin.attr("port"), "put the port in the url instead"),
+        );
+    }
+    if let Some(rds) = &s.rds_cluster {
+        if let Some(Body::RdsCluster(c)) = cfg.get(rds).map(|x| &x.body) {
+            let pg = c.engine.contains("postgres");
+            if pg != (s.engine == Engine::Postgres) {
+                diags.push(
+                    Diagnostic::error(format!("{} is {} but {rds} runs {}", r.addr, s.engine.as_str(), c.engine))
+                        .at(r.origin.attr("engine"), "engines disagree"),
+                );
+            }
+        }
+    }
+}
+
+fn same_server(cfg: &Config, r: &Resource, attr: &str, other: &Address, server: &Address, diags: &mut Diags) {
+    let Some(o) = cfg.get(other) else { return };
+    if let Some(os) = o.server() {
+        if os != server {
+            diags.push(
+                Diagnostic::error(format!("{} is on {server} but {attr} {other} is on {os}", r.addr))
+                    .at(ref_loc(r, attr), "must be on the same server"),
+            );
+        }
+    }
+}
+
+fn check_members(cfg: &Config, r: &Resource, server: &Address, member_of: &[Address], diags: &mut Diags) {
+    for m in member_of {
+        if m == &r.addr {
+            diags.push(
+                Diagnostic::error(format!("{} cannot be a member of itself", r.addr)).at(ref_loc(r, "member_of"), "here"),
+            );
+            continue;
+        }
+        same_server(cfg, r, "member_of", m, server, diags);
+    }
+}
+
+fn check_grants(cfg: &Config, r: &Resource, server: &Address, engine: Engine, grants: &[Grant], diags: &mut Diags) {
+    let grant_locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();
+    let mut targets: BTreeMap<(Address, Option<String>, GrantClass), usize> = BTreeMap::new();
+    for (i, g) in grants.iter().enumerate() {
+        let loc = grant_locs.get(i).copied().unwrap_or(&r.origin.header);
+        same_server(cfg, r, "grant.database", &g.database, server, diags);
+        for (attr, v) in [("tables", &g.tables), ("sequences", &g.sequences)] {
+            if let Some(v) = v {
+                if v != "*" {
+                    diags.push(
+                        Diagnostic::error(format!("{attr} = \"{v}\": only \"*\" (all, now and in future) is supported"))
+                            .at(loc, "in this grant"),
+                    );
+                }
+            }
+        }
+        if g.tables.is_some() && g.sequences.is_some() {
+            diags.push(
+                Diagnostic::error("a grant is on tables or on sequences, not both")
+                    .at(loc, "split it into two grant blocks"),
+            );
+        }
+        match engine {
+            Engine::Postgres if (g.tables.is_some() || g.sequences.is_some()) && g.schema.is_none() => diags.push(
+                Diagnostic::error("tables and sequences are granted within a schema")
+                    .at(loc, "this grant has no schema")
+                    .help("add schema = \"public\""),
+            ),
+            Engine::Mysql if g.schema.is_some() => diags.push(
+                Diagnostic::error("MySQL/MariaDB databases have no schemas")
+                    .at(loc, "remove schema from this grant"),
+            ),
+            _ => {}
+        }
+        let class = GrantClass::of(g);
+        let allowed = class.privileges(engine);
+        for p in &g.privileges {
+            if !allowed.contains(&p.as_str()) {
+                let mut d = Diagnostic::error(format!("{p} is not a {} privilege on {} {}", engine.as_str(), class.as_str(), if class == GrantClass::Database { "" } else { "in a schema" }).trim_end().to_string())
+                    .at(loc, "in this grant")
+                    .help(format!("privileges here: {}", allowed.join(", ")));
+                if let Some(h) = did_you_mean(p, allowed.iter().copied()) {
+                    d = d.help(h);
+                }
+                diags.push(d);
+            }
+        }
+        let key = (g.database.clone(), g.schema.clone(), class);
+        if let Some(first) = targets.get(&key) {
+            diags.push(
+                Diagnostic::error(format!("two grant blocks of {} have the same target", r.addr))
+                    .at(loc, "same database, schema and object class")
+                    .also(grant_locs.get(*first).copied().unwrap_or(&r.origin.header), "as this one")
+                    .help("a grant is authoritative for its target: merge the privileges into one block"),
+            );
+        } else {
+            targets.insert(key, i);
+        }
+    }
+}
+
+fn check_routers(cfg: &Config, diags: &mut Diags) {
+    let mut labels: HashMap<(String, String), &Resource> = HashMap::new();
+    for r in cfg.of_kind(Kind::Router) {
+        let Body::Router(rt) = &r.body else { continue };
+        let user_server = cfg.get(&rt.user).and_then(|u| u.server()).cloned();
+        for route in &rt.routes {
+            if let (Some(us), Some(db)) = (&user_server, cfg.get(&route.database)) {
+                if let Some(ds) = db.server() {
+                    if ds != us {
+                        diags.push(
+                            Diagnostic::error(format!(
+                                "route \"{}\" of {} uses {} on {ds}, but the router's user {} is on {us}",
+                                route.app, r.addr, route.database, rt.user
+                            ))
+                            .at(&r.origin.header, "a router's user must live where its databases live"),
+                        );
+                    }
+                }
+            }
+            let key = (rt.service.clone(), route.app.clone());
+            if let Some(first) = labels.get(&key) {
+                if first.addr != r.addr {
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "app \"{}\" of service \"{}\" is routed by both {} and {}",
+                            route.app, rt.service, first.addr, r.addr
+                        ))
+                        .at(&r.origin.header, "second route for the same app")
+                        .also(&first.origin.header, "first route")
+                        .help("an app label maps to exactly one database within a service"),
+                    );
+                }
+            } else {
+                labels.insert(key, r);
+            }
+        }
+    }
+}
+
+fn warn_unused_databases(cfg: &Config, diags: &mut Diags) {
+    let mut used: std::collections::HashSet<&Address> = std::collections::HashSet::new();
+    for r in cfg.resources.values() {
+        match &r.body {
+            Body::Router(rt) => used.extend(rt.routes.iter().map(|x| &x.database)),
+            Body::User(u) => used.extend(u.grants.iter().map(|g| &g.database)),
+            Body::Role(ro) => used.extend(ro.grants.iter().map(|g| &g.database)),
+            _ => {}
+        }
+    }
+    for r in cfg.of_kind(Kind::Database) {
+        let owned_by_user = matches!(&r.body, Body::Database(d) if d.owner.as_ref().is_some_and(|o| o.kind == Kind::User));
+        if !used.contains(&r.addr) && !owned_by_user {
+            diags.push(
+                Diagnostic::warning(format!("{} is not routed by any router and no user is granted it", r.addr))
+                    .at(&r.origin.header, "only the server's admin can use it")
+                    .help("route it from a router, or grant it to a user or role"),
+            );
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! Schema-driven decoding of one block: unknown attributes and blocks,
+//! missing required attributes, reference checks with spans, evaluation and
+//! type checking. The result is a `DBlock` of typed values with their places.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::Arc;
+
+use hcl::edit::expr::{Expression, TraversalOperator};
+use hcl::edit::structure::{Block, BlockLabel, Structure};
+use hcl::edit::visit::{self, Visit};
+use hcl::edit::Span;
+use hcl::eval::{Context, Evaluate};
+use hcl::Value;
+use indexmap::IndexMap;
+
+use super::eval::{as_ref, type_name};
+use super::schema::{BlockSchema, Ty};
+use crate::diag::{did_you_mean, Diagnostic, Diags, Loc, SourceFile};
+use crate::model::{Address, Kind};
+
+/// A decoded, type-checked value.
+#[derive(Debug, Clone)]
+pub enum V {
+    Str(String),
+    Bool(bool),
+    Int(i64),
+    List(Vec<String>),
+    Ref(Address),
+    Refs(Vec<Address>),
+    Any(Value),
+}
+
+#[derive(Debug, Clone)]
+pub struct DBlock {
+    pub header: Loc,
+    pub labels: Vec<(String, Loc)>,
+    pub attrs: IndexMap<String, (V, Loc)>,
+    pub blocks: Vec<(String, DBlock)>,
+}
+
+impl DBlock {
+    pub fn get(&self, name: &str) -> Option<&V> {
+        self.attrs.get(name).map(|(v, _)| v)
+    }
+    pub fn str(&self, name: &str) -> Option<String> {
+        match self.get(name) {
+            Some(V::Str(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        match self.get(name) {
+            Some(V::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+    pub fn int(&self, name: &str) -> Option<i64> {
+        match self.get(name) {
+            Some(V::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+    pub fn list(&self, name: &str) -> Vec<String> {
+        match self.get(name) {
+            Some(V::List(l)) => l.clone(),
+            _ => Vec::new(),
+        }
+    }
+    pub fn reference(&self, name: &str) -> Option<Address> {
+        match self.get(name) {
+            Some(V::Ref(a)) => Some(a.clone()),
+            _ => None,
+        }
+    }
+    pub fn refs(&self, name: &str) -> Vec<Address> {
+        match self.get(name) {
+            Some(V::Refs(a)) => a.clone(),
+            _ => Vec::new(),
+        }
+    }
+    pub fn loc(&self, name: &str) -> Option<&Loc> {
+        self.attrs.get(name).map(|(_, l)| l)
+    }
+    pub fn block(&self, name: &str) -> Option<&DBlock> {
+        self.blocks.iter().find(|(n, _)| n == name).map(|(_, b)| b)
+    }
+    pub fn blocks<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a DBlock> + 'a {
+        self.blocks.iter().filter(move |(n, _)| n == name).map(|(_, b)| b)
+    }
+    pub fn label(&self) -> &str {
+        self.labels.first().map_or("", |(s, _)| s.as_str())
+    }
+}
+
+pub fn span_of(s: &impl Span) -> Range<usize> {
+    s.span().unwrap_or(0..0)
+}
+
+pub fn label_span(l: &BlockLabel) -> Range<usize> {
+    span_of(l)
+}
+
+/// The block's identifier and labels: what a diagnostic about the whole block points at.
+pub fn header_span(b: &Block) -> Range<usize> {
+    let start = span_of(&b.ident).start;
+    let end = b.labels.last().map_or(span_of(&b.ident).end, |l| label_span(l).end);
+    start..end
+}
+
+/// One `root.attr["key"]` reference as written.
+#[derive(Debug)]
+pub struct TravRef {
+    pub root: String,
+    pub attr: Option<String>,
+    pub key: Option<String>,
+    pub span: Range<usize>,
+}
+
+#[derive(Default)]
+struct TravCollector(Vec<TravRef>);
+
+impl Visit for TravCollector {
+    fn visit_traversal(&mut self, t: &hcl::edit::expr::Traversal) {
+        if let Expression::Variable(v) = &t.expr {
+            let mut ops = t.operators.iter().map(|o| o.value());
+            let attr = match ops.next() {
+                Some(TraversalOperator::GetAttr(i)) => Some(i.as_str().to_string()),
+                _ => None,
+            };
+            let key = match ops.next() {
+                Some(TraversalOperator::Index(Expression::String(s))) => Some(s.as_str().to_string()),
+                _ => None,
+            };
+            self.0.push(TravRef { root: v.as_str().to_string(), attr, key, span: span_of(t) });
+        }
+        visit::visit_traversal(self, t);
+    }
+}
+
+/// Every traversal in an expression.
+pub fn traversals(expr: &Expression) -> Vec<TravRef> {
+    let mut c = TravCollector::default();
+    c.visit_expr(expr);
+    c.0
+}
+
+/// What names exist, for checking references before evaluating.
+pub struct Scope<'a> {
+    pub variables: &'a IndexMap<String, super::VarInfo>,
+    pub locals: &'a HashSet<String>,
+    /// Resource labels per kind, with the for_each keys where known.
+    pub resources: &'a IndexMap<(Kind, String), Option<Vec<String>>>,
+    /// Inside a for_each resource.
+    pub each: bool,
+    /// In a `locals` or `for_each` expression: resources with for_each are not yet known.
+    pub before_resources: bool,
+}
+
+/// Check every reference in `expr`; one diagnostic per bad reference.
+pub fn check_refs(expr: &Expression, file: &Arc<SourceFile>, scope: &Scope) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for t in traversals(expr) {
+        let loc = Loc::new(file, t.span.clone());
+        let Some(attr) = t.attr.as_deref() else { continue };
+        match t.root.as_str() {
+            "var" if !scope.variables.contains_key(attr) => out.push(
+                Diagnostic::error(format!("reference to undeclared variable `var.{attr}`"))
+                    .at(&loc, "no variable block declares this")
+                    .help(
+                        did_you_mean(attr, scope.variables.keys().map(String::as_str))
+                            .unwrap_or_else(|| format!("declare it: variable \"{attr}\" {{ default = ... }}")),
+                    ),
+            ),
+            "local" if !scope.locals.contains(attr) => out.push(
+                Diagnostic::error(format!("reference to undeclared local `local.{attr}`"))
+                    .at(&loc, "no locals block sets this")
+                    .help(
+                        did_you_mean(attr, scope.locals.iter().map(String::as_str))
+                            .unwrap_or_else(|| format!("set it in a locals block: locals {{ {attr} = ... }}")),
+                    ),
+            ),
+            "each" if !scope.each => out.push(
+                Diagnostic::error(format!("`each.{attr}` outside a block with for_each"))
+                    .at(&loc, "each is only known in a block with for_each"),
+            ),
+            "each" if attr != "key" && attr != "value" => out.push(
+                Diagnostic::error(format!("`each.{attr}` does not exist"))
+                    .at(&loc, "each has only key and value")
+                    .help(did_you_mean(attr, ["key", "value"]).unwrap_or_default()),
+            ),
+            root => {
+                let Some(kind) = Kind::parse(root) else { continue };
+                match scope.resources.get(&(kind, attr.to_string())) {
+                    None => {
+                        let same_kind = scope
+                            .resources
+                            .keys()
+                            .filter(|(k, _)| *k == kind)
+                            .map(|(_, n)| n.as_str());
+                        let mut d = Diagnostic::error(format!("reference to undeclared resource `{root}.{attr}`"))
+                            .at(&loc, format!("no {root} block is named \"{attr}\""));
+                        if let Some(h) = did_you_mean(attr, same_kind) {
+                            d = d.help(h);
+                        } else if let Some((other, _)) =
+                            scope.resources.keys().find(|(k, n)| n == attr && *k != kind)
+                        {
+                            d = d.help(format!("there is a {} named \"{attr}\": did you mean `{}.{attr}`?", other.as_str(), other.as_str()));
+                        }
+                        out.push(d);
+                    }
+                    Some(Some(keys)) => {
+                        if let Some(key) = &t.key {
+                            if !keys.contains(key) {
+                                out.push(
+                                    Diagnostic::error(format!("`{root}.{attr}` has no instance [\"{key}\"]"))
+                                        .at(&loc, "not a key of its for_each")
+                                        .help(format!("its keys are: {}", keys.join(", "))),
+                                );
+                            }
+                        }
+                    }
+                    Some(None) if scope.before_resources && kind.has_for_each() => out.push(
+                        Diagnostic::error(format!("`{root}.{attr}` uses for_each and cannot be referenced here"))
+                            .at(&loc, "locals and for_each are evaluated before resources with for_each"),
+                    ),
+                    Some(None) => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Evaluate an expression; errors carry the expression's span.
+pub fn evaluate(expr: &Expression, file: &Arc<SourceFile>, ctx: &Context) -> Result<Value, Diagnostic> {
+    let loc = Loc::new(file, span_of(expr));
+    let e: hcl::Expression = expr.clone().into();
+    e.evaluate(ctx).map_err(|err| {
+        let mut d = Diagnostic::error(format!("cannot evaluate this expression: {}", err.kind()))
+            .at(&loc, "while evaluating this");
+        if let hcl::eval::ErrorKind::UndefinedFunc(f) = err.kind() {
+            let name = f.to_string();
+            d = d.help(
+                did_you_mean(&name, super::eval::FUNCTIONS.iter().copied())
+                    .unwrap_or_else(|| format!("functions: {}", super::eval::FUNCTIONS.join(", "))),
+            );
+        }
+        d
+    })
+}
+
+fn describe_found(v: &Value) -> String {
+    match (v, as_ref(v)) {
+        (_, Some(a)) => format!("a reference to {a}"),
+        (Value::String(s), _) => format!("the string \"{s}\""),
+        (Value::Object(m), _) if !m.is_empty() && m.values().all(|x| as_ref(x).is_some()) => {
+            "all instances of a resource with for_each (index it with [\"key\"])".to_string()
+        }
+        (other, _) => type_name(other).to_string(),
+    }
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Check a value against a type; `Err` is the message for the diagnostic.
+pub fn typecheck(v: &Value, ty: Ty) -> Result<V, (String, Option<String>)> {
+    let wrong = || (format!("expected {}, found {}", ty.describe(), describe_found(v)), None);
+    let to_ref = |v: &Value, kinds: &[Kind]| -> Result<Address, (String, Option<String>)> {
+        let Some(a) = as_ref(v) else {
+            let help = match (v, kinds.first()) {
+                (Value::String(s), Some(k)) => Some(format!("refer to the resource itself: {}.{s}", k.as_str())),
+                _ => None,
+            };
+            return Err((format!("expected {}, found {}", ty.describe(), describe_found(v)), help));
+        };
+        let addr = Address::parse(a).map_err(|e| (e, None))?;
+        if !kinds.contains(&addr.kind) {
+            return Err((format!("expected {}, found a reference to {addr}", ty.describe()), None));
+        }
+        Ok(addr)
+    };
+    match ty {
+        Ty::Any | Ty::ForEach => Ok(V::Any(v.clone())),
+        Ty::String => match (as_ref(v), as_string(v)) {
+            (None, Some(s)) => Ok(V::Str(s)),
+            _ => Err(wrong()),
+        },
+        Ty::Bool => match v {
+            Value::Bool(b) => Ok(V::Bool(*b)),
+            Value::String(s) if s == "true" || s == "false" => Ok(V::Bool(s == "true")),
+            _ => Err(wrong()),
+        },
+        Ty::Int => match v {
+            Value::Number(n) => n.as_i64().map(V::Int).ok_or_else(wrong),
+            Value::String(s) => s.trim().parse().map(V::Int).map_err(|_| wrong()),
+            _ => Err(wrong()),
+        },
+        Ty::StringList => match v {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| if as_ref(i).is_some() { None } else { as_string(i) })
+                .collect::<Option<Vec<_>>>()
+                .map(V::List)
+                .ok_or_else(wrong),
+            _ => Err(wrong()),
+        },
+        Ty::Enum(options) => match v {
+            Value::String(s) if options.contains(&s.as_str()) => Ok(V::Str(s.clone())),
+            Value::String(s) => Err((
+                format!("expected {}, found \"{s}\"", ty.describe()),
+                did_you_mean(s, options.iter().copied()),
+            )),
+            _ => Err(wrong()),
+        },
+        Ty::Ref(kinds) => to_ref(v, kinds).map(V::Ref),
+        Ty::RefList(kinds) => match v {
+            Value::Array(items) => items.iter().map(|i| to_ref(i, kinds)).collect::<Result<_, _>>().map(V::Refs),
+            _ => Err(wrong()),
+        },
+        Ty::Duration => match v {
+            Value::String(s) => humantime::parse_duration(s)
+                .map(|_| V::Str(s.clone()))
+                .map_err(|e| (format!("expected {}, found \"{s}\" ({e})", ty.describe()), None)),
+            _ => Err(wrong()),
+        },
+        Ty::Cron => match v {
+            Value::String(s) => {
+                if s.split_whitespace().count() != 5 {
+                    return Err((
+                        format!("expected {}, found \"{s}\": a schedule has five fields (minute hour day month weekday)", ty.describe()),
+                        None,
+                    ));
+                }
+                s.parse::<croner::Cron>()
+                    .map(|_| V::Str(s.clone()))
+                    .map_err(|e| (format!("expected {}, found \"{s}\" ({e})", ty.describe()), None))
+            }
+            _ => Err(wrong()),
+        },
+        Ty::Timestamp => match v {
+            Value::String(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map(|_| V::Str(s.clone()))
+                .map_err(|_| wrong()),
+            _ => Err(wrong()),
+        },
+    }
+}
+
+/// Decode a block's body against its schema. `skip` names attributes that the
+/// caller evaluates itself (`for_each`).
+pub fn decode_block(
+    schema: &'static BlockSchema,
+    block: &Block,
+    file: &Arc<SourceFile>,
+    ctx: &Context,
+    scope: &Scope,
+    diags: &mut Diags,
+) -> DBlock {
+    let labels = block
+        .labels
+        .iter()
+        .map(|l| (l.as_str().to_string(), Loc::new(file, label_span(l))))
+        .collect();
+    let header = Loc::new(file, header_span(block));
+    let mut out = DBlock { header: header.clone(), labels, attrs: IndexMap::new(), blocks: Vec::new() };
+    let mut seen_attrs: IndexMap<String, Loc> = IndexMap::new();
+    let mut seen_blocks: HashSet<&str> = HashSet::new();
+
+    for structure in block.body.iter() {
+        match structure {
+            Structure::Attribute(attr) => {
+                let key = attr.key.as_str();
+                let key_loc = Loc::new(file, span_of(&attr.key));
+                if let Some(first) = seen_attrs.get(key) {
+                    diags.push(
+                        Diagnostic::error(format!("attribute `{key}` is set twice"))
+                            .at(&key_loc, "set again here")
+                            .also(first, "first set here"),
+                    );
+                    continue;
+                }
+                seen_attrs.insert(key.to_string(), key_loc.clone());
+                let Some(spec) = schema.attr(key) else {
+                    let help = if schema.nested(key).is_some() {
+                        Some(format!("`{key}` is a block: write {key} {{ ... }}"))
+                    } else {
+                        did_you_mean(key, schema.attrs.iter().map(|a| a.name))
+                    };
+                    let mut d = Diagnostic::error(format!("unknown attribute `{key}` in a {} block", schema.name))
+                        .at(&key_loc, "not an attribute of this block");
+                    d = d.help(help.unwrap_or_else(|| {
+                        format!("attributes: {}", schema.attrs.iter().map(|a| a.name).collect::<Vec<_>>().join(", "))
+                    }));
+                    diags.push(d);
+                    continue;
+                };
+                if spec.ty == Ty::ForEach {
+                    continue;
+                }
+                let value_loc = Loc::new(file, span_of(&attr.value));
+                let ref_errors = check_refs(&attr.value, file, scope);
+                if !ref_errors.is_empty() {
+                    diags.0.extend(ref_errors);
+                    continue;
+                }
+                let value = match evaluate(&attr.value, file, ctx) {
+                    Ok(v) => v,
+                    Err(d) => {
+                        diags.push(d);
+                        continue;
+                    }
+                };
+                if value.is_null() && !spec.required {
+                    continue;
+                }
+                match typecheck(&value, spec.ty) {
+                    Ok(v) => {
+                        out.attrs.insert(key.to_string(), (v, value_loc));
+                    }
+                    Err((msg, help)) => {
+                        let mut d = Diagnostic::error(format!("wrong type for `{key}`: {msg}"))
+                            .at(&value_loc, format!("expected {}", spec.ty.describe()));
+                        if let Some(h) = help {
+                            d = d.help(h);
+                        }
+                        diags.push(d);
+                    }
+                }
+            }
+            Structure::Block(inner) => {
+                let name = inner.ident.as_str();
+                let loc = Loc::new(file, header_span(inner));
+                let Some(nested) = schema.nested(name) else {
+                    let help = if schema.attr(name).is_some() {
+                        Some(format!("`{name}` is an attribute: write {name} = ..."))
+                    } else {
+                        did_you_mean(name, schema.blocks.iter().map(|b| b.schema.name))
+                    };
+                    let mut d = Diagnostic::error(format!("unknown block `{name}` in a {} block", schema.name))
+                        .at(&loc, "not a block this one can contain");
+                    if let Some(h) = help {
+                        d = d.help(h);
+                    }
+                    diags.push(d);
+                    continue;
+                };
+                if !nested.multiple && !seen_blocks.insert(nested.schema.name) {
+                    diags.push(
+                        Diagnostic::error(format!("only one `{name}` block is allowed in a {} block", schema.name))
+                            .at(&loc, "a second one"),
+                    );
+                    continue;
+                }
+                if !check_labels(nested.schema, inner, file, diags) {
+                    continue;
+                }
+                let d = decode_block(nested.schema, inner, file, ctx, scope, diags);
+                out.blocks.push((name.to_string(), d));
+            }
+        }
+    }
+    for spec in schema.attrs.iter().filter(|a| a.required) {
+        if !seen_attrs.contains_key(spec.name) {
+            diags.push(
+                Diagnostic::error(format!("missing required attribute `{}` in a {} block", spec.name, schema.name))
+                    .at(&header, format!("needs `{}`", spec.name))
+                    .help(format!("{} = ...  # {}", spec.name, spec.doc)),
+            );
+        }
+    }
+    out
+}
+
+/// Check the number of labels of a block; false (with a diagnostic) if wrong.
+pub fn check_labels(schema: &BlockSchema, block: &Block, file: &Arc<SourceFile>, diags: &mut Diags) -> bool {
+    let want = schema.labels.len();
+    let got = block.labels.len();
+    if want == got {
+        return true;
+    }
+    let example = if want == 0 {
+        format!("{} {{ ... }}", schema.name)
+    } else {
+        format!(
+            "{} {} {{ ... }}",
+            schema.name,
+            schema.labels.iter().map(|l| format!("\"{}\"", l.to_uppercase())).collect::<Vec<_>>().join(" ")
+        )
+    };
+    let msg = match want {
+        0 => format!("a `{}` block takes no labels", schema.name),
+        1 => format!("a `{}` block takes one label ({}), found {got}", schema.name, schema.labels[0]),
+        n => format!("a `{}` block takes {n} labels, found {got}", schema.name),
+    };
+    diags.push(
+        Diagnostic::error(msg)
+            .at(&Loc::new(file, header_span(block)), "here")
+            .help(format!("write it as: {example}")),
+    );
+    false
+}

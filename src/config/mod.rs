@@ -1,0 +1,630 @@
+//! HCL files → a checked `Config`, or diagnostics.
+//!
+//! Order of evaluation: variables (defaults, DBCTL_VAR_*, --var-file, --var),
+//! locals (may use variables, other locals and resources without for_each),
+//! for_each expressions (variables and locals), then every resource instance
+//! with `each` bound. References are checked against what is declared before
+//! anything is evaluated, so a typo points at the exact token.
+
+pub mod build;
+pub mod check;
+pub mod decode;
+pub mod eval;
+pub mod jsonschema;
+pub mod schema;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hcl::edit::parser::parse_body;
+use hcl::edit::structure::{Attribute, Block, Structure};
+use hcl::{Map, Value};
+use indexmap::IndexMap;
+
+use self::decode::{check_labels, check_refs, decode_block, evaluate, header_span, span_of, traversals, Scope};
+use self::eval::{ref_marker, root_context};
+use self::schema::BlockSchema;
+use crate::diag::{did_you_mean, Diagnostic, Diags, Loc, SourceFile};
+use crate::model::{Address, Config, Kind};
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The configuration directory (`-C`, default `.`).
+    pub dir: PathBuf,
+    /// Files named with `--config`; empty = every `*.hcl` in `dir`.
+    pub files: Vec<PathBuf>,
+    /// `--var NAME=VALUE`, in order.
+    pub vars: Vec<(String, String)>,
+    pub var_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VarInfo {
+    pub value: Value,
+    pub sensitive: bool,
+}
+
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Option<Config>,
+    pub diags: Diags,
+    pub files: Vec<Arc<SourceFile>>,
+    pub variables: IndexMap<String, VarInfo>,
+}
+
+struct RawBlock {
+    schema: &'static BlockSchema,
+    block: Block,
+    file: Arc<SourceFile>,
+}
+
+impl RawBlock {
+    fn label(&self) -> &str {
+        self.block.labels.first().map_or("", |l| l.as_str())
+    }
+    fn header(&self) -> Loc {
+        Loc::new(&self.file, header_span(&self.block))
+    }
+}
+
+/// The `*.hcl` files of a configuration, sorted by name.
+pub fn config_files(opts: &LoadOptions) -> Result<Vec<PathBuf>, Diagnostic> {
+    if !opts.files.is_empty() {
+        return Ok(opts.files.iter().map(|f| if f.is_absolute() { f.clone() } else { opts.dir.join(f) }).collect());
+    }
+    let entries = std::fs::read_dir(&opts.dir)
+        .map_err(|e| Diagnostic::error(format!("cannot read the configuration directory {}: {e}", opts.dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hcl") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Diagnostic::error(format!("no *.hcl files in {}", opts.dir.display()))
+            .help("run dbctl in a configuration directory, or name one with -C DIR or files with --config FILE"));
+    }
+    Ok(files)
+}
+
+fn display_name(path: &Path, dir: &Path) -> String {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    let s = rel.to_string_lossy().to_string();
+    s.strip_prefix("./").map(str::to_string).unwrap_or(s)
+}
+
+/// Read and parse every file; syntax errors become diagnostics.
+pub fn parse_files(opts: &LoadOptions, diags: &mut Diags) -> Vec<(Arc<SourceFile>, Option<hcl::edit::structure::Body>)> {
+    let paths = match config_files(opts) {
+        Ok(p) => p,
+        Err(d) => {
+            diags.push(d);
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for path in paths {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(Diagnostic::error(format!("cannot read {}: {e}", path.display())));
+                continue;
+            }
+        };
+        let file = Arc::new(SourceFile { name: display_name(&path, &opts.dir), text });
+        match parse_body(&file.text) {
+            Ok(body) => out.push((file, Some(body))),
+            Err(e) => {
+                let off = e.location().offset().min(file.text.len());
+                let end = file.text[off..].chars().next().map_or(off, |c| off + c.len_utf8());
+                diags.push(
+                    Diagnostic::error(format!("syntax error: {}", e.message()))
+                        .at(&Loc::new(&file, off..end), "here"),
+                );
+                out.push((file, None));
+            }
+        }
+    }
+    out
+}
+
+pub fn load(opts: &LoadOptions) -> Loaded {
+    let mut diags = Diags::default();
+    eval::set_base_dir(opts.dir.clone());
+    let parsed = parse_files(opts, &mut diags);
+    let files: Vec<Arc<SourceFile>> = parsed.iter().map(|(f, _)| f.clone()).collect();
+    let mut loaded = Loaded { config: None, diags: Diags::default(), files, variables: IndexMap::new() };
+
+    // Classify top-level blocks.
+    let mut raw: Vec<RawBlock> = Vec::new();
+    for (file, body) in parsed {
+        let Some(body) = body else { continue };
+        for structure in body.into_iter() {
+            match structure {
+                Structure::Attribute(a) => diags.push(
+                    Diagnostic::error(format!("attribute `{}` outside any block", a.key.as_str()))
+                        .at(&Loc::new(&file, span_of(&a.key)), "top-level attributes are not allowed")
+                        .help(format!("put named values in a locals block: locals {{ {} = ... }}", a.key.as_str())),
+                ),
+                Structure::Block(block) => {
+                    let name = block.ident.as_str();
+                    let Some(schema) = schema::top_level(name) else {
+                        let names = schema::TOP_LEVEL.iter().map(|b| b.name);
+                        diags.push(
+                            Diagnostic::error(format!("unknown block type `{name}`"))
+                                .at(&Loc::new(&file, span_of(&block.ident)), "not a block type dbctl knows")
+                                .help(did_you_mean(name, names).unwrap_or_else(|| {
+                                    format!(
+                                        "block types: {}",
+                                        schema::TOP_LEVEL.iter().map(|b| b.name).collect::<Vec<_>>().join(", ")
+                                    )
+                                })),
+                        );
+                        continue;
+                    };
+                    if check_labels(schema, &block, &file, &mut diags) {
+                        raw.push(RawBlock { schema, block, file: file.clone() });
+                    }
+                }
+            }
+        }
+    }
+
+    // Index: variables, locals, providers, settings, resources; duplicates.
+    let mut var_blocks: IndexMap<String, usize> = IndexMap::new();
+    let mut local_attrs: IndexMap<String, (Attribute, Arc<SourceFile>)> = IndexMap::new();
+    let mut resource_blocks: IndexMap<(Kind, String), usize> = IndexMap::new();
+    let mut provider_blocks: IndexMap<String, usize> = IndexMap::new();
+    let mut dbctl_block: Option<usize> = None;
+    for (i, rb) in raw.iter().enumerate() {
+        let dup = |first: &RawBlock, what: String| {
+            Diagnostic::error(format!("duplicate {what}"))
+                .at(&rb.header(), "declared again here")
+                .also(&first.header(), "first declared here")
+        };
+        match rb.schema.name {
+            "variable" => {
+                if let Some(&j) = var_blocks.get(rb.label()) {
+                    diags.push(dup(&raw[j], format!("variable \"{}\"", rb.label())));
+                } else {
+                    var_blocks.insert(rb.label().to_string(), i);
+                }
+            }
+            "locals" => {
+                for s in rb.block.body.iter() {
+                    match s {
+                        Structure::Attribute(a) => {
+                            let key = a.key.as_str().to_string();
+                            let loc = Loc::new(&rb.file, span_of(&a.key));
+                            if let Some((first, f)) = local_attrs.get(&key) {
+                                diags.push(
+                                    Diagnostic::error(format!("duplicate local `{key}`"))
+                                        .at(&loc, "set again here")
+                                        .also(&Loc::new(f, span_of(&first.key)), "first set here"),
+                                );
+                            } else {
+                                local_attrs.insert(key, (a.clone(), rb.file.clone()));
+                            }
+                        }
+                        Structure::Block(b) => diags.push(
+                            Diagnostic::error("blocks are not allowed in locals")
+                                .at(&Loc::new(&rb.file, header_span(b)), "here"),
+                        ),
+                    }
+                }
+            }
+            "provider" => {
+                if rb.label() != "aws" {
+                    diags.push(
+                        Diagnostic::error(format!("unknown provider \"{}\"", rb.label()))
+                            .at(&rb.header(), "dbctl knows only the aws provider")
+                            .help(did_you_mean(rb.label(), ["aws"]).unwrap_or_else(|| "use provider \"aws\"".into())),
+                    );
+                } else if let Some(&j) = provider_blocks.get(rb.label()) {
+                    diags.push(dup(&raw[j], format!("provider \"{}\"", rb.label())));
+                } else {
+                    provider_blocks.insert(rb.label().to_string(), i);
+                }
+            }
+            "dbctl" => match dbctl_block {
+                Some(j) => diags.push(dup(&raw[j], "dbctl block".into())),
+                None => dbctl_block = Some(i),
+            },
+            kind_name => {
+                let kind = Kind::parse(kind_name).expect("resource schema names are kinds");
+                let label = rb.label();
+                let label_loc = Loc::new(&rb.file, span_of(&rb.block.labels[0]));
+                if label.is_empty()
+                    || !label.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+                    || label.starts_with(|c: char| c.is_ascii_digit())
+                {
+                    diags.push(
+                        Diagnostic::error(format!("`{label}` cannot be a resource name"))
+                            .at(&label_loc, "letters, digits, _ and - only, not starting with a digit")
+                            .help(format!(
+                                "the label is how other blocks refer to it; set the name on the server with name = \"{}\"",
+                                crate::model::escape_hcl_string(label)
+                            )),
+                    );
+                    continue;
+                }
+                if let Some(&j) = resource_blocks.get(&(kind, label.to_string())) {
+                    diags.push(dup(&raw[j], format!("resource address {kind_name}.{label}")));
+                } else {
+                    resource_blocks.insert((kind, label.to_string()), i);
+                }
+            }
+        }
+    }
+
+    // Variables.
+    let mut variables: IndexMap<String, VarInfo> = IndexMap::new();
+    let empty_locals = HashSet::new();
+    let empty_resources = IndexMap::new();
+    {
+        let no_vars = IndexMap::new();
+        let scope = Scope {
+            variables: &no_vars,
+            locals: &empty_locals,
+            resources: &empty_resources,
+            each: false,
+            before_resources: true,
+        };
+        let given = given_variables(opts, &var_blocks, &mut diags);
+        for (name, &i) in &var_blocks {
+            let rb = &raw[i];
+            let ctx = root_context();
+            let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &scope, &mut diags);
+            let sensitive = d.bool("sensitive").unwrap_or(false);
+            let value = match (given.get(name), d.get("default")) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(decode::V::Any(v))) => Some(v.clone()),
+                _ => None,
+            };
+            match value {
+                Some(value) => {
+                    variables.insert(name.clone(), VarInfo { value, sensitive });
+                }
+                None => diags.push(
+                    Diagnostic::error(format!("variable \"{name}\" has no value"))
+                        .at(&rb.header(), "declared without a default")
+                        .help(format!(
+                            "set it with --var {name}=VALUE, in a --var-file, or with DBCTL_VAR_{name}"
+                        )),
+                ),
+            }
+        }
+    }
+    let var_object = Value::Object(variables.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect());
+
+    // Names of every resource, with for_each keys once known.
+    let mut resources: IndexMap<(Kind, String), Option<Vec<String>>> =
+        resource_blocks.keys().map(|k| (k.clone(), None)).collect();
+
+    let resource_object = |resources: &IndexMap<(Kind, String), Option<Vec<String>>>, kind: Kind| -> Value {
+        let mut m = Map::new();
+        for ((k, name), keys) in resources {
+            if *k != kind {
+                continue;
+            }
+            let v = match keys {
+                None if raw[resource_blocks[&(*k, name.clone())]].block.body.has_attribute("for_each") => continue,
+                None => ref_marker(&Address::new(kind, name).to_string()),
+                Some(keys) => Value::Object(
+                    keys.iter()
+                        .map(|key| (key.clone(), ref_marker(&Address::keyed(kind, name, key).to_string())))
+                        .collect(),
+                ),
+            };
+            m.insert(name.clone(), v);
+        }
+        Value::Object(m)
+    };
+
+    // Locals, in dependency order.
+    let local_names: HashSet<String> = local_attrs.keys().cloned().collect();
+    let mut local_values: Map<String, Value> = Map::new();
+    {
+        let scope = Scope {
+            variables: &variables,
+            locals: &local_names,
+            resources: &resources,
+            each: false,
+            before_resources: true,
+        };
+        let mut pending: Vec<&String> = local_attrs.keys().collect();
+        let mut bad: HashSet<String> = HashSet::new();
+        for name in &pending {
+            let (a, f) = &local_attrs[*name];
+            let errs = check_refs(&a.value, f, &scope);
+            if !errs.is_empty() {
+                diags.0.extend(errs);
+                bad.insert((*name).clone());
+            }
+        }
+        pending.retain(|n| !bad.contains(*n));
+        loop {
+            let before = pending.len();
+            let mut still = Vec::new();
+            for name in pending {
+                let (a, f) = &local_attrs[name];
+                let deps: Vec<String> = traversals(&a.value)
+                    .into_iter()
+                    .filter(|t| t.root == "local")
+                    .filter_map(|t| t.attr)
+                    .collect();
+                if deps.iter().any(|d| bad.contains(d)) {
+                    bad.insert(name.clone());
+                    continue;
+                }
+                if deps.iter().any(|d| !local_values.contains_key(d)) {
+                    still.push(name);
+                    continue;
+                }
+                let mut ctx = root_context();
+                ctx.declare_var("var", var_object.clone());
+                ctx.declare_var("local", Value::Object(local_values.clone()));
+                for kind in Kind::ALL {
+                    ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
+                }
+                match evaluate(&a.value, f, &ctx) {
+                    Ok(v) => {
+                        local_values.insert(name.clone(), v);
+                    }
+                    Err(d) => {
+                        diags.push(d);
+                        bad.insert(name.clone());
+                    }
+                }
+            }
+            pending = still;
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            let (a, f) = &local_attrs[pending[0]];
+            diags.push(
+                Diagnostic::error(format!(
+                    "locals refer to each other in a cycle: {}",
+                    pending.iter().map(|n| format!("local.{n}")).collect::<Vec<_>>().join(", ")
+                ))
+                .at(&Loc::new(f, span_of(&a.key)), "part of the cycle"),
+            );
+        }
+    }
+    let local_object = Value::Object(local_values);
+
+    // for_each keys.
+    let mut each_values: IndexMap<(Kind, String), Vec<(String, Value)>> = IndexMap::new();
+    for (key, &i) in &resource_blocks {
+        let rb = &raw[i];
+        let Some(fe) = rb.block.body.get_attribute("for_each") else { continue };
+        let loc = Loc::new(&rb.file, span_of(&fe.value));
+        if !key.0.has_for_each() {
+            diags.push(
+                Diagnostic::error(format!("for_each is not supported on {} blocks", key.0.as_str()))
+                    .at(&Loc::new(&rb.file, span_of(&fe.key)), "only database, user and role take for_each"),
+            );
+            continue;
+        }
+        let scope = Scope {
+            variables: &variables,
+            locals: &local_names,
+            resources: &resources,
+            each: false,
+            before_resources: true,
+        };
+        let errs = check_refs(&fe.value, &rb.file, &scope);
+        if !errs.is_empty() {
+            diags.0.extend(errs);
+            continue;
+        }
+        let mut ctx = root_context();
+        ctx.declare_var("var", var_object.clone());
+        ctx.declare_var("local", local_object.clone());
+        let v = match evaluate(&fe.value, &rb.file, &ctx) {
+            Ok(v) => v,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        let pairs: Option<Vec<(String, Value)>> = match &v {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(|s| (s.to_string(), Value::String(s.to_string()))))
+                .collect(),
+            Value::Object(m) if eval::as_ref(&v).is_none() => Some(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            _ => None,
+        };
+        match pairs {
+            Some(pairs) => {
+                let mut seen = HashSet::new();
+                let dups: Vec<&String> = pairs.iter().map(|(k, _)| k).filter(|k| !seen.insert(*k)).collect();
+                if !dups.is_empty() {
+                    diags.push(
+                        Diagnostic::error(format!("for_each has duplicate keys: {}", dups.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ")))
+                            .at(&loc, "keys must be unique")
+                            .help("wrap the list in toset([...])"),
+                    );
+                    continue;
+                }
+                resources.insert(key.clone(), Some(pairs.iter().map(|(k, _)| k.clone()).collect()));
+                each_values.insert(key.clone(), pairs);
+            }
+            None => diags.push(
+                Diagnostic::error(format!(
+                    "wrong type for `for_each`: expected {}, found {}",
+                    schema::Ty::ForEach.describe(),
+                    eval::type_name(&v)
+                ))
+                .at(&loc, "expected a set of strings or a map"),
+            ),
+        }
+    }
+
+    // Resource instances.
+    let mut ctx = root_context();
+    ctx.declare_var("var", var_object.clone());
+    ctx.declare_var("local", local_object.clone());
+    for kind in Kind::ALL {
+        ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
+    }
+    let mut decoded = Vec::new();
+    for (key, &i) in &resource_blocks {
+        let rb = &raw[i];
+        let instances: Vec<(Option<String>, Option<Value>)> = match each_values.get(key) {
+            Some(pairs) => pairs.iter().map(|(k, v)| (Some(k.clone()), Some(v.clone()))).collect(),
+            None if rb.block.body.has_attribute("for_each") => continue, // for_each failed: reported
+            None => vec![(None, None)],
+        };
+        for (each_key, each_value) in instances {
+            let scope = Scope {
+                variables: &variables,
+                locals: &local_names,
+                resources: &resources,
+                each: each_key.is_some(),
+                before_resources: false,
+            };
+            let mut inner = root_context();
+            let inner_ctx = if let (Some(k), Some(v)) = (&each_key, &each_value) {
+                let mut each = Map::new();
+                each.insert("key".to_string(), Value::String(k.clone()));
+                each.insert("value".to_string(), v.clone());
+                inner.declare_var("var", var_object.clone());
+                inner.declare_var("local", local_object.clone());
+                for kind in Kind::ALL {
+                    inner.declare_var(kind.as_str(), resource_object(&resources, kind));
+                }
+                inner.declare_var("each", Value::Object(each));
+                &inner
+            } else {
+                &ctx
+            };
+            let d = decode_block(rb.schema, &rb.block, &rb.file, inner_ctx, &scope, &mut diags);
+            let addr = match &each_key {
+                Some(k) => Address::keyed(key.0, &key.1, k),
+                None => Address::new(key.0, &key.1),
+            };
+            let sensitive_value = rb
+                .block
+                .body
+                .get_attribute("value")
+                .map(|a| {
+                    traversals(&a.value).iter().any(|t| {
+                        t.root == "var"
+                            && t.attr.as_ref().and_then(|n| variables.get(n)).is_some_and(|v| v.sensitive)
+                    })
+                })
+                .unwrap_or(false);
+            decoded.push(build::Decoded { addr, block: d, value_from_sensitive_var: sensitive_value });
+        }
+    }
+
+    let mut config = Config::default();
+    if let Some(&i) = provider_blocks.get("aws") {
+        let rb = &raw[i];
+        let scope = Scope { variables: &variables, locals: &local_names, resources: &resources, each: false, before_resources: false };
+        let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &scope, &mut diags);
+        config.aws = Some(crate::model::AwsProvider {
+            region: d.str("region"),
+            endpoint: d.str("endpoint").filter(|s| !s.is_empty()),
+            profile: d.str("profile"),
+        });
+    }
+    config.state = crate::model::StateSettings { backend: "local".into(), url: None };
+    if let Some(i) = dbctl_block {
+        let rb = &raw[i];
+        let scope = Scope { variables: &variables, locals: &local_names, resources: &resources, each: false, before_resources: false };
+        let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &scope, &mut diags);
+        if let Some(st) = d.block("state") {
+            config.state.backend = st.str("backend").unwrap_or_else(|| "local".into());
+            config.state.url = st.str("url");
+            if config.state.backend == "postgres" && config.state.url.is_none() {
+                diags.push(
+                    Diagnostic::error("the postgres state backend needs a url")
+                        .at(&st.header, "no url")
+                        .help("url = env(\"DBCTL_STATE_URL\")"),
+                );
+            }
+        }
+    }
+
+    for d in decoded {
+        if let Some(r) = build::build(d, &mut diags) {
+            config.resources.insert(r.addr.clone(), r);
+        }
+    }
+    check::check(&mut config, &mut diags);
+
+    loaded.diags = diags;
+    loaded.variables = variables;
+    if !loaded.diags.has_errors() {
+        loaded.config = Some(config);
+    }
+    loaded
+}
+
+/// Variable values given from outside: DBCTL_VAR_*, --var-file, --var (later wins).
+fn given_variables(opts: &LoadOptions, declared: &IndexMap<String, usize>, diags: &mut Diags) -> IndexMap<String, Value> {
+    let mut out = IndexMap::new();
+    for name in declared.keys() {
+        if let Ok(v) = std::env::var(format!("DBCTL_VAR_{name}")) {
+            out.insert(name.clone(), Value::String(v));
+        }
+    }
+    for path in &opts.var_files {
+        let path = if path.is_absolute() { path.clone() } else { opts.dir.join(path) };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(Diagnostic::error(format!("cannot read var file {}: {e}", path.display())));
+                continue;
+            }
+        };
+        let file = Arc::new(SourceFile { name: display_name(&path, &opts.dir), text });
+        let body = match parse_body(&file.text) {
+            Ok(b) => b,
+            Err(e) => {
+                let off = e.location().offset().min(file.text.len());
+                diags.push(Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, off..off), "here"));
+                continue;
+            }
+        };
+        let ctx = root_context();
+        for s in body.iter() {
+            let Some(a) = s.as_attribute() else {
+                diags.push(Diagnostic::error("a var file holds only NAME = VALUE lines").at(&Loc::new(&file, span_of(s)), "here"));
+                continue;
+            };
+            let name = a.key.as_str();
+            if !declared.contains_key(name) {
+                diags.push(
+                    Diagnostic::warning(format!("var file sets undeclared variable \"{name}\""))
+                        .at(&Loc::new(&file, span_of(&a.key)), "no variable block declares this"),
+                );
+                continue;
+            }
+            match evaluate(&a.value, &file, &ctx) {
+                Ok(v) => {
+                    out.insert(name.to_string(), v);
+                }
+                Err(d) => diags.push(d),
+            }
+        }
+    }
+    for (name, value) in &opts.vars {
+        if !declared.contains_key(name) {
+            let mut d = Diagnostic::error(format!("--var {name}: no variable \"{name}\" is declared"));
+            if let Some(h) = did_you_mean(name, declared.keys().map(String::as_str)) {
+                d = d.help(h);
+            }
+            diags.push(d);
+            continue;
+        }
+        out.insert(name.clone(), Value::String(value.clone()));
+    }
+    out
+}

@@ -1,0 +1,158 @@
+//! The dependency graph: one node per resource, plus one node for the grants
+//! of each user or role that has grant blocks (`user.app.grant`), so that a
+//! user who owns a database and is granted on it is not a false cycle.
+//! Edges point from a node to what it depends on, as in Terraform's graph.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::diag::{Diagnostic, Diags, Loc};
+use crate::model::{Address, Config, Kind};
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Node {
+    Resource(Address),
+    /// The grants of a user or role.
+    Grants(Address),
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Node::Resource(a) => write!(f, "{a}"),
+            Node::Grants(a) => write!(f, "{a}.grant"),
+        }
+    }
+}
+
+pub struct Graph {
+    pub g: DiGraph<Node, Loc>,
+    pub index: BTreeMap<Node, NodeIndex>,
+}
+
+impl Graph {
+    pub fn build(cfg: &Config) -> Graph {
+        let mut g = DiGraph::new();
+        let mut index = BTreeMap::new();
+        for r in cfg.resources.values() {
+            let n = Node::Resource(r.addr.clone());
+            index.insert(n.clone(), g.add_node(n));
+            if r.refs.iter().any(|x| x.attr.starts_with("grant.")) {
+                let gn = Node::Grants(r.addr.clone());
+                let gi = g.add_node(gn.clone());
+                index.insert(gn, gi);
+            }
+        }
+        for r in cfg.resources.values() {
+            let from_res = index[&Node::Resource(r.addr.clone())];
+            if let Some(gi) = index.get(&Node::Grants(r.addr.clone())) {
+                g.add_edge(*gi, from_res, r.origin.header.clone());
+            }
+            for x in &r.refs {
+                let Some(&to) = index.get(&Node::Resource(x.to.clone())) else { continue };
+                let from = if x.attr.starts_with("grant.") { index[&Node::Grants(r.addr.clone())] } else { from_res };
+                if !g.contains_edge(from, to) {
+                    g.add_edge(from, to, x.loc.clone());
+                }
+            }
+        }
+        Graph { g, index }
+    }
+
+    /// Nodes so that every node comes after what it depends on.
+    pub fn order(&self) -> Result<Vec<Node>, Vec<Node>> {
+        match toposort(&self.g, None) {
+            Ok(mut v) => {
+                v.reverse();
+                Ok(v.into_iter().map(|i| self.g[i].clone()).collect())
+            }
+            Err(c) => Err(vec![self.g[c.node_id()].clone()]),
+        }
+    }
+
+    /// Graphviz DOT, nodes and edges sorted so the output is stable.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph dbctl {\n  rankdir = \"RL\";\n  node [shape = box];\n");
+        for (node, _) in &self.index {
+            let shape = match node {
+                Node::Grants(_) => " [shape = ellipse]",
+                Node::Resource(a) if a.kind == Kind::Server => " [shape = box3d]",
+                _ => "",
+            };
+            let _ = writeln!(out, "  {}{shape};", dot_id(&node.to_string()));
+        }
+        let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
+        for e in self.g.edge_indices() {
+            let (a, b) = self.g.edge_endpoints(e).expect("edge exists");
+            edges.insert((self.g[a].to_string(), self.g[b].to_string()));
+        }
+        for (a, b) in edges {
+            let _ = writeln!(out, "  {} -> {};", dot_id(&a), dot_id(&b));
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+fn dot_id(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A reference cycle is an error naming every member, pointing at the
+/// reference that closes each step.
+pub fn check_cycles(cfg: &Config, diags: &mut Diags) {
+    let graph = Graph::build(cfg);
+    for scc in tarjan_scc(&graph.g) {
+        let is_cycle = scc.len() > 1 || graph.g.contains_edge(scc[0], scc[0]);
+        if !is_cycle {
+            continue;
+        }
+        let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
+        let start = *members.iter().min_by_key(|i| graph.g[**i].clone()).expect("non-empty");
+        // Walk a path through the component back to the start.
+        let path = cycle_path(&graph, start, &members);
+        let names: Vec<String> = path.iter().map(|i| graph.g[*i].to_string()).collect();
+        let first_edge = graph.g.find_edge(path[0], path[1 % path.len()]).expect("edge on the cycle");
+        let mut d = Diagnostic::error(format!(
+            "reference cycle: {} -> {}",
+            names.join(" -> "),
+            names[0]
+        ))
+        .at(&graph.g[first_edge], format!("{} refers to {}", names[0], names[1 % names.len()]));
+        for w in 1..path.len() {
+            let (a, b) = (path[w], path[(w + 1) % path.len()]);
+            if let Some(e) = graph.g.find_edge(a, b) {
+                d = d.also(&graph.g[e], format!("{} refers to {}", graph.g[a], graph.g[b]));
+            }
+        }
+        diags.push(d.help("dbctl cannot order these: remove one of the references"));
+    }
+}
+
+fn cycle_path(graph: &Graph, start: NodeIndex, members: &BTreeSet<NodeIndex>) -> Vec<NodeIndex> {
+    // Depth-first search for a path start -> ... -> start inside the component.
+    fn dfs(g: &Graph, at: NodeIndex, start: NodeIndex, members: &BTreeSet<NodeIndex>, path: &mut Vec<NodeIndex>, seen: &mut BTreeSet<NodeIndex>) -> bool {
+        let mut next: Vec<NodeIndex> = g.g.neighbors(at).filter(|n| members.contains(n)).collect();
+        next.sort_by_key(|n| g.g[*n].clone());
+        for n in next {
+            if n == start {
+                return true;
+            }
+            if seen.insert(n) {
+                path.push(n);
+                if dfs(g, n, start, members, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start];
+    let mut seen = BTreeSet::from([start]);
+    dfs(graph, start, start, members, &mut path, &mut seen);
+    path
+}

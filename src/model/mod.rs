@@ -1,0 +1,491 @@
+//! The typed configuration: resources with their addresses. No I/O.
+
+use std::fmt;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::diag::Loc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Server,
+    Role,
+    User,
+    Database,
+    Secret,
+    Router,
+    BackupPolicy,
+    RdsCluster,
+    Migrations,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::Server,
+        Kind::Role,
+        Kind::User,
+        Kind::Database,
+        Kind::Secret,
+        Kind::Router,
+        Kind::BackupPolicy,
+        Kind::RdsCluster,
+        Kind::Migrations,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Server => "server",
+            Kind::Role => "role",
+            Kind::User => "user",
+            Kind::Database => "database",
+            Kind::Secret => "secret",
+            Kind::Router => "router",
+            Kind::BackupPolicy => "backup_policy",
+            Kind::RdsCluster => "rds_cluster",
+            Kind::Migrations => "migrations",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Kinds that accept `for_each`.
+    pub fn has_for_each(self) -> bool {
+        matches!(self, Kind::Database | Kind::User | Kind::Role)
+    }
+}
+
+/// `TYPE.NAME` or `TYPE.NAME["key"]` under for_each.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Address {
+    pub kind: Kind,
+    pub name: String,
+    pub key: Option<String>,
+}
+
+impl Address {
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        Address { kind, name: name.into(), key: None }
+    }
+    pub fn keyed(kind: Kind, name: impl Into<String>, key: impl Into<String>) -> Self {
+        Address { kind, name: name.into(), key: Some(key.into()) }
+    }
+
+    /// Parse `database.app` or `database.app["users"]`.
+    pub fn parse(s: &str) -> Result<Address, String> {
+        let (kind, rest) = s
+            .split_once('.')
+            .ok_or_else(|| format!("`{s}` is not an address: expected TYPE.NAME"))?;
+        let kind = Kind::parse(kind).ok_or_else(|| format!("`{kind}` is not a resource type"))?;
+        let (name, key) = match rest.find('[') {
+            None => (rest, None),
+            Some(i) => {
+                let inner = rest[i..]
+                    .strip_prefix("[\"")
+                    .and_then(|r| r.strip_suffix("\"]"))
+                    .ok_or_else(|| format!("`{s}`: a key is written [\"key\"]"))?;
+                (&rest[..i], Some(unescape(inner)))
+            }
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!("`{s}`: `{name}` is not a resource name"));
+        }
+        Ok(Address { kind, name: name.to_string(), key })
+    }
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn escape_hcl_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.kind.as_str(), self.name)?;
+        if let Some(k) = &self.key {
+            write!(f, "[\"{}\"]", escape_hcl_string(k))?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Address> for String {
+    fn from(a: Address) -> String {
+        a.to_string()
+    }
+}
+
+impl TryFrom<String> for Address {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Address::parse(&s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Postgres,
+    Mysql,
+}
+
+impl Engine {
+    pub fn parse(s: &str) -> Option<Engine> {
+        match s {
+            "postgres" => Some(Engine::Postgres),
+            "mysql" => Some(Engine::Mysql),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Mysql => "mysql",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Lifecycle {
+    pub prevent_destroy: bool,
+    pub ignore_changes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Server {
+    pub engine: Engine,
+    pub embedded: bool,
+    /// May carry a password: treated as sensitive everywhere it is shown.
+    pub url: Option<String>,
+    pub rds_cluster: Option<Address>,
+    pub admin_password: Option<Address>,
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Grant {
+    pub database: Address,
+    pub schema: Option<String>,
+    pub tables: Option<String>,
+    pub sequences: Option<String>,
+    /// Upper-case, sorted, without duplicates.
+    pub privileges: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Role {
+    pub name: String,
+    pub server: Address,
+    pub member_of: Vec<Address>,
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    pub name: String,
+    pub server: Address,
+    pub password: Option<Address>,
+    pub member_of: Vec<Address>,
+    pub connection_limit: i64,
+    pub host: Option<String>,
+    pub valid_until: Option<String>,
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Database {
+    pub name: String,
+    pub server: Address,
+    pub owner: Option<Address>,
+    pub encoding: Option<String>,
+    pub collation: Option<String>,
+    pub extensions: Vec<String>,
+    pub connection_limit: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    Local,
+    Aws,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generate {
+    pub length: u32,
+    pub special: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Secret {
+    pub store: Store,
+    /// Name in the store.
+    pub name: String,
+    pub generate: Option<Generate>,
+    /// A given value. Never serialised, never printed.
+    #[serde(skip)]
+    pub value: Option<Sensitive>,
+    pub rotate_every: Option<String>,
+}
+
+/// A value that must never be shown: `Debug` and `Display` print `(sensitive)`.
+#[derive(Clone, PartialEq)]
+pub struct Sensitive(String);
+
+impl Sensitive {
+    pub fn new(s: String) -> Self {
+        Sensitive(s)
+    }
+    /// The value itself, for the few places that must use it (a store write, a password).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(sensitive)")
+    }
+}
+impl fmt::Display for Sensitive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(sensitive)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Readonly,
+    Readwrite,
+    Owner,
+}
+
+impl Access {
+    pub fn parse(s: &str) -> Option<Access> {
+        match s {
+            "readonly" => Some(Access::Readonly),
+            "readwrite" => Some(Access::Readwrite),
+            "owner" => Some(Access::Owner),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    pub app: String,
+    pub database: Address,
+    pub access: Access,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Publish {
+    pub file: Option<String>,
+    pub secret: Option<Address>,
+    pub format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Router {
+    pub service: String,
+    pub user: Address,
+    pub access: Access,
+    pub routes: Vec<Route>,
+    pub default: Option<String>,
+    pub publish: Option<Publish>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Keep {
+    pub last: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackupPolicy {
+    pub databases: Vec<Address>,
+    pub schedule: String,
+    pub storage: String,
+    pub compression: String,
+    pub keep: Keep,
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RdsCluster {
+    pub engine: String,
+    pub engine_version: Option<String>,
+    pub instance_class: Option<String>,
+    pub instances: u32,
+    pub master_username: Option<String>,
+    pub master_password: Option<Address>,
+    pub backup_policy: Option<Address>,
+    pub deletion_protection: bool,
+    pub final_snapshot: bool,
+    pub apply_immediately: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Migrations {
+    pub database: Address,
+    pub dir: String,
+    pub lint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    Server(Server),
+    Role(Role),
+    User(User),
+    Database(Database),
+    Secret(Secret),
+    Router(Router),
+    BackupPolicy(BackupPolicy),
+    RdsCluster(RdsCluster),
+    Migrations(Migrations),
+}
+
+/// Where a resource and each of its attributes were written.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The block header (type and labels).
+    pub header: Loc,
+    pub attrs: IndexMap<String, Loc>,
+}
+
+impl Origin {
+    /// The attribute's place, or the block header when it was not written.
+    pub fn attr(&self, name: &str) -> &Loc {
+        self.attrs.get(name).unwrap_or(&self.header)
+    }
+}
+
+/// A reference from one resource to another, as written.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub to: Address,
+    /// The attribute path it was written in, e.g. `member_of` or `grant.database`.
+    pub attr: String,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub addr: Address,
+    pub body: Body,
+    pub lifecycle: Lifecycle,
+    pub origin: Origin,
+    pub refs: Vec<Reference>,
+}
+
+impl Resource {
+    /// The server a resource lives on, if it lives on one.
+    pub fn server(&self) -> Option<&Address> {
+        match &self.body {
+            Body::Role(r) => Some(&r.server),
+            Body::User(u) => Some(&u.server),
+            Body::Database(d) => Some(&d.server),
+            _ => None,
+        }
+    }
+
+    /// The object's name where it lives, for kinds that have one.
+    pub fn object_name(&self) -> Option<&str> {
+        match &self.body {
+            Body::Role(r) => Some(&r.name),
+            Body::User(u) => Some(&u.name),
+            Body::Database(d) => Some(&d.name),
+            Body::Secret(s) => Some(&s.name),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AwsProvider {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StateSettings {
+    pub backend: String,
+    pub url: Option<String>,
+}
+
+/// A whole configuration after loading and checking.
+#[derive(Debug, Default)]
+pub struct Config {
+    pub resources: IndexMap<Address, Resource>,
+    pub aws: Option<AwsProvider>,
+    pub state: StateSettings,
+}
+
+impl Config {
+    pub fn get(&self, a: &Address) -> Option<&Resource> {
+        self.resources.get(a)
+    }
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Resource> {
+        self.resources.values().filter(move |r| r.addr.kind == kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_round_trips() {
+        for s in ["database.users", "database.app[\"users\"]", "user.x[\"a \\\"q\\\" b\"]"] {
+            let a = Address::parse(s).unwrap();
+            assert_eq!(a.to_string(), s);
+        }
+        let a = Address::parse("database.app[\"users\"]").unwrap();
+        assert_eq!(a.key.as_deref(), Some("users"));
+        assert!(Address::parse("nope.x").is_err());
+        assert!(Address::parse("database").is_err());
+        assert!(Address::parse("database.a[users]").is_err());
+    }
+
+    #[test]
+    fn sensitive_never_prints() {
+        let s = Sensitive::new("hunter2".into());
+        assert_eq!(format!("{s} {s:?}"), "(sensitive) (sensitive)");
+    }
+}
