@@ -9,9 +9,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use miette::{
-    GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, Severity, SourceCode,
-};
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, Severity, SourceCode};
 
 /// A loaded configuration file: its display name (relative to the working
 /// directory when possible) and its text.
@@ -166,9 +164,11 @@ impl miette::Diagnostic for Rendered<'_> {
             (!self.d.label.is_empty()).then(|| self.d.label.clone()),
             (loc.span.start, len),
         );
-        let rest = self.d.secondary.iter().map(|(s, l)| {
-            LabeledSpan::new_with_span(Some(l.clone()), (s.start, s.end.saturating_sub(s.start)))
-        });
+        let rest = self
+            .d
+            .secondary
+            .iter()
+            .map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), (s.start, s.end.saturating_sub(s.start))));
         Some(Box::new(std::iter::once(primary).chain(rest)))
     }
 }
@@ -180,10 +180,7 @@ pub fn render(diags: &[Diagnostic], color: bool) -> String {
     let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
     let mut out = String::new();
     for d in diags {
-        let source = d
-            .loc
-            .as_ref()
-            .map(|l| NamedSource::new(l.file.name.clone(), l.file.text.clone()));
+        let source = d.loc.as_ref().map(|l| NamedSource::new(l.file.name.clone(), l.file.text.clone()));
         let r = Rendered { d, source };
         let _ = handler.render_report(&mut out, &r);
         out.push('\n');

@@ -19,7 +19,7 @@ pub fn format_source(src: &str) -> Result<String, hcl::edit::parser::Error> {
     let mut out = String::new();
     fmt_body(&body, 0, &mut out);
     let had = !out.is_empty();
-    trailing(body.decor().suffix(), 0, &mut out, had);
+    emit_trivia(&raw(body.decor().suffix()), 0, &mut out, !had, true);
     let trimmed = out.trim_end_matches('\n');
     Ok(if trimmed.is_empty() { String::new() } else { format!("{trimmed}\n") })
 }
@@ -28,69 +28,76 @@ fn raw(s: Option<&RawString>) -> String {
     s.map(|r| r.to_string()).unwrap_or_default()
 }
 
-/// Comment lines in a piece of trivia, and whether it held a blank line.
-fn comments(trivia: &str) -> (Vec<String>, bool) {
+/// Comment lines in a piece of trivia, trimmed (block comments kept whole).
+fn comments(trivia: &str) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut blank = false;
     let mut in_block_comment = false;
-    let mut newlines_in_row = 0;
     for line in trivia.split('\n') {
         let t = line.trim();
         if in_block_comment {
             lines.push(line.trim_end().to_string());
-            if t.contains("*/") {
-                in_block_comment = false;
-            }
+            in_block_comment = !t.contains("*/");
             continue;
         }
         if t.is_empty() {
-            newlines_in_row += 1;
-            if newlines_in_row >= 3 || (newlines_in_row >= 2 && !lines.is_empty()) {
-                blank = true;
-            }
             continue;
         }
-        if newlines_in_row >= 2 {
-            blank = true;
-        }
-        newlines_in_row = 1;
-        if t.starts_with("/*") && !t.contains("*/") {
-            in_block_comment = true;
-        }
+        in_block_comment = t.starts_with("/*") && !t.contains("*/");
         lines.push(t.to_string());
     }
-    (lines, blank)
+    lines
 }
 
-/// Whether trivia has an empty line (two newlines with only spaces between).
+/// Whether trivia holds an empty line. Trivia starts at the beginning of a
+/// line, so every segment but the last is a whole line.
 fn has_blank_line(trivia: &str) -> bool {
-    let mut lines = trivia.split('\n').skip(1).peekable();
-    let mut prev_empty = false;
-    while let Some(l) = lines.next() {
-        let empty = l.trim().is_empty();
-        if empty && lines.peek().is_some() {
-            return true;
-        }
-        if prev_empty && empty {
-            return true;
-        }
-        prev_empty = empty;
-    }
-    false
+    let segs: Vec<&str> = trivia.split('\n').collect();
+    segs[..segs.len() - 1].iter().any(|l| l.trim().is_empty())
 }
 
-fn trailing(suffix: Option<&RawString>, depth: usize, out: &mut String, had_items: bool) {
-    let text = raw(suffix);
-    let (lines, _) = comments(&text);
-    if lines.is_empty() {
+/// Emit the comments of a piece of trivia, keeping blank lines between
+/// them (at most one in a row). `first` drops blank lines before the first
+/// comment (start of a body); `last` drops the one after the last (end of a body).
+fn emit_trivia(trivia: &str, depth: usize, out: &mut String, first: bool, last: bool) {
+    let segs: Vec<&str> = trivia.split('\n').collect();
+    let whole = &segs[..segs.len() - 1];
+    let mut emitted = !first;
+    let mut pending_blank = false;
+    let mut in_block = false;
+    for line in whole {
+        let t = line.trim();
+        if in_block {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            in_block = !t.contains("*/");
+            continue;
+        }
+        if t.is_empty() {
+            pending_blank = true;
+            continue;
+        }
+        if pending_blank && emitted {
+            out.push('\n');
+        }
+        pending_blank = false;
+        out.push_str(&INDENT.repeat(depth));
+        out.push_str(t);
+        out.push('\n');
+        emitted = true;
+        in_block = t.starts_with("/*") && !t.contains("*/");
+    }
+    // A comment at the very end without a newline after it.
+    let tail = segs[segs.len() - 1].trim();
+    if !tail.is_empty() {
+        if pending_blank && emitted {
+            out.push('\n');
+        }
+        out.push_str(&INDENT.repeat(depth));
+        out.push_str(tail);
+        out.push('\n');
         return;
     }
-    if had_items && has_blank_line(&text) {
-        out.push('\n');
-    }
-    for l in lines {
-        out.push_str(&INDENT.repeat(depth));
-        out.push_str(&l);
+    if pending_blank && emitted && !last {
         out.push('\n');
     }
 }
@@ -118,7 +125,7 @@ fn fmt_body(body: &Body, depth: usize, out: &mut String) {
         while j < items.len() && items[j].is_attribute() {
             if j > i {
                 let prefix = raw(items[j].decor().prefix());
-                if has_blank_line(&prefix) || !comments(&prefix).0.is_empty() || is_multiline_attr(items[j - 1]) {
+                if has_blank_line(&prefix) || !comments(&prefix).is_empty() || is_multiline_attr(items[j - 1]) {
                     break;
                 }
             }
@@ -134,16 +141,7 @@ fn fmt_body(body: &Body, depth: usize, out: &mut String) {
     }
 
     for (idx, s) in items.iter().enumerate() {
-        let prefix = raw(s.decor().prefix());
-        let (lines, _) = comments(&prefix);
-        if idx > 0 && (has_blank_line(&prefix) || (s.is_block() || items[idx - 1].is_block())) {
-            out.push('\n');
-        }
-        for l in lines {
-            out.push_str(&ind);
-            out.push_str(&l);
-            out.push('\n');
-        }
+        emit_trivia(&raw(s.decor().prefix()), depth, out, idx == 0, false);
         out.push_str(&ind);
         match s {
             Structure::Attribute(a) => {
@@ -180,7 +178,7 @@ fn fmt_block(b: &Block, depth: usize, out: &mut String) {
     }
     let body_items = b.body.iter().count();
     let inner_trivia = raw(b.body.decor().suffix());
-    let has_inner_comments = !comments(&inner_trivia).0.is_empty();
+    let has_inner_comments = !comments(&inner_trivia).is_empty();
     if body_items == 0 && !has_inner_comments {
         out.push_str(" {}");
         return;
@@ -197,7 +195,7 @@ fn fmt_block(b: &Block, depth: usize, out: &mut String) {
     }
     out.push_str(" {\n");
     fmt_body(&b.body, depth + 1, out);
-    trailing(b.body.decor().suffix(), depth + 1, out, body_items > 0);
+    emit_trivia(&raw(b.body.decor().suffix()), depth + 1, out, body_items == 0, true);
     out.push_str(&INDENT.repeat(depth));
     out.push('}');
 }

@@ -27,8 +27,9 @@ pub fn run(ctx: &Ctx, args: &FmtArgs) -> u8 {
             Err(e) => {
                 let file = std::sync::Arc::new(SourceFile { name: name.clone(), text });
                 let off = e.location().offset().min(file.text.len());
-                ctx.print_diags(&[Diagnostic::error(format!("syntax error: {}", e.message()))
-                    .at(&Loc::new(&file, off..off), "here")]);
+                ctx.print_diags(&[
+                    Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, off..off), "here")
+                ]);
                 rc = EXIT_ERROR;
                 continue;
             }

@@ -129,7 +129,10 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                             .at(loc, "between 8 and 4096 characters"),
                     );
                 }
-                Some(Generate { length: length.clamp(8, 4096) as u32, special: g.and_then(|g| g.bool("special")).unwrap_or(false) })
+                Some(Generate {
+                    length: length.clamp(8, 4096) as u32,
+                    special: g.and_then(|g| g.bool("special")).unwrap_or(false),
+                })
             };
             let store = match b.str("store").as_deref() {
                 Some("aws") => Store::Aws,
@@ -192,8 +195,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
             if let Some(p) = b.block("publish") {
                 if p.str("file").is_none() && p.reference("secret").is_none() {
                     diags.push(
-                        Diagnostic::error("publish needs a file, a secret, or both")
-                            .at(&p.header, "publishes nowhere"),
+                        Diagnostic::error("publish needs a file, a secret, or both").at(&p.header, "publishes nowhere"),
                     );
                 }
             }
@@ -281,8 +283,11 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
             let ignore = l.list("ignore_changes");
             for name in &ignore {
                 if schema.attr(name).is_none() || name == "for_each" {
-                    let mut d = Diagnostic::error(format!("ignore_changes names `{name}`, which is not an attribute of {}", addr.kind.as_str()))
-                        .at(l.loc("ignore_changes").unwrap_or(&l.header), "unknown attribute");
+                    let mut d = Diagnostic::error(format!(
+                        "ignore_changes names `{name}`, which is not an attribute of {}",
+                        addr.kind.as_str()
+                    ))
+                    .at(l.loc("ignore_changes").unwrap_or(&l.header), "unknown attribute");
                     if let Some(h) = crate::diag::did_you_mean(name, schema.attrs.iter().map(|a| a.name)) {
                         d = d.help(h);
                     }
@@ -295,10 +300,8 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
 
     let mut refs = Vec::new();
     collect_refs("", &b, &mut refs);
-    let origin = Origin {
-        header: b.header.clone(),
-        attrs: b.attrs.iter().map(|(k, (_, l))| (k.clone(), l.clone())).collect(),
-    };
+    let origin =
+        Origin { header: b.header.clone(), attrs: b.attrs.iter().map(|(k, (_, l))| (k.clone(), l.clone())).collect() };
     let _ = before;
     Some(Resource { addr, body, lifecycle, origin, refs })
 }

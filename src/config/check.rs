@@ -12,9 +12,25 @@ pub const PG_SCHEMA_PRIVS: &[&str] = &["CREATE", "USAGE"];
 pub const PG_TABLE_PRIVS: &[&str] = &["DELETE", "INSERT", "REFERENCES", "SELECT", "TRIGGER", "TRUNCATE", "UPDATE"];
 pub const PG_SEQUENCE_PRIVS: &[&str] = &["SELECT", "UPDATE", "USAGE"];
 pub const MYSQL_DATABASE_PRIVS: &[&str] = &[
-    "ALTER", "ALTER ROUTINE", "CREATE", "CREATE ROUTINE", "CREATE TEMPORARY TABLES", "CREATE VIEW", "DELETE",
-    "DELETE HISTORY", "DROP", "EVENT", "EXECUTE", "INDEX", "INSERT", "LOCK TABLES", "REFERENCES", "SELECT",
-    "SHOW VIEW", "TRIGGER", "UPDATE",
+    "ALTER",
+    "ALTER ROUTINE",
+    "CREATE",
+    "CREATE ROUTINE",
+    "CREATE TEMPORARY TABLES",
+    "CREATE VIEW",
+    "DELETE",
+    "DELETE HISTORY",
+    "DROP",
+    "EVENT",
+    "EXECUTE",
+    "INDEX",
+    "INSERT",
+    "LOCK TABLES",
+    "REFERENCES",
+    "SELECT",
+    "SHOW VIEW",
+    "TRIGGER",
+    "UPDATE",
 ];
 
 /// Why `name` cannot be the name of a `kind` object on `engine`, if it cannot.
@@ -36,9 +52,16 @@ pub fn name_problem(engine: Engine, kind: Kind, name: &str) -> Option<String> {
             let max = if kind == Kind::Database { 64 } else { 80 };
             let chars = name.chars().count();
             if chars > max {
-                Some(format!("\"{}\" is {chars} characters; MySQL/MariaDB {} names hold at most {max}", name.escape_debug(), kind.as_str()))
+                Some(format!(
+                    "\"{}\" is {chars} characters; MySQL/MariaDB {} names hold at most {max}",
+                    name.escape_debug(),
+                    kind.as_str()
+                ))
             } else if name.chars().any(|c| c as u32 > 0xFFFF) {
-                Some("MySQL/MariaDB names cannot hold characters outside the Basic Multilingual Plane (such as emoji)".into())
+                Some(
+                    "MySQL/MariaDB names cannot hold characters outside the Basic Multilingual Plane (such as emoji)"
+                        .into(),
+                )
             } else if kind == Kind::Database && name.ends_with(' ') {
                 Some("MySQL/MariaDB database names cannot end with a space".into())
             } else {
@@ -106,18 +129,24 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
             Body::Secret(s) => {
                 if s.store == Store::Aws && cfg.aws.is_none() {
                     diags.push(
-                        Diagnostic::error(format!("{} uses store = \"aws\" but there is no provider \"aws\" block", r.addr))
-                            .at(r.origin.attr("store"), "needs the aws provider")
-                            .help("add provider \"aws\" { region = \"us-east-1\" }"),
+                        Diagnostic::error(format!(
+                            "{} uses store = \"aws\" but there is no provider \"aws\" block",
+                            r.addr
+                        ))
+                        .at(r.origin.attr("store"), "needs the aws provider")
+                        .help("add provider \"aws\" { region = \"us-east-1\" }"),
                     );
                 }
             }
             Body::BackupPolicy(b) => {
                 if b.storage.starts_with("s3://") && cfg.aws.is_none() {
                     diags.push(
-                        Diagnostic::error(format!("{} stores backups in S3 but there is no provider \"aws\" block", r.addr))
-                            .at(r.origin.attr("storage"), "needs the aws provider")
-                            .help("add provider \"aws\" { region = \"us-east-1\" }"),
+                        Diagnostic::error(format!(
+                            "{} stores backups in S3 but there is no provider \"aws\" block",
+                            r.addr
+                        ))
+                        .at(r.origin.attr("storage"), "needs the aws provider")
+                        .help("add provider \"aws\" { region = \"us-east-1\" }"),
                     );
                 }
             }
@@ -128,8 +157,7 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
         if let Some(problem) = name_problem(engine, r.addr.kind, name) {
             let at = if r.origin.attrs.contains_key("name") { r.origin.attr("name") } else { &r.origin.header };
             diags.push(
-                Diagnostic::error(format!("{}: {} cannot hold this name", r.addr, engine.as_str()))
-                    .at(at, problem),
+                Diagnostic::error(format!("{}: {} cannot hold this name", r.addr, engine.as_str())).at(at, problem),
             );
         }
         // Users and roles share one namespace on both engines.
@@ -272,7 +300,8 @@ fn check_members(cfg: &Config, r: &Resource, server: &Address, member_of: &[Addr
     for m in member_of {
         if m == &r.addr {
             diags.push(
-                Diagnostic::error(format!("{} cannot be a member of itself", r.addr)).at(ref_loc(r, "member_of"), "here"),
+                Diagnostic::error(format!("{} cannot be a member of itself", r.addr))
+                    .at(ref_loc(r, "member_of"), "here"),
             );
             continue;
         }
@@ -290,8 +319,10 @@ fn check_grants(cfg: &Config, r: &Resource, server: &Address, engine: Engine, gr
             if let Some(v) = v {
                 if v != "*" {
                     diags.push(
-                        Diagnostic::error(format!("{attr} = \"{v}\": only \"*\" (all, now and in future) is supported"))
-                            .at(loc, "in this grant"),
+                        Diagnostic::error(format!(
+                            "{attr} = \"{v}\": only \"*\" (all, now and in future) is supported"
+                        ))
+                        .at(loc, "in this grant"),
                     );
                 }
             }
@@ -309,8 +340,7 @@ fn check_grants(cfg: &Config, r: &Resource, server: &Address, engine: Engine, gr
                     .help("add schema = \"public\""),
             ),
             Engine::Mysql if g.schema.is_some() => diags.push(
-                Diagnostic::error("MySQL/MariaDB databases have no schemas")
-                    .at(loc, "remove schema from this grant"),
+                Diagnostic::error("MySQL/MariaDB databases have no schemas").at(loc, "remove schema from this grant"),
             ),
             _ => {}
         }
@@ -318,9 +348,18 @@ fn check_grants(cfg: &Config, r: &Resource, server: &Address, engine: Engine, gr
         let allowed = class.privileges(engine);
         for p in &g.privileges {
             if !allowed.contains(&p.as_str()) {
-                let mut d = Diagnostic::error(format!("{p} is not a {} privilege on {} {}", engine.as_str(), class.as_str(), if class == GrantClass::Database { "" } else { "in a schema" }).trim_end().to_string())
-                    .at(loc, "in this grant")
-                    .help(format!("privileges here: {}", allowed.join(", ")));
+                let mut d = Diagnostic::error(
+                    format!(
+                        "{p} is not a {} privilege on {} {}",
+                        engine.as_str(),
+                        class.as_str(),
+                        if class == GrantClass::Database { "" } else { "in a schema" }
+                    )
+                    .trim_end()
+                    .to_string(),
+                )
+                .at(loc, "in this grant")
+                .help(format!("privileges here: {}", allowed.join(", ")));
                 if let Some(h) = did_you_mean(p, allowed.iter().copied()) {
                     d = d.help(h);
                 }
@@ -346,16 +385,21 @@ fn check_routers(cfg: &Config, diags: &mut Diags) {
     for r in cfg.of_kind(Kind::Router) {
         let Body::Router(rt) = &r.body else { continue };
         let user_server = cfg.get(&rt.user).and_then(|u| u.server()).cloned();
-        for route in &rt.routes {
+        let route_locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "route.database").map(|x| &x.loc).collect();
+        for (i, route) in rt.routes.iter().enumerate() {
             if let (Some(us), Some(db)) = (&user_server, cfg.get(&route.database)) {
                 if let Some(ds) = db.server() {
                     if ds != us {
                         diags.push(
                             Diagnostic::error(format!(
-                                "route \"{}\" of {} uses {} on {ds}, but the router's user {} is on {us}",
-                                route.app, r.addr, route.database, rt.user
+                                "route \"{}\" uses a database on {ds}, but {} is on {us}",
+                                route.app, rt.user
                             ))
-                            .at(&r.origin.header, "a router's user must live where its databases live"),
+                            .at(
+                                route_locs.get(i).copied().unwrap_or(&r.origin.header),
+                                format!("{} is on {ds}", route.database),
+                            )
+                            .help("a router's user must live on the server of every database it routes"),
                         );
                     }
                 }
@@ -391,7 +435,8 @@ fn warn_unused_databases(cfg: &Config, diags: &mut Diags) {
         }
     }
     for r in cfg.of_kind(Kind::Database) {
-        let owned_by_user = matches!(&r.body, Body::Database(d) if d.owner.as_ref().is_some_and(|o| o.kind == Kind::User));
+        let owned_by_user =
+            matches!(&r.body, Body::Database(d) if d.owner.as_ref().is_some_and(|o| o.kind == Kind::User));
         if !used.contains(&r.addr) && !owned_by_user {
             diags.push(
                 Diagnostic::warning(format!("{} is not routed by any router and no user is granted it", r.addr))

@@ -113,7 +113,10 @@ pub fn header_span(b: &Block) -> Range<usize> {
 pub struct TravRef {
     pub root: String,
     pub attr: Option<String>,
+    /// The index after the attribute, when it is a literal string.
     pub key: Option<String>,
+    /// Whether an index follows the attribute at all.
+    pub indexed: bool,
     pub span: Range<usize>,
 }
 
@@ -128,11 +131,13 @@ impl Visit for TravCollector {
                 Some(TraversalOperator::GetAttr(i)) => Some(i.as_str().to_string()),
                 _ => None,
             };
-            let key = match ops.next() {
+            let second = ops.next();
+            let indexed = matches!(second, Some(TraversalOperator::Index(_) | TraversalOperator::LegacyIndex(_)));
+            let key = match second {
                 Some(TraversalOperator::Index(Expression::String(s))) => Some(s.as_str().to_string()),
                 _ => None,
             };
-            self.0.push(TravRef { root: v.as_str().to_string(), attr, key, span: span_of(t) });
+            self.0.push(TravRef { root: v.as_str().to_string(), attr, key, indexed, span: span_of(t) });
         }
         visit::visit_traversal(self, t);
     }
@@ -151,6 +156,8 @@ pub struct Scope<'a> {
     pub locals: &'a HashSet<String>,
     /// Resource labels per kind, with the for_each keys where known.
     pub resources: &'a IndexMap<(Kind, String), Option<Vec<String>>>,
+    /// Resources whose block has for_each.
+    pub with_for_each: &'a HashSet<(Kind, String)>,
     /// Inside a for_each resource.
     pub each: bool,
     /// In a `locals` or `for_each` expression: resources with for_each are not yet known.
@@ -193,19 +200,17 @@ pub fn check_refs(expr: &Expression, file: &Arc<SourceFile>, scope: &Scope) -> V
                 let Some(kind) = Kind::parse(root) else { continue };
                 match scope.resources.get(&(kind, attr.to_string())) {
                     None => {
-                        let same_kind = scope
-                            .resources
-                            .keys()
-                            .filter(|(k, _)| *k == kind)
-                            .map(|(_, n)| n.as_str());
+                        let same_kind = scope.resources.keys().filter(|(k, _)| *k == kind).map(|(_, n)| n.as_str());
                         let mut d = Diagnostic::error(format!("reference to undeclared resource `{root}.{attr}`"))
                             .at(&loc, format!("no {root} block is named \"{attr}\""));
                         if let Some(h) = did_you_mean(attr, same_kind) {
                             d = d.help(h);
-                        } else if let Some((other, _)) =
-                            scope.resources.keys().find(|(k, n)| n == attr && *k != kind)
-                        {
-                            d = d.help(format!("there is a {} named \"{attr}\": did you mean `{}.{attr}`?", other.as_str(), other.as_str()));
+                        } else if let Some((other, _)) = scope.resources.keys().find(|(k, n)| n == attr && *k != kind) {
+                            d = d.help(format!(
+                                "there is a {} named \"{attr}\": did you mean `{}.{attr}`?",
+                                other.as_str(),
+                                other.as_str()
+                            ));
                         }
                         out.push(d);
                     }
@@ -220,16 +225,30 @@ pub fn check_refs(expr: &Expression, file: &Arc<SourceFile>, scope: &Scope) -> V
                             }
                         }
                     }
-                    Some(None) if scope.before_resources && kind.has_for_each() => out.push(
-                        Diagnostic::error(format!("`{root}.{attr}` uses for_each and cannot be referenced here"))
-                            .at(&loc, "locals and for_each are evaluated before resources with for_each"),
+                    Some(None) if t.indexed && !scope.with_for_each.contains(&(kind, attr.to_string())) => out.push(
+                        Diagnostic::error(format!("`{root}.{attr}` does not use for_each and cannot be indexed"))
+                            .at(&loc, "a single resource, not a map of instances")
+                            .help(format!("refer to it as {root}.{attr}, or give it for_each")),
                     ),
+                    Some(None) if scope.before_resources && scope.with_for_each.contains(&(kind, attr.to_string())) => {
+                        out.push(
+                            Diagnostic::error(format!("`{root}.{attr}` uses for_each and cannot be referenced here"))
+                                .at(&loc, "locals and for_each are evaluated before resources with for_each"),
+                        )
+                    }
                     Some(None) => {}
                 }
             }
         }
     }
     out
+}
+
+/// Whether an expression uses a variable that has no value (reported once, at the variable).
+pub fn uses_unset_variable(expr: &Expression, scope: &Scope) -> bool {
+    traversals(expr)
+        .iter()
+        .any(|t| t.root == "var" && t.attr.as_ref().and_then(|a| scope.variables.get(a)).is_some_and(|v| v.unset))
 }
 
 /// Evaluate an expression; errors carry the expression's span.
@@ -314,10 +333,9 @@ pub fn typecheck(v: &Value, ty: Ty) -> Result<V, (String, Option<String>)> {
         },
         Ty::Enum(options) => match v {
             Value::String(s) if options.contains(&s.as_str()) => Ok(V::Str(s.clone())),
-            Value::String(s) => Err((
-                format!("expected {}, found \"{s}\"", ty.describe()),
-                did_you_mean(s, options.iter().copied()),
-            )),
+            Value::String(s) => {
+                Err((format!("expected {}, found \"{s}\"", ty.describe()), did_you_mean(s, options.iter().copied())))
+            }
             _ => Err(wrong()),
         },
         Ty::Ref(kinds) => to_ref(v, kinds).map(V::Ref),
@@ -331,20 +349,22 @@ pub fn typecheck(v: &Value, ty: Ty) -> Result<V, (String, Option<String>)> {
                 .map_err(|e| (format!("expected {}, found \"{s}\" ({e})", ty.describe()), None)),
             _ => Err(wrong()),
         },
-        Ty::Cron => match v {
-            Value::String(s) => {
-                if s.split_whitespace().count() != 5 {
-                    return Err((
+        Ty::Cron => {
+            match v {
+                Value::String(s) => {
+                    if s.split_whitespace().count() != 5 {
+                        return Err((
                         format!("expected {}, found \"{s}\": a schedule has five fields (minute hour day month weekday)", ty.describe()),
                         None,
                     ));
+                    }
+                    s.parse::<croner::Cron>()
+                        .map(|_| V::Str(s.clone()))
+                        .map_err(|e| (format!("expected {}, found \"{s}\" ({e})", ty.describe()), None))
                 }
-                s.parse::<croner::Cron>()
-                    .map(|_| V::Str(s.clone()))
-                    .map_err(|e| (format!("expected {}, found \"{s}\" ({e})", ty.describe()), None))
+                _ => Err(wrong()),
             }
-            _ => Err(wrong()),
-        },
+        }
         Ty::Timestamp => match v {
             Value::String(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
                 .map(|_| V::Str(s.clone()))
@@ -364,11 +384,7 @@ pub fn decode_block(
     scope: &Scope,
     diags: &mut Diags,
 ) -> DBlock {
-    let labels = block
-        .labels
-        .iter()
-        .map(|l| (l.as_str().to_string(), Loc::new(file, label_span(l))))
-        .collect();
+    let labels = block.labels.iter().map(|l| (l.as_str().to_string(), Loc::new(file, label_span(l)))).collect();
     let header = Loc::new(file, header_span(block));
     let mut out = DBlock { header: header.clone(), labels, attrs: IndexMap::new(), blocks: Vec::new() };
     let mut seen_attrs: IndexMap<String, Loc> = IndexMap::new();
@@ -406,6 +422,9 @@ pub fn decode_block(
                     continue;
                 }
                 let value_loc = Loc::new(file, span_of(&attr.value));
+                if uses_unset_variable(&attr.value, scope) {
+                    continue;
+                }
                 let ref_errors = check_refs(&attr.value, file, scope);
                 if !ref_errors.is_empty() {
                     diags.0.extend(ref_errors);
@@ -501,9 +520,7 @@ pub fn check_labels(schema: &BlockSchema, block: &Block, file: &Arc<SourceFile>,
         n => format!("a `{}` block takes {n} labels, found {got}", schema.name),
     };
     diags.push(
-        Diagnostic::error(msg)
-            .at(&Loc::new(file, header_span(block)), "here")
-            .help(format!("write it as: {example}")),
+        Diagnostic::error(msg).at(&Loc::new(file, header_span(block)), "here").help(format!("write it as: {example}")),
     );
     false
 }

@@ -47,14 +47,8 @@ pub fn root_context<'a>() -> Context<'a> {
     ctx.declare_func("lower", FuncDef::builder().param(s()).build(f_lower));
     ctx.declare_func("upper", FuncDef::builder().param(s()).build(f_upper));
     ctx.declare_func("format", FuncDef::builder().param(s()).variadic_param(ParamType::Any).build(f_format));
-    ctx.declare_func(
-        "join",
-        FuncDef::builder().param(s()).param(ParamType::array_of(ParamType::Any)).build(f_join),
-    );
-    ctx.declare_func(
-        "concat",
-        FuncDef::builder().variadic_param(ParamType::array_of(ParamType::Any)).build(f_concat),
-    );
+    ctx.declare_func("join", FuncDef::builder().param(s()).param(ParamType::array_of(ParamType::Any)).build(f_join));
+    ctx.declare_func("concat", FuncDef::builder().variadic_param(ParamType::array_of(ParamType::Any)).build(f_concat));
     ctx.declare_func("toset", FuncDef::builder().param(ParamType::array_of(ParamType::Any)).build(f_toset));
     ctx.declare_func("length", FuncDef::builder().param(ParamType::Any).build(f_length));
     ctx.declare_func("keys", FuncDef::builder().param(ParamType::object_of(ParamType::Any)).build(f_keys));
@@ -66,8 +60,8 @@ pub fn root_context<'a>() -> Context<'a> {
 
 /// Names of the functions, for "did you mean" on an unknown function.
 pub const FUNCTIONS: &[&str] = &[
-    "env", "file", "lower", "upper", "format", "join", "concat", "toset", "length", "keys", "values",
-    "merge", "tostring",
+    "env", "file", "lower", "upper", "format", "join", "concat", "toset", "length", "keys", "values", "merge",
+    "tostring",
 ];
 
 fn str_arg(args: &FuncArgs, i: usize) -> &str {
@@ -82,18 +76,18 @@ fn f_env(args: FuncArgs) -> Result<Value, String> {
     }
     match std::env::var(&name) {
         Ok(v) => Ok(Value::String(v)),
-        Err(_) => default
-            .map(Value::String)
-            .ok_or_else(|| format!("environment variable {name} is not set (give env(\"{name}\", \"default\") a default to allow that)")),
+        Err(_) => default.map(Value::String).ok_or_else(|| {
+            format!(
+                "environment variable {name} is not set (give env(\"{name}\", \"default\") a default to allow that)"
+            )
+        }),
     }
 }
 
 fn f_file(args: FuncArgs) -> Result<Value, String> {
     let rel = str_arg(&args, 0);
     let path = BASE_DIR.with(|b| b.borrow().join(rel));
-    std::fs::read_to_string(&path)
-        .map(Value::String)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    std::fs::read_to_string(&path).map(Value::String).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn f_lower(args: FuncArgs) -> Result<Value, String> {

@@ -51,11 +51,8 @@ fn body(b: &BlockSchema) -> Value {
     }
     for n in b.blocks {
         let inner = json!({ "$ref": format!("#/$defs/{}", n.schema.name) });
-        let one = if n.schema.labels.is_empty() {
-            inner
-        } else {
-            json!({ "type": "object", "additionalProperties": inner })
-        };
+        let one =
+            if n.schema.labels.is_empty() { inner } else { json!({ "type": "object", "additionalProperties": inner }) };
         let v = if n.multiple { json!({ "anyOf": [one.clone(), { "type": "array", "items": one }] }) } else { one };
         props.insert(n.schema.name.to_string(), v);
     }

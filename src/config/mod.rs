@@ -43,6 +43,9 @@ pub struct LoadOptions {
 pub struct VarInfo {
     pub value: Value,
     pub sensitive: bool,
+    /// Declared but given no value (already reported): expressions that use
+    /// it are skipped rather than reported again.
+    pub unset: bool,
 }
 
 #[derive(Debug)]
@@ -73,8 +76,9 @@ pub fn config_files(opts: &LoadOptions) -> Result<Vec<PathBuf>, Diagnostic> {
     if !opts.files.is_empty() {
         return Ok(opts.files.iter().map(|f| if f.is_absolute() { f.clone() } else { opts.dir.join(f) }).collect());
     }
-    let entries = std::fs::read_dir(&opts.dir)
-        .map_err(|e| Diagnostic::error(format!("cannot read the configuration directory {}: {e}", opts.dir.display())))?;
+    let entries = std::fs::read_dir(&opts.dir).map_err(|e| {
+        Diagnostic::error(format!("cannot read the configuration directory {}: {e}", opts.dir.display()))
+    })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -95,7 +99,10 @@ fn display_name(path: &Path, dir: &Path) -> String {
 }
 
 /// Read and parse every file; syntax errors become diagnostics.
-pub fn parse_files(opts: &LoadOptions, diags: &mut Diags) -> Vec<(Arc<SourceFile>, Option<hcl::edit::structure::Body>)> {
+pub fn parse_files(
+    opts: &LoadOptions,
+    diags: &mut Diags,
+) -> Vec<(Arc<SourceFile>, Option<hcl::edit::structure::Body>)> {
     let paths = match config_files(opts) {
         Ok(p) => p,
         Err(d) => {
@@ -119,8 +126,7 @@ pub fn parse_files(opts: &LoadOptions, diags: &mut Diags) -> Vec<(Arc<SourceFile
                 let off = e.location().offset().min(file.text.len());
                 let end = file.text[off..].chars().next().map_or(off, |c| off + c.len_utf8());
                 diags.push(
-                    Diagnostic::error(format!("syntax error: {}", e.message()))
-                        .at(&Loc::new(&file, off..end), "here"),
+                    Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, off..end), "here"),
                 );
                 out.push((file, None));
             }
@@ -258,6 +264,12 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         }
     }
 
+    let with_for_each: HashSet<(Kind, String)> = resource_blocks
+        .iter()
+        .filter(|(_, &i)| raw[i].block.body.has_attribute("for_each"))
+        .map(|(k, _)| k.clone())
+        .collect();
+
     // Variables.
     let mut variables: IndexMap<String, VarInfo> = IndexMap::new();
     let empty_locals = HashSet::new();
@@ -268,6 +280,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             variables: &no_vars,
             locals: &empty_locals,
             resources: &empty_resources,
+            with_for_each: &with_for_each,
             each: false,
             before_resources: true,
         };
@@ -284,15 +297,16 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             };
             match value {
                 Some(value) => {
-                    variables.insert(name.clone(), VarInfo { value, sensitive });
+                    variables.insert(name.clone(), VarInfo { value, sensitive, unset: false });
                 }
-                None => diags.push(
-                    Diagnostic::error(format!("variable \"{name}\" has no value"))
-                        .at(&rb.header(), "declared without a default")
-                        .help(format!(
-                            "set it with --var {name}=VALUE, in a --var-file, or with DBCTL_VAR_{name}"
-                        )),
-                ),
+                None => {
+                    variables.insert(name.clone(), VarInfo { value: Value::Null, sensitive, unset: true });
+                    diags.push(
+                        Diagnostic::error(format!("variable \"{name}\" has no value"))
+                            .at(&rb.header(), "declared without a default")
+                            .help(format!("set it with --var {name}=VALUE, in a --var-file, or with DBCTL_VAR_{name}")),
+                    );
+                }
             }
         }
     }
@@ -330,6 +344,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             variables: &variables,
             locals: &local_names,
             resources: &resources,
+            with_for_each: &with_for_each,
             each: false,
             before_resources: true,
         };
@@ -349,11 +364,8 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             let mut still = Vec::new();
             for name in pending {
                 let (a, f) = &local_attrs[name];
-                let deps: Vec<String> = traversals(&a.value)
-                    .into_iter()
-                    .filter(|t| t.root == "local")
-                    .filter_map(|t| t.attr)
-                    .collect();
+                let deps: Vec<String> =
+                    traversals(&a.value).into_iter().filter(|t| t.root == "local").filter_map(|t| t.attr).collect();
                 if deps.iter().any(|d| bad.contains(d)) {
                     bad.insert(name.clone());
                     continue;
@@ -405,7 +417,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         if !key.0.has_for_each() {
             diags.push(
                 Diagnostic::error(format!("for_each is not supported on {} blocks", key.0.as_str()))
-                    .at(&Loc::new(&rb.file, span_of(&fe.key)), "only database, user and role take for_each"),
+                    .at(&Loc::new(&rb.file, span_of(&fe.key)), "only database, user, role and secret take for_each"),
             );
             continue;
         }
@@ -413,6 +425,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             variables: &variables,
             locals: &local_names,
             resources: &resources,
+            with_for_each: &with_for_each,
             each: false,
             before_resources: true,
         };
@@ -432,11 +445,12 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             }
         };
         let pairs: Option<Vec<(String, Value)>> = match &v {
-            Value::Array(items) => items
-                .iter()
-                .map(|i| i.as_str().map(|s| (s.to_string(), Value::String(s.to_string()))))
-                .collect(),
-            Value::Object(m) if eval::as_ref(&v).is_none() => Some(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            Value::Array(items) => {
+                items.iter().map(|i| i.as_str().map(|s| (s.to_string(), Value::String(s.to_string())))).collect()
+            }
+            Value::Object(m) if eval::as_ref(&v).is_none() => {
+                Some(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
             _ => None,
         };
         match pairs {
@@ -445,9 +459,12 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 let dups: Vec<&String> = pairs.iter().map(|(k, _)| k).filter(|k| !seen.insert(*k)).collect();
                 if !dups.is_empty() {
                     diags.push(
-                        Diagnostic::error(format!("for_each has duplicate keys: {}", dups.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ")))
-                            .at(&loc, "keys must be unique")
-                            .help("wrap the list in toset([...])"),
+                        Diagnostic::error(format!(
+                            "for_each has duplicate keys: {}",
+                            dups.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ")
+                        ))
+                        .at(&loc, "keys must be unique")
+                        .help("wrap the list in toset([...])"),
                     );
                     continue;
                 }
@@ -485,6 +502,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 variables: &variables,
                 locals: &local_names,
                 resources: &resources,
+                with_for_each: &with_for_each,
                 each: each_key.is_some(),
                 before_resources: false,
             };
@@ -503,7 +521,11 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             } else {
                 &ctx
             };
+            let errors_before = diags.0.iter().filter(|d| d.is_error()).count();
             let d = decode_block(rb.schema, &rb.block, &rb.file, inner_ctx, &scope, &mut diags);
+            // A block that did not decode is left out, so checks that follow
+            // do not report consequences of an error already reported.
+            let failed = diags.0.iter().filter(|d| d.is_error()).count() > errors_before;
             let addr = match &each_key {
                 Some(k) => Address::keyed(key.0, &key.1, k),
                 None => Address::new(key.0, &key.1),
@@ -514,19 +536,27 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 .get_attribute("value")
                 .map(|a| {
                     traversals(&a.value).iter().any(|t| {
-                        t.root == "var"
-                            && t.attr.as_ref().and_then(|n| variables.get(n)).is_some_and(|v| v.sensitive)
+                        t.root == "var" && t.attr.as_ref().and_then(|n| variables.get(n)).is_some_and(|v| v.sensitive)
                     })
                 })
                 .unwrap_or(false);
-            decoded.push(build::Decoded { addr, block: d, value_from_sensitive_var: sensitive_value });
+            if !failed {
+                decoded.push(build::Decoded { addr, block: d, value_from_sensitive_var: sensitive_value });
+            }
         }
     }
 
     let mut config = Config::default();
     if let Some(&i) = provider_blocks.get("aws") {
         let rb = &raw[i];
-        let scope = Scope { variables: &variables, locals: &local_names, resources: &resources, each: false, before_resources: false };
+        let scope = Scope {
+            variables: &variables,
+            locals: &local_names,
+            resources: &resources,
+            with_for_each: &with_for_each,
+            each: false,
+            before_resources: false,
+        };
         let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &scope, &mut diags);
         config.aws = Some(crate::model::AwsProvider {
             region: d.str("region"),
@@ -537,7 +567,14 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     config.state = crate::model::StateSettings { backend: "local".into(), url: None };
     if let Some(i) = dbctl_block {
         let rb = &raw[i];
-        let scope = Scope { variables: &variables, locals: &local_names, resources: &resources, each: false, before_resources: false };
+        let scope = Scope {
+            variables: &variables,
+            locals: &local_names,
+            resources: &resources,
+            with_for_each: &with_for_each,
+            each: false,
+            before_resources: false,
+        };
         let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &scope, &mut diags);
         if let Some(st) = d.block("state") {
             config.state.backend = st.str("backend").unwrap_or_else(|| "local".into());
@@ -568,7 +605,11 @@ pub fn load(opts: &LoadOptions) -> Loaded {
 }
 
 /// Variable values given from outside: DBCTL_VAR_*, --var-file, --var (later wins).
-fn given_variables(opts: &LoadOptions, declared: &IndexMap<String, usize>, diags: &mut Diags) -> IndexMap<String, Value> {
+fn given_variables(
+    opts: &LoadOptions,
+    declared: &IndexMap<String, usize>,
+    diags: &mut Diags,
+) -> IndexMap<String, Value> {
     let mut out = IndexMap::new();
     for name in declared.keys() {
         if let Ok(v) = std::env::var(format!("DBCTL_VAR_{name}")) {
@@ -589,14 +630,19 @@ fn given_variables(opts: &LoadOptions, declared: &IndexMap<String, usize>, diags
             Ok(b) => b,
             Err(e) => {
                 let off = e.location().offset().min(file.text.len());
-                diags.push(Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, off..off), "here"));
+                diags.push(
+                    Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, off..off), "here"),
+                );
                 continue;
             }
         };
         let ctx = root_context();
         for s in body.iter() {
             let Some(a) = s.as_attribute() else {
-                diags.push(Diagnostic::error("a var file holds only NAME = VALUE lines").at(&Loc::new(&file, span_of(s)), "here"));
+                diags.push(
+                    Diagnostic::error("a var file holds only NAME = VALUE lines")
+                        .at(&Loc::new(&file, span_of(s)), "here"),
+                );
                 continue;
             };
             let name = a.key.as_str();

@@ -293,6 +293,7 @@ pub static SECRET_B: BlockSchema = BlockSchema {
         a("name", Ty::String, "Name in the store (default: the address)."),
         a("value", Ty::String, "A given value (must come from a sensitive variable)."),
         a("rotate_every", Ty::Duration, "Plan shows a rotation once the value is older."),
+        FOR_EACH,
     ],
     blocks: &[Nested { schema: &GENERATE, multiple: false }, LIFECYCLE_N],
     open: false,
@@ -333,11 +334,7 @@ pub static ROUTER: BlockSchema = BlockSchema {
         a("access", Ty::Enum(ACCESS), "Default access for routes (default readwrite)."),
         a("default", Ty::String, "Route used for unlisted apps."),
     ],
-    blocks: &[
-        Nested { schema: &ROUTE, multiple: true },
-        Nested { schema: &PUBLISH, multiple: false },
-        LIFECYCLE_N,
-    ],
+    blocks: &[Nested { schema: &ROUTE, multiple: true }, Nested { schema: &PUBLISH, multiple: false }, LIFECYCLE_N],
     open: false,
 };
 

@@ -116,12 +116,8 @@ pub fn check_cycles(cfg: &Config, diags: &mut Diags) {
         let path = cycle_path(&graph, start, &members);
         let names: Vec<String> = path.iter().map(|i| graph.g[*i].to_string()).collect();
         let first_edge = graph.g.find_edge(path[0], path[1 % path.len()]).expect("edge on the cycle");
-        let mut d = Diagnostic::error(format!(
-            "reference cycle: {} -> {}",
-            names.join(" -> "),
-            names[0]
-        ))
-        .at(&graph.g[first_edge], format!("{} refers to {}", names[0], names[1 % names.len()]));
+        let mut d = Diagnostic::error(format!("reference cycle: {} -> {}", names.join(" -> "), names[0]))
+            .at(&graph.g[first_edge], format!("{} refers to {}", names[0], names[1 % names.len()]));
         for w in 1..path.len() {
             let (a, b) = (path[w], path[(w + 1) % path.len()]);
             if let Some(e) = graph.g.find_edge(a, b) {
@@ -134,7 +130,14 @@ pub fn check_cycles(cfg: &Config, diags: &mut Diags) {
 
 fn cycle_path(graph: &Graph, start: NodeIndex, members: &BTreeSet<NodeIndex>) -> Vec<NodeIndex> {
     // Depth-first search for a path start -> ... -> start inside the component.
-    fn dfs(g: &Graph, at: NodeIndex, start: NodeIndex, members: &BTreeSet<NodeIndex>, path: &mut Vec<NodeIndex>, seen: &mut BTreeSet<NodeIndex>) -> bool {
+    fn dfs(
+        g: &Graph,
+        at: NodeIndex,
+        start: NodeIndex,
+        members: &BTreeSet<NodeIndex>,
+        path: &mut Vec<NodeIndex>,
+        seen: &mut BTreeSet<NodeIndex>,
+    ) -> bool {
         let mut next: Vec<NodeIndex> = g.g.neighbors(at).filter(|n| members.contains(n)).collect();
         next.sort_by_key(|n| g.g[*n].clone());
         for n in next {

@@ -52,9 +52,10 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// Kinds that accept `for_each`.
+    /// Kinds that accept `for_each` (SPEC: database, user, role; dbctl adds
+    /// secret so each instance of a user can have its own password).
     pub fn has_for_each(self) -> bool {
-        matches!(self, Kind::Database | Kind::User | Kind::Role)
+        matches!(self, Kind::Database | Kind::User | Kind::Role | Kind::Secret)
     }
 }
 
@@ -77,9 +78,7 @@ impl Address {
 
     /// Parse `database.app` or `database.app["users"]`.
     pub fn parse(s: &str) -> Result<Address, String> {
-        let (kind, rest) = s
-            .split_once('.')
-            .ok_or_else(|| format!("`{s}` is not an address: expected TYPE.NAME"))?;
+        let (kind, rest) = s.split_once('.').ok_or_else(|| format!("`{s}` is not an address: expected TYPE.NAME"))?;
         let kind = Kind::parse(kind).ok_or_else(|| format!("`{kind}` is not a resource type"))?;
         let (name, key) = match rest.find('[') {
             None => (rest, None),

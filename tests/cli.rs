@@ -1,0 +1,210 @@
+//! End-to-end tests of the `dbctl` binary that need no server: diagnostics,
+//! validate, graph, fmt, schema and the examples. One test binary (as jj
+//! does), snapshots with insta.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dbctl(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dbctl"))
+        .arg("--no-color")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run dbctl")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `# expect: line N: text` at the top of each invalid fixture.
+fn expectation(src: &str) -> (usize, String) {
+    let first = src.lines().next().expect("fixture has a header");
+    let rest = first.strip_prefix("# expect: line ").expect("header is `# expect: line N: text`");
+    let (n, msg) = rest.split_once(": ").expect("header has a message");
+    (n.parse().expect("line number"), msg.to_string())
+}
+
+#[test]
+fn every_invalid_fixture_is_one_located_diagnostic() {
+    let dir = root().join("tests/fixtures/invalid");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 30, "the corpus has a file per mistake");
+    for path in files {
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let src = std::fs::read_to_string(&path).unwrap();
+        let (line, msg) = expectation(&src);
+        let out = dbctl(&dir, &["--config", &name, "validate"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: exit 1\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: panicked\n{stderr}");
+        assert!(out.stdout.is_empty(), "{name}: nothing on stdout");
+        let located = format!("[{name}:{line}:");
+        assert!(stderr.contains(&located), "{name}: expected a diagnostic at {located}\n{stderr}");
+        assert!(stderr.contains(&msg), "{name}: expected `{msg}`\n{stderr}");
+        let errors = stderr.lines().filter(|l| l.trim_start().starts_with("× ")).count();
+        assert_eq!(errors, 1, "{name}: exactly one error\n{stderr}");
+        insta::with_settings!({ snapshot_suffix => name.trim_end_matches(".hcl").to_string(), prepend_module_to_snapshot => false }, {
+            insta::assert_snapshot!("invalid", stderr);
+        });
+    }
+}
+
+#[test]
+fn several_mistakes_are_all_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.hcl"),
+        "server \"main\" {\n  engine = \"postgress\"\n  embedded = true\n}\n\nuser \"u\" {\n  server = server.mian\n}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("b.hcl"), "databse \"x\" {}\n").unwrap();
+    let out = dbctl(dir.path(), &["validate"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    for want in ["[a.hcl:2:12]", "[a.hcl:7:12]", "[b.hcl:1:1]", "3 error(s)"] {
+        assert!(stderr.contains(want), "missing {want}\n{stderr}");
+    }
+}
+
+#[test]
+fn validate_json_lists_diagnostics() {
+    let dir = root().join("tests/fixtures/invalid");
+    let out = dbctl(&dir, &["--config", "missing_reference.hcl", "validate", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["file"], "missing_reference.hcl");
+    assert_eq!(d["line"], 9);
+    assert_eq!(d["column"], 12);
+}
+
+fn example_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<_> =
+        std::fs::read_dir(root().join("examples")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn every_example_validates_without_errors() {
+    let dirs = example_dirs();
+    assert!(dirs.len() >= 2, "quickstart and at least one larger example");
+    for dir in dirs {
+        let out = dbctl(&dir, &["validate"]);
+        assert_eq!(out.status.code(), Some(0), "{}: {}", dir.display(), text(&out.stderr));
+        assert!(text(&out.stdout).starts_with("Success!"), "{}", dir.display());
+        // Examples are formatted as `dbctl fmt` would write them.
+        let out = dbctl(&dir, &["fmt", "--check"]);
+        assert_eq!(out.status.code(), Some(0), "{} is not formatted: {}", dir.display(), text(&out.stdout));
+    }
+}
+
+#[test]
+fn graph_of_each_example() {
+    for dir in example_dirs() {
+        let out = dbctl(&dir, &["graph"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+        insta::with_settings!({ snapshot_suffix => name, prepend_module_to_snapshot => false }, {
+            insta::assert_snapshot!("graph", text(&out.stdout));
+        });
+    }
+}
+
+#[test]
+fn fmt_of_a_messy_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let messy = std::fs::read_to_string(root().join("tests/fixtures/fmt/messy.hcl")).unwrap();
+    std::fs::write(dir.path().join("main.hcl"), &messy).unwrap();
+
+    let check = dbctl(dir.path(), &["fmt", "--check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(text(&check.stdout), "main.hcl\n");
+    assert_eq!(std::fs::read_to_string(dir.path().join("main.hcl")).unwrap(), messy, "--check changes nothing");
+
+    let out = dbctl(dir.path(), &["fmt"]);
+    assert_eq!(out.status.code(), Some(0));
+    let formatted = std::fs::read_to_string(dir.path().join("main.hcl")).unwrap();
+    insta::assert_snapshot!("fmt_messy", formatted);
+
+    let again = dbctl(dir.path(), &["fmt", "--check"]);
+    assert_eq!(again.status.code(), Some(0), "fmt is idempotent: {}", text(&again.stdout));
+}
+
+#[test]
+fn schema_in_repo_is_current() {
+    let out = dbctl(&root(), &["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let printed = text(&out.stdout);
+    let kept = std::fs::read_to_string(root().join("schema/config.schema.json")).unwrap_or_default();
+    assert!(
+        printed.trim_end() == kept.trim_end(),
+        "schema/config.schema.json is stale: run `cargo run -- schema > schema/config.schema.json`"
+    );
+    let v: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    for block in ["server", "user", "database", "router", "backup_policy", "rds_cluster", "migrations"] {
+        assert!(v["properties"][block].is_object(), "schema has {block}");
+    }
+}
+
+#[test]
+fn variables_from_flag_env_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        r#"variable "prefix" {}
+variable "limit" {
+  default = 5
+}
+server "main" {
+  engine   = "postgres"
+  embedded = true
+}
+user "u" {
+  server           = server.main
+  name             = format("%s_user", var.prefix)
+  connection_limit = var.limit
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("vars.hcl.txt"), "prefix = \"fromfile\"\nlimit = 7\n").unwrap();
+    let missing = dbctl(dir.path(), &["validate"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("variable \"prefix\" has no value"));
+
+    let ok = dbctl(dir.path(), &["--var", "prefix=cli", "validate"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let ok = dbctl(dir.path(), &["--var-file", "vars.hcl.txt", "--var", "limit=9", "validate"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let env = Command::new(env!("CARGO_BIN_EXE_dbctl"))
+        .args(["--no-color", "-C"])
+        .arg(dir.path())
+        .arg("validate")
+        .env("DBCTL_VAR_prefix", "env")
+        .output()
+        .unwrap();
+    assert_eq!(env.status.code(), Some(0), "{}", text(&env.stderr));
+    let bad = dbctl(dir.path(), &["--var", "prefx=x", "validate"]);
+    assert!(text(&bad.stderr).contains("did you mean `prefix`"), "{}", text(&bad.stderr));
+    let bad = dbctl(dir.path(), &["--var", "prefix=x", "--var", "limit=many", "validate"]);
+    assert!(text(&bad.stderr).contains("expected a whole number"), "{}", text(&bad.stderr));
+}
+
+#[test]
+fn commands_not_built_yet_say_so() {
+    let out = dbctl(&root().join("examples/quickstart"), &["backup", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not built yet"));
+}
