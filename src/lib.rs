@@ -1,9 +1,16 @@
 //! dbctl as a library: the binary is a thin shell over `commands::run`.
 
+pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod diag;
+pub mod diff;
+pub mod engine;
 pub mod fmt;
 pub mod graph;
 pub mod model;
+pub mod plan;
+pub mod runtime;
+pub mod secrets;
+pub mod state;

@@ -1,7 +1,12 @@
 //! One function per command; each returns the process exit code.
 
+mod apply;
+mod dev;
 mod fmt;
 mod graph;
+mod plan;
+mod session;
+mod state;
 mod validate;
 
 use std::io::IsTerminal;
@@ -66,13 +71,14 @@ pub fn run(cli: Cli) -> u8 {
             clap_complete::generate(shell, &mut cmd, "dbctl", &mut std::io::stdout());
             EXIT_OK
         }
-        Command::Plan(_) | Command::Apply(_) | Command::Destroy(_) | Command::Show(_) => {
-            not_built("plan, apply, destroy and show", "[2] PostgreSQL engine")
-        }
-        Command::State(_) | Command::Import { .. } | Command::ForceUnlock { .. } => {
-            not_built("state, import and force-unlock", "[2] PostgreSQL engine")
-        }
-        Command::Dev(_) => not_built("dev up|down|status", "[2] PostgreSQL engine"),
+        Command::Plan(a) => plan::run(&ctx, &a),
+        Command::Apply(a) => apply::run(&ctx, &a),
+        Command::Destroy(a) => apply::destroy(&ctx, &a),
+        Command::Show(a) => state::show(&ctx, &a),
+        Command::State(c) => state::run(&ctx, &c),
+        Command::Import { addr, id } => state::import(&ctx, &addr, &id),
+        Command::ForceUnlock { force } => state::force_unlock(&ctx, force),
+        Command::Dev(c) => dev::run(&ctx, &c),
         Command::Backup(_) => not_built("backup", "[5] Backups"),
         Command::Secret(_) => not_built("secret show|rotate", "[3] Secrets"),
         Command::Migrate(_) => not_built("migrate status|lint", "a later issue (migrations)"),
@@ -86,6 +92,6 @@ pub fn schema_text() -> String {
 
 fn not_built(what: &str, issue: &str) -> u8 {
     eprintln!("error: `dbctl {what}` is not built yet; it arrives with issue {issue}.");
-    eprintln!("       What works today: validate, fmt, graph, schema, completions (see README, \"Status\").");
+    eprintln!("       See the README, \"Status\", for what works today.");
     EXIT_ERROR
 }

@@ -1,0 +1,338 @@
+//! The executor: runs a plan's steps, writes the state after every step,
+//! and on a failure stops starting steps and reports what was done, what
+//! failed and what was not started.
+//!
+//! Steps that touch no server (secret generation) run first. Then each
+//! server's steps run one at a time, in plan order (one catalog writer per
+//! server), while different servers run in parallel, at most `parallelism`
+//! at once. Resources only depend on resources of their own server (the
+//! configuration checks that), so this respects every dependency.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sqlx::postgres::PgConnection;
+use sqlx::Connection;
+
+use crate::engine::postgres;
+use crate::model::{Address, Config, Sensitive};
+use crate::plan::{Action, Op, Plan, ResourceChange, Step};
+use crate::runtime::Endpoint;
+use crate::secrets::LocalStore;
+use crate::state::{Journal, State, StateResource};
+
+pub struct Executor {
+    pub endpoints: BTreeMap<Address, Endpoint>,
+    pub store: Mutex<LocalStore>,
+    pub journal: Mutex<Journal>,
+    pub state: Mutex<State>,
+    pub parallelism: usize,
+    /// Plain lines (CI) or live progress (terminal).
+    pub progress: Progress,
+}
+
+#[derive(Default)]
+pub struct Report {
+    pub done: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub not_started: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Prints one line as each step starts and ends; on a terminal, an
+/// indicatif bar over them.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: usize,
+    n: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    pub fn new(total: usize, terminal: bool) -> Progress {
+        let bar = terminal.then(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps, {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        Progress { bar, total, n: Default::default() }
+    }
+    fn line(&self, s: String) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => println!("{s}"),
+        }
+    }
+    fn start(&self, step: &Step) {
+        let n = self.n.fetch_add(1, Ordering::SeqCst) + 1;
+        self.line(format!("[{n}/{}] {}: {} ...", self.total, step.address, step.describe()));
+    }
+    fn end(&self, step: &Step, elapsed: std::time::Duration, err: Option<&str>) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+        match err {
+            None => self.line(format!("      {}: done ({} ms)", step.address, elapsed.as_millis())),
+            Some(e) => self.line(format!("      {}: FAILED: {e}", step.address)),
+        }
+    }
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn record(
+    change: &ResourceChange,
+    password_version: Option<String>,
+    previous: Option<&StateResource>,
+) -> StateResource {
+    StateResource {
+        kind: change.kind.clone(),
+        server: change.server.clone(),
+        name: change.name.clone(),
+        attributes: change.after.clone().unwrap_or_default(),
+        password_version: password_version.or_else(|| previous.and_then(|p| p.password_version.clone())),
+    }
+}
+
+impl Executor {
+    fn put(&self, change: &ResourceChange, password_version: Option<String>) -> Result<(), String> {
+        let mut st = self.state.lock().expect("state lock");
+        let r = record(change, password_version, st.resources.get(&change.address));
+        self.journal.lock().expect("journal lock").put(&change.address, &r).map_err(|e| e.to_string())?;
+        st.resources.insert(change.address.clone(), r);
+        Ok(())
+    }
+
+    fn remove(&self, address: &str) -> Result<(), String> {
+        self.journal.lock().expect("journal lock").remove(address).map_err(|e| e.to_string())?;
+        self.state.lock().expect("state lock").resources.remove(address);
+        Ok(())
+    }
+
+    fn secret_value(&self, cfg: &Config, secret: &Address) -> Result<(String, Sensitive), String> {
+        let name = match cfg.get(secret).map(|r| &r.body) {
+            Some(crate::model::Body::Secret(s)) => s.name.clone(),
+            _ => return Err(format!("{secret} is not in the configuration")),
+        };
+        let store = self.store.lock().expect("store lock");
+        let c = store.current(&name).ok_or_else(|| format!("{secret} has no value in its store yet"))?;
+        Ok((c.version, c.value))
+    }
+
+    /// Run one step. Returns the secret version a password was set from.
+    async fn run_step(
+        &self,
+        cfg: &Config,
+        step: &Step,
+        conns: &mut HashMap<Option<String>, PgConnection>,
+    ) -> Result<Option<String>, String> {
+        match &step.op {
+            Op::GenerateSecret { secret } => {
+                let Some(crate::model::Body::Secret(s)) = cfg.get(secret).map(|r| &r.body) else {
+                    return Err(format!("{secret} is not in the configuration"));
+                };
+                let value = match (&s.value, &s.generate) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(g)) => crate::secrets::generate(g),
+                    (None, None) => crate::secrets::generate(&crate::model::Generate { length: 32, special: false }),
+                };
+                let mut store = self.store.lock().expect("store lock");
+                if store.current(&s.name).is_none() {
+                    store.put(&s.name, &secret.to_string(), value).map_err(|e| e.to_string())?;
+                }
+                Ok(None)
+            }
+            Op::StartEmbedded => {
+                let server = step.server.as_ref().ok_or("no server")?;
+                let e = self.endpoints.get(server).and_then(|e| e.embedded.clone()).ok_or("not an embedded server")?;
+                tokio::task::spawn_blocking(move || e.start())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                Ok(None)
+            }
+            Op::Sql { sql } => {
+                let conn = self.conn(step, conns).await?;
+                postgres::execute(conn, sql.clone()).await.map_err(|e| e.to_string())?;
+                Ok(None)
+            }
+            Op::SetPassword { role, secret } => {
+                let (version, value) = self.secret_value(cfg, secret)?;
+                let conn = self.conn(step, conns).await?;
+                let sql = format!(
+                    "ALTER ROLE {} PASSWORD {}",
+                    crate::engine::sql::pg_ident(role),
+                    crate::engine::sql::pg_literal(value.expose())
+                );
+                // The server's error never echoes the statement; ours names only the role.
+                postgres::execute(conn, sql)
+                    .await
+                    .map_err(|_| format!("setting the password of role \"{role}\" failed"))?;
+                Ok(Some(version))
+            }
+            Op::DropDatabase { name, force } => {
+                let conn = self.conn(&Step { database: None, ..step.clone() }, conns).await?;
+                if !force {
+                    let open = postgres::open_connections(conn, name).await.map_err(|e| e.to_string())?;
+                    if open > 0 {
+                        return Err(format!(
+                            "database \"{name}\" has {open} open connection(s); close them, or run again with --force"
+                        ));
+                    }
+                }
+                let sql = format!(
+                    "DROP DATABASE {}{}",
+                    crate::engine::sql::pg_ident(name),
+                    if *force { " WITH (FORCE)" } else { "" }
+                );
+                postgres::execute(conn, sql).await.map_err(|e| e.to_string())?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn conn<'c>(
+        &self,
+        step: &Step,
+        conns: &'c mut HashMap<Option<String>, PgConnection>,
+    ) -> Result<&'c mut PgConnection, String> {
+        let server = step.server.as_ref().ok_or("step has no server")?;
+        let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+        if !conns.contains_key(&step.database) {
+            let c = postgres::connect(&server.to_string(), &ep.url, step.database.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            conns.insert(step.database.clone(), c);
+        }
+        Ok(conns.get_mut(&step.database).expect("just inserted"))
+    }
+
+    /// Run the steps of `changes` (indices into the plan) in order on one server.
+    async fn run_queue(
+        &self,
+        cfg: &Config,
+        plan: &Plan,
+        queue: Vec<usize>,
+        abort: &AtomicBool,
+        report: &Mutex<Report>,
+    ) {
+        let mut conns: HashMap<Option<String>, PgConnection> = HashMap::new();
+        for ci in queue {
+            let c = &plan.changes[ci];
+            if abort.load(Ordering::SeqCst) {
+                report.lock().expect("report").not_started.push(c.address.clone());
+                continue;
+            }
+            let mut password_version = None;
+            let mut failed = false;
+            if c.steps.is_empty() {
+                // Nothing to run, but the state learns the resource (e.g. grants already in place).
+                if let Err(e) = self.put(c, None) {
+                    report.lock().expect("report").failed.push((c.address.clone(), e));
+                    abort.store(true, Ordering::SeqCst);
+                }
+                continue;
+            }
+            for (si, step) in c.steps.iter().enumerate() {
+                if abort.load(Ordering::SeqCst) {
+                    report.lock().expect("report").not_started.push(format!(
+                        "{} (step {} of {})",
+                        c.address,
+                        si + 1,
+                        c.steps.len()
+                    ));
+                    failed = true;
+                    break;
+                }
+                self.progress.start(step);
+                let t = Instant::now();
+                let r = self.run_step(cfg, step, &mut conns).await;
+                self.progress.end(step, t.elapsed(), r.as_ref().err().map(String::as_str));
+                match r {
+                    Ok(v) => {
+                        if v.is_some() {
+                            password_version = v;
+                        }
+                        let last = si + 1 == c.steps.len();
+                        let res = match (c.action, &step.op) {
+                            (Action::Delete, _) if last => self.remove(&c.address),
+                            (Action::Replace, Op::DropDatabase { .. }) => self.remove(&c.address),
+                            (Action::Delete, _) => Ok(()),
+                            // Recorded after its first step, so an interrupted create is managed, not orphaned.
+                            _ if last || si == 0 || password_version.is_some() => self.put(c, password_version.clone()),
+                            _ => Ok(()),
+                        };
+                        if let Err(e) = res {
+                            report
+                                .lock()
+                                .expect("report")
+                                .failed
+                                .push((c.address.clone(), format!("writing the state: {e}")));
+                            abort.store(true, Ordering::SeqCst);
+                            failed = true;
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        report
+                            .lock()
+                            .expect("report")
+                            .failed
+                            .push((c.address.clone(), format!("{}: {e}", step.describe())));
+                        abort.store(true, Ordering::SeqCst);
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if !failed {
+                report.lock().expect("report").done.push(c.address.clone());
+            }
+        }
+        for (_, c) in conns {
+            let _ = c.close().await;
+        }
+    }
+
+    pub async fn execute(&self, cfg: &Config, plan: &Plan) -> Report {
+        let report = Mutex::new(Report::default());
+        let abort = AtomicBool::new(false);
+        let mut global = Vec::new();
+        let mut per_server: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, c) in plan.changes.iter().enumerate() {
+            if c.action == Action::NoOp {
+                continue;
+            }
+            match c.steps.iter().find_map(|s| s.server.as_ref()).map(|s| s.to_string()).or_else(|| c.server.clone()) {
+                Some(s) if c.kind != "secret" => per_server.entry(s).or_default().push(i),
+                _ => global.push(i),
+            }
+        }
+        self.run_queue(cfg, plan, global, &abort, &report).await;
+        let queues: Vec<Vec<usize>> = per_server.into_values().collect();
+        let sem = Arc::new(tokio::sync::Semaphore::new(self.parallelism.max(1)));
+        let jobs = queues.into_iter().map(|q| {
+            let sem = sem.clone();
+            let (report, abort) = (&report, &abort);
+            async move {
+                let _permit = sem.acquire().await.expect("semaphore open");
+                self.run_queue(cfg, plan, q, abort, report).await;
+            }
+        });
+        futures::future::join_all(jobs).await;
+        self.progress.finish();
+        report.into_inner().expect("report")
+    }
+}

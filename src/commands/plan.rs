@@ -1,0 +1,49 @@
+use super::session::{block_on, err, open, PlanOpts};
+use super::{Ctx, EXIT_ERROR, EXIT_OK};
+use crate::cli::{Format, PlanArgs};
+use crate::plan::{render, Plan};
+
+pub const EXIT_CHANGES: u8 = 2;
+
+pub fn print(plan: &Plan, format: Format, verbose: bool) {
+    match format {
+        Format::Human => print!("{}", render::human(plan, verbose)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&render::json(plan)).expect("json")),
+        Format::Markdown => print!("{}", render::markdown(plan, verbose)),
+    }
+}
+
+pub fn run(ctx: &Ctx, args: &PlanArgs) -> u8 {
+    let session = match open(ctx) {
+        Ok(s) => s,
+        Err(rc) => return rc,
+    };
+    let state = match session.state_store.load() {
+        Ok(s) => s,
+        Err(e) => return err(e),
+    };
+    let opts = PlanOpts { destroy: false, force: false, refresh_only: args.refresh_only, targets: args.target.clone() };
+    let plan = match block_on(session.plan(&state, &opts)) {
+        Ok(p) => p,
+        Err(rc) => return rc,
+    };
+    print(&plan, args.format, args.verbose);
+    if let Some(out) = &args.out {
+        let bytes = serde_json::to_vec_pretty(&plan).expect("plan serialises");
+        if let Err(e) = crate::state::write_private(out, &bytes) {
+            return err(e);
+        }
+        if args.format == Format::Human {
+            println!(
+                "\nSaved the plan to {}. Apply exactly this plan with: dbctl apply {}",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    if args.detailed_exitcode && (plan.has_changes() || (args.refresh_only && !plan.drift.is_empty())) {
+        return EXIT_CHANGES;
+    }
+    let _ = EXIT_ERROR;
+    EXIT_OK
+}

@@ -1,0 +1,166 @@
+//! What plan, apply, destroy and import share: a loaded configuration, its
+//! `.dbctl` directory, its servers, and making a plan from live state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::{Ctx, EXIT_ERROR};
+use crate::diff::{diff, Inputs};
+use crate::engine::LiveServer;
+use crate::model::{Address, Body, Config};
+use crate::plan::{Plan, FORMAT_VERSION};
+use crate::runtime::{self, Endpoint};
+use crate::secrets::LocalStore;
+use crate::state::{LocalState, State};
+
+pub struct Session {
+    pub config: Config,
+    pub dbctl: PathBuf,
+    pub endpoints: BTreeMap<Address, Endpoint>,
+    pub state_store: LocalState,
+    pub config_hash: String,
+}
+
+pub struct PlanOpts {
+    pub destroy: bool,
+    pub force: bool,
+    pub refresh_only: bool,
+    pub targets: Vec<String>,
+}
+
+pub fn err(msg: impl std::fmt::Display) -> u8 {
+    eprintln!("Error: {msg}");
+    EXIT_ERROR
+}
+
+pub fn open(ctx: &Ctx) -> Result<Session, u8> {
+    let loaded = ctx.load();
+    let Some(config) = loaded.config else {
+        eprintln!("Error: the configuration is invalid; nothing was run.");
+        return Err(EXIT_ERROR);
+    };
+    if config.state.backend != "local" {
+        return Err(err("the postgres state backend is not built yet; use the default local backend"));
+    }
+    let mut h = Sha256::new();
+    for f in &loaded.files {
+        h.update(f.name.as_bytes());
+        h.update([0]);
+        h.update(f.text.as_bytes());
+        h.update([0]);
+    }
+    for (k, v) in &loaded.variables {
+        if !v.sensitive {
+            h.update(k.as_bytes());
+            h.update(v.value.to_string().as_bytes());
+        }
+    }
+    let dbctl = runtime::dbctl_dir(&ctx.dir);
+    let endpoints = runtime::endpoints(&config, &dbctl).map_err(err)?;
+    Ok(Session {
+        state_store: LocalState::new(&dbctl),
+        config,
+        dbctl,
+        endpoints,
+        config_hash: hex::encode(h.finalize()),
+    })
+}
+
+/// Addresses named by --target and everything they depend on.
+fn target_closure(cfg: &Config, targets: &[String]) -> Result<BTreeSet<String>, String> {
+    let mut out = BTreeSet::new();
+    let mut todo: Vec<Address> = Vec::new();
+    for t in targets {
+        let base = t.strip_suffix(".grant").unwrap_or(t);
+        let a = Address::parse(base)?;
+        out.insert(t.clone());
+        todo.push(a);
+    }
+    while let Some(a) = todo.pop() {
+        if !out.insert(a.to_string()) && out.contains(&format!("{a}#seen")) {
+            continue;
+        }
+        out.insert(format!("{a}#seen"));
+        out.insert(format!("{a}.grant"));
+        if let Some(r) = cfg.get(&a) {
+            todo.extend(r.refs.iter().map(|x| x.to.clone()));
+            if let Body::Router(_) = r.body {
+                out.insert(a.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Session {
+    pub fn secrets(&self) -> Result<LocalStore, u8> {
+        LocalStore::open(&self.dbctl).map_err(err)
+    }
+
+    pub async fn refresh(&self) -> Result<BTreeMap<Address, LiveServer>, u8> {
+        let scope = runtime::detail_scope(&self.config);
+        let mut started = Vec::new();
+        let live = runtime::refresh(&self.endpoints, &scope, &mut started).await.map_err(err)?;
+        for s in started {
+            eprintln!("{s}");
+        }
+        Ok(live)
+    }
+
+    pub async fn plan(&self, state: &State, opts: &PlanOpts) -> Result<Plan, u8> {
+        let live = self.refresh().await?;
+        let store = self.secrets()?;
+        let cfg = &self.config;
+        let version = |a: &Address| -> Option<String> {
+            match cfg.get(a).map(|r| &r.body) {
+                Some(Body::Secret(s)) => store.current(&s.name).map(|c| c.version),
+                _ => None,
+            }
+        };
+        let inputs = Inputs {
+            config: cfg,
+            live: &live,
+            state,
+            secret_version: &version,
+            destroy: opts.destroy,
+            force: opts.force,
+        };
+        let d = diff(&inputs).map_err(|errors| {
+            for e in &errors {
+                eprintln!("Error: {e}");
+            }
+            EXIT_ERROR
+        })?;
+        let mut changes = d.changes;
+        if !opts.targets.is_empty() {
+            let keep = target_closure(cfg, &opts.targets).map_err(err)?;
+            changes.retain(|c| keep.contains(&c.address));
+        }
+        if opts.refresh_only {
+            changes.clear();
+        }
+        Ok(Plan {
+            format_version: FORMAT_VERSION.into(),
+            config_hash: self.config_hash.clone(),
+            state_lineage: state.lineage.clone(),
+            state_serial: state.serial,
+            fingerprints: d.fingerprints,
+            drift: d.drift,
+            changes,
+            notes: d.notes,
+            refresh_only: opts.refresh_only,
+        })
+    }
+}
+
+/// Build the async runtime for commands that talk to servers.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}

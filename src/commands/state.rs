@@ -1,0 +1,210 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::session::{block_on, err, open};
+use super::{Ctx, EXIT_OK};
+use crate::cli::{Format, ShowArgs, StateCommand};
+use crate::model::{Address, Body};
+use crate::plan::Plan;
+use crate::state::{LocalState, StateResource};
+
+fn store(ctx: &Ctx) -> LocalState {
+    LocalState::new(&crate::runtime::dbctl_dir(&ctx.dir))
+}
+
+fn show_resource(addr: &str, r: &StateResource) -> String {
+    let mut out = format!("# {addr}\n{} \"{}\" {{\n", r.kind, r.name);
+    if let Some(s) = &r.server {
+        out.push_str(&format!("  server = {s}\n"));
+    }
+    if let Some(m) = r.attributes.as_object() {
+        for (k, v) in m {
+            out.push_str(&format!("  {k} = {v}\n"));
+        }
+    }
+    if r.password_version.is_some() {
+        out.push_str("  password = (sensitive)\n");
+    }
+    out.push_str("}\n");
+    out
+}
+
+pub fn show(ctx: &Ctx, args: &ShowArgs) -> u8 {
+    if let Some(file) = &args.planfile {
+        let plan: Plan = match std::fs::read(file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(p) => p,
+            Err(e) => return err(format!("cannot read the plan {}: {e}", file.display())),
+        };
+        super::plan::print(&plan, args.format, true);
+        return EXIT_OK;
+    }
+    let state = match store(ctx).load() {
+        Ok(s) => s,
+        Err(e) => return err(e),
+    };
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "format_version": "1.0", "serial": state.serial, "lineage": state.lineage, "resources": state.resources })).expect("json")
+        ),
+        _ => {
+            if state.resources.is_empty() {
+                println!("The state is empty: dbctl manages nothing here yet.");
+            }
+            for (a, r) in &state.resources {
+                println!("{}", show_resource(a, r));
+            }
+        }
+    }
+    EXIT_OK
+}
+
+pub fn run(ctx: &Ctx, cmd: &StateCommand) -> u8 {
+    let st = store(ctx);
+    match cmd {
+        StateCommand::List => match st.load() {
+            Ok(s) => {
+                for a in s.resources.keys() {
+                    println!("{a}");
+                }
+                EXIT_OK
+            }
+            Err(e) => err(e),
+        },
+        StateCommand::Show { addr } => match st.load() {
+            Ok(s) => match s.resources.get(addr) {
+                Some(r) => {
+                    print!("{}", show_resource(addr, r));
+                    EXIT_OK
+                }
+                None => err(format!("{addr} is not in the state (see `dbctl state list`)")),
+            },
+            Err(e) => err(e),
+        },
+        StateCommand::Rm { addr } => {
+            let _lock = match st.lock("state rm", Duration::ZERO) {
+                Ok(l) => l,
+                Err(e) => return err(e),
+            };
+            let mut s = match st.load() {
+                Ok(s) => s,
+                Err(e) => return err(e),
+            };
+            if s.resources.remove(addr).is_none() {
+                return err(format!("{addr} is not in the state (see `dbctl state list`)"));
+            }
+            s.serial += 1;
+            if let Err(e) = st.save(&s) {
+                return err(e);
+            }
+            println!("Removed {addr} from the state. The object itself is untouched; dbctl no longer manages it.");
+            EXIT_OK
+        }
+    }
+}
+
+/// `dbctl import ADDR ID`: adopt an existing object.
+pub fn import(ctx: &Ctx, addr: &str, id: &str) -> u8 {
+    let session = match open(ctx) {
+        Ok(s) => s,
+        Err(rc) => return rc,
+    };
+    let a = match Address::parse(addr) {
+        Ok(a) => a,
+        Err(e) => return err(e),
+    };
+    let Some(r) = session.config.get(&a) else {
+        return err(format!("{addr} is not in the configuration: declare it first, then import it"));
+    };
+    let (kind, server) = match (&r.body, r.server()) {
+        (Body::Role(_), Some(s)) => ("role", s.clone()),
+        (Body::User(_), Some(s)) => ("user", s.clone()),
+        (Body::Database(_), Some(s)) => ("database", s.clone()),
+        _ => return err(format!("{addr}: only databases, users and roles can be imported")),
+    };
+    if r.object_name() != Some(id) {
+        return err(format!(
+            "{addr} is named \"{}\" in the configuration, not \"{id}\": set name = \"{id}\" first",
+            r.object_name().unwrap_or_default()
+        ));
+    }
+    let _lock = match session.state_store.lock("import", Duration::ZERO) {
+        Ok(l) => l,
+        Err(e) => return err(e),
+    };
+    let live = match block_on(session.refresh()) {
+        Ok(l) => l,
+        Err(rc) => return rc,
+    };
+    let Some(l) = live.get(&server) else { return err(format!("{server} could not be read")) };
+    let attributes = match kind {
+        "database" => match l.databases.get(id) {
+            Some(d) => {
+                json!({ "name": id, "owner": d.owner, "encoding": d.encoding, "collation": d.collation, "connection_limit": d.connection_limit, "extensions": [] })
+            }
+            None => return err(format!("there is no database \"{id}\" on {server}")),
+        },
+        _ => match l.roles.get(id) {
+            Some(ro) => {
+                json!({ "name": id, "login": ro.login, "connection_limit": ro.connection_limit, "valid_until": ro.valid_until, "member_of": ro.member_of })
+            }
+            None => return err(format!("there is no role \"{id}\" on {server}")),
+        },
+    };
+    let mut s = match session.state_store.load() {
+        Ok(s) => s,
+        Err(e) => return err(e),
+    };
+    if s.resources.contains_key(addr) {
+        return err(format!("{addr} is already managed"));
+    }
+    s.resources.insert(
+        addr.to_string(),
+        StateResource {
+            kind: kind.into(),
+            server: Some(server.to_string()),
+            name: id.into(),
+            attributes,
+            password_version: None,
+        },
+    );
+    s.serial += 1;
+    if let Err(e) = session.state_store.save(&s) {
+        return err(e);
+    }
+    println!(
+        "Imported {addr} ({kind} \"{id}\" on {server}). Run `dbctl plan` to see how it differs from the configuration."
+    );
+    EXIT_OK
+}
+
+pub fn force_unlock(ctx: &Ctx, force: bool) -> u8 {
+    let st = store(ctx);
+    let holder = std::fs::read_to_string(st.lock_path()).unwrap_or_default();
+    match st.lock("force-unlock", Duration::ZERO) {
+        Ok(lock) => {
+            drop(lock);
+            if holder.trim().is_empty() {
+                println!("The state is not locked.");
+            } else {
+                println!(
+                    "No running dbctl holds the state lock: the one that took it ({}) is gone, and the lock went with it. Cleared what it left behind.",
+                    holder.trim()
+                );
+                println!("Run `dbctl plan` to see what that apply left undone.");
+            }
+            EXIT_OK
+        }
+        Err(_) => {
+            let _ = force;
+            err(format!(
+                "a running dbctl holds the state lock ({}). It is released when that process ends; stop it (it saves what it did after every step) rather than unlocking under it",
+                holder.trim()
+            ))
+        }
+    }
+}

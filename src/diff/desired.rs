@@ -1,0 +1,235 @@
+//! The configuration as the objects each server should hold.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::check::GrantClass;
+use crate::engine::LiveServer;
+use crate::model::{Access, Address, Body, Config, Grant};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredRole {
+    pub addr: Address,
+    pub name: String,
+    pub login: bool,
+    pub connection_limit: i64,
+    pub valid_until: Option<String>,
+    pub member_of: BTreeSet<String>,
+    pub password: Option<Address>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredDb {
+    pub addr: Address,
+    pub name: String,
+    pub owner: String,
+    pub encoding: Option<String>,
+    pub collation: Option<String>,
+    pub connection_limit: i64,
+    pub extensions: BTreeSet<String>,
+}
+
+/// What a grant is on: a database, a schema in it, or all tables or
+/// sequences of a schema.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    pub database: String,
+    pub schema: Option<String>,
+    pub class: GrantClass,
+}
+
+/// The grants of one grantee that one resource manages: a user's or role's
+/// grant blocks (`user.x.grant`), or what a router derives (`router.x`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantSet {
+    pub node: String,
+    pub kind: &'static str,
+    pub server: Address,
+    pub grantee: String,
+    pub targets: BTreeMap<Target, BTreeSet<String>>,
+    /// Routers: service and (app label, database name, access) per route.
+    pub service: Option<String>,
+    pub routes: Vec<(String, String, Access)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Desired {
+    pub roles: BTreeMap<Address, BTreeMap<String, DesiredRole>>,
+    pub databases: BTreeMap<Address, BTreeMap<String, DesiredDb>>,
+    pub grants: Vec<GrantSet>,
+}
+
+impl Desired {
+    pub fn db_owner(&self, server: &Address, db: &str) -> Option<&str> {
+        self.databases.get(server)?.get(db).map(|d| d.owner.as_str())
+    }
+}
+
+fn utc(ts: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    match time::OffsetDateTime::parse(ts, &Rfc3339) {
+        Ok(t) => {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        }
+        Err(_) => ts.to_string(),
+    }
+}
+
+/// Privileges a router's access level gives, per object class (schema public).
+pub fn access_privileges(access: Access) -> Vec<(GrantClass, &'static [&'static str])> {
+    match access {
+        Access::Readonly => vec![
+            (GrantClass::Database, &["CONNECT"]),
+            (GrantClass::Schema, &["USAGE"]),
+            (GrantClass::Tables, &["SELECT"]),
+            (GrantClass::Sequences, &["SELECT"]),
+        ],
+        Access::Readwrite => vec![
+            (GrantClass::Database, &["CONNECT", "TEMPORARY"]),
+            (GrantClass::Schema, &["USAGE"]),
+            (GrantClass::Tables, &["DELETE", "INSERT", "SELECT", "UPDATE"]),
+            (GrantClass::Sequences, &["SELECT", "USAGE"]),
+        ],
+        Access::Owner => vec![],
+    }
+}
+
+fn name_of(cfg: &Config, a: &Address) -> Option<String> {
+    cfg.get(a).and_then(|r| r.object_name()).map(str::to_string)
+}
+
+fn targets_of(cfg: &Config, grants: &[Grant]) -> BTreeMap<Target, BTreeSet<String>> {
+    let mut out: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
+    for g in grants {
+        let Some(db) = name_of(cfg, &g.database) else { continue };
+        let class = GrantClass::of(g);
+        let t = Target { database: db, schema: g.schema.clone(), class };
+        out.entry(t).or_default().extend(g.privileges.iter().cloned());
+    }
+    out
+}
+
+pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
+    let mut d = Desired::default();
+    let admin = |server: &Address| {
+        live.get(server).filter(|l| l.exists).map(|l| l.admin.clone()).unwrap_or_else(|| "postgres".to_string())
+    };
+    // Routers with access = "owner" make their user the database's owner.
+    let mut router_owner: BTreeMap<Address, String> = BTreeMap::new();
+    for r in cfg.resources.values() {
+        if let Body::Router(rt) = &r.body {
+            for route in rt.routes.iter().filter(|x| x.access == Access::Owner) {
+                if let Some(u) = name_of(cfg, &rt.user) {
+                    router_owner.entry(route.database.clone()).or_insert(u);
+                }
+            }
+        }
+    }
+    for r in cfg.resources.values() {
+        match &r.body {
+            Body::Role(ro) => {
+                let role = DesiredRole {
+                    addr: r.addr.clone(),
+                    name: ro.name.clone(),
+                    login: false,
+                    connection_limit: -1,
+                    valid_until: None,
+                    member_of: ro.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
+                    password: None,
+                };
+                d.roles.entry(ro.server.clone()).or_default().insert(ro.name.clone(), role);
+                if !ro.grants.is_empty() {
+                    d.grants.push(GrantSet {
+                        node: format!("{}.grant", r.addr),
+                        kind: "grant",
+                        server: ro.server.clone(),
+                        grantee: ro.name.clone(),
+                        targets: targets_of(cfg, &ro.grants),
+                        service: None,
+                        routes: vec![],
+                    });
+                }
+            }
+            Body::User(u) => {
+                let role = DesiredRole {
+                    addr: r.addr.clone(),
+                    name: u.name.clone(),
+                    login: true,
+                    connection_limit: u.connection_limit,
+                    valid_until: u.valid_until.as_deref().map(utc),
+                    member_of: u.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
+                    password: u.password.clone(),
+                };
+                d.roles.entry(u.server.clone()).or_default().insert(u.name.clone(), role);
+                if !u.grants.is_empty() {
+                    d.grants.push(GrantSet {
+                        node: format!("{}.grant", r.addr),
+                        kind: "grant",
+                        server: u.server.clone(),
+                        grantee: u.name.clone(),
+                        targets: targets_of(cfg, &u.grants),
+                        service: None,
+                        routes: vec![],
+                    });
+                }
+            }
+            Body::Database(db) => {
+                let owner = db
+                    .owner
+                    .as_ref()
+                    .and_then(|o| name_of(cfg, o))
+                    .or_else(|| router_owner.get(&r.addr).cloned())
+                    .unwrap_or_else(|| admin(&db.server));
+                let want = DesiredDb {
+                    addr: r.addr.clone(),
+                    name: db.name.clone(),
+                    owner,
+                    encoding: db.encoding.clone(),
+                    collation: db.collation.clone(),
+                    connection_limit: db.connection_limit,
+                    extensions: db.extensions.iter().cloned().collect(),
+                };
+                d.databases.entry(db.server.clone()).or_default().insert(db.name.clone(), want);
+            }
+            Body::Router(rt) => {
+                let (Some(user), Some(server)) =
+                    (name_of(cfg, &rt.user), cfg.get(&rt.user).and_then(|u| u.server()).cloned())
+                else {
+                    continue;
+                };
+                let mut targets: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
+                let mut routes = Vec::new();
+                for route in &rt.routes {
+                    let Some(db) = name_of(cfg, &route.database) else { continue };
+                    routes.push((route.app.clone(), db.clone(), route.access));
+                    for (class, privs) in access_privileges(route.access) {
+                        let schema = (class != GrantClass::Database).then(|| "public".to_string());
+                        targets
+                            .entry(Target { database: db.clone(), schema, class })
+                            .or_default()
+                            .extend(privs.iter().map(|p| p.to_string()));
+                    }
+                }
+                d.grants.push(GrantSet {
+                    node: r.addr.to_string(),
+                    kind: "router",
+                    server,
+                    grantee: user,
+                    targets,
+                    service: Some(rt.service.clone()),
+                    routes,
+                });
+            }
+            _ => {}
+        }
+    }
+    d
+}

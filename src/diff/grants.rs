@@ -1,0 +1,248 @@
+//! Grants are authoritative per target (grantee, database, schema, object
+//! class): GRANT the missing privileges and REVOKE the extra ones, one
+//! statement each — never REVOKE ALL then GRANT. `tables = "*"` covers the
+//! tables that exist (ON ALL TABLES IN SCHEMA) and those created later by the
+//! database's owner (ALTER DEFAULT PRIVILEGES FOR ROLE owner).
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use super::desired::{Desired, GrantSet, Target};
+use super::{change, sql};
+use crate::config::check::GrantClass;
+use crate::engine::sql::pg_ident;
+use crate::engine::{LiveServer, Privs};
+use crate::model::Address;
+use crate::plan::{Action, ResourceChange, Step};
+
+fn list(p: &BTreeSet<String>) -> String {
+    p.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// What `grantee` holds on a target now.
+struct Held {
+    /// On every existing object (None: there are no objects, so nothing to grant on them).
+    all: Option<Privs>,
+    /// On at least one existing object (what must be revoked if unwanted).
+    any: Privs,
+    /// Default privileges for future objects (tables and sequences only).
+    default: Option<Privs>,
+}
+
+impl Held {
+    /// What a reader should see as the current privileges: for tables and
+    /// sequences, what existing and future objects both have.
+    fn shown(&self) -> Privs {
+        match (&self.all, &self.default) {
+            (Some(a), Some(d)) => a.intersection(d).cloned().collect(),
+            (None, Some(d)) => d.clone(),
+            (Some(a), None) => a.clone(),
+            (None, None) => self.any.clone(),
+        }
+    }
+}
+
+fn live_privs(live: &LiveServer, grantee: &str, t: &Target, for_role: &str) -> Held {
+    let nothing = || Held { all: Some(Privs::new()), any: Privs::new(), default: None };
+    let Some(db) = live.databases.get(&t.database) else {
+        let mut h = nothing();
+        if matches!(t.class, GrantClass::Tables | GrantClass::Sequences) {
+            h.all = None;
+            h.default = Some(Privs::new());
+        }
+        return h;
+    };
+    if t.class == GrantClass::Database {
+        let p = db.privileges.get(grantee).cloned().unwrap_or_default();
+        return Held { all: Some(p.clone()), any: p, default: None };
+    }
+    let sc = db.detail.as_ref().and_then(|d| d.schemas.get(t.schema.as_deref().unwrap_or("public")));
+    match (t.class, sc) {
+        (GrantClass::Schema, Some(sc)) => {
+            let p = sc.privileges.get(grantee).cloned().unwrap_or_default();
+            Held { all: Some(p.clone()), any: p, default: None }
+        }
+        (GrantClass::Schema, None) => nothing(),
+        (_, None) => Held { all: None, any: Privs::new(), default: Some(Privs::new()) },
+        (_, Some(sc)) => {
+            let (cp, defs) = if t.class == GrantClass::Tables {
+                (&sc.tables, &sc.default_tables)
+            } else {
+                (&sc.sequences, &sc.default_sequences)
+            };
+            let all = (cp.count > 0).then(|| cp.all.get(grantee).cloned().unwrap_or_default());
+            let any = cp.any.get(grantee).cloned().unwrap_or_default();
+            let def = defs.get(for_role).and_then(|m| m.get(grantee)).cloned().unwrap_or_default();
+            Held { all, any, default: Some(def) }
+        }
+    }
+}
+
+fn on(t: &Target) -> String {
+    let s = pg_ident(t.schema.as_deref().unwrap_or("public"));
+    match t.class {
+        GrantClass::Database => format!("DATABASE {}", pg_ident(&t.database)),
+        GrantClass::Schema => format!("SCHEMA {s}"),
+        GrantClass::Tables => format!("ALL TABLES IN SCHEMA {s}"),
+        GrantClass::Sequences => format!("ALL SEQUENCES IN SCHEMA {s}"),
+    }
+}
+
+fn in_db(t: &Target) -> Option<&str> {
+    (t.class != GrantClass::Database).then_some(t.database.as_str())
+}
+
+/// Statements that take `grantee` on `t` from (all, any, default) to `want`.
+#[allow(clippy::too_many_arguments)]
+fn delta(
+    addr: &str,
+    server: &Address,
+    grantee: &str,
+    t: &Target,
+    want: &Privs,
+    held: &Held,
+    for_role: &str,
+    owner_is_grantee: bool,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if owner_is_grantee && t.class == GrantClass::Database {
+        return steps; // The owner holds every privilege on its database.
+    }
+    let g = pg_ident(grantee);
+    let add: Privs = held.all.as_ref().map(|all| want.difference(all).cloned().collect()).unwrap_or_default();
+    let extra: Privs = held.any.difference(want).cloned().collect();
+    if !add.is_empty() {
+        steps.push(sql(addr, server, in_db(t), format!("GRANT {} ON {} TO {g}", list(&add), on(t))));
+    }
+    if !extra.is_empty() {
+        steps.push(sql(addr, server, in_db(t), format!("REVOKE {} ON {} FROM {g}", list(&extra), on(t))));
+    }
+    if let Some(def) = &held.default {
+        let objects = if t.class == GrantClass::Tables { "TABLES" } else { "SEQUENCES" };
+        let head = format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {}",
+            pg_ident(for_role),
+            pg_ident(t.schema.as_deref().unwrap_or("public"))
+        );
+        let dadd: Privs = want.difference(def).cloned().collect();
+        let dextra: Privs = def.difference(want).cloned().collect();
+        if !dadd.is_empty() {
+            steps.push(sql(addr, server, in_db(t), format!("{head} GRANT {} ON {objects} TO {g}", list(&dadd))));
+        }
+        if !dextra.is_empty() {
+            steps.push(sql(addr, server, in_db(t), format!("{head} REVOKE {} ON {objects} FROM {g}", list(&dextra))));
+        }
+    }
+    steps
+}
+
+fn target_json(t: &Target, p: &Privs) -> Value {
+    json!({ "database": t.database, "schema": t.schema, "on": t.class.as_str(), "privileges": p })
+}
+
+/// The grantee and targets a state entry recorded.
+pub fn recorded_targets(attrs: &Value) -> (String, BTreeSet<Target>) {
+    let grantee = attrs["grantee"].as_str().unwrap_or_default().to_string();
+    let targets = attrs["grants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| {
+            let class = match g["on"].as_str()? {
+                "database" => GrantClass::Database,
+                "schema" => GrantClass::Schema,
+                "tables" => GrantClass::Tables,
+                "sequences" => GrantClass::Sequences,
+                _ => return None,
+            };
+            Some(Target {
+                database: g["database"].as_str()?.to_string(),
+                schema: g["schema"].as_str().map(str::to_string),
+                class,
+            })
+        })
+        .collect();
+    (grantee, targets)
+}
+
+pub fn recorded_routes(attrs: &Value) -> Vec<(String, String)> {
+    attrs["routes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(app, r)| (app.clone(), r["database"].as_str().unwrap_or_default().to_string()))
+        .collect()
+}
+
+pub fn diff_grant_set(
+    gs: &GrantSet,
+    live: &LiveServer,
+    recorded: &(String, BTreeSet<Target>),
+    want: &Desired,
+) -> ResourceChange {
+    let mut c = change(&gs.node, gs.kind, &gs.grantee, Action::NoOp);
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    let empty = Privs::new();
+    let mut all_targets: BTreeSet<Target> = gs.targets.keys().cloned().collect();
+    if recorded.0 == gs.grantee {
+        all_targets.extend(recorded.1.iter().cloned());
+    }
+    for t in &all_targets {
+        let want_p = gs.targets.get(t).unwrap_or(&empty);
+        let owner = want
+            .db_owner(&gs.server, &t.database)
+            .map(str::to_string)
+            .or_else(|| live.databases.get(&t.database).map(|d| d.owner.clone()))
+            .unwrap_or_else(|| live.admin.clone());
+        let held = live_privs(live, &gs.grantee, t, &owner);
+        if t.class != GrantClass::Database || owner != gs.grantee {
+            before.push(target_json(t, &held.shown()));
+        }
+        if gs.targets.contains_key(t) {
+            after.push(target_json(t, want_p));
+        }
+        c.steps.extend(delta(&gs.node, &gs.server, &gs.grantee, t, want_p, &held, &owner, owner == gs.grantee));
+        if !gs.targets.contains_key(t) {
+            c.notes.push(format!("no longer managed: {} on {}", t.class.as_str(), t.database));
+        }
+    }
+    let mut b = json!({ "grantee": gs.grantee, "grants": before });
+    let mut a = json!({ "grantee": gs.grantee, "grants": after });
+    if let Some(service) = &gs.service {
+        let routes: serde_json::Map<String, Value> = gs
+            .routes
+            .iter()
+            .map(|(app, db, access)| (app.clone(), json!({ "database": db, "access": access })))
+            .collect();
+        a["service"] = json!(service);
+        a["routes"] = Value::Object(routes);
+        b["service"] = json!(service);
+    }
+    c.before = Some(b);
+    c.after = Some(a);
+    if !c.steps.is_empty() {
+        c.action = if live.exists && live.roles.contains_key(&gs.grantee) { Action::Update } else { Action::Create };
+    }
+    c
+}
+
+/// Revoke everything a removed grant set or router had granted.
+pub fn revoke_all(addr: &str, server: &Address, live: &LiveServer, recorded: &(String, BTreeSet<Target>)) -> Vec<Step> {
+    let (grantee, targets) = recorded;
+    if !live.roles.contains_key(grantee) {
+        return Vec::new();
+    }
+    let none = Privs::new();
+    let mut steps = Vec::new();
+    for t in targets {
+        let owner = live.databases.get(&t.database).map(|d| d.owner.clone()).unwrap_or_else(|| live.admin.clone());
+        if !live.databases.contains_key(&t.database) {
+            continue;
+        }
+        let held = live_privs(live, grantee, t, &owner);
+        steps.extend(delta(addr, server, grantee, t, &none, &held, &owner, &owner == grantee));
+    }
+    steps
+}

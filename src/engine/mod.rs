@@ -1,0 +1,98 @@
+//! The boundary every engine implements, and the live state it reads.
+//!
+//! `read` returns a `LiveServer` (engine-agnostic), in as few round trips as
+//! the catalog allows; the diff never asks the server anything; `execute`
+//! runs one step. The MySQL engine and RDS are further modules behind the
+//! same boundary.
+
+pub mod embedded;
+pub mod postgres;
+pub mod sql;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot connect to {server}: {message}")]
+    Connect { server: String, message: String },
+    #[error("{0}")]
+    Query(String),
+}
+
+pub type Privs = BTreeSet<String>;
+
+/// A role as the server has it (users are roles that can log in).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveRole {
+    pub login: bool,
+    pub superuser: bool,
+    pub connection_limit: i64,
+    pub valid_until: Option<String>,
+    pub member_of: BTreeSet<String>,
+}
+
+/// Privileges on all objects of one class in a schema: the union and the
+/// intersection over the objects, per grantee, and how many objects exist.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClassPrivs {
+    pub count: u64,
+    pub any: BTreeMap<String, Privs>,
+    pub all: BTreeMap<String, Privs>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveSchema {
+    pub owner: String,
+    /// Grantee (or PUBLIC) → privileges on the schema.
+    pub privileges: BTreeMap<String, Privs>,
+    pub tables: ClassPrivs,
+    pub sequences: ClassPrivs,
+    /// (role whose new objects they apply to, grantee) → privileges.
+    pub default_tables: BTreeMap<String, BTreeMap<String, Privs>>,
+    pub default_sequences: BTreeMap<String, BTreeMap<String, Privs>>,
+}
+
+/// What dbctl reads inside one database (only for databases it manages).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveDbDetail {
+    pub extensions: BTreeSet<String>,
+    /// Only the schemas the configuration mentions; absent = does not exist.
+    pub schemas: BTreeMap<String, LiveSchema>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveDatabase {
+    pub owner: String,
+    pub encoding: String,
+    pub collation: String,
+    pub connection_limit: i64,
+    /// Grantee (or PUBLIC) → privileges on the database.
+    pub privileges: BTreeMap<String, Privs>,
+    pub detail: Option<LiveDbDetail>,
+}
+
+/// Everything dbctl read from one server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveServer {
+    /// False when the server does not exist yet (an embedded server before
+    /// its first apply): everything on it is planned as a create.
+    pub exists: bool,
+    pub version: String,
+    /// The admin role dbctl connects as (default owner of databases).
+    pub admin: String,
+    pub roles: BTreeMap<String, LiveRole>,
+    pub databases: BTreeMap<String, LiveDatabase>,
+}
+
+/// What to read inside databases: database name → schemas the config mentions.
+pub type DetailScope = BTreeMap<String, BTreeSet<String>>;

@@ -1,0 +1,199 @@
+//! The plan: one structure that the human, JSON and markdown renderers read,
+//! that `--out` saves, and that `apply` executes.
+
+pub mod render;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::Address;
+
+pub const FORMAT_VERSION: &str = "1.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    NoOp,
+    Create,
+    Update,
+    Delete,
+    /// Delete, then create.
+    Replace,
+}
+
+impl Action {
+    /// Terraform's `change.actions`.
+    pub fn actions(self) -> Vec<&'static str> {
+        match self {
+            Action::NoOp => vec!["no-op"],
+            Action::Create => vec!["create"],
+            Action::Update => vec!["update"],
+            Action::Delete => vec!["delete"],
+            Action::Replace => vec!["delete", "create"],
+        }
+    }
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::NoOp => " ",
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Delete => "-",
+            Action::Replace => "-/+",
+        }
+    }
+}
+
+/// What a step does. SQL never carries a secret value: passwords are set by
+/// `SetPassword`, resolved from the secret store only while executing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Initialise (if needed) and start an embedded server.
+    StartEmbedded,
+    /// Generate a secret's first value in its store.
+    GenerateSecret {
+        secret: Address,
+    },
+    /// `ALTER ROLE name PASSWORD <value of secret>`.
+    SetPassword {
+        role: String,
+        secret: Address,
+    },
+    Sql {
+        sql: String,
+    },
+    /// Refuse if the database has open connections (unless forced).
+    DropDatabase {
+        name: String,
+        force: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// The resource this step belongs to.
+    pub address: String,
+    /// The server it runs on (none for secret-store steps).
+    pub server: Option<Address>,
+    /// The database to connect to (none: the server's admin database).
+    pub database: Option<String>,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Step {
+    /// What the step does, as shown in a plan: the SQL, or a description.
+    pub fn describe(&self) -> String {
+        let on = self.database.as_ref().map(|d| format!(" -- in database {d}")).unwrap_or_default();
+        match &self.op {
+            Op::StartEmbedded => "initialise and start the embedded server".to_string(),
+            Op::GenerateSecret { secret } => format!("generate a value for {secret} in its store"),
+            Op::SetPassword { role, .. } => {
+                format!("ALTER ROLE {} PASSWORD (sensitive){on}", crate::engine::sql::pg_ident(role))
+            }
+            Op::Sql { sql } => format!("{sql}{on}"),
+            Op::DropDatabase { name, force } => format!(
+                "DROP DATABASE {}{}",
+                crate::engine::sql::pg_ident(name),
+                if *force { " WITH (FORCE)" } else { "" }
+            ),
+        }
+    }
+}
+
+/// One attribute that changes, for the human plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttrChange {
+    pub name: String,
+    pub before: Value,
+    pub after: Value,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forces_replacement: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceChange {
+    pub address: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub action: Action,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    /// Attributes (by name) whose value is sensitive: shown as (sensitive).
+    pub after_sensitive: Value,
+    pub attributes: Vec<AttrChange>,
+    /// Lines shown under the resource (e.g. which service loses access).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    pub steps: Vec<Step>,
+    /// The server the object lives on (the state records it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+}
+
+/// A difference between the state and the live server found on refresh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub address: String,
+    pub attribute: String,
+    pub recorded: Value,
+    pub live: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    /// sha256 of the configuration files and non-sensitive variable values.
+    pub config_hash: String,
+    pub state_lineage: String,
+    pub state_serial: u64,
+    /// `server/kind/name` → sha256 of every live object the plan read.
+    pub fingerprints: BTreeMap<String, String>,
+    pub drift: Vec<Drift>,
+    pub changes: Vec<ResourceChange>,
+    /// Things the plan does not cover yet, said plainly.
+    pub notes: Vec<String>,
+    #[serde(default)]
+    pub refresh_only: bool,
+}
+
+impl Plan {
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for ch in &self.changes {
+            match ch.action {
+                Action::Create => c.0 += 1,
+                Action::Update => c.1 += 1,
+                Action::Delete => c.2 += 1,
+                Action::Replace => {
+                    c.0 += 1;
+                    c.2 += 1;
+                }
+                Action::NoOp => {}
+            }
+        }
+        c
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::NoOp)
+    }
+
+    pub fn summary(&self) -> String {
+        if !self.has_changes() {
+            return "No changes. Live state matches the configuration.".to_string();
+        }
+        let (a, m, d) = self.counts();
+        format!("Plan: {a} to add, {m} to change, {d} to destroy.")
+    }
+
+    /// Every step in apply order.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        self.changes.iter().flat_map(|c| c.steps.iter())
+    }
+}

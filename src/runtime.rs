@@ -1,0 +1,111 @@
+//! What plan, apply and destroy share: where `.dbctl` is, how to reach each
+//! server, and refreshing live state from all of them at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::config::check::GrantClass;
+use crate::engine::embedded::Embedded;
+use crate::engine::{postgres, DetailScope, EngineError, LiveServer};
+use crate::model::{Address, Body, Config, Engine, Server};
+
+/// `.dbctl/` beside the configuration files.
+pub fn dbctl_dir(config_dir: &Path) -> PathBuf {
+    config_dir.join(".dbctl")
+}
+
+/// How dbctl reaches one server.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub address: Address,
+    pub engine: Engine,
+    /// Admin URL (may carry a password: never printed).
+    pub url: String,
+    pub embedded: Option<Embedded>,
+}
+
+pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server) -> Result<Endpoint, EngineError> {
+    if s.engine == Engine::Mysql {
+        return Err(EngineError::Setup(format!("{addr}: the MySQL/MariaDB engine arrives with issue [7]")));
+    }
+    if s.rds_cluster.is_some() {
+        return Err(EngineError::Setup(format!("{addr}: servers on RDS clusters are not built yet")));
+    }
+    if s.admin_password.is_some() {
+        return Err(EngineError::Setup(format!("{addr}: admin_password arrives with issue [3] (secrets)")));
+    }
+    if s.embedded {
+        let e = Embedded::new(dbctl, &addr.name, s.port)?;
+        return Ok(Endpoint { address: addr.clone(), engine: s.engine, url: e.url(), embedded: Some(e) });
+    }
+    let url = s.url.clone().unwrap_or_default();
+    Ok(Endpoint { address: addr.clone(), engine: s.engine, url, embedded: None })
+}
+
+pub fn endpoints(cfg: &Config, dbctl: &Path) -> Result<BTreeMap<Address, Endpoint>, EngineError> {
+    let mut out = BTreeMap::new();
+    for r in cfg.resources.values() {
+        if let Body::Server(s) = &r.body {
+            out.insert(r.addr.clone(), endpoint(dbctl, &r.addr, s)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Per server: the databases dbctl manages and the schemas the grants name.
+pub fn detail_scope(cfg: &Config) -> BTreeMap<Address, DetailScope> {
+    let want = crate::diff::desired(cfg, &BTreeMap::new());
+    let mut out: BTreeMap<Address, DetailScope> = BTreeMap::new();
+    for (server, dbs) in &want.databases {
+        for name in dbs.keys() {
+            out.entry(server.clone())
+                .or_default()
+                .entry(name.clone())
+                .or_insert_with(|| BTreeSet::from(["public".to_string()]));
+        }
+    }
+    for g in &want.grants {
+        for t in g.targets.keys().filter(|t| t.class != GrantClass::Database) {
+            out.entry(g.server.clone())
+                .or_default()
+                .entry(t.database.clone())
+                .or_default()
+                .insert(t.schema.clone().unwrap_or_else(|| "public".into()));
+        }
+    }
+    out
+}
+
+/// Read every server in parallel. An embedded server that exists is started
+/// if it is stopped (reported in `started`); one that does not exist yet
+/// reads as empty, and the plan creates it.
+pub async fn refresh(
+    endpoints: &BTreeMap<Address, Endpoint>,
+    scope: &BTreeMap<Address, DetailScope>,
+    started: &mut Vec<String>,
+) -> Result<BTreeMap<Address, LiveServer>, EngineError> {
+    let empty = DetailScope::new();
+    let mut jobs = Vec::new();
+    for (addr, ep) in endpoints {
+        if let Some(e) = &ep.embedded {
+            if !e.is_initialised() {
+                continue;
+            }
+            if !e.is_running() {
+                let e2 = e.clone();
+                tokio::task::spawn_blocking(move || e2.start())
+                    .await
+                    .map_err(|err| EngineError::Setup(err.to_string()))??;
+                started.push(format!("started embedded server {} on 127.0.0.1:{}", addr.name, e.port));
+            }
+        }
+        let sc = scope.get(addr).unwrap_or(&empty);
+        let name = addr.to_string();
+        jobs.push(async move { (addr.clone(), postgres::read(&name, &ep.url, sc).await) });
+    }
+    let mut out = BTreeMap::new();
+    for (addr, r) in futures::future::join_all(jobs).await {
+        out.insert(addr, r?);
+    }
+    Ok(out)
+}
