@@ -238,10 +238,13 @@ impl Executor {
             let mut password_version = None;
             let mut failed = false;
             if c.steps.is_empty() {
-                // Nothing to run, but the state learns the resource (e.g. grants already in place).
-                if let Err(e) = self.put(c, None) {
+                // Nothing to run, but the state learns (or forgets) the resource.
+                let r = if c.action == Action::Delete { self.remove(&c.address) } else { self.put(c, None) };
+                if let Err(e) = r {
                     report.lock().expect("report").failed.push((c.address.clone(), e));
                     abort.store(true, Ordering::SeqCst);
+                } else {
+                    report.lock().expect("report").done.push(c.address.clone());
                 }
                 continue;
             }

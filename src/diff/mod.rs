@@ -606,6 +606,14 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
 
     // Resources in the state but not (any more) in the configuration.
     let desired_addrs: BTreeSet<&String> = by_addr.keys().collect();
+    // Databases this plan drops: roles dropped with them need no reassignment there.
+    let dropping: BTreeSet<(Option<String>, String)> = inp
+        .state
+        .resources
+        .iter()
+        .filter(|(a, st)| st.kind == "database" && !desired_addrs.contains(a))
+        .map(|(_, st)| (st.server.clone(), st.name.clone()))
+        .collect();
     for (addr, st) in &inp.state.resources {
         if desired_addrs.contains(addr) {
             continue;
@@ -629,6 +637,9 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     for (db, ldb) in &live.databases {
                         if !live.exists {
                             break;
+                        }
+                        if dropping.contains(&(st.server.clone(), db.clone())) {
+                            continue;
                         }
                         let to = if ldb.owner == st.name { live.admin.clone() } else { ldb.owner.clone() };
                         c.steps.push(sql(

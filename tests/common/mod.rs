@@ -1,0 +1,139 @@
+//! Test harness: a throwaway configuration directory whose embedded
+//! PostgreSQL server dbctl itself starts (free port, temporary data
+//! directory) and that is stopped when the test ends.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub const SERVER: &str = "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n";
+
+impl Project {
+    pub fn new(hcl: &str) -> Project {
+        let dir = tempfile::Builder::new().prefix("dbctl-test-").tempdir().expect("tempdir");
+        // When tests run as root the server runs as `postgres`, which must reach this directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let p = Project { dir };
+        p.write(hcl);
+        p
+    }
+
+    /// A copy of an example directory.
+    pub fn example(name: &str) -> Project {
+        let p = Project::new("");
+        std::fs::remove_file(p.path().join("main.hcl")).ok();
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            if e.path().extension().is_some_and(|x| x == "hcl") {
+                std::fs::copy(e.path(), p.path().join(e.file_name())).unwrap();
+            }
+        }
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, hcl: &str) {
+        std::fs::write(self.path().join("main.hcl"), hcl).expect("write config");
+    }
+
+    pub fn dbctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dbctl"))
+            .arg("--no-color")
+            .arg("-C")
+            .arg(self.path())
+            .args(args)
+            .env_remove("NO_COLOR")
+            .output()
+            .expect("run dbctl")
+    }
+
+    /// Run dbctl and require exit code `rc`; returns stdout + stderr.
+    pub fn ok(&self, args: &[&str], rc: i32) -> String {
+        let out = self.dbctl(args);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(rc), "dbctl {args:?} should exit {rc}:\n{all}");
+        all
+    }
+
+    pub fn apply(&self) -> String {
+        self.ok(&["apply", "--auto-approve"], 0)
+    }
+
+    /// A plan with no changes.
+    pub fn converged(&self) {
+        let out = self.dbctl(&["plan", "--detailed-exitcode"]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "expected no changes:\n{all}");
+        assert!(all.contains("No changes. Live state matches the configuration."), "{all}");
+    }
+
+    pub fn port(&self) -> u16 {
+        std::fs::read_to_string(self.path().join(".dbctl/servers/main/port")).unwrap().trim().parse().unwrap()
+    }
+
+    /// Run SQL as the admin with psql; rows as `a|b` lines.
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        self.psql_as("postgres", None, db, sql)
+    }
+
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        self.psql(db, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub fn psql_as(&self, user: &str, password: Option<&str>, db: &str, sql: &str) -> Result<String, String> {
+        let mut c = Command::new("psql");
+        c.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
+            .arg(self.port().to_string())
+            .args(["-U", user, "-d", db, "-c", sql])
+            .env_remove("PGPASSWORD");
+        match password {
+            Some(p) => c.env("PGPASSWORD", p),
+            None => c.env("PGPASSWORD", "not-the-password"),
+        };
+        let out = c.output().expect("psql");
+        if out.status.success() {
+            Ok(text(&out.stdout).trim().to_string())
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+
+    /// The current value of a secret in the local store.
+    pub fn secret(&self, name: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.path().join(".dbctl/secrets.json")).unwrap()).unwrap();
+        v["secrets"][name]["versions"].as_array().unwrap().last().unwrap()["value"].as_str().unwrap().to_string()
+    }
+
+    pub fn plan_json(&self) -> serde_json::Value {
+        let out = self.dbctl(&["plan", "--format", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if self.path().join(".dbctl/servers").exists() {
+            let _ = self.dbctl(&["dev", "down"]);
+        }
+    }
+}
+
+/// SQL statements of a JSON plan, in order.
+pub fn steps(plan: &serde_json::Value) -> Vec<String> {
+    plan["steps"].as_array().unwrap().iter().map(|s| s["description"].as_str().unwrap().to_string()).collect()
+}

@@ -1,0 +1,350 @@
+//! PostgreSQL engine, end to end against real servers that each test starts
+//! itself (`embedded = true` in a throwaway directory).
+
+mod common;
+
+use common::{steps, Project, SERVER};
+
+#[test]
+fn quickstart_applies_converges_and_enforces_access() {
+    let p = Project::example("quickstart");
+    let out = p.apply();
+    assert!(out.contains("Apply complete! Resources: 6 added, 0 changed, 0 destroyed."), "{out}");
+    p.converged();
+
+    let pw = p.secret("secret.shop");
+    assert_eq!(pw.len(), 32);
+    // The password really logs in; a wrong one does not.
+    assert_eq!(p.psql_as("shop", Some(&pw), "orders", "SELECT current_user").unwrap(), "shop");
+    assert!(p.psql_as("shop", Some("wrong"), "orders", "SELECT 1").is_err());
+
+    // Tables created after apply are covered by the default privileges...
+    p.sql("orders", "CREATE TABLE o (id serial PRIMARY KEY, v text)");
+    p.sql("catalog", "CREATE TABLE c (id int)");
+    p.psql_as("shop", Some(&pw), "orders", "INSERT INTO o (v) VALUES ('x')").expect("readwrite route can insert");
+    p.psql_as("shop", Some(&pw), "catalog", "SELECT count(*) FROM c").expect("readonly route can select");
+    let denied = p.psql_as("shop", Some(&pw), "catalog", "INSERT INTO c VALUES (1)").unwrap_err();
+    assert!(denied.contains("permission denied"), "{denied}");
+    // ...and cause no drift.
+    p.converged();
+
+    // PUBLIC cannot connect to databases dbctl created.
+    p.sql("postgres", "CREATE ROLE outsider LOGIN PASSWORD 'outsider'");
+    let denied = p.psql_as("outsider", Some("outsider"), "orders", "SELECT 1").unwrap_err();
+    assert!(denied.contains("permission denied for database"), "{denied}");
+}
+
+const BASE: &str = r#"
+secret "app" {}
+
+role "readers" {
+  server = server.main
+}
+
+role "writers" {
+  server = server.main
+}
+
+user "app" {
+  server           = server.main
+  password         = secret.app
+  member_of        = [role.readers]
+  connection_limit = 5
+
+  grant {
+    database   = database.app
+    privileges = ["CONNECT", "TEMPORARY"]
+  }
+  grant {
+    database   = database.app
+    schema     = "public"
+    tables     = "*"
+    privileges = ["SELECT", "INSERT"]
+  }
+}
+
+database "app" {
+  server = server.main
+}
+"#;
+
+fn cfg(extra: &str) -> String {
+    format!("{SERVER}{BASE}{extra}")
+}
+
+#[test]
+fn every_attribute_changes_in_place_with_the_right_statements() {
+    let p = Project::new(&cfg(""));
+    p.apply();
+    p.converged();
+    assert_eq!(p.sql("postgres", "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app'"), "5");
+
+    // connection_limit, member_of, valid_until on a user.
+    let changed = cfg("")
+        .replace("connection_limit = 5", "connection_limit = 7\n  valid_until = \"2031-01-01T00:00:00Z\"")
+        .replace("member_of        = [role.readers]", "member_of        = [role.writers]");
+    p.write(&changed);
+    let plan = p.plan_json();
+    let s = steps(&plan);
+    assert!(
+        s.contains(&"ALTER ROLE \"app\" WITH CONNECTION LIMIT 7 VALID UNTIL '2031-01-01T00:00:00Z'".to_string()),
+        "{s:?}"
+    );
+    assert!(s.contains(&"GRANT \"writers\" TO \"app\"".to_string()), "{s:?}");
+    assert!(s.contains(&"REVOKE \"readers\" FROM \"app\"".to_string()), "{s:?}");
+    p.apply();
+    p.converged();
+    assert_eq!(
+        p.sql("postgres", "SELECT rolconnlimit, to_char(rolvaliduntil AT TIME ZONE 'UTC', 'YYYY') FROM pg_roles WHERE rolname = 'app'"),
+        "7|2031"
+    );
+    assert_eq!(
+        p.sql("postgres", "SELECT string_agg(g.rolname, ',') FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = 'app'"),
+        "writers"
+    );
+
+    // Grants change by delta: one GRANT for the missing, one REVOKE for the extra, never REVOKE ALL.
+    let grants = changed
+        .replace("[\"CONNECT\", \"TEMPORARY\"]", "[\"CONNECT\", \"CREATE\"]")
+        .replace("[\"SELECT\", \"INSERT\"]", "[\"SELECT\", \"UPDATE\"]");
+    p.write(&grants);
+    let s = steps(&p.plan_json());
+    assert!(s.contains(&"GRANT CREATE ON DATABASE \"app\" TO \"app\"".to_string()), "{s:?}");
+    assert!(s.contains(&"REVOKE TEMPORARY ON DATABASE \"app\" FROM \"app\"".to_string()), "{s:?}");
+    assert!(
+        s.iter().any(|x| x
+            .starts_with("ALTER DEFAULT PRIVILEGES FOR ROLE \"postgres\" IN SCHEMA \"public\" GRANT UPDATE ON TABLES")),
+        "{s:?}"
+    );
+    assert!(
+        s.iter().any(|x| x.starts_with(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE \"postgres\" IN SCHEMA \"public\" REVOKE INSERT ON TABLES"
+        )),
+        "{s:?}"
+    );
+    assert!(!s.iter().any(|x| x.contains("REVOKE ALL")), "{s:?}");
+    p.apply();
+    p.converged();
+    let privs = p.sql(
+        "postgres",
+        "SELECT string_agg(privilege_type, ',' ORDER BY privilege_type) FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = 'app' AND a.grantee = 'app'::regrole",
+    );
+    assert_eq!(privs, "CONNECT,CREATE");
+
+    // Database owner, connection limit and extensions.
+    let db = grants.replace(
+        "database \"app\" {\n  server = server.main\n}",
+        "database \"app\" {\n  server           = server.main\n  owner            = role.writers\n  connection_limit = 3\n  extensions       = [\"pgcrypto\"]\n}",
+    );
+    p.write(&db);
+    p.apply();
+    p.converged();
+    assert_eq!(
+        p.sql("postgres", "SELECT pg_get_userbyid(datdba), datconnlimit FROM pg_database WHERE datname = 'app'"),
+        "writers|3"
+    );
+    assert_eq!(p.sql("app", "SELECT extname FROM pg_extension WHERE extname = 'pgcrypto'"), "pgcrypto");
+    // Removing the extension from the list drops it.
+    p.write(&db.replace("\n  extensions       = [\"pgcrypto\"]", ""));
+    p.apply();
+    p.converged();
+    assert_eq!(p.sql("app", "SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'"), "0");
+
+    // A new collation forces replacement, and prevent_destroy stops it.
+    let replace = db.replace("connection_limit = 3\n", "connection_limit = 3\n  collation        = \"POSIX\"\n");
+    p.write(&replace);
+    let out = p.ok(&["plan"], 0);
+    assert!(out.contains("-/+ database \"app\""), "{out}");
+    assert!(out.contains("# forces replacement"), "{out}");
+    p.write(&replace.replace(
+        "collation        = \"POSIX\"\n",
+        "collation        = \"POSIX\"\n  lifecycle {\n    prevent_destroy = true\n  }\n",
+    ));
+    let out = p.ok(&["plan"], 1);
+    assert!(out.contains("prevent_destroy"), "{out}");
+}
+
+#[test]
+fn drift_is_reported_and_repaired() {
+    let p = Project::new(&cfg(""));
+    p.apply();
+    p.sql("postgres", "ALTER ROLE app CONNECTION LIMIT 99");
+    p.sql("postgres", "REVOKE TEMPORARY ON DATABASE app FROM app");
+    let out = p.ok(&["plan", "--detailed-exitcode"], 2);
+    assert!(out.contains("Objects have changed outside of dbctl"), "{out}");
+    assert!(out.contains("user.app: connection_limit changed from 5 to 99"), "{out}");
+    assert!(out.contains("connection_limit = 99 -> 5"), "{out}");
+    let refresh = p.ok(&["plan", "--refresh-only", "--detailed-exitcode"], 2);
+    assert!(refresh.contains("Refresh only: nothing will be changed."), "{refresh}");
+    p.apply();
+    p.converged();
+    assert_eq!(p.sql("postgres", "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app'"), "5");
+}
+
+#[test]
+fn stale_saved_plan_is_refused_and_a_fresh_one_applies() {
+    let p = Project::new(&cfg(""));
+    p.apply();
+    p.write(&cfg("").replace("connection_limit = 5", "connection_limit = 6"));
+    let plan_file = p.path().join("change.plan");
+    p.ok(&["plan", "--out", plan_file.to_str().unwrap()], 0);
+    // The server changes under the saved plan.
+    p.sql("postgres", "ALTER ROLE app CONNECTION LIMIT 42");
+    let out = p.ok(&["apply", plan_file.to_str().unwrap()], 1);
+    assert!(out.contains("stale plan: live objects have changed"), "{out}");
+    assert_eq!(p.sql("postgres", "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app'"), "42", "nothing applied");
+    // The configuration changes under the saved plan.
+    p.ok(&["plan", "--out", plan_file.to_str().unwrap()], 0);
+    p.write(&cfg("").replace("connection_limit = 5", "connection_limit = 8"));
+    let out = p.ok(&["apply", plan_file.to_str().unwrap()], 1);
+    assert!(out.contains("stale plan: the configuration has changed"), "{out}");
+    // A plan that still matches applies exactly.
+    p.ok(&["plan", "--out", plan_file.to_str().unwrap()], 0);
+    let shown = p.ok(&["show", plan_file.to_str().unwrap()], 0);
+    assert!(shown.contains("connection_limit = 42 -> 8"), "{shown}");
+    p.ok(&["apply", plan_file.to_str().unwrap()], 0);
+    assert_eq!(p.sql("postgres", "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app'"), "8");
+    p.converged();
+}
+
+#[test]
+fn a_failure_mid_apply_reports_progress_and_the_rerun_converges() {
+    let p = Project::new(&cfg("").replace(
+        "database \"app\" {\n  server = server.main\n}",
+        "database \"app\" {\n  server     = server.main\n  extensions = [\"no_such_extension\"]\n}",
+    ));
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(out.contains("Apply failed. Nothing more was started."), "{out}");
+    assert!(out.contains("failed: database.app: CREATE EXTENSION IF NOT EXISTS \"no_such_extension\""), "{out}");
+    assert!(out.contains("not started ("), "{out}");
+    // What was done is in the state: the database exists and is managed.
+    assert!(p.ok(&["state", "list"], 0).contains("database.app"));
+    p.write(&cfg(""));
+    let plan = p.ok(&["plan"], 0);
+    assert!(!plan.contains("database \"app\" will be created"), "{plan}");
+    p.apply();
+    p.converged();
+}
+
+#[test]
+fn unmanaged_objects_are_untouched_and_destroy_restores_the_server() {
+    let p = Project::new(SERVER);
+    p.ok(&["dev", "up"], 0);
+    p.sql("postgres", "CREATE ROLE bystander LOGIN");
+    p.sql("postgres", "CREATE DATABASE bystander_db OWNER bystander");
+    let roles = "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles WHERE rolname !~ '^pg_'";
+    let dbs = "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database";
+    let before = (p.sql("postgres", roles), p.sql("postgres", dbs));
+
+    p.write(&cfg(""));
+    p.apply();
+    p.converged();
+    assert!(p.sql("postgres", roles).contains("app"));
+
+    // A role that owns objects is reassigned before it is dropped.
+    let pw = p.secret("secret.app");
+    p.sql("postgres", "GRANT CREATE ON SCHEMA public TO app");
+    p.sql("app", "GRANT CREATE ON SCHEMA public TO app");
+    p.psql_as("app", Some(&pw), "app", "CREATE TABLE owned_by_app (id int)").unwrap();
+
+    // Open connections stop a database drop unless --force.
+    let mut holder = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "app",
+            "-c",
+            "SELECT pg_sleep(30)",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = p.ok(&["destroy", "--auto-approve"], 1);
+    assert!(out.contains("open connection(s); close them, or run again with --force"), "{out}");
+    let out = p.ok(&["destroy", "--auto-approve", "--force"], 0);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(out.contains("destroyed"), "{out}");
+    assert_eq!((p.sql("postgres", roles), p.sql("postgres", dbs)), before, "the server is as it was");
+    assert_eq!(p.ok(&["state", "list"], 0).trim(), "", "nothing is managed any more");
+}
+
+#[test]
+fn existing_objects_must_be_imported_and_then_converge() {
+    let p = Project::new(SERVER);
+    p.ok(&["dev", "up"], 0);
+    p.sql("postgres", "CREATE DATABASE legacy");
+    p.write(&format!("{SERVER}\ndatabase \"legacy\" {{\n  server = server.main\n}}\n"));
+    let out = p.ok(&["plan"], 1);
+    assert!(out.contains("dbctl import database.legacy legacy"), "{out}");
+    p.ok(&["import", "database.legacy", "legacy"], 0);
+    let out = p.ok(&["plan", "--verbose"], 0);
+    assert!(out.contains("REVOKE CONNECT, TEMPORARY ON DATABASE \"legacy\" FROM PUBLIC"), "{out}");
+    p.apply();
+    p.converged();
+}
+
+#[test]
+fn hostile_names_round_trip() {
+    let names = [
+        ("quote", "it's \"quoted\""),
+        ("semi", "x; DROP TABLE y; --"),
+        ("uni", "Ünïcødé データ"),
+        ("long", "a_name_of_exactly_sixty_three_bytes_which_is_postgres_limit_xyz"),
+    ];
+    assert_eq!(names[3].1.len(), 63);
+    let mut hcl = String::from(SERVER);
+    for (label, name) in names {
+        let n = dbctl::model::escape_hcl_string(name);
+        hcl.push_str(&format!(
+            "\nsecret \"{label}\" {{}}\n\nuser \"{label}\" {{\n  server   = server.main\n  name     = \"{n}\"\n  password = secret.{label}\n  grant {{\n    database   = database.{label}\n    privileges = [\"CONNECT\"]\n  }}\n}}\n\ndatabase \"{label}\" {{\n  server = server.main\n  name   = \"{n}\"\n}}\n"
+        ));
+    }
+    let p = Project::new(&hcl);
+    p.apply();
+    p.converged();
+    for (label, name) in names {
+        let lit = name.replace('\'', "''");
+        assert_eq!(p.sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = '{lit}'")), "1");
+        let pw = p.secret(&format!("secret.{label}"));
+        assert_eq!(p.psql_as(name, Some(&pw), name, "SELECT current_user").unwrap(), name);
+    }
+    p.ok(&["destroy", "--auto-approve"], 0);
+    for (_, name) in names {
+        let lit = name.replace('\'', "''");
+        assert_eq!(p.sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{lit}'")), "0");
+    }
+}
+
+#[test]
+fn secrets_never_leak_into_outputs_or_files() {
+    let p = Project::example("quickstart");
+    let mut outputs = vec![p.apply()];
+    let pw = p.secret("secret.shop");
+    p.sql("postgres", "ALTER ROLE shop CONNECTION LIMIT 1");
+    outputs.push(p.ok(&["plan", "--verbose"], 0));
+    outputs.push(p.ok(&["plan", "--format", "json"], 0));
+    outputs.push(p.ok(&["plan", "--format", "markdown", "--verbose"], 0));
+    let plan_file = p.path().join("x.plan");
+    p.ok(&["plan", "--out", plan_file.to_str().unwrap()], 0);
+    outputs.push(std::fs::read_to_string(&plan_file).unwrap());
+    outputs.push(p.ok(&["show", plan_file.to_str().unwrap()], 0));
+    outputs.push(p.ok(&["show", "--format", "json"], 0));
+    outputs.push(p.apply());
+    outputs.push(std::fs::read_to_string(p.path().join(".dbctl/state.json")).unwrap());
+    outputs.push(std::fs::read_to_string(p.path().join(".dbctl/servers/main/server.log")).unwrap_or_default());
+    for (i, o) in outputs.iter().enumerate() {
+        assert!(!o.contains(&pw), "output {i} contains the password");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["state.json", "secrets.json"] {
+        let mode = std::fs::metadata(p.path().join(".dbctl").join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+}
