@@ -1,0 +1,121 @@
+//! Plans from plain values (no server): configuration + a hand-made live
+//! snapshot + a state → diff → the three renderers, snapshotted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use dbctl::config::{load, LoadOptions};
+use dbctl::diff::{diff, Inputs};
+use dbctl::engine::{LiveDatabase, LiveRole, LiveServer};
+use dbctl::model::{Address, Config, Kind};
+use dbctl::plan::{render, Plan};
+use dbctl::state::{State, StateResource};
+use serde_json::json;
+
+fn config(dir: &str) -> Config {
+    let loaded = load(&LoadOptions { dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir), ..Default::default() });
+    loaded.config.expect("example is valid")
+}
+
+fn plan(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: &State, has_secret: bool) -> Plan {
+    let v = move |_: &Address| has_secret.then(|| "v1".to_string());
+    let d = diff(&Inputs { config: cfg, live, state, secret_version: &v, destroy: false, force: false }).expect("plans");
+    Plan {
+        format_version: "1.0".into(),
+        config_hash: "test".into(),
+        state_lineage: state.lineage.clone(),
+        state_serial: state.serial,
+        fingerprints: d.fingerprints,
+        drift: d.drift,
+        changes: d.changes,
+        notes: d.notes,
+        refresh_only: false,
+    }
+}
+
+fn snapshot_all(name: &str, p: &Plan) {
+    insta::assert_snapshot!(format!("{name}_human"), render::human(p, true));
+    insta::assert_snapshot!(format!("{name}_markdown"), render::markdown(p, false));
+    insta::assert_json_snapshot!(format!("{name}_json"), render::json(p));
+}
+
+#[test]
+fn quickstart_from_nothing() {
+    let cfg = config("examples/quickstart");
+    let p = plan(&cfg, &BTreeMap::new(), &State::new(), false);
+    assert_eq!(p.summary(), "Plan: 6 to add, 0 to change, 0 to destroy.");
+    // Steps run in dependency order: the server, the secret, the user, then what uses them.
+    let order: Vec<&str> = p.changes.iter().map(|c| c.address.as_str()).collect();
+    let pos = |a: &str| order.iter().position(|x| *x == a).unwrap();
+    assert!(pos("server.main") < pos("user.shop"));
+    assert!(pos("secret.shop") < pos("user.shop"));
+    assert!(pos("user.shop") < pos("router.shop"));
+    assert!(pos("database.orders") < pos("router.shop"));
+    snapshot_all("quickstart_create", &p);
+}
+
+fn managed(state: &mut State, addr: &str, kind: &str, name: &str, attributes: serde_json::Value) {
+    state.resources.insert(
+        addr.into(),
+        StateResource { kind: kind.into(), server: Some("server.main".into()), name: name.into(), attributes, password_version: Some("v1".into()) },
+    );
+}
+
+#[test]
+fn updates_replacements_deletions_and_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        r#"
+server "main" {
+  engine = "postgres"
+  url    = "postgres://admin@db.internal/postgres"
+}
+
+user "app" {
+  server           = server.main
+  connection_limit = 10
+  grant {
+    database   = database.app
+    privileges = ["CONNECT"]
+  }
+}
+
+database "app" {
+  server    = server.main
+  collation = "C"
+}
+"#,
+    )
+    .unwrap();
+    let cfg = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() }).config.unwrap();
+    let mut live = LiveServer { exists: true, version: "15.4".into(), admin: "admin".into(), ..Default::default() };
+    live.roles.insert("admin".into(), LiveRole { login: true, superuser: true, connection_limit: -1, ..Default::default() });
+    live.roles.insert("app".into(), LiveRole { login: true, connection_limit: 3, ..Default::default() });
+    live.roles.insert("gone".into(), LiveRole { login: true, connection_limit: -1, ..Default::default() });
+    let privs = |p: &[&str]| -> BTreeSet<String> { p.iter().map(|s| s.to_string()).collect() };
+    live.databases.insert(
+        "app".into(),
+        LiveDatabase {
+            owner: "admin".into(),
+            encoding: "UTF8".into(),
+            collation: "en_US.UTF-8".into(),
+            connection_limit: -1,
+            privileges: BTreeMap::from([("app".into(), privs(&["CONNECT", "TEMPORARY"]))]),
+            detail: None,
+        },
+    );
+    let mut state = State::new();
+    managed(&mut state, "user.app", "user", "app", json!({"name": "app", "login": true, "connection_limit": 10, "valid_until": null, "member_of": []}));
+    managed(&mut state, "database.app", "database", "app", json!({"name": "app", "owner": "admin", "encoding": "UTF8", "collation": "en_US.UTF-8", "connection_limit": -1, "extensions": []}));
+    managed(&mut state, "user.gone", "user", "gone", json!({"name": "gone", "login": true, "connection_limit": -1, "valid_until": null, "member_of": []}));
+    managed(&mut state, "user.app.grant", "grant", "app", json!({"grantee": "app", "grants": [{"database": "app", "schema": null, "on": "database", "privileges": ["CONNECT", "TEMPORARY"]}]}));
+    let live = BTreeMap::from([(Address::new(Kind::Server, "main"), live)]);
+    let p = plan(&cfg, &live, &state, true);
+    assert_eq!(p.summary(), "Plan: 1 to add, 2 to change, 2 to destroy.");
+    assert_eq!(p.drift.len(), 1, "connection_limit changed outside dbctl");
+    let steps: Vec<String> = p.steps().map(|s| s.describe()).collect();
+    assert!(steps.contains(&"REVOKE TEMPORARY ON DATABASE \"app\" FROM \"app\"".to_string()), "{steps:?}");
+    assert!(steps.iter().position(|s| s.starts_with("DROP ROLE \"gone\"")) < steps.iter().position(|s| s.starts_with("CREATE DATABASE")));
+    snapshot_all("mixed", &p);
+}
