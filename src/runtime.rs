@@ -52,16 +52,25 @@ pub fn endpoints(cfg: &Config, dbctl: &Path) -> Result<BTreeMap<Address, Endpoin
     Ok(out)
 }
 
-/// Per server: the databases dbctl manages and the schemas the grants name.
-pub fn detail_scope(cfg: &Config) -> BTreeMap<Address, DetailScope> {
+/// Per server: the databases whose insides the diff compares (extensions
+/// configured or recorded, or grants on schemas, tables or sequences), and
+/// the schemas named. Other databases are read from the server catalog alone.
+pub fn detail_scope(cfg: &Config, state: &crate::state::State) -> BTreeMap<Address, DetailScope> {
     let want = crate::diff::desired(cfg, &BTreeMap::new());
     let mut out: BTreeMap<Address, DetailScope> = BTreeMap::new();
     for (server, dbs) in &want.databases {
-        for name in dbs.keys() {
-            out.entry(server.clone())
-                .or_default()
-                .entry(name.clone())
-                .or_insert_with(|| BTreeSet::from(["public".to_string()]));
+        for (name, d) in dbs {
+            let recorded = state
+                .resources
+                .get(&d.addr.to_string())
+                .and_then(|s| s.attributes["extensions"].as_array())
+                .is_some_and(|a| !a.is_empty());
+            if !d.extensions.is_empty() || recorded {
+                out.entry(server.clone())
+                    .or_default()
+                    .entry(name.clone())
+                    .or_insert_with(|| BTreeSet::from(["public".to_string()]));
+            }
         }
     }
     for g in &want.grants {

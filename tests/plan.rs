@@ -19,7 +19,8 @@ fn config(dir: &str) -> Config {
 
 fn plan(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: &State, has_secret: bool) -> Plan {
     let v = move |_: &Address| has_secret.then(|| "v1".to_string());
-    let d = diff(&Inputs { config: cfg, live, state, secret_version: &v, destroy: false, force: false }).expect("plans");
+    let d =
+        diff(&Inputs { config: cfg, live, state, secret_version: &v, destroy: false, force: false }).expect("plans");
     Plan {
         format_version: "1.0".into(),
         config_hash: "test".into(),
@@ -52,12 +53,19 @@ fn quickstart_from_nothing() {
     assert!(pos("user.shop") < pos("router.shop"));
     assert!(pos("database.orders") < pos("router.shop"));
     snapshot_all("quickstart_create", &p);
+    insta::assert_snapshot!("quickstart_plan_graph", dbctl::graph::plan_dot(&cfg, &p));
 }
 
 fn managed(state: &mut State, addr: &str, kind: &str, name: &str, attributes: serde_json::Value) {
     state.resources.insert(
         addr.into(),
-        StateResource { kind: kind.into(), server: Some("server.main".into()), name: name.into(), attributes, password_version: Some("v1".into()) },
+        StateResource {
+            kind: kind.into(),
+            server: Some("server.main".into()),
+            name: name.into(),
+            attributes,
+            password_version: Some("v1".into()),
+        },
     );
 }
 
@@ -90,7 +98,8 @@ database "app" {
     .unwrap();
     let cfg = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() }).config.unwrap();
     let mut live = LiveServer { exists: true, version: "15.4".into(), admin: "admin".into(), ..Default::default() };
-    live.roles.insert("admin".into(), LiveRole { login: true, superuser: true, connection_limit: -1, ..Default::default() });
+    live.roles
+        .insert("admin".into(), LiveRole { login: true, superuser: true, connection_limit: -1, ..Default::default() });
     live.roles.insert("app".into(), LiveRole { login: true, connection_limit: 3, ..Default::default() });
     live.roles.insert("gone".into(), LiveRole { login: true, connection_limit: -1, ..Default::default() });
     let privs = |p: &[&str]| -> BTreeSet<String> { p.iter().map(|s| s.to_string()).collect() };
@@ -106,16 +115,43 @@ database "app" {
         },
     );
     let mut state = State::new();
-    managed(&mut state, "user.app", "user", "app", json!({"name": "app", "login": true, "connection_limit": 10, "valid_until": null, "member_of": []}));
-    managed(&mut state, "database.app", "database", "app", json!({"name": "app", "owner": "admin", "encoding": "UTF8", "collation": "en_US.UTF-8", "connection_limit": -1, "extensions": []}));
-    managed(&mut state, "user.gone", "user", "gone", json!({"name": "gone", "login": true, "connection_limit": -1, "valid_until": null, "member_of": []}));
-    managed(&mut state, "user.app.grant", "grant", "app", json!({"grantee": "app", "grants": [{"database": "app", "schema": null, "on": "database", "privileges": ["CONNECT", "TEMPORARY"]}]}));
+    managed(
+        &mut state,
+        "user.app",
+        "user",
+        "app",
+        json!({"name": "app", "login": true, "connection_limit": 10, "valid_until": null, "member_of": []}),
+    );
+    managed(
+        &mut state,
+        "database.app",
+        "database",
+        "app",
+        json!({"name": "app", "owner": "admin", "encoding": "UTF8", "collation": "en_US.UTF-8", "connection_limit": -1, "extensions": []}),
+    );
+    managed(
+        &mut state,
+        "user.gone",
+        "user",
+        "gone",
+        json!({"name": "gone", "login": true, "connection_limit": -1, "valid_until": null, "member_of": []}),
+    );
+    managed(
+        &mut state,
+        "user.app.grant",
+        "grant",
+        "app",
+        json!({"grantee": "app", "grants": [{"database": "app", "schema": null, "on": "database", "privileges": ["CONNECT", "TEMPORARY"]}]}),
+    );
     let live = BTreeMap::from([(Address::new(Kind::Server, "main"), live)]);
     let p = plan(&cfg, &live, &state, true);
     assert_eq!(p.summary(), "Plan: 1 to add, 2 to change, 2 to destroy.");
     assert_eq!(p.drift.len(), 1, "connection_limit changed outside dbctl");
     let steps: Vec<String> = p.steps().map(|s| s.describe()).collect();
     assert!(steps.contains(&"REVOKE TEMPORARY ON DATABASE \"app\" FROM \"app\"".to_string()), "{steps:?}");
-    assert!(steps.iter().position(|s| s.starts_with("DROP ROLE \"gone\"")) < steps.iter().position(|s| s.starts_with("CREATE DATABASE")));
+    assert!(
+        steps.iter().position(|s| s.starts_with("DROP ROLE \"gone\""))
+            < steps.iter().position(|s| s.starts_with("CREATE DATABASE"))
+    );
     snapshot_all("mixed", &p);
 }

@@ -9,6 +9,8 @@
 //! configuration checks that), so this respects every dependency.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,9 +25,27 @@ use crate::runtime::Endpoint;
 use crate::secrets::LocalStore;
 use crate::state::{Journal, State, StateResource};
 
-pub struct Executor {
-    pub endpoints: BTreeMap<Address, Endpoint>,
-    pub store: Mutex<LocalStore>,
+/// Runs one step against the outside world. The executor above it owns the
+/// order, the parallelism, the state and the report, so it is tested with an
+/// in-memory runner; `PgRunner` is the real one.
+pub trait Runner: Sync {
+    /// What one server's queue keeps between its steps (its connections).
+    type Queue: Send + Default;
+    /// Run `step`; return the secret version a password was set from, if any.
+    fn run<'a>(
+        &'a self,
+        cfg: &'a Config,
+        step: &'a Step,
+        queue: &'a mut Self::Queue,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>>;
+    /// Close what a queue opened.
+    fn close(&self, _queue: Self::Queue) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+}
+
+pub struct Executor<R: Runner> {
+    pub runner: R,
     pub journal: Mutex<Journal>,
     pub state: Mutex<State>,
     pub parallelism: usize,
@@ -106,7 +126,7 @@ fn record(
     }
 }
 
-impl Executor {
+impl<R: Runner> Executor<R> {
     fn put(&self, change: &ResourceChange, password_version: Option<String>) -> Result<(), String> {
         let mut st = self.state.lock().expect("state lock");
         let r = record(change, password_version, st.resources.get(&change.address));
@@ -121,6 +141,153 @@ impl Executor {
         Ok(())
     }
 
+    /// Run the steps of `changes` (indices into the plan) in order on one server.
+    async fn run_queue(
+        &self,
+        cfg: &Config,
+        plan: &Plan,
+        queue: Vec<usize>,
+        abort: &AtomicBool,
+        report: &Mutex<Report>,
+    ) {
+        let mut conns = R::Queue::default();
+        for ci in queue {
+            let c = &plan.changes[ci];
+            if abort.load(Ordering::SeqCst) {
+                report.lock().expect("report").not_started.push(c.address.clone());
+                continue;
+            }
+            let mut password_version = None;
+            let mut failed = false;
+            if c.steps.is_empty() {
+                // Nothing to run, but the state learns (or forgets) the resource.
+                let r = if c.action == Action::Delete { self.remove(&c.address) } else { self.put(c, None) };
+                if let Err(e) = r {
+                    report.lock().expect("report").failed.push((c.address.clone(), e));
+                    abort.store(true, Ordering::SeqCst);
+                } else {
+                    report.lock().expect("report").done.push(c.address.clone());
+                }
+                continue;
+            }
+            for (si, step) in c.steps.iter().enumerate() {
+                if abort.load(Ordering::SeqCst) {
+                    report.lock().expect("report").not_started.push(format!(
+                        "{} (step {} of {})",
+                        c.address,
+                        si + 1,
+                        c.steps.len()
+                    ));
+                    failed = true;
+                    break;
+                }
+                self.progress.start(step);
+                let t = Instant::now();
+                let r = self.runner.run(cfg, step, &mut conns).await;
+                self.progress.end(step, t.elapsed(), r.as_ref().err().map(String::as_str));
+                match r {
+                    Ok(v) => {
+                        if v.is_some() {
+                            password_version = v;
+                        }
+                        let last = si + 1 == c.steps.len();
+                        let res = match (c.action, &step.op) {
+                            (Action::Delete, _) if last => self.remove(&c.address),
+                            (Action::Replace, Op::DropDatabase { .. }) => self.remove(&c.address),
+                            (Action::Delete, _) => Ok(()),
+                            // Recorded after its first step, so an interrupted create is managed, not orphaned.
+                            _ if last || si == 0 || password_version.is_some() => self.put(c, password_version.clone()),
+                            _ => Ok(()),
+                        };
+                        if let Err(e) = res {
+                            report
+                                .lock()
+                                .expect("report")
+                                .failed
+                                .push((c.address.clone(), format!("writing the state: {e}")));
+                            abort.store(true, Ordering::SeqCst);
+                            failed = true;
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        report
+                            .lock()
+                            .expect("report")
+                            .failed
+                            .push((c.address.clone(), format!("{}: {e}", step.describe())));
+                        abort.store(true, Ordering::SeqCst);
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if !failed {
+                report.lock().expect("report").done.push(c.address.clone());
+            }
+        }
+        self.runner.close(conns).await;
+    }
+
+    pub async fn execute(&self, cfg: &Config, plan: &Plan) -> Report {
+        let report = Mutex::new(Report::default());
+        let abort = AtomicBool::new(false);
+        let mut global = Vec::new();
+        let mut per_server: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, c) in plan.changes.iter().enumerate() {
+            if c.action == Action::NoOp {
+                continue;
+            }
+            match c.steps.iter().find_map(|s| s.server.as_ref()).map(|s| s.to_string()).or_else(|| c.server.clone()) {
+                Some(s) if c.kind != "secret" => per_server.entry(s).or_default().push(i),
+                _ => global.push(i),
+            }
+        }
+        self.run_queue(cfg, plan, global, &abort, &report).await;
+        let queues: Vec<Vec<usize>> = per_server.into_values().collect();
+        let sem = Arc::new(tokio::sync::Semaphore::new(self.parallelism.max(1)));
+        let jobs = queues.into_iter().map(|q| {
+            let sem = sem.clone();
+            let (report, abort) = (&report, &abort);
+            async move {
+                let _permit = sem.acquire().await.expect("semaphore open");
+                self.run_queue(cfg, plan, q, abort, report).await;
+            }
+        });
+        futures::future::join_all(jobs).await;
+        self.progress.finish();
+        report.into_inner().expect("report")
+    }
+}
+
+/// The real runner: PostgreSQL servers, embedded servers and the local secret store.
+pub struct PgRunner {
+    pub endpoints: BTreeMap<Address, Endpoint>,
+    pub store: Mutex<LocalStore>,
+}
+
+impl Runner for PgRunner {
+    type Queue = HashMap<Option<String>, PgConnection>;
+
+    fn run<'a>(
+        &'a self,
+        cfg: &'a Config,
+        step: &'a Step,
+        queue: &'a mut Self::Queue,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>> {
+        Box::pin(self.run_step(cfg, step, queue))
+    }
+
+    fn close(&self, queue: Self::Queue) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            for (_, c) in queue {
+                let _ = c.close().await;
+            }
+        })
+    }
+}
+
+impl PgRunner {
     fn secret_value(&self, cfg: &Config, secret: &Address) -> Result<(String, Sensitive), String> {
         let name = match cfg.get(secret).map(|r| &r.body) {
             Some(crate::model::Body::Secret(s)) => s.name.clone(),
@@ -131,7 +298,6 @@ impl Executor {
         Ok((c.version, c.value))
     }
 
-    /// Run one step. Returns the secret version a password was set from.
     async fn run_step(
         &self,
         cfg: &Config,
@@ -211,6 +377,14 @@ impl Executor {
         let server = step.server.as_ref().ok_or("step has no server")?;
         let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
         if !conns.contains_key(&step.database) {
+            // Keep the admin connection and one other: a queue that walks
+            // hundreds of databases must not hold a connection to each.
+            let others: Vec<Option<String>> = conns.keys().filter(|k| k.is_some()).cloned().collect();
+            for k in others {
+                if let Some(c) = conns.remove(&k) {
+                    let _ = c.close().await;
+                }
+            }
             let c = postgres::connect(&server.to_string(), &ep.url, step.database.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;
@@ -218,124 +392,207 @@ impl Executor {
         }
         Ok(conns.get_mut(&step.database).expect("just inserted"))
     }
+}
 
-    /// Run the steps of `changes` (indices into the plan) in order on one server.
-    async fn run_queue(
-        &self,
-        cfg: &Config,
-        plan: &Plan,
-        queue: Vec<usize>,
-        abort: &AtomicBool,
-        report: &Mutex<Report>,
-    ) {
-        let mut conns: HashMap<Option<String>, PgConnection> = HashMap::new();
-        for ci in queue {
-            let c = &plan.changes[ci];
-            if abort.load(Ordering::SeqCst) {
-                report.lock().expect("report").not_started.push(c.address.clone());
-                continue;
-            }
-            let mut password_version = None;
-            let mut failed = false;
-            if c.steps.is_empty() {
-                // Nothing to run, but the state learns (or forgets) the resource.
-                let r = if c.action == Action::Delete { self.remove(&c.address) } else { self.put(c, None) };
-                if let Err(e) = r {
-                    report.lock().expect("report").failed.push((c.address.clone(), e));
-                    abort.store(true, Ordering::SeqCst);
-                } else {
-                    report.lock().expect("report").done.push(c.address.clone());
-                }
-                continue;
-            }
-            for (si, step) in c.steps.iter().enumerate() {
-                if abort.load(Ordering::SeqCst) {
-                    report.lock().expect("report").not_started.push(format!(
-                        "{} (step {} of {})",
-                        c.address,
-                        si + 1,
-                        c.steps.len()
-                    ));
-                    failed = true;
-                    break;
-                }
-                self.progress.start(step);
-                let t = Instant::now();
-                let r = self.run_step(cfg, step, &mut conns).await;
-                self.progress.end(step, t.elapsed(), r.as_ref().err().map(String::as_str));
-                match r {
-                    Ok(v) => {
-                        if v.is_some() {
-                            password_version = v;
-                        }
-                        let last = si + 1 == c.steps.len();
-                        let res = match (c.action, &step.op) {
-                            (Action::Delete, _) if last => self.remove(&c.address),
-                            (Action::Replace, Op::DropDatabase { .. }) => self.remove(&c.address),
-                            (Action::Delete, _) => Ok(()),
-                            // Recorded after its first step, so an interrupted create is managed, not orphaned.
-                            _ if last || si == 0 || password_version.is_some() => self.put(c, password_version.clone()),
-                            _ => Ok(()),
-                        };
-                        if let Err(e) = res {
-                            report
-                                .lock()
-                                .expect("report")
-                                .failed
-                                .push((c.address.clone(), format!("writing the state: {e}")));
-                            abort.store(true, Ordering::SeqCst);
-                            failed = true;
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        report
-                            .lock()
-                            .expect("report")
-                            .failed
-                            .push((c.address.clone(), format!("{}: {e}", step.describe())));
-                        abort.store(true, Ordering::SeqCst);
-                        failed = true;
-                        break;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{AttrChange, Op};
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    /// An in-memory engine: records every step, sleeps a little so steps
+    /// overlap when they may, fails the step whose SQL is `fail`.
+    #[derive(Default)]
+    struct Fake {
+        log: Mutex<Vec<(String, String)>>,
+        running: AtomicUsize,
+        max_running: AtomicUsize,
+        per_server: Mutex<HashMap<String, usize>>,
+        overlap_on_one_server: AtomicBool,
+    }
+
+    impl Runner for Fake {
+        type Queue = ();
+        fn run<'a>(
+            &'a self,
+            _: &'a Config,
+            step: &'a Step,
+            _: &'a mut (),
+        ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>> {
+            Box::pin(async move {
+                let server = step.server.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                let n = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_running.fetch_max(n, Ordering::SeqCst);
+                {
+                    let mut per = self.per_server.lock().unwrap();
+                    let c = per.entry(server.clone()).or_default();
+                    *c += 1;
+                    if *c > 1 && !server.is_empty() {
+                        self.overlap_on_one_server.store(true, Ordering::SeqCst);
                     }
                 }
-            }
-            if !failed {
-                report.lock().expect("report").done.push(c.address.clone());
-            }
-        }
-        for (_, c) in conns {
-            let _ = c.close().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                *self.per_server.lock().unwrap().get_mut(&server).unwrap() -= 1;
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                self.log.lock().unwrap().push((step.address.clone(), step.describe()));
+                match &step.op {
+                    Op::Sql { sql } if sql == "fail" => Err("boom".into()),
+                    _ => Ok(None),
+                }
+            })
         }
     }
 
-    pub async fn execute(&self, cfg: &Config, plan: &Plan) -> Report {
-        let report = Mutex::new(Report::default());
-        let abort = AtomicBool::new(false);
-        let mut global = Vec::new();
-        let mut per_server: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, c) in plan.changes.iter().enumerate() {
-            if c.action == Action::NoOp {
-                continue;
-            }
-            match c.steps.iter().find_map(|s| s.server.as_ref()).map(|s| s.to_string()).or_else(|| c.server.clone()) {
-                Some(s) if c.kind != "secret" => per_server.entry(s).or_default().push(i),
-                _ => global.push(i),
-            }
+    fn step(addr: &str, server: Option<&str>, sql: &str) -> Step {
+        Step {
+            address: addr.into(),
+            server: server.map(|s| Address::parse(s).unwrap()),
+            database: None,
+            op: Op::Sql { sql: sql.into() },
         }
-        self.run_queue(cfg, plan, global, &abort, &report).await;
-        let queues: Vec<Vec<usize>> = per_server.into_values().collect();
-        let sem = Arc::new(tokio::sync::Semaphore::new(self.parallelism.max(1)));
-        let jobs = queues.into_iter().map(|q| {
-            let sem = sem.clone();
-            let (report, abort) = (&report, &abort);
-            async move {
-                let _permit = sem.acquire().await.expect("semaphore open");
-                self.run_queue(cfg, plan, q, abort, report).await;
-            }
-        });
-        futures::future::join_all(jobs).await;
-        self.progress.finish();
-        report.into_inner().expect("report")
+    }
+
+    fn change(addr: &str, kind: &str, action: Action, server: Option<&str>, sqls: &[&str]) -> ResourceChange {
+        ResourceChange {
+            address: addr.into(),
+            kind: kind.into(),
+            name: addr.into(),
+            action,
+            before: None,
+            after: Some(serde_json::json!({ "name": addr })),
+            after_sensitive: serde_json::json!({}),
+            attributes: Vec::<AttrChange>::new(),
+            notes: vec![],
+            steps: sqls.iter().map(|s| step(addr, server, s)).collect(),
+            server: server.map(str::to_string),
+        }
+    }
+
+    fn plan(changes: Vec<ResourceChange>) -> Plan {
+        Plan {
+            format_version: "1.0".into(),
+            config_hash: String::new(),
+            state_lineage: String::new(),
+            state_serial: 0,
+            fingerprints: Default::default(),
+            drift: vec![],
+            changes,
+            notes: vec![],
+            refresh_only: false,
+        }
+    }
+
+    fn executor(dir: &std::path::Path, parallelism: usize, state: State) -> Executor<Fake> {
+        let st = crate::state::LocalState::new(dir);
+        Executor {
+            runner: Fake::default(),
+            journal: Mutex::new(st.journal().unwrap()),
+            state: Mutex::new(state),
+            parallelism,
+            progress: Progress::new(0, false),
+        }
+    }
+
+    fn servers_plan(fail: bool) -> Plan {
+        let mut changes = vec![change("secret.s", "secret", Action::Create, None, &["secret"])];
+        for s in ["a", "b", "c"] {
+            let server = format!("server.{s}");
+            changes.push(change(&format!("database.{s}1"), "database", Action::Create, Some(&server), &["1", "2"]));
+            let second = if fail && s == "a" { "fail" } else { "3" };
+            changes.push(change(&format!("database.{s}2"), "database", Action::Create, Some(&server), &[second, "4"]));
+            changes.push(change(&format!("database.{s}3"), "database", Action::Create, Some(&server), &["5"]));
+        }
+        plan(changes)
+    }
+
+    fn run(exec: &Executor<Fake>, p: &Plan) -> Report {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(exec.execute(&Config::default(), p))
+    }
+
+    #[test]
+    fn servers_run_in_parallel_and_each_server_one_step_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path(), 10, State::new());
+        let p = servers_plan(false);
+        let report = run(&exec, &p);
+        assert!(report.ok());
+        assert_eq!(report.done.len(), 10);
+        assert_eq!(exec.runner.max_running.load(Ordering::SeqCst), 3, "three servers at once");
+        assert!(!exec.runner.overlap_on_one_server.load(Ordering::SeqCst), "one writer per server");
+        let log = exec.runner.log.lock().unwrap().clone();
+        assert_eq!(log[0].0, "secret.s", "steps without a server run first");
+        for s in ["a", "b", "c"] {
+            let mine: Vec<String> =
+                log.iter().filter(|(a, _)| a.starts_with(&format!("database.{s}"))).map(|(_, d)| d.clone()).collect();
+            assert_eq!(mine, ["1", "2", "3", "4", "5"], "plan order within server {s}");
+        }
+        // Every resource is in the state, through the journal.
+        let state = crate::state::LocalState::new(dir.path()).load().unwrap();
+        assert_eq!(state.resources.len(), 10);
+
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path(), 1, State::new());
+        assert!(run(&exec, &p).ok());
+        assert_eq!(exec.runner.max_running.load(Ordering::SeqCst), 1, "--parallelism 1");
+    }
+
+    #[test]
+    fn a_failure_stops_new_steps_and_reports_done_failed_not_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path(), 1, State::new());
+        let report = run(&exec, &servers_plan(true));
+        assert!(!report.ok());
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(report.failed[0].0, "database.a2");
+        assert!(report.failed[0].1.contains("boom"));
+        assert_eq!(report.done, ["secret.s", "database.a1"]);
+        // Nothing after the failure started: a2's second step, a3, and servers b and c.
+        let log: Vec<String> = exec.runner.log.lock().unwrap().iter().map(|(a, d)| format!("{a}:{d}")).collect();
+        assert_eq!(log, ["secret.s:secret", "database.a1:1", "database.a1:2", "database.a2:fail"]);
+        assert_eq!(
+            report.not_started,
+            ["database.a3", "database.b1", "database.b2", "database.b3", "database.c1", "database.c2", "database.c3"]
+        );
+        // The state holds exactly what was done.
+        let state = crate::state::LocalState::new(dir.path()).load().unwrap();
+        assert_eq!(state.resources.keys().collect::<Vec<_>>(), ["database.a1", "secret.s"]);
+    }
+
+    #[test]
+    fn creates_are_recorded_after_their_first_step_and_deletes_after_their_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut before = State::new();
+        let gone = StateResource {
+            kind: "role".into(),
+            server: Some("server.a".into()),
+            name: "gone".into(),
+            attributes: serde_json::json!({}),
+            password_version: None,
+        };
+        before.resources.insert("role.gone".into(), gone);
+        let exec = executor(dir.path(), 1, before.clone());
+        let p = plan(vec![
+            change("role.gone", "role", Action::Delete, Some("server.a"), &["drop", "fail"]),
+            change("database.x", "database", Action::Create, Some("server.b"), &["create", "fail"]),
+        ]);
+        let report = run(&exec, &p);
+        assert_eq!(report.failed.len(), 1);
+        let state = exec.state.lock().unwrap().clone();
+        assert!(state.resources.contains_key("role.gone"), "a delete that did not finish keeps the resource");
+        assert!(!state.resources.contains_key("database.x"), "not started");
+
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path(), 1, before);
+        let p = plan(vec![
+            change("role.gone", "role", Action::Delete, Some("server.a"), &["drop"]),
+            change("database.x", "database", Action::Create, Some("server.b"), &["create", "fail"]),
+        ]);
+        let report = run(&exec, &p);
+        assert_eq!(report.done, ["role.gone"]);
+        let state = crate::state::LocalState::new(dir.path()).load().unwrap();
+        assert!(!state.resources.contains_key("role.gone"));
+        assert!(state.resources.contains_key("database.x"), "created by its first step, so managed");
     }
 }

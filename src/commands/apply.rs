@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::session::{block_on, err, open, PlanOpts, Session};
 use super::{Ctx, EXIT_ERROR, EXIT_OK};
-use crate::apply::{Executor, Progress, Report};
+use crate::apply::{Executor, PgRunner, Progress, Report};
 use crate::cli::{ApplyArgs, DestroyArgs, Format};
 use crate::plan::{render, Plan};
 
@@ -70,8 +70,7 @@ fn execute(ctx: &Ctx, session: &Session, plan: &Plan, state: crate::state::State
     };
     let total = plan.steps().count();
     let exec = Executor {
-        endpoints: session.endpoints.clone(),
-        store: Mutex::new(store),
+        runner: PgRunner { endpoints: session.endpoints.clone(), store: Mutex::new(store) },
         journal: Mutex::new(journal),
         state: Mutex::new(state),
         parallelism,

@@ -99,8 +99,8 @@ impl Session {
         LocalStore::open(&self.dbctl).map_err(err)
     }
 
-    pub async fn refresh(&self) -> Result<BTreeMap<Address, LiveServer>, u8> {
-        let scope = runtime::detail_scope(&self.config);
+    pub async fn refresh(&self, state: &State) -> Result<BTreeMap<Address, LiveServer>, u8> {
+        let scope = runtime::detail_scope(&self.config, state);
         let mut started = Vec::new();
         let live = runtime::refresh(&self.endpoints, &scope, &mut started).await.map_err(err)?;
         for s in started {
@@ -110,7 +110,7 @@ impl Session {
     }
 
     pub async fn plan(&self, state: &State, opts: &PlanOpts) -> Result<Plan, u8> {
-        let live = self.refresh().await?;
+        let live = self.refresh(state).await?;
         let store = self.secrets()?;
         let cfg = &self.config;
         let version = |a: &Address| -> Option<String> {

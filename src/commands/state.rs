@@ -136,7 +136,7 @@ pub fn import(ctx: &Ctx, addr: &str, id: &str) -> u8 {
         Ok(l) => l,
         Err(e) => return err(e),
     };
-    let live = match block_on(session.refresh()) {
+    let live = match block_on(session.refresh(&crate::state::State::new())) {
         Ok(l) => l,
         Err(rc) => return rc,
     };

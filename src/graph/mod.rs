@@ -97,6 +97,37 @@ impl Graph {
     }
 }
 
+/// The plan as a graph: one node per change (labelled with its action),
+/// edges where the configuration orders them.
+pub fn plan_dot(cfg: &Config, plan: &crate::plan::Plan) -> String {
+    let graph = Graph::build(cfg);
+    let changed: BTreeMap<String, &crate::plan::ResourceChange> =
+        plan.changes.iter().filter(|c| c.action != crate::plan::Action::NoOp).map(|c| (c.address.clone(), c)).collect();
+    let mut out = String::from("digraph plan {\n  rankdir = \"RL\";\n  node [shape = box];\n");
+    for (addr, c) in &changed {
+        let label = format!(
+            "{} {addr} ({} step{})",
+            c.action.symbol(),
+            c.steps.len(),
+            if c.steps.len() == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(out, "  {} [label = {}];", dot_id(addr), dot_id(&label));
+    }
+    let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
+    for e in graph.g.edge_indices() {
+        let (a, b) = graph.g.edge_endpoints(e).expect("edge exists");
+        let (a, b) = (graph.g[a].to_string(), graph.g[b].to_string());
+        if changed.contains_key(&a) && changed.contains_key(&b) {
+            edges.insert((a, b));
+        }
+    }
+    for (a, b) in edges {
+        let _ = writeln!(out, "  {} -> {};", dot_id(&a), dot_id(&b));
+    }
+    out.push_str("}\n");
+    out
+}
+
 fn dot_id(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }

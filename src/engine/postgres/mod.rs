@@ -40,7 +40,8 @@ pub async fn connect(server: &str, url: &str, database: Option<&str>) -> Result<
     })
 }
 
-const SERVER_QUERY: &str = r#"
+/// The server-level catalog read (public so benchmarks can run the same query through psql).
+pub const SERVER_QUERY: &str = r#"
 SELECT json_build_object(
   'version', current_setting('server_version'),
   'admin', current_user,
@@ -70,7 +71,8 @@ SELECT json_build_object(
 )::text
 "#;
 
-const DB_QUERY: &str = r#"
+/// The per-database read; `$1` is the array of schema names.
+pub const DB_QUERY: &str = r#"
 WITH sch AS (SELECT n.oid, n.nspname, n.nspowner, n.nspacl FROM pg_namespace n WHERE n.nspname = ANY($1)),
 rel AS (
   SELECT s.nspname, CASE WHEN c.relkind = 'S' THEN 'sequences' ELSE 'tables' END AS cls,

@@ -1,0 +1,186 @@
+//! Benchmark: a no-change `dbctl plan` at scale against its floor, one
+//! `psql` process reading the same catalogs; and `dbctl apply` from empty
+//! against one `psql` process running the same DDL. Prints ratios and peak
+//! memory. Not a timed test: run it by hand.
+//!
+//!     cargo bench --bench plan -- 10000
+//!
+//! The configuration has N objects on one embedded server: databases (N/40),
+//! group roles (N/1000), users, one grant block per user (CONNECT on a
+//! database) and one per database (SELECT on its tables, now and in future,
+//! for a group role) — so the plan reads inside every database.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn config(n: usize) -> (String, usize) {
+    let dbs = (n / 40).max(1);
+    let roles = (n / 1000).max(1);
+    let users = (n - dbs - roles - dbs) / 2;
+    let mut s = String::from("server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n");
+    for r in 0..roles {
+        let _ = write!(s, "\nrole \"r{r}\" {{\n  server = server.main\n");
+        for d in (0..dbs).filter(|d| d % roles == r) {
+            let _ = write!(
+                s,
+                "  grant {{\n    database   = database.d{d}\n    schema     = \"public\"\n    tables     = \"*\"\n    privileges = [\"SELECT\"]\n  }}\n"
+            );
+        }
+        s.push_str("}\n");
+    }
+    for d in 0..dbs {
+        let _ = write!(s, "\ndatabase \"d{d}\" {{\n  server = server.main\n}}\n");
+    }
+    for u in 0..users {
+        let _ = write!(
+            s,
+            "\nuser \"u{u}\" {{\n  server    = server.main\n  member_of = [role.r{}]\n  grant {{\n    database   = database.d{}\n    privileges = [\"CONNECT\"]\n  }}\n}}\n",
+            u % roles,
+            u % dbs
+        );
+    }
+    (s, dbs + roles + users * 2 + dbs)
+}
+
+/// Run a command to completion; wall time and its peak RSS in KiB.
+fn measure(cmd: &mut Command) -> (Duration, i64, bool) {
+    let t = Instant::now();
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child and fills a rusage we own.
+    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    (t.elapsed(), ru.ru_maxrss, libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn project(dir: &Path, hcl: &str) {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("main.hcl"), hcl).unwrap();
+}
+
+fn dbctl(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dbctl"));
+    c.arg("-C").arg(dir);
+    c
+}
+
+fn port(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(".dbctl/servers/main/port")).unwrap().trim().to_string()
+}
+
+fn psql(dir: &Path, script: &Path) -> Command {
+    let mut c = Command::new("psql");
+    c.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port(dir),
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-f",
+    ])
+    .arg(script);
+    c
+}
+
+fn main() {
+    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(10_000);
+    let (hcl, objects) = config(n);
+    println!("dbctl benchmark: {objects} objects on one embedded PostgreSQL server");
+
+    // Floor for apply: the same DDL, as one psql script, on a fresh server.
+    let floor_dir = tempfile::tempdir().unwrap();
+    project(floor_dir.path(), &hcl);
+    assert!(dbctl(floor_dir.path()).args(["dev", "up"]).status().unwrap().success());
+    let plan = dbctl(floor_dir.path()).args(["plan", "--format", "json"]).output().unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan json");
+    let mut ddl = String::new();
+    let mut current: Option<String> = None;
+    for s in plan["steps"].as_array().unwrap() {
+        let Some(sql) =
+            s["description"].as_str().filter(|_| s["op"] == "sql").map(|d| d.split(" -- in database").next().unwrap())
+        else {
+            continue;
+        };
+        let db = s["database"].as_str().map(str::to_string);
+        if db != current {
+            let _ = writeln!(ddl, "\\c {}", db.as_deref().unwrap_or("postgres"));
+            current = db;
+        }
+        let _ = writeln!(ddl, "{sql};");
+    }
+    let ddl_file = floor_dir.path().join("apply.sql");
+    std::fs::write(&ddl_file, &ddl).unwrap();
+    let (floor_apply, _, ok) = measure(&mut psql(floor_dir.path(), &ddl_file));
+    assert!(ok, "the DDL script failed");
+    let _ = dbctl(floor_dir.path()).args(["dev", "down"]).status();
+
+    // dbctl apply from empty (the server is created first, not timed).
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path(), &hcl);
+    assert!(dbctl(dir.path()).args(["dev", "up"]).status().unwrap().success());
+    let (apply, apply_rss, ok) = measure(dbctl(dir.path()).args(["apply", "--auto-approve"]));
+    assert!(ok, "apply failed");
+
+    // Validate (no I/O).
+    let validate = median((0..5).map(|_| measure(dbctl(dir.path()).arg("validate")).0).collect());
+
+    // No-change plan vs one psql process reading the same catalogs.
+    let mut plans = Vec::new();
+    let mut plan_rss = 0;
+    for _ in 0..5 {
+        let (t, rss, ok) = measure(dbctl(dir.path()).args(["plan", "--detailed-exitcode"]));
+        assert!(ok, "plan failed");
+        plans.push(t);
+        plan_rss = plan_rss.max(rss);
+    }
+    let out = dbctl(dir.path()).args(["plan", "--detailed-exitcode"]).output().unwrap();
+    if out.status.code() != Some(0) {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let _ = dbctl(dir.path()).args(["dev", "down"]).status();
+        let head: Vec<&str> = text.lines().take(60).collect();
+        panic!("the plan after apply must be a no-op; it says:\n{}", head.join("\n"));
+    }
+    let mut read = format!("{};\n", dbctl::engine::postgres::SERVER_QUERY.trim());
+    let db_query = dbctl::engine::postgres::DB_QUERY.replace("$1", "ARRAY['public']");
+    for d in 0..(n / 40).max(1) {
+        let _ = write!(read, "\\c d{d}\n{};\n", db_query.trim());
+    }
+    let read_file = dir.path().join("read.sql");
+    std::fs::write(&read_file, read).unwrap();
+    let floor_plan = median((0..5).map(|_| measure(&mut psql(dir.path(), &read_file)).0).collect());
+    let _ = dbctl(dir.path()).args(["dev", "down"]).status();
+
+    let plan = median(plans);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("| measure | dbctl | floor | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| no-change plan | {:.0} ms | {:.0} ms (psql, same catalog reads) | {:.2} |",
+        ms(plan),
+        ms(floor_plan),
+        ms(plan) / ms(floor_plan)
+    );
+    println!(
+        "| apply from empty | {:.0} ms | {:.0} ms (psql, same DDL) | {:.2} |",
+        ms(apply),
+        ms(floor_apply),
+        ms(apply) / ms(floor_apply)
+    );
+    println!("| validate | {:.0} ms | | |", ms(validate));
+    println!("peak RSS: plan {:.1} MiB, apply {:.1} MiB", plan_rss as f64 / 1024.0, apply_rss as f64 / 1024.0);
+}
