@@ -1,17 +1,13 @@
-use super::session::{block_on, err, open, PlanOpts};
+use super::session::{block_on, open_with_state, PlanOpts};
 use super::{Ctx, EXIT_ERROR, EXIT_OK};
 use crate::cli::GraphArgs;
 use crate::graph::{plan_dot, Graph};
 
 pub fn run(ctx: &Ctx, args: &GraphArgs) -> u8 {
     if args.plan {
-        let session = match open(ctx) {
-            Ok(s) => s,
+        let (session, state) = match open_with_state(ctx) {
+            Ok(x) => x,
             Err(rc) => return rc,
-        };
-        let state = match session.state_store.load() {
-            Ok(s) => s,
-            Err(e) => return err(e),
         };
         let opts = PlanOpts { destroy: false, force: false, refresh_only: false, targets: vec![] };
         return match block_on(session.plan(&state, &opts)) {

@@ -1,4 +1,4 @@
-use super::session::{block_on, err, open, PlanOpts};
+use super::session::{block_on, err, open_with_state, PlanOpts};
 use super::{Ctx, EXIT_ERROR, EXIT_OK};
 use crate::cli::{Format, PlanArgs};
 use crate::plan::{render, Plan};
@@ -14,13 +14,9 @@ pub fn print(plan: &Plan, format: Format, verbose: bool) {
 }
 
 pub fn run(ctx: &Ctx, args: &PlanArgs) -> u8 {
-    let session = match open(ctx) {
-        Ok(s) => s,
+    let (session, state) = match open_with_state(ctx) {
+        Ok(x) => x,
         Err(rc) => return rc,
-    };
-    let state = match session.state_store.load() {
-        Ok(s) => s,
-        Err(e) => return err(e),
     };
     let opts = PlanOpts { destroy: false, force: false, refresh_only: args.refresh_only, targets: args.target.clone() };
     let plan = match block_on(session.plan(&state, &opts)) {

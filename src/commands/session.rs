@@ -68,6 +68,13 @@ pub fn open(ctx: &Ctx) -> Result<Session, u8> {
     })
 }
 
+/// A session and the state, for the commands that plan.
+pub fn open_with_state(ctx: &Ctx) -> Result<(Session, State), u8> {
+    let session = open(ctx)?;
+    let state = session.state_store.load().map_err(err)?;
+    Ok((session, state))
+}
+
 /// Addresses named by --target and everything they depend on.
 fn target_closure(cfg: &Config, targets: &[String]) -> Result<BTreeSet<String>, String> {
     let mut out = BTreeSet::new();

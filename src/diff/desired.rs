@@ -117,6 +117,22 @@ fn targets_of(cfg: &Config, grants: &[Grant]) -> BTreeMap<Target, BTreeSet<Strin
     out
 }
 
+/// A role or user, and its grant blocks as one grant set (`ADDR.grant`).
+fn add_role(d: &mut Desired, cfg: &Config, server: &Address, role: DesiredRole, grants: &[Grant]) {
+    if !grants.is_empty() {
+        d.grants.push(GrantSet {
+            node: format!("{}.grant", role.addr),
+            kind: "grant",
+            server: server.clone(),
+            grantee: role.name.clone(),
+            targets: targets_of(cfg, grants),
+            service: None,
+            routes: vec![],
+        });
+    }
+    d.roles.entry(server.clone()).or_default().insert(role.name.clone(), role);
+}
+
 pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
     let mut d = Desired::default();
     let admin = |server: &Address| {
@@ -145,18 +161,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     member_of: ro.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: None,
                 };
-                d.roles.entry(ro.server.clone()).or_default().insert(ro.name.clone(), role);
-                if !ro.grants.is_empty() {
-                    d.grants.push(GrantSet {
-                        node: format!("{}.grant", r.addr),
-                        kind: "grant",
-                        server: ro.server.clone(),
-                        grantee: ro.name.clone(),
-                        targets: targets_of(cfg, &ro.grants),
-                        service: None,
-                        routes: vec![],
-                    });
-                }
+                add_role(&mut d, cfg, &ro.server, role, &ro.grants);
             }
             Body::User(u) => {
                 let role = DesiredRole {
@@ -168,18 +173,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     member_of: u.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: u.password.clone(),
                 };
-                d.roles.entry(u.server.clone()).or_default().insert(u.name.clone(), role);
-                if !u.grants.is_empty() {
-                    d.grants.push(GrantSet {
-                        node: format!("{}.grant", r.addr),
-                        kind: "grant",
-                        server: u.server.clone(),
-                        grantee: u.name.clone(),
-                        targets: targets_of(cfg, &u.grants),
-                        service: None,
-                        routes: vec![],
-                    });
-                }
+                add_role(&mut d, cfg, &u.server, role, &u.grants);
             }
             Body::Database(db) => {
                 let owner = db

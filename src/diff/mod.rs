@@ -83,6 +83,11 @@ fn drift_of(addr: &str, recorded: &Value, live: &Value, out: &mut Vec<Drift>) {
     }
 }
 
+/// A managed object that no longer exists on its server.
+fn deleted_outside(addr: &str) -> Drift {
+    Drift { address: addr.to_string(), attribute: "(exists)".into(), recorded: json!(true), live: json!(false) }
+}
+
 /// Attribute-level differences between two JSON objects.
 fn attr_changes(before: &Value, after: &Value, replace: &[&str], sensitive: &[&str]) -> Vec<AttrChange> {
     let mut out = Vec::new();
@@ -291,12 +296,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             match live.roles.get(name) {
                 None => {
                     if in_state.is_some() {
-                        drift.push(Drift {
-                            address: addr.clone(),
-                            attribute: "(exists)".into(),
-                            recorded: json!(true),
-                            live: json!(false),
-                        });
+                        drift.push(deleted_outside(&addr));
                     }
                     c.action = Action::Create;
                     let mut opts = vec![if d.login { "LOGIN" } else { "NOLOGIN" }.to_string()];
@@ -461,12 +461,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             match l {
                 None => {
                     if in_state.is_some() {
-                        drift.push(Drift {
-                            address: addr.clone(),
-                            attribute: "(exists)".into(),
-                            recorded: json!(true),
-                            live: json!(false),
-                        });
+                        drift.push(deleted_outside(&addr));
                     }
                     c.action = Action::Create;
                     create_steps(&mut c);
