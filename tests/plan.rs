@@ -155,3 +155,64 @@ database "app" {
     );
     snapshot_all("mixed", &p);
 }
+
+/// Check `v` against the subset of JSON Schema that schema/plan.schema.json
+/// uses: type, required, additionalProperties: false, properties, items, enum.
+fn conforms(v: &serde_json::Value, schema: &serde_json::Value, path: &str) {
+    use serde_json::Value;
+    if let Some(t) = schema.get("type") {
+        let types: Vec<&str> = match t {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let actual = match v {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        assert!(
+            types.contains(&actual) || (actual == "integer" && types.contains(&"number")),
+            "{path}: {actual} is not {types:?}"
+        );
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        assert!(e.contains(v), "{path}: {v} is not one of {e:?}");
+    }
+    if let (Value::Object(o), Some(props)) = (v, schema.get("properties").and_then(Value::as_object)) {
+        for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            assert!(o.contains_key(r.as_str().unwrap()), "{path}: missing {r}");
+        }
+        for (k, val) in o {
+            match props.get(k) {
+                Some(s) => conforms(val, s, &format!("{path}.{k}")),
+                None => assert!(
+                    schema.get("additionalProperties") != Some(&Value::Bool(false)),
+                    "{path}: {k} is not in the schema"
+                ),
+            }
+        }
+    }
+    if let (Value::Array(a), Some(items)) = (v, schema.get("items")) {
+        for (i, x) in a.iter().enumerate() {
+            conforms(x, items, &format!("{path}[{i}]"));
+        }
+    }
+}
+
+#[test]
+fn json_plans_conform_to_the_schema_in_the_repo() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/plan.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let cfg = config("examples/platform");
+    let p = plan(&cfg, &BTreeMap::new(), &State::new(), false);
+    let v = render::json(&p);
+    assert!(v["resource_changes"].as_array().unwrap().len() > 10);
+    conforms(&v, &schema, "plan");
+}

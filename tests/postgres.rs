@@ -348,3 +348,58 @@ fn secrets_never_leak_into_outputs_or_files() {
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
 }
+
+fn spawn_apply(p: &Project, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dbctl"))
+        .args(["--no-color", "-C"])
+        .arg(p.path())
+        .arg("apply")
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn answer(mut child: std::process::Child, reply: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(reply.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), format!("{}{}", common::text(&out.stdout), common::text(&out.stderr)))
+}
+
+#[test]
+fn confirmation_targets_and_one_apply_at_a_time() {
+    let p = Project::new(&cfg(""));
+    // Anything but "yes" cancels and applies nothing.
+    let (rc, out) = answer(spawn_apply(&p, &[]), "no\n");
+    assert_eq!(rc, Some(1), "{out}");
+    assert!(out.contains("Apply cancelled."), "{out}");
+    assert_eq!(p.ok(&["state", "list"], 0).trim(), "");
+
+    // --target plans only the target and what it depends on.
+    let plan: serde_json::Value =
+        serde_json::from_slice(&p.dbctl(&["plan", "--format", "json", "--target", "database.app"]).stdout).unwrap();
+    let mut addrs: Vec<&str> =
+        plan["resource_changes"].as_array().unwrap().iter().map(|c| c["address"].as_str().unwrap()).collect();
+    addrs.sort();
+    assert_eq!(addrs, ["database.app", "server.main"]);
+    p.ok(&["apply", "--auto-approve", "--target", "database.app"], 0);
+    assert_eq!(p.ok(&["state", "list"], 0).trim(), "database.app\nserver.main");
+
+    // A second apply while one holds the lock fails and names it...
+    let first = spawn_apply(&p, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(out.contains("the state is locked by another dbctl"), "{out}");
+    assert!(out.contains("\"operation\":\"apply\""), "{out}");
+    // ...or waits for it with --lock-timeout, then runs.
+    let second = spawn_apply(&p, &["--auto-approve", "--lock-timeout", "30s"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (rc, out) = answer(first, "no\n");
+    assert_eq!(rc, Some(1), "{out}");
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    p.converged();
+}
