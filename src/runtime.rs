@@ -118,3 +118,51 @@ pub async fn refresh(
     }
     Ok(out)
 }
+
+/// Host and port of a server as clients reach it.
+pub fn host_port(ep: &Endpoint) -> (String, u16) {
+    match &ep.embedded {
+        Some(e) => ("127.0.0.1".into(), e.port),
+        None => match crate::engine::postgres::options(&ep.url, None) {
+            Ok(o) => (o.get_host().to_string(), o.get_port()),
+            Err(_) => (String::new(), 5432),
+        },
+    }
+}
+
+/// The RDS credentials shape of each secret that is a user's password: the
+/// user, the server's engine, host and port, and the database the user uses
+/// (its router's default route, else its first route, else its first grant).
+pub fn rds_shapes(
+    cfg: &Config,
+    endpoints: &BTreeMap<Address, Endpoint>,
+) -> BTreeMap<Address, crate::secrets::RdsShape> {
+    let mut out = BTreeMap::new();
+    for r in cfg.resources.values() {
+        let Body::User(u) = &r.body else { continue };
+        let (Some(secret), Some(ep)) = (&u.password, endpoints.get(&u.server)) else { continue };
+        let db_name = |a: &Address| cfg.get(a).and_then(|d| d.object_name()).map(str::to_string);
+        let routed = cfg.resources.values().find_map(|x| match &x.body {
+            Body::Router(rt) if rt.user == r.addr => {
+                let route =
+                    rt.default.as_ref().and_then(|d| rt.routes.iter().find(|x| &x.app == d)).or(rt.routes.first());
+                route.and_then(|x| db_name(&x.database))
+            }
+            _ => None,
+        });
+        let dbname =
+            routed.or_else(|| u.grants.first().and_then(|g| db_name(&g.database))).unwrap_or_else(|| "postgres".into());
+        let (host, port) = host_port(ep);
+        out.insert(
+            secret.clone(),
+            crate::secrets::RdsShape {
+                username: u.name.clone(),
+                engine: ep.engine.as_str().into(),
+                host,
+                port,
+                dbname,
+            },
+        );
+    }
+    out
+}

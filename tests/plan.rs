@@ -9,6 +9,7 @@ use dbctl::diff::{diff, Inputs};
 use dbctl::engine::{LiveDatabase, LiveRole, LiveServer};
 use dbctl::model::{Address, Config, Kind};
 use dbctl::plan::{render, Plan};
+use dbctl::secrets::SecretMeta;
 use dbctl::state::{State, StateResource};
 use serde_json::json;
 
@@ -18,9 +19,40 @@ fn config(dir: &str) -> Config {
 }
 
 fn plan(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: &State, has_secret: bool) -> Plan {
-    let v = move |_: &Address| has_secret.then(|| "v1".to_string());
-    let d =
-        diff(&Inputs { config: cfg, live, state, secret_version: &v, destroy: false, force: false }).expect("plans");
+    plan_at(cfg, live, state, has_secret, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+}
+
+/// A plan where every configured secret (if `has_secret`) was created at `created`, seen at `now`.
+fn plan_at(
+    cfg: &Config,
+    live: &BTreeMap<Address, LiveServer>,
+    state: &State,
+    has_secret: bool,
+    created: &str,
+    now: &str,
+) -> Plan {
+    use time::format_description::well_known::Rfc3339;
+    let secrets: BTreeMap<Address, SecretMeta> = if has_secret {
+        cfg.of_kind(Kind::Secret)
+            .map(|r| {
+                (
+                    r.addr.clone(),
+                    SecretMeta {
+                        version: "v1".into(),
+                        created: created.into(),
+                        pending: false,
+                        value_hash: String::new(),
+                    },
+                )
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let rds = BTreeMap::new();
+    let now = time::OffsetDateTime::parse(now, &Rfc3339).unwrap();
+    let d = diff(&Inputs { config: cfg, live, state, secrets: &secrets, rds: &rds, now, destroy: false, force: false })
+        .expect("plans");
     Plan {
         format_version: "1.0".into(),
         config_hash: "test".into(),
@@ -215,4 +247,29 @@ fn json_plans_conform_to_the_schema_in_the_repo() {
     let v = render::json(&p);
     assert!(v["resource_changes"].as_array().unwrap().len() > 10);
     conforms(&v, &schema, "plan");
+}
+
+#[test]
+fn a_secret_is_rotated_once_rotate_every_has_passed_and_its_users_follow() {
+    let cfg = config("examples/platform");
+    let live = BTreeMap::new();
+    let state = State::new();
+    let fresh = plan_at(&cfg, &live, &state, true, "2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z");
+    let rotated = |p: &Plan| -> Vec<String> {
+        p.changes
+            .iter()
+            .filter(|c| c.kind == "secret" && c.action != dbctl::plan::Action::NoOp)
+            .map(|c| c.address.clone())
+            .collect()
+    };
+    assert!(rotated(&fresh).is_empty(), "59 days < 90d");
+    let due = plan_at(&cfg, &live, &state, true, "2026-01-01T00:00:00Z", "2026-04-02T00:00:00Z");
+    assert_eq!(rotated(&due), ["secret.analyst[\"ada\"]", "secret.analyst[\"grace\"]", "secret.buildsense"]);
+    let c = due.changes.iter().find(|c| c.address == "secret.buildsense").unwrap();
+    assert_eq!(c.notes, ["rotation due: the value is 91 days old (rotate_every = \"90d\")"]);
+    let user = due.changes.iter().find(|c| c.address == "user.buildsense").unwrap();
+    assert!(
+        user.steps.iter().any(|s| matches!(s.op, dbctl::plan::Op::SetPassword { .. })),
+        "the user gets the new password"
+    );
 }

@@ -14,6 +14,13 @@ fn quickstart_applies_converges_and_enforces_access() {
 
     let pw = p.secret("secret.shop");
     assert_eq!(pw.len(), 32);
+    // Stored in the RDS credentials shape, so rotation tooling can read it.
+    let doc: serde_json::Value = serde_json::from_str(&p.secret_document("secret.shop")).unwrap();
+    assert_eq!(doc["username"], "shop");
+    assert_eq!(doc["engine"], "postgres");
+    assert_eq!(doc["host"], "127.0.0.1");
+    assert_eq!(doc["port"], p.port());
+    assert_eq!(doc["dbname"], "orders", "the router's default route");
     // The password really logs in; a wrong one does not.
     assert_eq!(p.psql_as("shop", Some(&pw), "orders", "SELECT current_user").unwrap(), "shop");
     assert!(p.psql_as("shop", Some("wrong"), "orders", "SELECT 1").is_err());

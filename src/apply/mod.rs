@@ -19,10 +19,10 @@ use sqlx::postgres::PgConnection;
 use sqlx::Connection;
 
 use crate::engine::postgres;
-use crate::model::{Address, Config, Sensitive};
+use crate::model::{Address, Config};
 use crate::plan::{Action, Op, Plan, ResourceChange, Step};
 use crate::runtime::Endpoint;
-use crate::secrets::LocalStore;
+use crate::secrets::Stores;
 use crate::state::{Journal, State, StateResource};
 
 /// Runs one step against the outside world. The executor above it owns the
@@ -263,7 +263,7 @@ impl<R: Runner> Executor<R> {
 /// The real runner: PostgreSQL servers, embedded servers and the local secret store.
 pub struct PgRunner {
     pub endpoints: BTreeMap<Address, Endpoint>,
-    pub store: Mutex<LocalStore>,
+    pub stores: Stores,
 }
 
 impl Runner for PgRunner {
@@ -288,14 +288,11 @@ impl Runner for PgRunner {
 }
 
 impl PgRunner {
-    fn secret_value(&self, cfg: &Config, secret: &Address) -> Result<(String, Sensitive), String> {
-        let name = match cfg.get(secret).map(|r| &r.body) {
-            Some(crate::model::Body::Secret(s)) => s.name.clone(),
-            _ => return Err(format!("{secret} is not in the configuration")),
-        };
-        let store = self.store.lock().expect("store lock");
-        let c = store.current(&name).ok_or_else(|| format!("{secret} has no value in its store yet"))?;
-        Ok((c.version, c.value))
+    fn secret<'c>(&self, cfg: &'c Config, secret: &Address) -> Result<&'c crate::model::Secret, String> {
+        match cfg.get(secret).map(|r| &r.body) {
+            Some(crate::model::Body::Secret(s)) => Ok(s),
+            _ => Err(format!("{secret} is not in the configuration")),
+        }
     }
 
     async fn run_step(
@@ -305,19 +302,19 @@ impl PgRunner {
         conns: &mut HashMap<Option<String>, PgConnection>,
     ) -> Result<Option<String>, String> {
         match &step.op {
-            Op::GenerateSecret { secret } => {
-                let Some(crate::model::Body::Secret(s)) = cfg.get(secret).map(|r| &r.body) else {
-                    return Err(format!("{secret} is not in the configuration"));
-                };
+            Op::WriteSecret { secret, rds } => {
+                let s = self.secret(cfg, secret)?;
                 let value = match (&s.value, &s.generate) {
                     (Some(v), _) => v.clone(),
                     (None, Some(g)) => crate::secrets::generate(g),
                     (None, None) => crate::secrets::generate(&crate::model::Generate { length: 32, special: false }),
                 };
-                let mut store = self.store.lock().expect("store lock");
-                if store.current(&s.name).is_none() {
-                    store.put(&s.name, &secret.to_string(), value).map_err(|e| e.to_string())?;
-                }
+                let doc = crate::secrets::document(&value, rds.as_ref());
+                self.stores.put(s.store, &s.name, &secret.to_string(), doc).await.map_err(|e| e.to_string())?;
+                Ok(None)
+            }
+            Op::DeleteSecret { store, name } => {
+                self.stores.delete(*store, name).await.map_err(|e| e.to_string())?;
                 Ok(None)
             }
             Op::StartEmbedded => {
@@ -335,18 +332,25 @@ impl PgRunner {
                 Ok(None)
             }
             Op::SetPassword { role, secret } => {
-                let (version, value) = self.secret_value(cfg, secret)?;
+                let s = self.secret(cfg, secret)?;
+                let current = self
+                    .stores
+                    .current(s.store, &s.name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{secret} has no value in its store yet"))?;
+                let password = crate::secrets::password_of(&current.value);
                 let conn = self.conn(step, conns).await?;
                 let sql = format!(
                     "ALTER ROLE {} PASSWORD {}",
                     crate::engine::sql::pg_ident(role),
-                    crate::engine::sql::pg_literal(value.expose())
+                    crate::engine::sql::pg_literal(password.expose())
                 );
                 // The server's error never echoes the statement; ours names only the role.
                 postgres::execute(conn, sql)
                     .await
                     .map_err(|_| format!("setting the password of role \"{role}\" failed"))?;
-                Ok(Some(version))
+                Ok(Some(current.version))
             }
             Op::DropDatabase { name, force } => {
                 let conn = self.conn(&Step { database: None, ..step.clone() }, conns).await?;

@@ -64,13 +64,13 @@ fn execute(ctx: &Ctx, session: &Session, plan: &Plan, state: crate::state::State
         Ok(j) => j,
         Err(e) => return err(e),
     };
-    let store = match session.secrets() {
+    let stores = match block_on(session.stores()) {
         Ok(s) => s,
         Err(rc) => return rc,
     };
     let total = plan.steps().count();
     let exec = Executor {
-        runner: PgRunner { endpoints: session.endpoints.clone(), store: Mutex::new(store) },
+        runner: PgRunner { endpoints: session.endpoints.clone(), stores },
         journal: Mutex::new(journal),
         state: Mutex::new(state),
         parallelism,

@@ -12,7 +12,7 @@ use crate::engine::LiveServer;
 use crate::model::{Address, Body, Config};
 use crate::plan::{Plan, FORMAT_VERSION};
 use crate::runtime::{self, Endpoint};
-use crate::secrets::LocalStore;
+use crate::secrets::{SecretMeta, Stores};
 use crate::state::{LocalState, State};
 
 pub struct Session {
@@ -102,8 +102,20 @@ fn target_closure(cfg: &Config, targets: &[String]) -> Result<BTreeSet<String>, 
 }
 
 impl Session {
-    pub fn secrets(&self) -> Result<LocalStore, u8> {
-        LocalStore::open(&self.dbctl).map_err(err)
+    pub async fn stores(&self) -> Result<Stores, u8> {
+        Stores::open(&self.dbctl, self.config.aws.as_ref()).await.map_err(err)
+    }
+
+    /// What the stores hold for each configured secret (versions, dates; never shown).
+    pub async fn secret_meta(&self, stores: &Stores) -> Result<BTreeMap<Address, SecretMeta>, u8> {
+        let mut out = BTreeMap::new();
+        for r in self.config.of_kind(crate::model::Kind::Secret) {
+            let Body::Secret(s) = &r.body else { continue };
+            if let Some(m) = stores.meta(s.store, &s.name).await.map_err(err)? {
+                out.insert(r.addr.clone(), m);
+            }
+        }
+        Ok(out)
     }
 
     pub async fn refresh(&self, state: &State) -> Result<BTreeMap<Address, LiveServer>, u8> {
@@ -118,19 +130,16 @@ impl Session {
 
     pub async fn plan(&self, state: &State, opts: &PlanOpts) -> Result<Plan, u8> {
         let live = self.refresh(state).await?;
-        let store = self.secrets()?;
-        let cfg = &self.config;
-        let version = |a: &Address| -> Option<String> {
-            match cfg.get(a).map(|r| &r.body) {
-                Some(Body::Secret(s)) => store.current(&s.name).map(|c| c.version),
-                _ => None,
-            }
-        };
+        let stores = self.stores().await?;
+        let secrets = self.secret_meta(&stores).await?;
+        let rds = runtime::rds_shapes(&self.config, &self.endpoints);
         let inputs = Inputs {
-            config: cfg,
+            config: &self.config,
             live: &live,
             state,
-            secret_version: &version,
+            secrets: &secrets,
+            rds: &rds,
+            now: time::OffsetDateTime::now_utc(),
             destroy: opts.destroy,
             force: opts.force,
         };
@@ -142,7 +151,7 @@ impl Session {
         })?;
         let mut changes = d.changes;
         if !opts.targets.is_empty() {
-            let keep = target_closure(cfg, &opts.targets).map_err(err)?;
+            let keep = target_closure(&self.config, &opts.targets).map_err(err)?;
             changes.retain(|c| keep.contains(&c.address));
         }
         if opts.refresh_only {

@@ -23,8 +23,12 @@ pub struct Inputs<'a> {
     pub config: &'a Config,
     pub live: &'a BTreeMap<Address, LiveServer>,
     pub state: &'a State,
-    /// The current version of a secret in its store, if it has one.
-    pub secret_version: &'a dyn Fn(&Address) -> Option<String>,
+    /// What the stores hold for each configured secret that exists (never values).
+    pub secrets: &'a BTreeMap<Address, crate::secrets::SecretMeta>,
+    /// The RDS credentials shape of secrets that are a user's password.
+    pub rds: &'a BTreeMap<Address, crate::secrets::RdsShape>,
+    /// For `rotate_every`.
+    pub now: time::OffsetDateTime,
     /// Plan the removal of everything managed (`dbctl destroy`).
     pub destroy: bool,
     /// Drop databases even with open connections.
@@ -247,29 +251,63 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         by_addr.insert(addr, c);
     }
 
-    // Secrets (local store; generated once).
+    // Secrets: created once, rotated when due, rewritten when a given value changes.
     for r in cfg.of_kind(Kind::Secret) {
         let Body::Secret(s) = &r.body else { continue };
         if inp.destroy {
             continue;
         }
         let addr = r.addr.to_string();
-        let version = (inp.secret_version)(&r.addr);
         let after = json!({ "store": s.store, "name": s.name, "value": "(sensitive)" });
         let mut c = change(&addr, "secret", &s.name, Action::NoOp);
         c.after_sensitive = json!({ "value": true });
-        if s.store == crate::model::Store::Aws {
-            notes.push(format!("{addr}: the AWS Secrets Manager store arrives with issue [3]."));
-        } else if version.is_none() {
-            c.action = Action::Create;
-            c.steps.push(Step {
-                address: addr.clone(),
-                server: None,
-                database: None,
-                op: Op::GenerateSecret { secret: r.addr.clone() },
-            });
-        } else {
-            c.before = Some(after.clone());
+        let write = Step {
+            address: addr.clone(),
+            server: None,
+            database: None,
+            op: Op::WriteSecret { secret: r.addr.clone(), rds: inp.rds.get(&r.addr).cloned() },
+        };
+        match inp.secrets.get(&r.addr) {
+            None => {
+                c.action = Action::Create;
+                c.steps.push(write);
+            }
+            Some(meta) => {
+                c.before = Some(after.clone());
+                let rotation_due = s.rotate_every.as_deref().and_then(|every| {
+                    let every = humantime::parse_duration(every).ok()?;
+                    let created =
+                        time::OffsetDateTime::parse(&meta.created, &time::format_description::well_known::Rfc3339)
+                            .ok()?;
+                    let age = inp.now - created;
+                    (age.whole_seconds() >= 0 && age.unsigned_abs() >= every).then(|| {
+                        format!(
+                            "rotation due: the value is {} days old (rotate_every = \"{}\")",
+                            age.whole_days(),
+                            s.rotate_every.as_deref().unwrap_or("")
+                        )
+                    })
+                });
+                let value_changed =
+                    s.value.as_ref().is_some_and(|v| crate::secrets::sha(v.expose()) != meta.value_hash);
+                if meta.pending {
+                    c.notes.push("a rotation is in progress in the store (AWSPENDING): left alone".into());
+                    notes.push(format!(
+                        "{addr}: a rotation is in progress in AWS Secrets Manager (AWSPENDING); dbctl leaves it alone."
+                    ));
+                } else if value_changed || rotation_due.is_some() {
+                    c.action = Action::Update;
+                    c.attributes.push(AttrChange {
+                        name: "value".into(),
+                        before: json!("(sensitive)"),
+                        after: json!("(sensitive)"),
+                        forces_replacement: false,
+                        sensitive: true,
+                    });
+                    c.notes.push(rotation_due.unwrap_or_else(|| "the given value changed".into()));
+                    c.steps.push(write);
+                }
+            }
         }
         c.after = Some(after);
         by_addr.insert(addr, c);
@@ -287,11 +325,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             let after = role_json(d);
             c.after = Some(after.clone());
             let in_state = inp.state.resources.get(&addr);
-            let password_version = d.password.as_ref().and_then(|s| (inp.secret_version)(s));
+            let password_version = d.password.as_ref().and_then(|s| inp.secrets.get(s)).map(|m| m.version.clone());
+            // The secret gets a new version in this plan: the password follows.
             let password_pending = d
                 .password
                 .as_ref()
-                .is_some_and(|s| by_addr.get(&s.to_string()).is_some_and(|sc| sc.action == Action::Create));
+                .is_some_and(|s| by_addr.get(&s.to_string()).is_some_and(|sc| sc.action != Action::NoOp));
             fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
             match live.roles.get(name) {
                 None => {
@@ -674,7 +713,16 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     }
                 }
             }
-            ("secret", _, _) => c.notes.push("the secret's value stays in its store".into()),
+            ("secret", _, _) => {
+                let store =
+                    if st.attributes["store"] == "aws" { crate::model::Store::Aws } else { crate::model::Store::Local };
+                c.steps.push(Step {
+                    address: addr.clone(),
+                    server: None,
+                    database: None,
+                    op: Op::DeleteSecret { store, name: st.name.clone() },
+                });
+            }
             ("server", _, _) => {
                 c.notes.push("an embedded server keeps its data directory; `dbctl dev down` stops it".into())
             }

@@ -258,17 +258,25 @@ pub struct Secret {
     pub rotate_every: Option<String>,
 }
 
-/// A value that must never be shown: `Debug` and `Display` print `(sensitive)`.
-#[derive(Clone, PartialEq)]
-pub struct Sensitive(String);
+/// A value that must never be shown: `Debug` and `Display` print
+/// `(sensitive)`, it has no `Serialize`, and its memory is zeroed on drop.
+#[derive(Clone)]
+pub struct Sensitive(secrecy::SecretString);
 
 impl Sensitive {
     pub fn new(s: String) -> Self {
-        Sensitive(s)
+        Sensitive(secrecy::SecretString::from(s))
     }
     /// The value itself, for the few places that must use it (a store write, a password).
     pub fn expose(&self) -> &str {
-        &self.0
+        use secrecy::ExposeSecret;
+        self.0.expose_secret()
+    }
+}
+
+impl PartialEq for Sensitive {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
     }
 }
 

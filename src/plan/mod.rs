@@ -52,9 +52,16 @@ impl Action {
 pub enum Op {
     /// Initialise (if needed) and start an embedded server.
     StartEmbedded,
-    /// Generate a secret's first value in its store.
-    GenerateSecret {
+    /// Write a new version of a secret to its store: its given `value`, or a
+    /// generated one; in the RDS credentials shape when it is a user's password.
+    WriteSecret {
         secret: Address,
+        rds: Option<crate::secrets::RdsShape>,
+    },
+    /// Remove a secret from its store (AWS: scheduled deletion).
+    DeleteSecret {
+        store: crate::model::Store,
+        name: String,
     },
     /// `ALTER ROLE name PASSWORD <value of secret>`.
     SetPassword {
@@ -89,7 +96,14 @@ impl Step {
         let on = self.database.as_ref().map(|d| format!(" -- in database {d}")).unwrap_or_default();
         match &self.op {
             Op::StartEmbedded => "initialise and start the embedded server".to_string(),
-            Op::GenerateSecret { secret } => format!("generate a value for {secret} in its store"),
+            Op::WriteSecret { secret, rds } => format!(
+                "write a new version of {secret} to its store{}",
+                if rds.is_some() { " (RDS credentials shape)" } else { "" }
+            ),
+            Op::DeleteSecret { store: crate::model::Store::Aws, name } => {
+                format!("schedule deletion of \"{name}\" in AWS Secrets Manager (default recovery window)")
+            }
+            Op::DeleteSecret { name, .. } => format!("forget \"{name}\" (the local store keeps its value)"),
             Op::SetPassword { role, .. } => {
                 format!("ALTER ROLE {} PASSWORD (sensitive){on}", crate::engine::sql::pg_ident(role))
             }

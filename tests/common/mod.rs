@@ -111,11 +111,17 @@ impl Project {
         }
     }
 
-    /// The current value of a secret in the local store.
-    pub fn secret(&self, name: &str) -> String {
+    /// The current stored string of a secret in the local store.
+    pub fn secret_document(&self, name: &str) -> String {
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(self.path().join(".dbctl/secrets.json")).unwrap()).unwrap();
         v["secrets"][name]["versions"].as_array().unwrap().last().unwrap()["value"].as_str().unwrap().to_string()
+    }
+
+    /// The password in a secret: the `password` of its RDS credentials document.
+    pub fn secret(&self, name: &str) -> String {
+        let doc: serde_json::Value = serde_json::from_str(&self.secret_document(name)).expect("RDS-shaped secret");
+        doc["password"].as_str().unwrap().to_string()
     }
 
     pub fn plan_json(&self) -> serde_json::Value {

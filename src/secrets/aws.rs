@@ -1,0 +1,146 @@
+//! AWS Secrets Manager as a secret store.
+//!
+//! Secrets dbctl creates carry the tags `managed-by = dbctl` and
+//! `dbctl:address`. A plan reads versions and dates only
+//! (`ListSecretVersionIds`); the value is read when a step needs it. A
+//! rotation in progress (a version staged AWSPENDING) is reported and left
+//! alone. Deleting schedules deletion with the default recovery window.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use aws_sdk_secretsmanager::primitives::DateTimeFormat;
+use aws_sdk_secretsmanager::types::Tag;
+use aws_sdk_secretsmanager::Client;
+
+use super::{password_of, sha, Current, SecretMeta, StoreError};
+use crate::model::{AwsProvider, Sensitive};
+
+pub struct AwsStore {
+    client: Client,
+    /// Where requests go, for error messages.
+    place: String,
+}
+
+fn when(d: Option<&aws_sdk_secretsmanager::primitives::DateTime>) -> String {
+    d.and_then(|d| d.fmt(DateTimeFormat::DateTime).ok()).unwrap_or_default()
+}
+
+impl AwsStore {
+    pub async fn new(p: &AwsProvider) -> AwsStore {
+        let region = p.region.clone().unwrap_or_else(|| "us-east-1".into());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.clone()))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_timeout(Duration::from_secs(30))
+                    .build(),
+            )
+            // An endpoint override is a local stand-in (moto, LocalStack): fail fast there.
+            .retry_config(if p.endpoint.is_some() { RetryConfig::disabled() } else { RetryConfig::standard() });
+        if let Some(ep) = &p.endpoint {
+            loader = loader.endpoint_url(ep);
+        }
+        if let Some(profile) = &p.profile {
+            loader = loader.profile_name(profile);
+        }
+        let conf = loader.load().await;
+        let place = match &p.endpoint {
+            Some(ep) => format!("AWS Secrets Manager at {ep}"),
+            None => format!("AWS Secrets Manager in {region}"),
+        };
+        AwsStore { client: Client::new(&conf), place }
+    }
+
+    fn err(&self, what: &str, name: &str, e: impl std::error::Error) -> StoreError {
+        StoreError::Aws(format!("{}: {what} \"{name}\": {}", self.place, DisplayErrorContext(e)))
+    }
+
+    /// The secret's state: None if it does not exist; an error if its name is
+    /// scheduled for deletion.
+    async fn describe(
+        &self,
+        name: &str,
+    ) -> Result<Option<aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput>, StoreError> {
+        match self.client.describe_secret().secret_id(name).send().await {
+            Ok(d) => {
+                if let Some(deleted) = d.deleted_date() {
+                    return Err(StoreError::Aws(format!(
+                        "{}: the secret \"{name}\" is scheduled for deletion (since {}); restore it \
+                         (aws secretsmanager restore-secret --secret-id '{name}') or give the secret another name",
+                        self.place,
+                        when(Some(deleted))
+                    )));
+                }
+                Ok(Some(d))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
+            Err(e) => Err(self.err("cannot read", name, e)),
+        }
+    }
+
+    pub async fn meta(&self, name: &str) -> Result<Option<SecretMeta>, StoreError> {
+        let Some(d) = self.describe(name).await? else { return Ok(None) };
+        let stages = d.version_ids_to_stages().cloned().unwrap_or_default();
+        let pending = stages.values().any(|s| s.iter().any(|x| x == "AWSPENDING"));
+        let Some(current) = self.current(name).await? else { return Ok(None) };
+        Ok(Some(SecretMeta { pending, ..current.meta() }))
+    }
+
+    pub async fn current(&self, name: &str) -> Result<Option<Current>, StoreError> {
+        match self.client.get_secret_value().secret_id(name).version_stage("AWSCURRENT").send().await {
+            Ok(v) => Ok(Some(Current {
+                version: v.version_id().unwrap_or_default().to_string(),
+                created: when(v.created_date()),
+                value: Sensitive::new(v.secret_string().unwrap_or_default().to_string()),
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
+            Err(e) => Err(self.err("cannot read", name, e)),
+        }
+    }
+
+    /// Create the secret, or add a version (AWSCURRENT) to it.
+    pub async fn put(&self, name: &str, address: &str, value: Sensitive) -> Result<String, StoreError> {
+        if self.describe(name).await?.is_some() {
+            let out = self
+                .client
+                .put_secret_value()
+                .secret_id(name)
+                .secret_string(value.expose())
+                .send()
+                .await
+                .map_err(|e| self.err("cannot write", name, e))?;
+            return Ok(out.version_id().unwrap_or_default().to_string());
+        }
+        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        let out = self
+            .client
+            .create_secret()
+            .name(name)
+            .description(format!("Managed by dbctl ({address})"))
+            .secret_string(value.expose())
+            .tags(tag("managed-by", "dbctl"))
+            .tags(tag("dbctl:address", address))
+            .send()
+            .await
+            .map_err(|e| self.err("cannot create", name, e))?;
+        Ok(out.version_id().unwrap_or_default().to_string())
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        match self.client.delete_secret().secret_id(name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(()),
+            Err(e) => Err(self.err("cannot delete", name, e)),
+        }
+    }
+}
+
+/// sha256 of a password as stored, for comparing without holding it.
+pub fn hash_of(value: &Sensitive) -> String {
+    sha(password_of(value).expose())
+}
