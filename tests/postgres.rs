@@ -332,22 +332,45 @@ fn hostile_names_round_trip() {
 #[test]
 fn secrets_never_leak_into_outputs_or_files() {
     let p = Project::example("quickstart");
-    let mut outputs = vec![p.apply()];
+    // A known value, given through a sensitive variable from a var file.
+    let known = "Kn0wn-Secret-Value-4711";
+    std::fs::write(
+        p.path().join("given.hcl"),
+        "variable \"ops_password\" {\n  sensitive = true\n}\n\nsecret \"ops\" {\n  value = var.ops_password\n}\n\nuser \"ops\" {\n  server   = server.main\n  password = secret.ops\n}\n",
+    )
+    .unwrap();
+    std::fs::write(p.path().join("prod.vars"), format!("ops_password = \"{known}\"\n")).unwrap();
+    let with_vars = |args: &[&str]| -> Vec<String> {
+        [&["--var-file", "prod.vars"], args].concat().iter().map(|s| s.to_string()).collect()
+    };
+    let run = |args: &[&str], rc: i32| -> String {
+        let a = with_vars(args);
+        p.ok(&a.iter().map(String::as_str).collect::<Vec<_>>(), rc)
+    };
+    let mut outputs = vec![run(&["apply", "--auto-approve"], 0)];
+    assert_eq!(
+        p.psql_as("ops", Some(known), "postgres", "SELECT current_user").unwrap(),
+        "ops",
+        "the given value is the password"
+    );
     let pw = p.secret("secret.shop");
     p.sql("postgres", "ALTER ROLE shop CONNECTION LIMIT 1");
-    outputs.push(p.ok(&["plan", "--verbose"], 0));
-    outputs.push(p.ok(&["plan", "--format", "json"], 0));
-    outputs.push(p.ok(&["plan", "--format", "markdown", "--verbose"], 0));
+    outputs.push(run(&["plan", "--verbose"], 0));
+    outputs.push(run(&["plan", "--format", "json"], 0));
+    outputs.push(run(&["plan", "--format", "markdown", "--verbose"], 0));
     let plan_file = p.path().join("x.plan");
-    p.ok(&["plan", "--out", plan_file.to_str().unwrap()], 0);
+    run(&["plan", "--out", plan_file.to_str().unwrap()], 0);
     outputs.push(std::fs::read_to_string(&plan_file).unwrap());
-    outputs.push(p.ok(&["show", plan_file.to_str().unwrap()], 0));
-    outputs.push(p.ok(&["show", "--format", "json"], 0));
-    outputs.push(p.apply());
+    outputs.push(run(&["show", plan_file.to_str().unwrap()], 0));
+    outputs.push(run(&["show", "--format", "json"], 0));
+    outputs.push(run(&["secret", "show", "secret.ops"], 0));
+    outputs.push(run(&["validate"], 0));
+    outputs.push(run(&["apply", "--auto-approve"], 0));
     outputs.push(std::fs::read_to_string(p.path().join(".dbctl/state.json")).unwrap());
     outputs.push(std::fs::read_to_string(p.path().join(".dbctl/servers/main/server.log")).unwrap_or_default());
     for (i, o) in outputs.iter().enumerate() {
         assert!(!o.contains(&pw), "output {i} contains the password");
+        assert!(!o.contains(known), "output {i} contains the given value");
     }
     use std::os::unix::fs::PermissionsExt;
     for f in ["state.json", "secrets.json"] {

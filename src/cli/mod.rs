@@ -238,10 +238,11 @@ pub enum SecretCommand {
     /// A secret's store, name, version and age; the value only with --reveal.
     Show {
         addr: String,
+        /// Print the value (a user's password) alone on the last line.
         #[arg(long)]
         reveal: bool,
     },
-    /// Generate a new version now.
+    /// Generate a new version now; users that use it get it at the next apply.
     Rotate { addr: String },
 }
 

@@ -5,6 +5,7 @@ mod dev;
 mod fmt;
 mod graph;
 mod plan;
+mod secret;
 mod session;
 mod state;
 mod validate;
@@ -80,7 +81,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::ForceUnlock { force } => state::force_unlock(&ctx, force),
         Command::Dev(c) => dev::run(&ctx, &c),
         Command::Backup(_) => not_built("backup", "[5] Backups"),
-        Command::Secret(_) => not_built("secret show|rotate", "[3] Secrets"),
+        Command::Secret(c) => secret::run(&ctx, &c),
         Command::Migrate(_) => not_built("migrate status|lint", "a later issue (migrations)"),
     }
 }

@@ -212,6 +212,7 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
             _ => {}
         }
     }
+    check_secrets(cfg, diags);
     check_routers(cfg, diags);
     warn_unused_databases(cfg, diags);
     crate::graph::check_cycles(cfg, diags);
@@ -376,6 +377,37 @@ fn check_grants(cfg: &Config, r: &Resource, server: &Address, engine: Engine, gr
             );
         } else {
             targets.insert(key, i);
+        }
+    }
+}
+
+/// A secret is the password of at most one user (its RDS document names the
+/// user), and a given value cannot be rotated by dbctl.
+fn check_secrets(cfg: &Config, diags: &mut Diags) {
+    let mut owner: HashMap<&Address, &Resource> = HashMap::new();
+    for r in cfg.of_kind(Kind::User) {
+        let Body::User(u) = &r.body else { continue };
+        let Some(secret) = &u.password else { continue };
+        if let Some(first) = owner.get(secret) {
+            diags.push(
+                Diagnostic::error(format!("{secret} is the password of both {} and {}", first.addr, r.addr))
+                    .at(ref_loc(r, "password"), "a second user")
+                    .also(ref_loc(first, "password"), "first user")
+                    .help("give each user its own secret: the stored document names its user, and rotating it must not change another user's password"),
+            );
+        } else {
+            owner.insert(secret, r);
+        }
+    }
+    for r in cfg.of_kind(Kind::Secret) {
+        if let Body::Secret(s) = &r.body {
+            if s.value.is_some() && s.rotate_every.is_some() {
+                diags.push(
+                    Diagnostic::error(format!("{} has a given value and rotate_every", r.addr))
+                        .at(r.origin.attr("rotate_every"), "dbctl can only rotate values it generates")
+                        .help("remove rotate_every, or replace value with a generate block"),
+                );
+            }
         }
     }
 }

@@ -56,6 +56,10 @@ impl Project {
             .arg(self.path())
             .args(args)
             .env_remove("NO_COLOR")
+            // Credentials for moto; nothing here reaches real AWS.
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .output()
             .expect("run dbctl")
     }
@@ -142,4 +146,55 @@ impl Drop for Project {
 /// SQL statements of a JSON plan, in order.
 pub fn steps(plan: &serde_json::Value) -> Vec<String> {
     plan["steps"].as_array().unwrap().iter().map(|s| s["description"].as_str().unwrap().to_string()).collect()
+}
+
+/// A moto server (AWS API stand-in) on a free port, stopped on drop.
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let bin = std::env::var("DBCTL_MOTO_SERVER")
+            .map(PathBuf::from)
+            .ok()
+            .or_else(|| Some(root.join(".venv/bin/moto_server")).filter(|p| p.exists()))
+            .unwrap_or_else(|| PathBuf::from("moto_server"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {} ({e}): install moto with `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'` (what .ci/run does), or set DBCTL_MOTO_SERVER", bin.display())
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "moto did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Moto { child, endpoint }
+    }
+
+    /// A Secrets Manager client of the AWS SDK itself, to check what dbctl wrote.
+    pub fn secrets_client(&self) -> aws_sdk_secretsmanager::Client {
+        let conf = aws_sdk_secretsmanager::config::Builder::new()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "static"))
+            .build();
+        aws_sdk_secretsmanager::Client::from_conf(conf)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

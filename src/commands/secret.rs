@@ -1,0 +1,88 @@
+use super::session::{block_on, err, open};
+use super::{Ctx, EXIT_OK};
+use crate::cli::SecretCommand;
+use crate::model::{Address, Body, Kind, Store};
+
+fn age(created: &str) -> String {
+    let Ok(t) = time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339) else {
+        return String::new();
+    };
+    let d = time::OffsetDateTime::now_utc() - t;
+    match (d.whole_days(), d.whole_hours(), d.whole_minutes()) {
+        (days, _, _) if days >= 1 => format!("{days} day(s) ago"),
+        (_, h, _) if h >= 1 => format!("{h} hour(s) ago"),
+        (_, _, m) => format!("{m} minute(s) ago"),
+    }
+}
+
+pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
+    let (addr, reveal, rotate) = match cmd {
+        SecretCommand::Show { addr, reveal } => (addr, *reveal, false),
+        SecretCommand::Rotate { addr } => (addr, false, true),
+    };
+    let session = match open(ctx) {
+        Ok(s) => s,
+        Err(rc) => return rc,
+    };
+    let a = match Address::parse(addr) {
+        Ok(a) if a.kind == Kind::Secret => a,
+        Ok(_) => return err(format!("{addr} is not a secret")),
+        Err(e) => return err(e),
+    };
+    let Some(Body::Secret(s)) = session.config.get(&a).map(|r| &r.body) else {
+        return err(format!("{addr} is not in the configuration"));
+    };
+    let users: Vec<String> = session
+        .config
+        .of_kind(Kind::User)
+        .filter(|u| matches!(&u.body, Body::User(x) if x.password.as_ref() == Some(&a)))
+        .map(|u| u.addr.to_string())
+        .collect();
+    let stores = match block_on(session.stores()) {
+        Ok(s) => s,
+        Err(rc) => return rc,
+    };
+    if rotate {
+        let Some(g) = &s.generate else {
+            return err(format!("{addr} has a given value; dbctl rotates only values it generates"));
+        };
+        let rds = crate::runtime::rds_shapes(&session.config, &session.endpoints);
+        let doc = crate::secrets::document(&crate::secrets::generate(g), rds.get(&a));
+        return match block_on(stores.put(s.store, &s.name, addr, doc)) {
+            Ok(version) => {
+                println!("{addr}: new version {version} in its store.");
+                if !users.is_empty() {
+                    println!("The next `dbctl apply` sets it as the password of {}.", users.join(", "));
+                }
+                EXIT_OK
+            }
+            Err(e) => err(e),
+        };
+    }
+    let current = match block_on(stores.current(s.store, &s.name)) {
+        Ok(Some(c)) => c,
+        Ok(None) => return err(format!("{addr} has no value yet: `dbctl apply` creates it")),
+        Err(e) => return err(e),
+    };
+    let store = match s.store {
+        Store::Local => "local (.dbctl/secrets.json)".to_string(),
+        Store::Aws => "aws (Secrets Manager)".to_string(),
+    };
+    println!("{addr}");
+    println!("  store:   {store}");
+    println!("  name:    {}", s.name);
+    println!("  version: {}", current.version);
+    println!("  created: {} ({})", current.created, age(&current.created));
+    println!(
+        "  rotate:  {}",
+        s.rotate_every.as_deref().map(|r| format!("every {r}")).unwrap_or_else(|| "not on a schedule".into())
+    );
+    if !users.is_empty() {
+        println!("  users:   {} (stored in the RDS credentials shape)", users.join(", "));
+    }
+    if reveal {
+        // The value alone on the last line, so `| tail -1` gives it.
+        println!("{}", crate::secrets::password_of(&current.value).expose());
+    }
+    EXIT_OK
+}
