@@ -11,6 +11,7 @@ pub mod fmt;
 pub mod graph;
 pub mod model;
 pub mod plan;
+pub mod router;
 pub mod runtime;
 pub mod secrets;
 pub mod state;

@@ -51,8 +51,21 @@ fn plan_at(
     };
     let rds = BTreeMap::new();
     let now = time::OffsetDateTime::parse(now, &Rfc3339).unwrap();
-    let d = diff(&Inputs { config: cfg, live, state, secrets: &secrets, rds: &rds, now, destroy: false, force: false })
-        .expect("plans");
+    let hosts = BTreeMap::from([(Address::new(Kind::Server, "main"), ("127.0.0.1".to_string(), 5432))]);
+    let published = BTreeMap::new();
+    let d = diff(&Inputs {
+        config: cfg,
+        live,
+        state,
+        secrets: &secrets,
+        rds: &rds,
+        now,
+        hosts: &hosts,
+        published: &published,
+        destroy: false,
+        force: false,
+    })
+    .expect("plans");
     Plan {
         format_version: "1.0".into(),
         config_hash: "test".into(),
@@ -272,4 +285,84 @@ fn a_secret_is_rotated_once_rotate_every_has_passed_and_its_users_follow() {
         user.steps.iter().any(|s| matches!(s.op, dbctl::plan::Op::SetPassword { .. })),
         "the user gets the new password"
     );
+}
+
+fn hosts() -> BTreeMap<Address, (String, u16)> {
+    BTreeMap::from([(Address::new(Kind::Server, "main"), ("127.0.0.1".to_string(), 5432))])
+}
+
+#[test]
+fn published_documents_in_each_format() {
+    let cfg = config("examples/platform");
+    let json_doc = dbctl::router::render(&cfg, &Address::new(Kind::Router, "buildsense"), &hosts()).unwrap();
+    insta::assert_snapshot!("publish_json", json_doc);
+    let v: serde_json::Value = serde_json::from_str(&json_doc).unwrap();
+    assert_eq!(v["apps"]["accounts"]["database"], "app_users");
+    assert!(!json_doc.contains("\"password\": \""), "a reference to the secret, never a value");
+    let django = dbctl::router::render(&cfg, &Address::new(Kind::Router, "billing"), &hosts()).unwrap();
+    insta::assert_snapshot!("publish_django", django);
+
+    // env: the same router, another format.
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/platform")).unwrap() {
+        let f = f.unwrap();
+        let text = std::fs::read_to_string(f.path()).unwrap().replace("format = \"json\"", "format = \"env\"");
+        std::fs::write(dir.path().join(f.file_name()), text).unwrap();
+    }
+    let env_cfg = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() }).config.unwrap();
+    let env_doc = dbctl::router::render(&env_cfg, &Address::new(Kind::Router, "buildsense"), &hosts()).unwrap();
+    insta::assert_snapshot!("publish_env", env_doc);
+    assert!(env_doc.contains("DATABASE_URL_ACCOUNTS=postgres://buildsense@127.0.0.1:5432/app_users\n"));
+}
+
+#[test]
+fn the_django_module_compiles_and_routes_each_app_to_its_database() {
+    let cfg = config("examples/platform");
+    let module = dbctl::router::render(&cfg, &Address::new(Kind::Router, "billing"), &hosts()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("billing_databases.py"), &module).unwrap();
+    let secrets = json!({ "secrets": { "dev/billing/db": { "address": "secret.billing", "versions": [
+        { "id": "v1", "created": "2026-01-01T00:00:00Z", "value": json!({ "username": "billing", "password": "s3cret" }).to_string() }
+    ]}}});
+    std::fs::write(dir.path().join("secrets.json"), secrets.to_string()).unwrap();
+    let compile = std::process::Command::new("python3")
+        .args(["-m", "py_compile", "billing_databases.py"])
+        .current_dir(dir.path())
+        .output()
+        .expect("python3");
+    assert!(compile.status.success(), "{}", String::from_utf8_lossy(&compile.stderr));
+    let check = r#"
+import billing_databases as m
+
+class Meta:
+    def __init__(self, label):
+        self.app_label = label
+
+class Model:
+    def __init__(self, label):
+        self._meta = Meta(label)
+
+r = m.DatabaseRouter()
+assert r.db_for_read(Model("accounts")) == "accounts", r.db_for_read(Model("accounts"))
+assert r.db_for_write(Model("search")) == "search"
+assert r.db_for_read(Model("unlisted")) is None
+assert r.allow_relation(Model("accounts"), Model("accounts"))
+assert not r.allow_relation(Model("accounts"), Model("search"))
+assert r.allow_migrate("accounts", "accounts") is True
+assert r.allow_migrate("search", "accounts") is False
+assert m.DATABASES["accounts"]["NAME"] == "app_billing"
+assert m.DATABASES["search"]["NAME"] == "app_search"
+assert m.DATABASES["accounts"]["PASSWORD"] == "s3cret"
+assert m.DATABASES["accounts"]["ENGINE"] == "django.db.backends.postgresql"
+assert m.DATABASES["default"] == {}
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", check])
+        .current_dir(dir.path())
+        .env("DBCTL_SECRETS_FILE", dir.path().join("secrets.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }

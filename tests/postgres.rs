@@ -433,3 +433,58 @@ fn confirmation_targets_and_one_apply_at_a_time() {
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
     p.converged();
 }
+
+#[test]
+fn routes_publish_documents_and_a_removed_route_revokes_exactly_its_grants() {
+    let p = Project::example("quickstart");
+    p.apply();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path().join("deploy/shop/databases.json")).unwrap()).unwrap();
+    assert_eq!(doc["apps"]["orders"]["port"], p.port());
+    assert_eq!(doc["apps"]["catalog"]["access"], "readonly");
+    assert!(!doc.to_string().contains(&p.secret("secret.shop")));
+    p.converged();
+
+    // The catalog app becomes read-write: the plan shows the document as a diff.
+    let main = std::fs::read_to_string(p.path().join("main.hcl")).unwrap();
+    let readonly = "    database = database.catalog\n    access   = \"readonly\"\n";
+    assert!(main.contains(readonly));
+    p.write(&main.replace(readonly, "    database = database.catalog\n"));
+    let plan = p.ok(&["plan"], 0);
+    insta::with_settings!({ filters => vec![(r#""port": \d+"#, "\"port\": [PORT]")] }, {
+        insta::assert_snapshot!("route_access_changed_plan", plan);
+    });
+    p.apply();
+    p.converged();
+    let pw = p.secret("secret.shop");
+    p.sql("catalog", "CREATE TABLE items (id int)");
+    p.psql_as("shop", Some(&pw), "catalog", "INSERT INTO items VALUES (1)").expect("readwrite now");
+
+    // The catalog route goes away: exactly its grants are revoked.
+    let without =
+        main.replace("  route \"catalog\" {\n    database = database.catalog\n    access   = \"readonly\"\n  }\n", "");
+    assert_ne!(without, main);
+    p.write(&without);
+    let plan = p.ok(&["plan", "--verbose"], 0);
+    assert!(plan.contains("service \"shop\" app \"catalog\" loses access to database \"catalog\""), "{plan}");
+    assert!(!plan.contains("REVOKE ALL"), "{plan}");
+    p.apply();
+    p.converged();
+    let on_catalog = p.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = 'catalog' AND a.grantee = 'shop'::regrole",
+    );
+    assert_eq!(on_catalog, "0");
+    assert_eq!(
+        p.sql(
+            "catalog",
+            "SELECT count(*) FROM pg_default_acl d, aclexplode(d.defaclacl) a WHERE a.grantee = 'shop'::regrole"
+        ),
+        "0"
+    );
+    let denied = p.psql_as("shop", Some(&pw), "catalog", "SELECT 1").unwrap_err();
+    assert!(denied.contains("permission denied for database"), "{denied}");
+    p.psql_as("shop", Some(&pw), "orders", "SELECT 1").expect("the orders route is untouched");
+    let doc = std::fs::read_to_string(p.path().join("deploy/shop/databases.json")).unwrap();
+    assert!(!doc.contains("\"catalog\""), "{doc}");
+}

@@ -264,6 +264,8 @@ impl<R: Runner> Executor<R> {
 pub struct PgRunner {
     pub endpoints: BTreeMap<Address, Endpoint>,
     pub stores: Stores,
+    /// The configuration directory: published files are relative to it.
+    pub base_dir: std::path::PathBuf,
 }
 
 impl Runner for PgRunner {
@@ -311,6 +313,28 @@ impl PgRunner {
                 };
                 let doc = crate::secrets::document(&value, rds.as_ref());
                 self.stores.put(s.store, &s.name, &secret.to_string(), doc).await.map_err(|e| e.to_string())?;
+                Ok(None)
+            }
+            Op::Publish { path, content } => {
+                let full = self.base_dir.join(path);
+                if let Some(dir) = full.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                }
+                let tmp = full.with_extension("dbctl-tmp");
+                std::fs::write(&tmp, content).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                std::fs::rename(&tmp, &full).map_err(|e| format!("cannot write {}: {e}", full.display()))?;
+                Ok(None)
+            }
+            Op::Unpublish { path } => match std::fs::remove_file(self.base_dir.join(path)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("cannot remove {path}: {e}")),
+                _ => Ok(None),
+            },
+            Op::PublishSecret { secret, content } => {
+                let s = self.secret(cfg, secret)?;
+                self.stores
+                    .put(s.store, &s.name, &secret.to_string(), crate::model::Sensitive::new(content.clone()))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(None)
             }
             Op::DeleteSecret { store, name } => {

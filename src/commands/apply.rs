@@ -70,7 +70,7 @@ fn execute(ctx: &Ctx, session: &Session, plan: &Plan, state: crate::state::State
     };
     let total = plan.steps().count();
     let exec = Executor {
-        runner: PgRunner { endpoints: session.endpoints.clone(), stores },
+        runner: PgRunner { endpoints: session.endpoints.clone(), stores, base_dir: session.config_dir.clone() },
         journal: Mutex::new(journal),
         state: Mutex::new(state),
         parallelism,

@@ -17,6 +17,8 @@ use crate::state::{LocalState, State};
 
 pub struct Session {
     pub config: Config,
+    /// The configuration directory (published files are relative to it).
+    pub config_dir: PathBuf,
     pub dbctl: PathBuf,
     pub endpoints: BTreeMap<Address, Endpoint>,
     pub state_store: LocalState,
@@ -62,6 +64,7 @@ pub fn open(ctx: &Ctx) -> Result<Session, u8> {
     Ok(Session {
         state_store: LocalState::new(&dbctl),
         config,
+        config_dir: ctx.dir.clone(),
         dbctl,
         endpoints,
         config_hash: hex::encode(h.finalize()),
@@ -133,6 +136,20 @@ impl Session {
         let stores = self.stores().await?;
         let secrets = self.secret_meta(&stores).await?;
         let rds = runtime::rds_shapes(&self.config, &self.endpoints);
+        let hosts: BTreeMap<Address, (String, u16)> =
+            self.endpoints.iter().map(|(a, e)| (a.clone(), runtime::host_port(e))).collect();
+        let published: BTreeMap<Address, Option<String>> = self
+            .config
+            .of_kind(crate::model::Kind::Router)
+            .filter_map(|r| match &r.body {
+                Body::Router(rt) => rt
+                    .publish
+                    .as_ref()
+                    .and_then(|p| p.file.as_ref())
+                    .map(|f| (r.addr.clone(), std::fs::read_to_string(self.config_dir.join(f)).ok())),
+                _ => None,
+            })
+            .collect();
         let inputs = Inputs {
             config: &self.config,
             live: &live,
@@ -140,6 +157,8 @@ impl Session {
             secrets: &secrets,
             rds: &rds,
             now: time::OffsetDateTime::now_utc(),
+            hosts: &hosts,
+            published: &published,
             destroy: opts.destroy,
             force: opts.force,
         };

@@ -416,6 +416,51 @@ fn check_routers(cfg: &Config, diags: &mut Diags) {
     let mut labels: HashMap<(String, String), &Resource> = HashMap::new();
     for r in cfg.of_kind(Kind::Router) {
         let Body::Router(rt) = &r.body else { continue };
+        // Derived grants and the user's own grant blocks must not share a target:
+        // both are authoritative, and would undo each other on every apply.
+        if let Some(user) = cfg.get(&rt.user) {
+            if let Body::User(u) = &user.body {
+                let grant_locs: Vec<&Loc> =
+                    user.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();
+                for route in &rt.routes {
+                    let derived: Vec<GrantClass> =
+                        crate::diff::access_privileges(route.access).into_iter().map(|(c, _)| c).collect();
+                    for (i, g) in u.grants.iter().enumerate() {
+                        let class = GrantClass::of(g);
+                        let same_schema = class == GrantClass::Database || g.schema.as_deref() == Some("public");
+                        if g.database == route.database && same_schema && derived.contains(&class) {
+                            diags.push(
+                                Diagnostic::error(format!(
+                                    "{}: grant on {} ({}) overlaps route \"{}\" of {}",
+                                    user.addr,
+                                    route.database,
+                                    class.as_str(),
+                                    route.app,
+                                    r.addr
+                                ))
+                                .at(grant_locs.get(i).copied().unwrap_or(&user.origin.header), "explicit grant")
+                                .also(&r.origin.header, "the router")
+                                .help("a target has one source of truth: drop this grant block, or change the route's access"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for route in rt.routes.iter().filter(|x| x.access == crate::model::Access::Owner) {
+            if let Some(Body::Database(d)) = cfg.get(&route.database).map(|x| &x.body) {
+                if let Some(owner) = d.owner.as_ref().filter(|o| **o != rt.user) {
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "route \"{}\" of {} would own {}, whose owner is {owner}",
+                            route.app, r.addr, route.database
+                        ))
+                        .at(&r.origin.header, "access = \"owner\"")
+                        .help("remove the database's owner, or give the route readwrite access"),
+                    );
+                }
+            }
+        }
         let user_server = cfg.get(&rt.user).and_then(|u| u.server()).cloned();
         let route_locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "route.database").map(|x| &x.loc).collect();
         for (i, route) in rt.routes.iter().enumerate() {

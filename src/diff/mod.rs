@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use self::desired::{desired, Desired, DesiredDb, DesiredRole, GrantSet, Target};
+pub use self::desired::{access_privileges, desired, Desired, DesiredDb, DesiredRole, GrantSet, Target};
+pub use self::grants::recorded_targets;
 use crate::engine::sql::{pg_ident, pg_literal};
 use crate::engine::{LiveDatabase, LiveServer};
 use crate::graph::{Graph, Node};
@@ -29,6 +30,10 @@ pub struct Inputs<'a> {
     pub rds: &'a BTreeMap<Address, crate::secrets::RdsShape>,
     /// For `rotate_every`.
     pub now: time::OffsetDateTime,
+    /// Host and port of each server, for published routing documents.
+    pub hosts: &'a BTreeMap<Address, (String, u16)>,
+    /// The current content of each router's publish file (None: missing).
+    pub published: &'a BTreeMap<Address, Option<String>>,
     /// Plan the removal of everything managed (`dbctl destroy`).
     pub destroy: bool,
     /// Drop databases even with open connections.
@@ -84,6 +89,42 @@ fn drift_of(addr: &str, recorded: &Value, live: &Value, out: &mut Vec<Drift>) {
         if !ch.before.is_null() {
             out.push(Drift { address: addr.to_string(), attribute: ch.name, recorded: ch.before, live: ch.after });
         }
+    }
+}
+
+/// A router's published document: to its file and/or secret when it differs.
+fn publish(inp: &Inputs, addr: &Address, managed: bool, c: &mut ResourceChange) {
+    let Some(Body::Router(rt)) = inp.config.get(addr).map(|r| &r.body) else { return };
+    let Some(p) = &rt.publish else { return };
+    let Some(doc) = crate::router::render(inp.config, addr, inp.hosts) else { return };
+    if let Some(a) = c.after.as_mut() {
+        a["format"] = json!(p.format);
+        a["publish_file"] = json!(p.file);
+        a["publish_secret"] = json!(p.secret.as_ref().map(|s| s.to_string()));
+    }
+    let step = |op: Op| Step { address: addr.to_string(), server: None, database: None, op };
+    if let Some(file) = &p.file {
+        let current = inp.published.get(addr).cloned().flatten();
+        if current.as_deref() != Some(doc.as_str()) {
+            c.attributes.push(AttrChange {
+                name: format!("document {file}"),
+                before: json!(current),
+                after: json!(doc),
+                forces_replacement: false,
+                sensitive: false,
+            });
+            c.steps.push(step(Op::Publish { path: file.clone(), content: doc.clone() }));
+        }
+    }
+    if let Some(secret) = &p.secret {
+        let current = inp.secrets.get(secret).map(|m| m.value_hash.clone());
+        if current.as_deref() != Some(crate::secrets::sha(&doc).as_str()) {
+            c.notes.push(format!("the routing document goes to {secret}"));
+            c.steps.push(step(Op::PublishSecret { secret: secret.clone(), content: doc }));
+        }
+    }
+    if c.action == Action::NoOp && !c.steps.is_empty() {
+        c.action = if managed { Action::Update } else { Action::Create };
     }
 }
 
@@ -217,11 +258,6 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         if let Some(why) = not_planned_yet(r.addr.kind) {
             notes.push(format!("{} is not planned: {why}.", r.addr));
         }
-        if let Body::Router(rt) = &r.body {
-            if rt.publish.is_some() {
-                notes.push(format!("{}: publishing the routing document arrives with issue [4].", r.addr));
-            }
-        }
     }
 
     // Servers.
@@ -251,10 +287,26 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         by_addr.insert(addr, c);
     }
 
+    // Secrets a router publishes its document into: the router writes them.
+    let publish_targets: BTreeMap<&Address, &Address> = cfg
+        .of_kind(Kind::Router)
+        .filter_map(|r| match &r.body {
+            Body::Router(rt) => rt.publish.as_ref().and_then(|p| p.secret.as_ref()).map(|s| (s, &r.addr)),
+            _ => None,
+        })
+        .collect();
+
     // Secrets: created once, rotated when due, rewritten when a given value changes.
     for r in cfg.of_kind(Kind::Secret) {
         let Body::Secret(s) = &r.body else { continue };
         if inp.destroy {
+            continue;
+        }
+        if let Some(router) = publish_targets.get(&r.addr) {
+            let mut c = change(&r.addr.to_string(), "secret", &s.name, Action::NoOp);
+            c.after = Some(json!({ "store": s.store, "name": s.name, "value": "(sensitive)" }));
+            c.notes.push(format!("holds the routing document of {router}, which writes it"));
+            by_addr.insert(r.addr.to_string(), c);
             continue;
         }
         let addr = r.addr.to_string();
@@ -630,6 +682,19 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         let recorded = in_state.map(|s| grants::recorded_targets(&s.attributes)).unwrap_or_default();
         let mut c = grants::diff_grant_set(gs, live, &recorded, &want);
         c.server = Some(gs.server.to_string());
+        if gs.kind == "router" {
+            for (app, db) in in_state.map(|s| grants::recorded_routes(&s.attributes)).unwrap_or_default() {
+                if !gs.routes.iter().any(|(a, d, _)| *a == app && *d == db) {
+                    c.notes.push(format!(
+                        "service \"{}\" app \"{app}\" loses access to database \"{db}\"",
+                        gs.service.as_deref().unwrap_or_default()
+                    ));
+                }
+            }
+            if let Ok(a) = Address::parse(&gs.node) {
+                publish(inp, &a, in_state.is_some(), &mut c);
+            }
+        }
         if in_state.is_none() && c.action == Action::NoOp && !gs.targets.is_empty() {
             // First time dbctl manages these grants, and they already hold: record them.
             c.action = Action::Update;
@@ -704,6 +769,14 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             ("grant" | "router", Some(server), Some(live)) => {
                 let targets = grants::recorded_targets(&st.attributes);
                 c.steps = grants::revoke_all(addr, server, live, &targets);
+                if let Some(path) = st.attributes["publish_file"].as_str() {
+                    c.steps.push(Step {
+                        address: addr.clone(),
+                        server: None,
+                        database: None,
+                        op: Op::Unpublish { path: path.to_string() },
+                    });
+                }
                 if st.kind == "router" {
                     for (app, db) in grants::recorded_routes(&st.attributes) {
                         c.notes.push(format!(

@@ -58,6 +58,20 @@ pub enum Op {
         secret: Address,
         rds: Option<crate::secrets::RdsShape>,
     },
+    /// Write a router's published document to a file (relative to the configuration).
+    Publish {
+        path: String,
+        content: String,
+    },
+    /// Write a router's published document to a secret.
+    PublishSecret {
+        secret: Address,
+        content: String,
+    },
+    /// Remove a published file (its router was destroyed).
+    Unpublish {
+        path: String,
+    },
     /// Remove a secret from its store (AWS: scheduled deletion).
     DeleteSecret {
         store: crate::model::Store,
@@ -96,6 +110,9 @@ impl Step {
         let on = self.database.as_ref().map(|d| format!(" -- in database {d}")).unwrap_or_default();
         match &self.op {
             Op::StartEmbedded => "initialise and start the embedded server".to_string(),
+            Op::Publish { path, .. } => format!("write the routing document to {path}"),
+            Op::PublishSecret { secret, .. } => format!("write the routing document to {secret}"),
+            Op::Unpublish { path } => format!("remove {path}"),
             Op::WriteSecret { secret, rds } => format!(
                 "write a new version of {secret} to its store{}",
                 if rds.is_some() { " (RDS credentials shape)" } else { "" }

@@ -80,6 +80,18 @@ fn grant_lines(c: &ResourceChange, out: &mut String) {
     }
 }
 
+/// A multi-line value (a published document) as a unified diff.
+fn document_diff(a: &super::AttrChange, out: &mut String) {
+    let before = a.before.as_str().unwrap_or("");
+    let after = a.after.as_str().unwrap_or("");
+    let sym = if a.before.is_null() { "+" } else { "~" };
+    let _ = writeln!(out, "      {sym} {}:", a.name);
+    let diff = similar::TextDiff::from_lines(before, after);
+    for line in diff.unified_diff().context_radius(3).to_string().lines() {
+        let _ = writeln!(out, "          {line}");
+    }
+}
+
 fn resource(c: &ResourceChange, verbose: bool, out: &mut String) {
     let _ = writeln!(out, "{}", header(c));
     let sym = c.action.symbol();
@@ -100,6 +112,9 @@ fn resource(c: &ResourceChange, verbose: bool, out: &mut String) {
             }
         }
         grant_lines(c, out);
+        for a in c.attributes.iter().filter(|a| a.name.starts_with("document ")) {
+            document_diff(a, out);
+        }
     } else {
         match c.action {
             Action::Create | Action::Delete => {
