@@ -39,6 +39,12 @@ fn quickstart_applies_converges_and_enforces_access() {
     p.sql("postgres", "CREATE ROLE outsider LOGIN PASSWORD 'outsider'");
     let denied = p.psql_as("outsider", Some("outsider"), "orders", "SELECT 1").unwrap_err();
     assert!(denied.contains("permission denied for database"), "{denied}");
+
+    // destroy needs no --force when nobody else is connected (dbctl's own connections do not count).
+    let out = p.ok(&["destroy", "--auto-approve"], 0);
+    assert!(out.contains("Apply complete! Resources: 0 added, 0 changed, 6 destroyed."), "{out}");
+    assert!(!p.path().join("deploy/shop/databases.json").exists(), "the published document is removed with its router");
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('orders', 'catalog')"), "0");
 }
 
 const BASE: &str = r#"

@@ -377,6 +377,10 @@ impl PgRunner {
                 Ok(Some(current.version))
             }
             Op::DropDatabase { name, force } => {
+                // dbctl's own connection to it (from earlier steps) is not an open connection to refuse on.
+                if let Some(own) = conns.remove(&Some(name.clone())) {
+                    let _ = own.close().await;
+                }
                 let conn = self.conn(&Step { database: None, ..step.clone() }, conns).await?;
                 if !force {
                     let open = postgres::open_connections(conn, name).await.map_err(|e| e.to_string())?;
