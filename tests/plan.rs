@@ -366,3 +366,31 @@ print("ok")
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+#[test]
+fn ignore_changes_leaves_an_attribute_to_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let hcl = |ignore: &str| {
+        format!(
+            "server \"main\" {{\n  engine = \"postgres\"\n  url    = \"postgres://admin@db/postgres\"\n}}\n\nuser \"app\" {{\n  server           = server.main\n  connection_limit = 10\n{ignore}}}\n"
+        )
+    };
+    let mut live = LiveServer { exists: true, admin: "admin".into(), ..Default::default() };
+    live.roles.insert("app".into(), LiveRole { login: true, connection_limit: 3, ..Default::default() });
+    let live = BTreeMap::from([(Address::new(Kind::Server, "main"), live)]);
+    let mut state = State::new();
+    managed(
+        &mut state,
+        "user.app",
+        "user",
+        "app",
+        json!({"name": "app", "login": true, "connection_limit": 10, "valid_until": null, "member_of": []}),
+    );
+    for (ignore, changes) in [("", 1), ("  lifecycle {\n    ignore_changes = [\"connection_limit\"]\n  }\n", 0)] {
+        std::fs::write(dir.path().join("main.hcl"), hcl(ignore)).unwrap();
+        let cfg = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() }).config.unwrap();
+        let p = plan(&cfg, &live, &state, false);
+        assert_eq!(p.counts().1, changes, "ignore_changes = {ignore:?}: {}", p.summary());
+        assert_eq!(p.drift.len(), changes, "ignored attributes are not drift either");
+    }
+}

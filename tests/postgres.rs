@@ -297,6 +297,11 @@ fn existing_objects_must_be_imported_and_then_converge() {
     let out = p.ok(&["plan"], 1);
     assert!(out.contains("dbctl import database.legacy legacy"), "{out}");
     p.ok(&["import", "database.legacy", "legacy"], 0);
+    // state rm forgets it again, without touching it.
+    p.ok(&["state", "rm", "database.legacy"], 0);
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'legacy'"), "1");
+    assert!(p.ok(&["plan"], 1).contains("dbctl import database.legacy legacy"));
+    p.ok(&["import", "database.legacy", "legacy"], 0);
     let out = p.ok(&["plan", "--verbose"], 0);
     assert!(out.contains("REVOKE CONNECT, TEMPORARY ON DATABASE \"legacy\" FROM PUBLIC"), "{out}");
     p.apply();
@@ -493,4 +498,14 @@ fn routes_publish_documents_and_a_removed_route_revokes_exactly_its_grants() {
     p.psql_as("shop", Some(&pw), "orders", "SELECT 1").expect("the orders route is untouched");
     let doc = std::fs::read_to_string(p.path().join("deploy/shop/databases.json")).unwrap();
     assert!(!doc.contains("\"catalog\""), "{doc}");
+
+    // The same document can also go to a secret, which the router writes (not generates).
+    let with_secret =
+        without.replace("    format = \"json\"\n", "    format = \"json\"\n    secret = secret.routing\n");
+    p.write(&format!("{with_secret}\nsecret \"routing\" {{}}\n"));
+    let plan = p.ok(&["plan"], 0);
+    assert!(plan.contains("the routing document goes to secret.routing"), "{plan}");
+    p.apply();
+    p.converged();
+    assert_eq!(p.secret_document("secret.routing"), doc);
 }
