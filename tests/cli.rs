@@ -204,7 +204,7 @@ user "u" {
 
 #[test]
 fn commands_not_built_yet_say_so() {
-    let out = dbctl(&root().join("examples/quickstart"), &["backup", "list"]);
+    let out = dbctl(&root().join("examples/quickstart"), &["migrate", "status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not built yet"));
 }

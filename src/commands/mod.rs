@@ -1,6 +1,7 @@
 //! One function per command; each returns the process exit code.
 
 mod apply;
+mod backup;
 mod dev;
 mod fmt;
 mod graph;
@@ -80,7 +81,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Import { addr, id } => state::import(&ctx, &addr, &id),
         Command::ForceUnlock { force } => state::force_unlock(&ctx, force),
         Command::Dev(c) => dev::run(&ctx, &c),
-        Command::Backup(_) => not_built("backup", "[5] Backups"),
+        Command::Backup(c) => backup::run(&ctx, &c),
         Command::Secret(c) => secret::run(&ctx, &c),
         Command::Migrate(_) => not_built("migrate status|lint", "a later issue (migrations)"),
     }

@@ -1,0 +1,163 @@
+//! Backups against a real PostgreSQL server (embedded, started by dbctl),
+//! to a local folder and to S3 on moto.
+
+mod common;
+
+use common::{Moto, Project, SERVER};
+
+fn config(storage: &str, keep: &str, extra: &str) -> String {
+    format!(
+        r#"{SERVER}
+{extra}
+database "shop" {{
+  server = server.main
+  name   = "shop db"
+}}
+
+user "svc" {{
+  server = server.main
+  grant {{
+    database   = database.shop
+    privileges = ["CONNECT"]
+  }}
+}}
+
+backup_policy "nightly" {{
+  databases   = [database.shop]
+  schedule    = "0 3 * * *"
+  storage     = "{storage}"
+  compression = "zstd"
+  keep {{
+{keep}
+  }}
+}}
+"#
+    )
+}
+
+fn list(p: &Project) -> Vec<serde_json::Value> {
+    let out = p.dbctl(&["backup", "list", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+fn seed(p: &Project) {
+    p.sql("shop db", "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 5000) g");
+    p.sql("shop db", "CREATE SCHEMA \"odd; name\"; CREATE TABLE \"odd; name\".\"t'x\" AS SELECT 1 AS a");
+}
+
+#[test]
+fn run_list_restore_verify_and_a_corrupted_backup_fails() {
+    let p = Project::new(&config("file://.dbctl/backups", "    last = 5", ""));
+    p.apply();
+    seed(&p);
+    let out = p.ok(&["backup", "run"], 0);
+    assert!(out.contains("backup_policy.nightly: database.shop -> "), "{out}");
+    // --due: the schedule's last occurrence is before this backup.
+    let out = p.ok(&["backup", "run", "--due"], 0);
+    assert!(out.contains("not due"), "{out}");
+
+    let all = list(&p);
+    assert_eq!(all.len(), 1);
+    let m = &all[0];
+    let id = m["id"].as_str().unwrap().to_string();
+    assert_eq!(m["tables"]["public.orders"]["rows"], 5000);
+    assert_eq!(m["server_version"].as_str().unwrap().split('.').next().unwrap().len(), 2);
+    assert!(m["compressed_size"].as_u64().unwrap() < m["size"].as_u64().unwrap(), "zstd compresses");
+    assert_eq!(m["verified"], false);
+
+    // Restore into a new database: the same rows. Never over an existing one without --replace.
+    p.ok(&["backup", "restore", &id, "--to", "shop restored"], 0);
+    let sum = "SELECT count(*), sum(hashtext(o::text)) FROM orders o";
+    assert_eq!(p.sql("shop restored", sum), p.sql("shop db", sum));
+    assert_eq!(p.sql("shop restored", "SELECT a FROM \"odd; name\".\"t'x\""), "1");
+    let refused = p.ok(&["backup", "restore", &id, "--to", "shop restored"], 1);
+    assert!(refused.contains("exists; restore into a new name, or add --replace"), "{refused}");
+    p.ok(&["backup", "restore", &id, "--to", "shop restored", "--replace"], 0);
+
+    // Verify restores into a scratch database, compares, drops it, and marks the backup.
+    let out = p.ok(&["backup", "verify", &id], 0);
+    assert!(out.contains("2 tables match"), "{out}");
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'dbctl_verify_%'"), "0");
+    assert_eq!(list(&p)[0]["verified"], true);
+
+    // One byte changed in the stored object: verify fails, clearly.
+    let dir = p.path().join(".dbctl/backups/nightly/shop db");
+    let object = dir.join(m["object"].as_str().unwrap());
+    let mut bytes = std::fs::read(&object).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&object, bytes).unwrap();
+    let out = p.ok(&["backup", "verify", &id], 1);
+    assert!(out.contains("is corrupted") || out.contains("damaged"), "{out}");
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'dbctl_verify_%'"), "0");
+}
+
+#[test]
+fn prune_keeps_exactly_what_keep_says_and_a_killed_backup_is_never_listed() {
+    let p = Project::new(&config("file://.dbctl/backups", "    last = 2", ""));
+    p.apply();
+    seed(&p);
+    for _ in 0..4 {
+        p.ok(&["backup", "run"], 0);
+    }
+    let ids: Vec<String> = list(&p).iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 4);
+    // The oldest is verified: prune never deletes the newest verified backup.
+    p.ok(&["backup", "verify", &ids[0]], 0);
+    let dry = p.ok(&["backup", "prune", "--dry-run"], 0);
+    assert!(dry.contains(&format!("would delete {}", ids[1])), "{dry}");
+    assert_eq!(list(&p).len(), 4, "--dry-run deletes nothing");
+    p.ok(&["backup", "prune"], 0);
+    let left: Vec<String> = list(&p).iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(left, [ids[0].clone(), ids[2].clone(), ids[3].clone()]);
+    let files = std::fs::read_dir(p.path().join(".dbctl/backups/nightly/shop db")).unwrap().count();
+    assert_eq!(files, 3 * 2 + 1, "object + manifest per backup, and one verified marker");
+
+    // A backup killed while it runs leaves no manifest, so it is never listed.
+    p.sql(
+        "shop db",
+        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g+1)::text) AS v FROM generate_series(1, 1500000) g",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dbctl"))
+        .args(["--no-color", "-C"])
+        .arg(p.path())
+        .args(["backup", "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(child.try_wait().unwrap().is_none(), "still running when killed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(list(&p).len(), 3, "the killed backup is not listed");
+}
+
+fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let hostport = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(hostport).unwrap();
+    write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+#[test]
+fn backups_to_s3_list_restore_and_verify() {
+    let moto = Moto::start();
+    create_bucket(&moto.endpoint, "dbctl-backups");
+    let provider = format!("provider \"aws\" {{\n  region   = \"us-east-1\"\n  endpoint = \"{}\"\n}}\n", moto.endpoint);
+    let p = Project::new(&config("s3://dbctl-backups/team/prod", "    last = 3", &provider));
+    p.apply();
+    seed(&p);
+    p.ok(&["backup", "run"], 0);
+    let all = list(&p);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["storage"], "s3://dbctl-backups/team/prod");
+    let id = all[0]["id"].as_str().unwrap().to_string();
+    p.ok(&["backup", "verify", &id], 0);
+    p.ok(&["backup", "restore", &id, "--to", "from s3"], 0);
+    assert_eq!(p.sql("from s3", "SELECT count(*) FROM orders"), "5000");
+}
