@@ -198,7 +198,6 @@ pub async fn run(job: &Job<'_>, progress: &dyn Fn(u64, u64)) -> Result<Manifest,
         .fetch_one(&mut conn)
         .await
         .map_err(|e| e.to_string())?;
-    let tables = table_stats(&mut conn).await?;
 
     let bindir = crate::engine::embedded::find_bindir().map_err(|e| e.to_string())?;
     let pg_dump = bindir.join("pg_dump");
@@ -222,7 +221,9 @@ pub async fn run(job: &Job<'_>, progress: &dyn Fn(u64, u64)) -> Result<Manifest,
     let mut sha = Sha256::new();
     let mut stored: u64 = 0;
     let mut buf = vec![0u8; 1 << 20];
-    let result: Result<(), String> = async {
+    // Row counts and checksums are read in the dump's snapshot while the dump streams.
+    let stats = table_stats(&mut conn);
+    let stream = async {
         let mut reader: Pin<Box<dyn AsyncRead + Send>> = match job.compression {
             "zstd" => Box::pin(async_compression::tokio::bufread::ZstdEncoder::with_quality(
                 tokio::io::BufReader::new(raw),
@@ -242,18 +243,22 @@ pub async fn run(job: &Job<'_>, progress: &dyn Fn(u64, u64)) -> Result<Manifest,
             writer.write(&buf[..n]);
             progress(dumped.load(std::sync::atomic::Ordering::Relaxed), stored);
         }
-        Ok(())
-    }
-    .await;
+        Ok::<(), String>(())
+    };
+    let (tables, streamed) = tokio::join!(stats, stream);
     let status = child.wait().await.map_err(|e| e.to_string())?;
     let mut err_text = String::new();
     let _ = stderr.read_to_string(&mut err_text).await;
-    if let Err(e) =
-        result.and_then(|_| if status.success() { Ok(()) } else { Err(format!("pg_dump failed: {}", err_text.trim())) })
-    {
-        let _ = writer.abort().await;
-        return Err(e);
-    }
+    let checked = streamed
+        .and_then(|_| if status.success() { Ok(()) } else { Err(format!("pg_dump failed: {}", err_text.trim())) })
+        .and_then(|_| tables.map_err(|e| format!("reading row counts: {e}")));
+    let tables = match checked {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+    };
     writer.finish().await.map_err(|e| format!("{}: {e}", job.storage.url))?;
     let _ = sqlx::raw_sql("COMMIT").execute(&mut conn).await;
     let _ = conn.close().await;
