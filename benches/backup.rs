@@ -59,8 +59,10 @@ fn main() {
     let out = dbctl(dir.path()).args(["backup", "run"]).output().unwrap();
     let dbctl_secs = t.elapsed().as_secs_f64();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let dumped: serde_json::Value =
-        serde_json::from_slice(&dbctl(dir.path()).args(["backup", "list", "--format", "json"]).output().unwrap().stdout).unwrap();
+    let dumped: serde_json::Value = serde_json::from_slice(
+        &dbctl(dir.path()).args(["backup", "list", "--format", "json"]).output().unwrap().stdout,
+    )
+    .unwrap();
     let size = dumped[0]["size"].as_u64().unwrap() as f64 / 1048576.0;
     let stored = dumped[0]["compressed_size"].as_u64().unwrap() as f64 / 1048576.0;
     let floor_size = std::fs::metadata(&floor_file).unwrap().len() as f64 / 1048576.0;
@@ -69,6 +71,9 @@ fn main() {
     println!("| measure | seconds | MiB/s of dump | stored MiB |");
     println!("| --- | ---: | ---: | ---: |");
     println!("| pg_dump -Fc -Z0 \\| zstd -3 (floor) | {floor_secs:.1} | {:.0} | {floor_size:.0} |", size / floor_secs);
-    println!("| dbctl backup run (+ row counts and checksums) | {dbctl_secs:.1} | {:.0} | {stored:.0} |", size / dbctl_secs);
+    println!(
+        "| dbctl backup run (+ row counts and checksums) | {dbctl_secs:.1} | {:.0} | {stored:.0} |",
+        size / dbctl_secs
+    );
     println!("dump size {size:.0} MiB; throughput ratio dbctl/floor = {:.2} (target >= 0.9)", floor_secs / dbctl_secs);
 }

@@ -51,7 +51,12 @@ fn run_list_restore_verify_and_a_corrupted_backup_fails() {
     let p = Project::new(&config("file://.dbctl/backups", "    last = 5", ""));
     p.apply();
     seed(&p);
+    // A registered policy whose database has no backup: the plan warns.
+    let plan = p.ok(&["plan"], 0);
+    assert!(plan.contains("Warning: backup_policy.nightly: database.shop has no backup yet"), "{plan}");
     let out = p.ok(&["backup", "run"], 0);
+    let plan = p.ok(&["plan", "--detailed-exitcode"], 0);
+    assert!(!plan.contains("Warning"), "{plan}");
     assert!(out.contains("backup_policy.nightly: database.shop -> "), "{out}");
     // --due: the schedule's last occurrence is before this backup.
     let out = p.ok(&["backup", "run", "--due"], 0);
@@ -142,6 +147,16 @@ fn create_bucket(endpoint: &str, bucket: &str) {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+#[test]
+fn unreachable_backup_storage_is_a_warning_in_the_plan() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let provider =
+        format!("provider \"aws\" {{\n  region   = \"us-east-1\"\n  endpoint = \"http://127.0.0.1:{port}\"\n}}\n");
+    let p = Project::new(&config("s3://nowhere/x", "    last = 1", &provider));
+    let plan = p.ok(&["plan"], 0);
+    assert!(plan.contains("Warning: backup_policy.nightly: its storage s3://nowhere/x cannot be read"), "{plan}");
 }
 
 #[test]

@@ -53,6 +53,7 @@ fn plan_at(
     let now = time::OffsetDateTime::parse(now, &Rfc3339).unwrap();
     let hosts = BTreeMap::from([(Address::new(Kind::Server, "main"), ("127.0.0.1".to_string(), 5432))]);
     let published = BTreeMap::new();
+    let backups = BTreeMap::new();
     let d = diff(&Inputs {
         config: cfg,
         live,
@@ -62,6 +63,7 @@ fn plan_at(
         now,
         hosts: &hosts,
         published: &published,
+        backups: &backups,
         destroy: false,
         force: false,
     })
@@ -89,7 +91,7 @@ fn snapshot_all(name: &str, p: &Plan) {
 fn quickstart_from_nothing() {
     let cfg = config("examples/quickstart");
     let p = plan(&cfg, &BTreeMap::new(), &State::new(), false);
-    assert_eq!(p.summary(), "Plan: 6 to add, 0 to change, 0 to destroy.");
+    assert_eq!(p.summary(), "Plan: 7 to add, 0 to change, 0 to destroy.");
     // Steps run in dependency order: the server, the secret, the user, then what uses them.
     let order: Vec<&str> = p.changes.iter().map(|c| c.address.as_str()).collect();
     let pos = |a: &str| order.iter().position(|x| *x == a).unwrap();

@@ -9,7 +9,7 @@ use common::{steps, Project, SERVER};
 fn quickstart_applies_converges_and_enforces_access() {
     let p = Project::example("quickstart");
     let out = p.apply();
-    assert!(out.contains("Apply complete! Resources: 6 added, 0 changed, 0 destroyed."), "{out}");
+    assert!(out.contains("Apply complete! Resources: 7 added, 0 changed, 0 destroyed."), "{out}");
     p.converged();
 
     let pw = p.secret("secret.shop");
@@ -42,7 +42,7 @@ fn quickstart_applies_converges_and_enforces_access() {
 
     // destroy needs no --force when nobody else is connected (dbctl's own connections do not count).
     let out = p.ok(&["destroy", "--auto-approve"], 0);
-    assert!(out.contains("Apply complete! Resources: 0 added, 0 changed, 6 destroyed."), "{out}");
+    assert!(out.contains("Apply complete! Resources: 0 added, 0 changed, 7 destroyed."), "{out}");
     assert!(!p.path().join("deploy/shop/databases.json").exists(), "the published document is removed with its router");
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('orders', 'catalog')"), "0");
 }

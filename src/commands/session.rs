@@ -105,6 +105,30 @@ fn target_closure(cfg: &Config, targets: &[String]) -> Result<BTreeSet<String>, 
 }
 
 impl Session {
+    /// Per backup policy: the newest complete backup of each database, or why
+    /// its storage could not be read (a warning in the plan, not an error).
+    pub async fn backup_status(&self) -> BTreeMap<Address, Result<BTreeMap<String, String>, String>> {
+        let mut out = BTreeMap::new();
+        for r in self.config.of_kind(crate::model::Kind::BackupPolicy) {
+            let Body::BackupPolicy(bp) = &r.body else { continue };
+            let status = async {
+                let st = crate::backup::storage::Storage::open(&bp.storage, &self.config_dir, self.config.aws.as_ref())
+                    .await?;
+                let mut newest: BTreeMap<String, String> = BTreeMap::new();
+                for m in crate::backup::list(&st).await?.into_iter().filter(|m| m.policy == r.addr.name) {
+                    let e = newest.entry(m.database_name.clone()).or_default();
+                    if m.finished > *e {
+                        *e = m.finished;
+                    }
+                }
+                Ok::<_, String>(newest)
+            }
+            .await;
+            out.insert(r.addr.clone(), status);
+        }
+        out
+    }
+
     pub async fn stores(&self) -> Result<Stores, u8> {
         Stores::open(&self.dbctl, self.config.aws.as_ref()).await.map_err(err)
     }
@@ -159,6 +183,7 @@ impl Session {
             now: time::OffsetDateTime::now_utc(),
             hosts: &hosts,
             published: &published,
+            backups: &self.backup_status().await,
             destroy: opts.destroy,
             force: opts.force,
         };

@@ -34,6 +34,9 @@ pub struct Inputs<'a> {
     pub hosts: &'a BTreeMap<Address, (String, u16)>,
     /// The current content of each router's publish file (None: missing).
     pub published: &'a BTreeMap<Address, Option<String>>,
+    /// Per backup policy: database name → when its newest complete backup
+    /// finished (RFC 3339), or why the storage could not be read.
+    pub backups: &'a BTreeMap<Address, Result<BTreeMap<String, String>, String>>,
     /// Plan the removal of everything managed (`dbctl destroy`).
     pub destroy: bool,
     /// Drop databases even with open connections.
@@ -50,7 +53,6 @@ pub struct Diffed {
 /// Kinds handled by a later milestone: in the plan as a note, never silently.
 fn not_planned_yet(kind: Kind) -> Option<&'static str> {
     match kind {
-        Kind::BackupPolicy => Some("backups arrive with issue [5]"),
         Kind::RdsCluster => Some("RDS clusters are not built yet"),
         Kind::Migrations => Some("migrations are not built yet"),
         _ => None,
@@ -362,6 +364,58 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             }
         }
         c.after = Some(after);
+        by_addr.insert(addr, c);
+    }
+
+    // Backup policies: their registration, and warnings about the backups themselves.
+    for r in cfg.of_kind(Kind::BackupPolicy) {
+        let Body::BackupPolicy(bp) = &r.body else { continue };
+        if inp.destroy {
+            continue;
+        }
+        let addr = r.addr.to_string();
+        let after = json!({
+            "databases": bp.databases.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "schedule": bp.schedule,
+            "storage": bp.storage,
+            "compression": bp.compression,
+            "keep": bp.keep,
+            "verify": bp.verify,
+        });
+        let mut c = change(&addr, "backup_policy", &r.addr.name, Action::NoOp);
+        let in_state = inp.state.resources.get(&addr);
+        match in_state {
+            None => {
+                c.action = Action::Create;
+                c.notes.push("registered; `dbctl backup run --due` (from cron or CI) takes its backups".into());
+            }
+            Some(st) => {
+                c.before = Some(st.attributes.clone());
+                c.attributes = attr_changes(&st.attributes, &after, &[], &[]);
+                if !c.attributes.is_empty() {
+                    c.action = Action::Update;
+                }
+            }
+        }
+        c.after = Some(after);
+        match inp.backups.get(&r.addr) {
+            Some(Err(e)) => notes.push(format!("Warning: {addr}: its storage {} cannot be read: {e}", bp.storage)),
+            Some(Ok(newest)) if in_state.is_some() => {
+                for db in &bp.databases {
+                    let Some(name) = cfg.get(db).and_then(|d| d.object_name()) else { continue };
+                    let last = newest.get(name).map(String::as_str);
+                    let now = chrono::DateTime::<chrono::Utc>::from_timestamp(inp.now.unix_timestamp(), 0)
+                        .unwrap_or_default();
+                    if crate::backup::due(&bp.schedule, last, now) {
+                        notes.push(match last {
+                            Some(l) => format!("Warning: {addr}: the newest backup of {db} is from {l}, older than its schedule \"{}\" allows", bp.schedule),
+                            None => format!("Warning: {addr}: {db} has no backup yet (schedule \"{}\")", bp.schedule),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
         by_addr.insert(addr, c);
     }
 

@@ -183,7 +183,11 @@ pub fn human(plan: &Plan, verbose: bool) -> String {
         out.push('\n');
     }
     for n in &plan.notes {
-        let _ = writeln!(out, "Note: {n}");
+        if n.starts_with("Warning: ") {
+            let _ = writeln!(out, "{n}");
+        } else {
+            let _ = writeln!(out, "Note: {n}");
+        }
     }
     if !plan.notes.is_empty() {
         out.push('\n');
