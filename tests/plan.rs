@@ -116,6 +116,17 @@ fn managed(state: &mut State, addr: &str, kind: &str, name: &str, attributes: se
     );
 }
 
+/// `user.app` as applied with connection_limit 10.
+fn managed_app_user(state: &mut State) {
+    managed(
+        state,
+        "user.app",
+        "user",
+        "app",
+        json!({"name": "app", "login": true, "connection_limit": 10, "valid_until": null, "member_of": []}),
+    );
+}
+
 #[test]
 fn updates_replacements_deletions_and_drift() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,13 +173,7 @@ database "app" {
         },
     );
     let mut state = State::new();
-    managed(
-        &mut state,
-        "user.app",
-        "user",
-        "app",
-        json!({"name": "app", "login": true, "connection_limit": 10, "valid_until": null, "member_of": []}),
-    );
+    managed_app_user(&mut state);
     managed(
         &mut state,
         "database.app",
@@ -381,13 +386,7 @@ fn ignore_changes_leaves_an_attribute_to_the_server() {
     live.roles.insert("app".into(), LiveRole { login: true, connection_limit: 3, ..Default::default() });
     let live = BTreeMap::from([(Address::new(Kind::Server, "main"), live)]);
     let mut state = State::new();
-    managed(
-        &mut state,
-        "user.app",
-        "user",
-        "app",
-        json!({"name": "app", "login": true, "connection_limit": 10, "valid_until": null, "member_of": []}),
-    );
+    managed_app_user(&mut state);
     for (ignore, changes) in [("", 1), ("  lifecycle {\n    ignore_changes = [\"connection_limit\"]\n  }\n", 0)] {
         std::fs::write(dir.path().join("main.hcl"), hcl(ignore)).unwrap();
         let cfg = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() }).config.unwrap();
