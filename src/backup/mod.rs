@@ -127,14 +127,15 @@ struct Tap<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Tap<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
-            let new = buf.filled()[before..].to_vec();
-            self.bytes.fetch_add(new.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            if let Some(s) = self.sha.as_mut() {
-                s.update(&new);
+            let new = &buf.filled()[before..];
+            this.bytes.fetch_add(new.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(s) = this.sha.as_mut() {
+                s.update(new);
             }
         }
         r
@@ -145,15 +146,64 @@ const TABLES: &str = "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.reln
      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' \
      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' ORDER BY 1";
 
+/// How a table's checksum is computed, recorded as the checksum's prefix.
+/// `record`: `sum(hash_record_extended(row, 0))` (PostgreSQL 14+, about four
+/// times faster); `text`: `sum(hashtext(row::text))`, for older servers and
+/// column types without a hash function. Both are independent of row order.
+fn checksum_sql(method: &str, table: &str) -> String {
+    match method {
+        "record" => {
+            format!("SELECT count(*)::bigint, COALESCE(sum(hash_record_extended(x, 0)), 0)::text FROM {table} x")
+        }
+        _ => format!("SELECT count(*)::bigint, COALESCE(sum(hashtext(x::text)::bigint), 0)::text FROM {table} x"),
+    }
+}
+
 /// Row counts and checksums of every table, in the current transaction.
-async fn table_stats(conn: &mut sqlx::PgConnection) -> Result<BTreeMap<String, TableStat>, String> {
+/// With `recorded`, each table uses the method its recorded checksum used.
+async fn table_stats(
+    conn: &mut sqlx::PgConnection,
+    recorded: Option<&BTreeMap<String, TableStat>>,
+) -> Result<BTreeMap<String, TableStat>, String> {
     let tables: Vec<String> = sqlx::query_scalar(TABLES).fetch_all(&mut *conn).await.map_err(|e| e.to_string())?;
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
     for t in tables {
-        let q = format!("SELECT count(*)::bigint, COALESCE(sum(hashtext(x::text)::bigint), 0)::text FROM {t} x");
-        let (rows, checksum): (i64, String) =
-            sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_one(&mut *conn).await.map_err(|e| format!("{t}: {e}"))?;
-        out.insert(t, TableStat { rows, checksum });
+        let methods: Vec<&str> = match recorded.and_then(|r| r.get(&t)).and_then(|s| s.checksum.split_once(':')) {
+            Some((m, _)) => vec![if m == "record" { "record" } else { "text" }],
+            None if version >= 140000 => vec!["record", "text"],
+            None => vec!["text"],
+        };
+        let mut last_err = String::new();
+        let mut done = None;
+        for m in methods {
+            // A failed query must not abort the snapshot's transaction.
+            sqlx::raw_sql("SAVEPOINT dbctl_stat").execute(&mut *conn).await.map_err(|e| e.to_string())?;
+            match sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(checksum_sql(m, &t)))
+                .fetch_one(&mut *conn)
+                .await
+            {
+                Ok((rows, sum)) => {
+                    sqlx::raw_sql("RELEASE SAVEPOINT dbctl_stat")
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    done = Some(TableStat { rows, checksum: format!("{m}:{sum}") });
+                    break;
+                }
+                Err(e) => {
+                    last_err = e.to_string();
+                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT dbctl_stat")
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        out.insert(t.clone(), done.ok_or_else(|| format!("{t}: {last_err}"))?);
     }
     Ok(out)
 }
@@ -213,7 +263,8 @@ pub async fn run(job: &Job<'_>, progress: &dyn Fn(u64, u64)) -> Result<Manifest,
     let stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let dumped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let raw = Tap { inner: tokio::io::BufReader::with_capacity(1 << 20, stdout), bytes: dumped.clone(), sha: None };
+    // One 1 MiB buffer between pg_dump and the encoder (tokio's default 8 KiB makes zstd work in small pieces).
+    let raw = tokio::io::BufReader::with_capacity(1 << 20, Tap { inner: stdout, bytes: dumped.clone(), sha: None });
     let object_name = format!("{id}.{}", extension(job.compression));
     let object = job.storage.path(&[job.policy, &job.database, &object_name]);
     let upload = job.storage.store.put_multipart(&object).await.map_err(|e| format!("{}: {e}", job.storage.url))?;
@@ -222,14 +273,14 @@ pub async fn run(job: &Job<'_>, progress: &dyn Fn(u64, u64)) -> Result<Manifest,
     let mut stored: u64 = 0;
     let mut buf = vec![0u8; 1 << 20];
     // Row counts and checksums are read in the dump's snapshot while the dump streams.
-    let stats = table_stats(&mut conn);
+    let stats = table_stats(&mut conn, None);
     let stream = async {
         let mut reader: Pin<Box<dyn AsyncRead + Send>> = match job.compression {
             "zstd" => Box::pin(async_compression::tokio::bufread::ZstdEncoder::with_quality(
-                tokio::io::BufReader::new(raw),
+                raw,
                 async_compression::Level::Precise(3),
             )),
-            "gzip" => Box::pin(async_compression::tokio::bufread::GzipEncoder::new(tokio::io::BufReader::new(raw))),
+            "gzip" => Box::pin(async_compression::tokio::bufread::GzipEncoder::new(raw)),
             _ => Box::pin(raw),
         };
         loop {
@@ -442,7 +493,7 @@ pub async fn verify(storage: &Storage, m: &Manifest, ep: &Endpoint) -> Result<()
         let mut sc = crate::engine::postgres::connect(&ep.address.to_string(), &ep.url, Some(&scratch))
             .await
             .map_err(|e| e.to_string())?;
-        let stats = table_stats(&mut sc).await?;
+        let stats = table_stats(&mut sc, Some(&m.tables)).await?;
         let _ = sc.close().await;
         let mut problems = Vec::new();
         for (t, want) in &m.tables {

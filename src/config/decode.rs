@@ -251,6 +251,42 @@ pub fn uses_unset_variable(expr: &Expression, scope: &Scope) -> bool {
         .any(|t| t.root == "var" && t.attr.as_ref().and_then(|a| scope.variables.get(a)).is_some_and(|v| v.unset))
 }
 
+/// A reference written plainly (`server.main`, `database.app["users"]`), or a
+/// list of them, evaluated without hcl's evaluator: looking a name up there
+/// copies the whole map of resources of that kind, which at thousands of
+/// resources costs more than everything else together. Names were checked
+/// by `check_refs` before this runs.
+fn fast_reference(expr: &Expression, scope: &Scope) -> Option<Value> {
+    match expr {
+        Expression::Traversal(t) => {
+            let Expression::Variable(root) = &t.expr else { return None };
+            let kind = Kind::parse(root.as_str())?;
+            let mut ops = t.operators.iter().map(|o| o.value());
+            let Some(TraversalOperator::GetAttr(name)) = ops.next() else { return None };
+            let key = match ops.next() {
+                None => None,
+                Some(TraversalOperator::Index(Expression::String(k))) => Some(k.as_str().to_string()),
+                Some(_) => return None,
+            };
+            if ops.next().is_some() {
+                return None;
+            }
+            let has_for_each = scope.with_for_each.contains(&(kind, name.as_str().to_string()));
+            let addr = match (key, has_for_each) {
+                (None, false) => Address::new(kind, name.as_str()),
+                (Some(k), true) => Address::keyed(kind, name.as_str(), k),
+                _ => return None, // the evaluator gives the precise error or the whole map
+            };
+            Some(super::eval::ref_marker(&addr.to_string()))
+        }
+        Expression::Array(items) => {
+            let values: Option<Vec<Value>> = items.iter().map(|i| fast_reference(i, scope)).collect();
+            values.map(Value::Array)
+        }
+        _ => None,
+    }
+}
+
 /// Evaluate an expression; errors carry the expression's span.
 pub fn evaluate(expr: &Expression, file: &Arc<SourceFile>, ctx: &Context) -> Result<Value, Diagnostic> {
     let loc = Loc::new(file, span_of(expr));
@@ -430,7 +466,8 @@ pub fn decode_block(
                     diags.0.extend(ref_errors);
                     continue;
                 }
-                let value = match evaluate(&attr.value, file, ctx) {
+                let fast = if scope.before_resources { None } else { fast_reference(&attr.value, scope) };
+                let value = match fast.map(Ok).unwrap_or_else(|| evaluate(&attr.value, file, ctx)) {
                     Ok(v) => v,
                     Err(d) => {
                         diags.push(d);
