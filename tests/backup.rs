@@ -44,6 +44,8 @@ fn list(p: &Project) -> Vec<serde_json::Value> {
 fn seed(p: &Project) {
     p.sql("shop db", "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 5000) g");
     p.sql("shop db", "CREATE SCHEMA \"odd; name\"; CREATE TABLE \"odd; name\".\"t'x\" AS SELECT 1 AS a");
+    // point has no hash function: its checksum falls back to the text form.
+    p.sql("shop db", "CREATE TABLE geo (p point); INSERT INTO geo VALUES ('(1,2)'), ('(3,4)')");
 }
 
 #[test]
@@ -67,6 +69,8 @@ fn run_list_restore_verify_and_a_corrupted_backup_fails() {
     let m = &all[0];
     let id = m["id"].as_str().unwrap().to_string();
     assert_eq!(m["tables"]["public.orders"]["rows"], 5000);
+    assert!(m["tables"]["public.orders"]["checksum"].as_str().unwrap().starts_with("record:"));
+    assert!(m["tables"]["public.geo"]["checksum"].as_str().unwrap().starts_with("text:"));
     assert_eq!(m["server_version"].as_str().unwrap().split('.').next().unwrap().len(), 2);
     assert!(m["compressed_size"].as_u64().unwrap() < m["size"].as_u64().unwrap(), "zstd compresses");
     assert_eq!(m["verified"], false);
@@ -82,7 +86,7 @@ fn run_list_restore_verify_and_a_corrupted_backup_fails() {
 
     // Verify restores into a scratch database, compares, drops it, and marks the backup.
     let out = p.ok(&["backup", "verify", &id], 0);
-    assert!(out.contains("2 tables match"), "{out}");
+    assert!(out.contains("3 tables match"), "{out}");
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'dbctl_verify_%'"), "0");
     assert_eq!(list(&p)[0]["verified"], true);
 

@@ -179,28 +179,29 @@ async fn table_stats(
         };
         let mut last_err = String::new();
         let mut done = None;
+        // With a fallback, a failed first try must not abort the snapshot's transaction.
+        let guarded = methods.len() > 1;
+        let exec = |sql: &'static str| sqlx::raw_sql(sql);
         for m in methods {
-            // A failed query must not abort the snapshot's transaction.
-            sqlx::raw_sql("SAVEPOINT dbctl_stat").execute(&mut *conn).await.map_err(|e| e.to_string())?;
-            match sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(checksum_sql(m, &t)))
+            if guarded {
+                exec("SAVEPOINT dbctl_stat").execute(&mut *conn).await.map_err(|e| e.to_string())?;
+            }
+            let r = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(checksum_sql(m, &t)))
                 .fetch_one(&mut *conn)
-                .await
-            {
+                .await;
+            let end = match &r {
+                Ok(_) => "RELEASE SAVEPOINT dbctl_stat",
+                Err(_) => "ROLLBACK TO SAVEPOINT dbctl_stat",
+            };
+            if guarded {
+                exec(end).execute(&mut *conn).await.map_err(|e| e.to_string())?;
+            }
+            match r {
                 Ok((rows, sum)) => {
-                    sqlx::raw_sql("RELEASE SAVEPOINT dbctl_stat")
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| e.to_string())?;
                     done = Some(TableStat { rows, checksum: format!("{m}:{sum}") });
                     break;
                 }
-                Err(e) => {
-                    last_err = e.to_string();
-                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT dbctl_stat")
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
+                Err(e) => last_err = e.to_string(),
             }
         }
         out.insert(t.clone(), done.ok_or_else(|| format!("{t}: {last_err}"))?);
@@ -491,6 +492,10 @@ pub async fn verify(storage: &Storage, m: &Manifest, ep: &Endpoint) -> Result<()
     let result = async {
         restore_into(storage, m, ep, &scratch, false).await?;
         let mut sc = crate::engine::postgres::connect(&ep.address.to_string(), &ep.url, Some(&scratch))
+            .await
+            .map_err(|e| e.to_string())?;
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut sc)
             .await
             .map_err(|e| e.to_string())?;
         let stats = table_stats(&mut sc, Some(&m.tables)).await?;
