@@ -96,3 +96,57 @@ fn a_server_lost_mid_apply_is_a_clear_error_and_the_rerun_converges() {
     p.converged();
     bystander_untouched(&p);
 }
+
+#[test]
+fn force_unlock_after_a_killed_apply_explains_and_clears() {
+    let p = Project::new(SERVER);
+    p.ok(&["dev", "up"], 0);
+    p.write(&big_config(600, 4));
+    let mut child = spawn(&p, &["apply", "--auto-approve"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "killed mid-apply");
+    let pid = child.id();
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = p.ok(&["force-unlock"], 0);
+    assert!(out.contains("No running dbctl holds the state lock"), "{out}");
+    assert!(out.contains(&format!("\"pid\":{pid}")), "names the process that held it: {out}");
+    assert!(p.ok(&["force-unlock"], 0).contains("The state is not locked."));
+    p.apply();
+    p.converged();
+}
+
+#[test]
+fn four_servers_apply_in_parallel() {
+    let mut hcl = String::new();
+    for s in 0..4 {
+        let _ = write!(hcl, "\nserver \"s{s}\" {{\n  engine   = \"postgres\"\n  embedded = true\n}}\n");
+        for d in 0..3 {
+            let _ = write!(hcl, "\ndatabase \"s{s}_d{d}\" {{\n  server = server.s{s}\n}}\n");
+        }
+        for u in 0..30 {
+            let _ = write!(
+                hcl,
+                "\nuser \"s{s}_u{u}\" {{\n  server = server.s{s}\n  grant {{\n    database   = database.s{s}_d{}\n    privileges = [\"CONNECT\"]\n  }}\n}}\n",
+                u % 3
+            );
+        }
+    }
+    let p = Project::new(&hcl);
+    let out = p.ok(&["apply", "--auto-approve", "--parallelism", "4"], 0);
+    assert!(out.contains("Apply complete! Resources: 256 added"), "{out}");
+    // Steps of different servers interleave: the servers ran at the same time.
+    let servers: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .filter_map(|l| l.split(": ").next()?.split(' ').nth(1)?.split('_').next())
+        .filter(|s| s.starts_with("database.s") || s.starts_with("user.s"))
+        .collect();
+    let switches = servers.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(switches > 8, "servers interleave ({switches} switches)");
+    p.converged();
+    for s in 0..4 {
+        std::fs::read_to_string(p.path().join(format!(".dbctl/servers/s{s}/port"))).unwrap();
+    }
+    let _ = p.dbctl(&["dev", "down"]);
+}
