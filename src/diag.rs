@@ -19,10 +19,27 @@ pub struct SourceFile {
     pub text: String,
 }
 
+/// The largest char boundary at or before `offset` (parsers may report a
+/// byte inside a multi-byte character).
+pub fn char_floor(text: &str, offset: usize) -> usize {
+    let mut o = offset.min(text.len());
+    while !text.is_char_boundary(o) {
+        o -= 1;
+    }
+    o
+}
+
 impl SourceFile {
+    /// A one-character span at a parser's error offset.
+    pub fn error_span(&self, offset: usize) -> std::ops::Range<usize> {
+        let off = char_floor(&self.text, offset);
+        let end = self.text[off..].chars().next().map_or(off, |c| off + c.len_utf8());
+        off..end
+    }
+
     /// 1-based line and column of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
+        let offset = char_floor(&self.text, offset);
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -26,9 +26,9 @@ pub fn run(ctx: &Ctx, args: &FmtArgs) -> u8 {
             Ok(f) => f,
             Err(e) => {
                 let file = std::sync::Arc::new(SourceFile { name: name.clone(), text });
-                let off = e.location().offset().min(file.text.len());
+                let span = file.error_span(e.location().offset());
                 ctx.print_diags(&[
-                    Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, off..off), "here")
+                    Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, span), "here")
                 ]);
                 rc = EXIT_ERROR;
                 continue;

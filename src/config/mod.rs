@@ -123,10 +123,9 @@ pub fn parse_files(
         match parse_body(&file.text) {
             Ok(body) => out.push((file, Some(body))),
             Err(e) => {
-                let off = e.location().offset().min(file.text.len());
-                let end = file.text[off..].chars().next().map_or(off, |c| off + c.len_utf8());
+                let span = file.error_span(e.location().offset());
                 diags.push(
-                    Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, off..end), "here"),
+                    Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, span), "here"),
                 );
                 out.push((file, None));
             }
@@ -629,9 +628,9 @@ fn given_variables(
         let body = match parse_body(&file.text) {
             Ok(b) => b,
             Err(e) => {
-                let off = e.location().offset().min(file.text.len());
+                let span = file.error_span(e.location().offset());
                 diags.push(
-                    Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, off..off), "here"),
+                    Diagnostic::error(format!("syntax error: {}", e.message())).at(&Loc::new(&file, span), "here"),
                 );
                 continue;
             }
