@@ -546,17 +546,18 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     }
 
     let mut config = Config::default();
+    // Blocks outside any resource: every name is known, no `each`.
+    let top_scope = Scope {
+        variables: &variables,
+        locals: &local_names,
+        resources: &resources,
+        with_for_each: &with_for_each,
+        each: false,
+        before_resources: false,
+    };
     if let Some(&i) = provider_blocks.get("aws") {
         let rb = &raw[i];
-        let scope = Scope {
-            variables: &variables,
-            locals: &local_names,
-            resources: &resources,
-            with_for_each: &with_for_each,
-            each: false,
-            before_resources: false,
-        };
-        let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &scope, &mut diags);
+        let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &top_scope, &mut diags);
         config.aws = Some(crate::model::AwsProvider {
             region: d.str("region"),
             endpoint: d.str("endpoint").filter(|s| !s.is_empty()),
@@ -566,15 +567,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     config.state = crate::model::StateSettings { backend: "local".into(), url: None };
     if let Some(i) = dbctl_block {
         let rb = &raw[i];
-        let scope = Scope {
-            variables: &variables,
-            locals: &local_names,
-            resources: &resources,
-            with_for_each: &with_for_each,
-            each: false,
-            before_resources: false,
-        };
-        let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &scope, &mut diags);
+        let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &top_scope, &mut diags);
         if let Some(st) = d.block("state") {
             config.state.backend = st.str("backend").unwrap_or_else(|| "local".into());
             config.state.url = st.str("url");

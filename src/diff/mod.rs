@@ -130,6 +130,24 @@ fn publish(inp: &Inputs, addr: &Address, managed: bool, c: &mut ResourceChange) 
     }
 }
 
+/// Set a role's password from a secret: the step (which reads the store only
+/// while it runs) and the plan line, always `(sensitive)`.
+fn set_password(c: &mut ResourceChange, server: &Address, role: &str, secret: &Address, before: Value) {
+    c.steps.push(Step {
+        address: c.address.clone(),
+        server: Some(server.clone()),
+        database: None,
+        op: Op::SetPassword { role: role.to_string(), secret: secret.clone() },
+    });
+    c.attributes.push(AttrChange {
+        name: "password".into(),
+        before,
+        after: json!("(sensitive)"),
+        forces_replacement: false,
+        sensitive: true,
+    });
+}
+
 /// A managed object that no longer exists on its server.
 fn deleted_outside(addr: &str) -> Drift {
     Drift { address: addr.to_string(), attribute: "(exists)".into(), recorded: json!(true), live: json!(false) }
@@ -461,19 +479,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         c.steps.push(sql(&addr, server, None, format!("GRANT {} TO {}", pg_ident(m), pg_ident(name))));
                     }
                     if let Some(secret) = &d.password {
-                        c.steps.push(Step {
-                            address: addr.clone(),
-                            server: Some(server.clone()),
-                            database: None,
-                            op: Op::SetPassword { role: name.clone(), secret: secret.clone() },
-                        });
-                        c.attributes.push(AttrChange {
-                            name: "password".into(),
-                            before: Value::Null,
-                            after: json!("(sensitive)"),
-                            forces_replacement: false,
-                            sensitive: true,
-                        });
+                        set_password(&mut c, server, name, secret, Value::Null);
                     }
                 }
                 Some(l) => {
@@ -531,19 +537,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     let recorded = in_state.and_then(|s| s.password_version.clone());
                     if let Some(secret) = &d.password {
                         if password_pending || (password_version.is_some() && recorded != password_version) {
-                            c.steps.push(Step {
-                                address: addr.clone(),
-                                server: Some(server.clone()),
-                                database: None,
-                                op: Op::SetPassword { role: name.clone(), secret: secret.clone() },
-                            });
-                            c.attributes.push(AttrChange {
-                                name: "password".into(),
-                                before: json!("(sensitive)"),
-                                after: json!("(sensitive)"),
-                                forces_replacement: false,
-                                sensitive: true,
-                            });
+                            set_password(&mut c, server, name, secret, json!("(sensitive)"));
                             c.notes.push(format!("password set from a new version of {secret}"));
                         }
                     }
