@@ -163,7 +163,49 @@ fn main() {
     let read_file = dir.path().join("read.sql");
     std::fs::write(&read_file, read).unwrap();
     let floor_plan = median((0..5).map(|_| measure(&mut psql(dir.path(), &read_file)).0).collect());
+
+    // A plan with 1% of the objects changed (every 100th user's connection limit).
+    let mut changed = String::new();
+    let mut n_user = 0;
+    for line in hcl.lines() {
+        changed.push_str(line);
+        changed.push('\n');
+        if line.starts_with("user \"") {
+            n_user += 1;
+            if n_user % 50 == 0 {
+                changed.push_str("  connection_limit = 7\n");
+            }
+        }
+    }
+    std::fs::write(dir.path().join("main.hcl"), &changed).unwrap();
+    let plan_1pct = median((0..3).map(|_| measure(dbctl(dir.path()).args(["plan"])).0).collect());
     let _ = dbctl(dir.path()).args(["dev", "down"]).status();
+
+    // Four servers at once: --parallelism 4 against 1 (each server gets a quarter of the objects).
+    let quarter = config(n / 4).0;
+    let mut four = String::new();
+    for k in 0..4 {
+        four.push_str(
+            &quarter
+                .replace("server \"main\"", &format!("server \"s{k}\""))
+                .replace("server.main", &format!("server.s{k}"))
+                .replace("role \"r", &format!("role \"s{k}r"))
+                .replace("role.r", &format!("role.s{k}r"))
+                .replace("database \"d", &format!("database \"s{k}d"))
+                .replace("database.d", &format!("database.s{k}d"))
+                .replace("user \"u", &format!("user \"s{k}u")),
+        );
+    }
+    let mut multi = Vec::new();
+    for parallelism in ["1", "4"] {
+        let d = tempfile::tempdir().unwrap();
+        project(d.path(), &four);
+        assert!(dbctl(d.path()).args(["dev", "up"]).status().unwrap().success());
+        let (t, _, ok) = measure(dbctl(d.path()).args(["apply", "--auto-approve", "--parallelism", parallelism]));
+        assert!(ok, "multi-server apply failed");
+        let _ = dbctl(d.path()).args(["dev", "down"]).status();
+        multi.push(t);
+    }
 
     let plan = median(plans);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -182,5 +224,13 @@ fn main() {
         ms(apply) / ms(floor_apply)
     );
     println!("| validate | {:.0} ms | | |", ms(validate));
+    println!("| plan with 1% changed | {:.0} ms | | |", ms(plan_1pct));
+    println!(
+        "| apply on 4 servers ({} objects each) | {:.0} ms with --parallelism 4 | {:.0} ms with --parallelism 1 | {:.2} |",
+        objects / 4,
+        ms(multi[1]),
+        ms(multi[0]),
+        ms(multi[1]) / ms(multi[0])
+    );
     println!("peak RSS: plan {:.1} MiB, apply {:.1} MiB", plan_rss as f64 / 1024.0, apply_rss as f64 / 1024.0);
 }

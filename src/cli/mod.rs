@@ -75,7 +75,12 @@ pub enum Command {
     #[command(subcommand)]
     State(StateCommand),
     /// Adopt an existing object into the state: dbctl import ADDR ID.
-    Import { addr: String, id: String },
+    Import {
+        /// The resource's address in the configuration, e.g. database.users.
+        addr: String,
+        /// The object's name on its server.
+        id: String,
+    },
     /// Release a lock left by an apply that was killed.
     ForceUnlock {
         /// Do not ask for confirmation.
@@ -91,7 +96,7 @@ pub enum Command {
     /// Show and rotate secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
-    /// Pending migrations per database, and their lint.
+    /// Pending migrations per database, and their lint (not built yet).
     #[command(subcommand)]
     Migrate(MigrateCommand),
     /// Print the JSON Schema of the configuration (kept in schema/config.schema.json).
@@ -185,9 +190,15 @@ pub enum StateCommand {
     /// List the addresses in the state.
     List,
     /// Show one resource in the state.
-    Show { addr: String },
+    Show {
+        /// Its address, e.g. user.app.
+        addr: String,
+    },
     /// Forget a resource without touching the server.
-    Rm { addr: String },
+    Rm {
+        /// Its address, e.g. user.app.
+        addr: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,30 +215,40 @@ pub enum DevCommand {
 pub enum BackupCommand {
     /// Run backup policies now.
     Run {
+        /// One policy (by label or address); default: every policy.
         policy: Option<String>,
-        /// Only the policies whose schedule is due.
+        /// Only the policies whose cron schedule has come round since their last backup (for cron or CI).
         #[arg(long)]
         due: bool,
-        #[arg(long)]
+        /// Only this database, e.g. database.orders.
+        #[arg(long, value_name = "ADDR")]
         database: Option<String>,
     },
-    /// List backups.
+    /// List complete backups (those with a manifest) in every policy's storage.
     List {
+        /// human or json.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
     /// Restore a backup into a new database.
     Restore {
+        /// The backup's id (see `dbctl backup list`).
         id: String,
-        #[arg(long)]
+        /// The database to create and restore into.
+        #[arg(long, value_name = "NAME")]
         to: String,
+        /// Drop and replace the database if it exists.
         #[arg(long)]
         replace: bool,
     },
     /// Restore into a scratch database and compare with what was recorded.
-    Verify { id: String },
+    Verify {
+        /// The backup's id (see `dbctl backup list`).
+        id: String,
+    },
     /// Delete backups that the policies' keep rules no longer keep.
     Prune {
+        /// Print what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -237,13 +258,17 @@ pub enum BackupCommand {
 pub enum SecretCommand {
     /// A secret's store, name, version and age; the value only with --reveal.
     Show {
+        /// The secret's address, e.g. secret.app.
         addr: String,
         /// Print the value (a user's password) alone on the last line.
         #[arg(long)]
         reveal: bool,
     },
     /// Generate a new version now; users that use it get it at the next apply.
-    Rotate { addr: String },
+    Rotate {
+        /// The secret's address, e.g. secret.app.
+        addr: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
