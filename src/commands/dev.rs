@@ -1,8 +1,9 @@
 use super::session::err;
 use super::{Ctx, EXIT_OK};
 use crate::cli::DevCommand;
-use crate::model::{Body, Engine};
-use crate::runtime::{dbctl_dir, endpoint};
+use crate::engine::embedded::Embedded;
+use crate::model::Body;
+use crate::runtime::dbctl_dir;
 
 pub fn run(ctx: &Ctx, cmd: &DevCommand) -> u8 {
     let loaded = ctx.load();
@@ -15,20 +16,22 @@ pub fn run(ctx: &Ctx, cmd: &DevCommand) -> u8 {
             continue;
         }
         any = true;
-        if s.engine != Engine::Postgres {
-            return err(format!("{}: embedded MariaDB arrives with issue [7]", r.addr));
-        }
-        let ep = match endpoint(&dbctl, &r.addr, s) {
+        let e = match Embedded::for_engine(&dbctl, &r.addr.name, s.port, s.engine) {
             Ok(e) => e,
             Err(e) => return err(e),
         };
-        let e = ep.embedded.expect("embedded endpoint");
         match cmd {
             DevCommand::Up => {
                 if let Err(x) = e.start() {
                     return err(x);
                 }
-                println!("{}: running on 127.0.0.1:{} (data in {})", r.addr, e.port, e.data_dir().display());
+                println!(
+                    "{}: {} running on 127.0.0.1:{} (data in {})",
+                    r.addr,
+                    if s.engine == crate::model::Engine::Mysql { "MariaDB" } else { "PostgreSQL" },
+                    e.port,
+                    e.data_dir().display()
+                );
             }
             DevCommand::Down => {
                 if let Err(x) = e.stop() {

@@ -19,10 +19,11 @@ pub struct Embedded {
     pub name: String,
     pub root: PathBuf,
     pub port: u16,
+    pub engine: crate::model::Engine,
     bindir: PathBuf,
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -79,7 +80,21 @@ impl Embedded {
     /// The embedded server `name` under `dbctl_dir` (`.dbctl`). The port is
     /// the configured one, or the one chosen before, or a free one (then kept).
     pub fn new(dbctl_dir: &Path, name: &str, port: Option<u16>) -> Result<Embedded, EngineError> {
+        Embedded::for_engine(dbctl_dir, name, port, crate::model::Engine::Postgres)
+    }
+
+    /// An embedded server of either engine: PostgreSQL (initdb, pg_ctl) or
+    /// MariaDB (mariadb-install-db, mariadbd) for `engine = "mysql"`.
+    pub fn for_engine(
+        dbctl_dir: &Path,
+        name: &str,
+        port: Option<u16>,
+        engine: crate::model::Engine,
+    ) -> Result<Embedded, EngineError> {
         let root = dbctl_dir.join("servers").join(name);
+        // Absolute, so servers never depend on the directory they were started from.
+        std::fs::create_dir_all(&root).map_err(|e| io("create", &root, e))?;
+        let root = root.canonicalize().map_err(|e| io("resolve", &root, e))?;
         let port_file = root.join("port");
         let port = match port {
             Some(p) => p,
@@ -93,7 +108,11 @@ impl Embedded {
                 }
             },
         };
-        Ok(Embedded { name: name.to_string(), root, port, bindir: find_bindir()? })
+        let bindir = match engine {
+            crate::model::Engine::Postgres => find_bindir()?,
+            crate::model::Engine::Mysql => super::embedded_mysql::find_bindir()?,
+        };
+        Ok(Embedded { name: name.to_string(), root, port, engine, bindir })
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -106,11 +125,21 @@ impl Embedded {
 
     /// The admin connection URL.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        match self.engine {
+            crate::model::Engine::Postgres => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
+            crate::model::Engine::Mysql => format!("mysql://root@127.0.0.1:{}/", self.port),
+        }
     }
 
     pub fn is_initialised(&self) -> bool {
-        self.data_dir().join("PG_VERSION").is_file()
+        match self.engine {
+            crate::model::Engine::Postgres => self.data_dir().join("PG_VERSION").is_file(),
+            crate::model::Engine::Mysql => self.data_dir().join("mysql").is_dir(),
+        }
+    }
+
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
     }
 
     fn command(&self, program: &str) -> Command {
@@ -138,6 +167,9 @@ impl Embedded {
     pub fn init(&self) -> Result<(), EngineError> {
         if self.is_initialised() {
             return Ok(());
+        }
+        if self.engine == crate::model::Engine::Mysql {
+            return super::embedded_mysql::init(self);
         }
         std::fs::create_dir_all(&self.root).map_err(|e| io("create", &self.root, e))?;
         if is_root() {
@@ -205,6 +237,9 @@ impl Embedded {
         if !self.is_initialised() {
             return false;
         }
+        if self.engine == crate::model::Engine::Mysql {
+            return super::embedded_mysql::is_running(self);
+        }
         let mut c = self.command("pg_ctl");
         c.arg("status").arg("-D").arg(self.data_dir());
         c.output().is_ok_and(|o| o.status.success())
@@ -215,6 +250,9 @@ impl Embedded {
         self.init()?;
         if self.is_running() {
             return Ok(());
+        }
+        if self.engine == crate::model::Engine::Mysql {
+            return super::embedded_mysql::start(self);
         }
         // The port may have been configured differently since initdb.
         let mut c = self.command("pg_ctl");
@@ -241,12 +279,15 @@ impl Embedded {
         if !self.is_running() {
             return Ok(());
         }
+        if self.engine == crate::model::Engine::Mysql {
+            return super::embedded_mysql::stop(self);
+        }
         let mut c = self.command("pg_ctl");
         c.arg("stop").arg("-D").arg(self.data_dir()).args(["-m", "fast", "-w", "-t", "60"]);
         self.run(c, "pg_ctl stop").map(|_| ())
     }
 }
 
-fn io(what: &str, p: &Path, e: std::io::Error) -> EngineError {
+pub(crate) fn io(what: &str, p: &Path, e: std::io::Error) -> EngineError {
     EngineError::Setup(format!("cannot {what} {}: {e}", p.display()))
 }

@@ -6,6 +6,7 @@
 //! same boundary.
 
 pub mod embedded;
+pub mod embedded_mysql;
 pub mod postgres;
 pub mod sql;
 

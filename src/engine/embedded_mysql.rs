@@ -1,0 +1,133 @@
+//! Embedded MariaDB for `server { engine = "mysql"  embedded = true }`.
+//!
+//! `.dbctl/servers/NAME/data` is created by `mariadb-install-db`; `mariadbd`
+//! listens on 127.0.0.1 only and runs in its own process group, so it
+//! outlives dbctl and a Ctrl-C in the terminal. When dbctl runs as root the
+//! server runs as the `mysql` system user (mariadbd refuses root otherwise).
+//! The Unix socket goes under /tmp, keyed by port: socket paths are limited
+//! to 107 bytes. `root` connects without a password from this machine.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::embedded::{io, is_root, Embedded};
+use super::EngineError;
+
+pub fn find_bindir() -> Result<PathBuf, EngineError> {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        if PathBuf::from(dir).join("mariadbd").is_file() {
+            return Ok(PathBuf::from(dir));
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("mariadbd").is_file() {
+                return Ok(dir);
+            }
+        }
+    }
+    Err(EngineError::Setup(
+        "no MariaDB server binaries found (mariadbd). Install them: `apt-get install mariadb-server` on Debian/Ubuntu"
+            .into(),
+    ))
+}
+
+fn tool(name: &str) -> PathBuf {
+    ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn socket(e: &Embedded) -> PathBuf {
+    std::env::temp_dir().join(format!("dbctl-mariadb-{}.sock", e.port))
+}
+
+fn run(mut c: Command, what: &str) -> Result<String, EngineError> {
+    let out = c.output().map_err(|x| EngineError::Setup(format!("{what}: cannot run: {x}")))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(EngineError::Setup(format!("{what} failed:\n{}", text.trim())))
+    }
+}
+
+pub fn init(e: &Embedded) -> Result<(), EngineError> {
+    let data = e.data_dir();
+    std::fs::create_dir_all(&data).map_err(|x| io("create", &data, x))?;
+    let mut c = Command::new(tool("mariadb-install-db"));
+    c.arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+    if is_root() {
+        let ok = Command::new("chown").arg("-R").arg("mysql:").arg(&e.root).status().is_ok_and(|s| s.success());
+        if !ok {
+            return Err(EngineError::Setup(
+                "dbctl runs as root, so the embedded MariaDB runs as the `mysql` system user, which does not exist here: install mariadb-server".into(),
+            ));
+        }
+        c.arg("--user=mysql");
+    }
+    run(c, "mariadb-install-db").map(|_| ())
+}
+
+fn admin(e: &Embedded) -> Command {
+    let mut c = Command::new(tool("mariadb-admin"));
+    c.args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root"]).arg(format!("--port={}", e.port));
+    c
+}
+
+pub fn is_running(e: &Embedded) -> bool {
+    let mut c = admin(e);
+    c.args(["--connect-timeout=2", "ping"]).stdout(Stdio::null()).stderr(Stdio::null());
+    c.status().is_ok_and(|s| s.success())
+}
+
+pub fn start(e: &Embedded) -> Result<(), EngineError> {
+    let log = e.log_file();
+    let mut c = Command::new(e.bindir().join("mariadbd"));
+    c.arg("--no-defaults")
+        .arg(format!("--datadir={}", e.data_dir().display()))
+        .arg(format!("--port={}", e.port))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--socket={}", socket(e).display()))
+        .arg(format!("--pid-file={}", e.root.join("mariadbd.pid").display()))
+        .arg(format!("--log-error={}", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    if is_root() {
+        c.arg("--user=mysql");
+    }
+    c.spawn().map_err(|x| EngineError::Setup(format!("cannot start mariadbd: {x}")))?;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        if is_running(e) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tail: String =
+        std::fs::read_to_string(&log).unwrap_or_default().lines().rev().take(5).collect::<Vec<_>>().join("\n");
+    Err(EngineError::Setup(format!(
+        "the embedded MariaDB {} did not start within 60 s; {}:\n{tail}",
+        e.name,
+        log.display()
+    )))
+}
+
+pub fn stop(e: &Embedded) -> Result<(), EngineError> {
+    let mut c = admin(e);
+    c.arg("shutdown");
+    run(c, "mariadb-admin shutdown")?;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) && e.root.join("mariadbd.pid").exists() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
