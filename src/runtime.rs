@@ -75,12 +75,11 @@ pub fn detail_scope(cfg: &Config, state: &crate::state::State) -> BTreeMap<Addre
     }
     // Targets the configuration names, and those the state recorded: a grant
     // or route that was removed must be read to be revoked.
-    for (addr, st) in &state.resources {
+    for st in state.resources.values() {
         if st.kind != "grant" && st.kind != "router" {
             continue;
         }
         let Some(server) = st.server.as_deref().and_then(|s| Address::parse(s).ok()) else { continue };
-        let _ = addr;
         for t in crate::diff::recorded_targets(&st.attributes).1.into_iter().filter(|t| t.class != GrantClass::Database)
         {
             out.entry(server.clone())

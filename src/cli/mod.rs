@@ -83,7 +83,8 @@ pub enum Command {
     },
     /// Release a lock left by an apply that was killed.
     ForceUnlock {
-        /// Do not ask for confirmation.
+        /// Accepted for Terraform compatibility; changes nothing: the lock is a kernel
+        /// file lock, released when its process ends, and never taken from a running one.
         #[arg(long)]
         force: bool,
     },

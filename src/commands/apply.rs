@@ -58,8 +58,7 @@ fn print_report(r: &Report, plan: &Plan) {
     eprintln!("The state records what was done; run `dbctl plan` to see what is left.");
 }
 
-fn execute(ctx: &Ctx, session: &Session, plan: &Plan, state: crate::state::State, parallelism: usize) -> u8 {
-    let _ = ctx;
+fn execute(session: &Session, plan: &Plan, state: crate::state::State, parallelism: usize) -> u8 {
     let journal = match session.state_store.journal() {
         Ok(j) => j,
         Err(e) => return err(e),
@@ -136,7 +135,7 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         }
         plan
     };
-    execute(ctx, &session, &plan, state, args.parallelism)
+    execute(&session, &plan, state, args.parallelism)
 }
 
 pub fn destroy(ctx: &Ctx, args: &DestroyArgs) -> u8 {
@@ -165,5 +164,5 @@ pub fn destroy(ctx: &Ctx, args: &DestroyArgs) -> u8 {
         println!("\nDestroy cancelled.");
         return EXIT_ERROR;
     }
-    execute(ctx, &session, &plan, state, 10)
+    execute(&session, &plan, state, 10)
 }

@@ -182,7 +182,7 @@ pub fn import(ctx: &Ctx, addr: &str, id: &str) -> u8 {
     EXIT_OK
 }
 
-pub fn force_unlock(ctx: &Ctx, force: bool) -> u8 {
+pub fn force_unlock(ctx: &Ctx) -> u8 {
     let st = store(ctx);
     let holder = std::fs::read_to_string(st.lock_path()).unwrap_or_default();
     match st.lock("force-unlock", Duration::ZERO) {
@@ -200,7 +200,6 @@ pub fn force_unlock(ctx: &Ctx, force: bool) -> u8 {
             EXIT_OK
         }
         Err(_) => {
-            let _ = force;
             err(format!(
                 "a running dbctl holds the state lock ({}). It is released when that process ends; stop it (it saves what it did after every step) rather than unlocking under it",
                 holder.trim()

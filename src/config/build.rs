@@ -51,7 +51,6 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
     let Decoded { addr, block: b, value_from_sensitive_var } = d;
     let default_name = addr.key.clone().unwrap_or_else(|| addr.name.clone());
     let name = b.str("name").unwrap_or(default_name);
-    let before = diags.0.len();
 
     let body = match addr.kind {
         Kind::Server => {
@@ -302,6 +301,5 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
     collect_refs("", &b, &mut refs);
     let origin =
         Origin { header: b.header.clone(), attrs: b.attrs.iter().map(|(k, (_, l))| (k.clone(), l.clone())).collect() };
-    let _ = before;
     Some(Resource { addr, body, lifecycle, origin, refs })
 }

@@ -191,7 +191,7 @@ impl LocalState {
                     });
                     f.set_len(0).map_err(io("write", &p))?;
                     (&f).write_all(info.to_string().as_bytes()).map_err(io("write", &p))?;
-                    return Ok(StateLock { file: f, path: p });
+                    return Ok(StateLock { file: f });
                 }
                 Ok(false) | Err(_) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(100)),
                 _ => {
@@ -207,14 +207,12 @@ impl LocalState {
 /// kernel if the process dies.
 pub struct StateLock {
     file: File,
-    path: PathBuf,
 }
 
 impl Drop for StateLock {
     fn drop(&mut self) {
         let _ = self.file.set_len(0);
         let _ = fs4::fs_std::FileExt::unlock(&self.file);
-        let _ = &self.path;
     }
 }
 
