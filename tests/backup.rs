@@ -44,9 +44,23 @@ fn list(p: &Project) -> Vec<serde_json::Value> {
 fn seed(p: &Project) {
     p.sql("shop db", "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 5000) g");
     p.sql("shop db", "CREATE SCHEMA \"odd; name\"; CREATE TABLE \"odd; name\".\"t'x\" AS SELECT 1 AS a");
-    // point has no hash function: its checksum falls back to the text form.
+    // point has no hash function: a server-side checksum falls back to the text form.
     p.sql("shop db", "CREATE TABLE geo (p point); INSERT INTO geo VALUES ('(1,2)'), ('(3,4)')");
+    // Values whose text depends on session settings, a generated column, a large object,
+    // a table without columns, a keyword and unicode as names, an empty table.
+    p.sql(
+        "shop db",
+        "CREATE TABLE \"user\" (t timestamptz, f float8, i interval, b bytea, n numeric, \
+         g int GENERATED ALWAYS AS (length(b)) STORED); \
+         INSERT INTO \"user\" VALUES ('2024-02-29 12:34:56.789+05', 0.1, '1 day 02:03', '\\x00ff0a', 1e-20); \
+         SELECT lo_from_bytea(0, 'large object'); \
+         CREATE TABLE nocols (); INSERT INTO nocols DEFAULT VALUES; INSERT INTO nocols DEFAULT VALUES; \
+         CREATE TABLE \"Zürich\" (x text); INSERT INTO \"Zürich\" VALUES (E'tab\\there'), (NULL); \
+         CREATE TABLE empty (x int)",
+    );
 }
+
+const TABLES: usize = 7;
 
 #[test]
 fn run_list_restore_verify_and_a_corrupted_backup_fails() {
@@ -69,8 +83,14 @@ fn run_list_restore_verify_and_a_corrupted_backup_fails() {
     let m = &all[0];
     let id = m["id"].as_str().unwrap().to_string();
     assert_eq!(m["tables"]["public.orders"]["rows"], 5000);
-    assert!(m["tables"]["public.orders"]["checksum"].as_str().unwrap().starts_with("record:"));
-    assert!(m["tables"]["public.geo"]["checksum"].as_str().unwrap().starts_with("text:"));
+    assert_eq!(m["tables"]["public.nocols"]["rows"], 2);
+    assert_eq!(m["tables"]["public.\"Zürich\""]["rows"], 2);
+    assert_eq!(m["tables"]["public.empty"]["rows"], 0);
+    assert_eq!(m["tables"].as_object().unwrap().len(), TABLES, "{m}");
+    // Counted from the dump stream itself, not by a second scan on the server.
+    for (t, stat) in m["tables"].as_object().unwrap() {
+        assert!(stat["checksum"].as_str().unwrap().starts_with("copy:"), "{t}: {stat}");
+    }
     assert_eq!(m["server_version"].as_str().unwrap().split('.').next().unwrap().len(), 2);
     assert!(m["compressed_size"].as_u64().unwrap() < m["size"].as_u64().unwrap(), "zstd compresses");
     assert_eq!(m["verified"], false);
@@ -86,12 +106,33 @@ fn run_list_restore_verify_and_a_corrupted_backup_fails() {
 
     // Verify restores into a scratch database, compares, drops it, and marks the backup.
     let out = p.ok(&["backup", "verify", &id], 0);
-    assert!(out.contains("3 tables match"), "{out}");
+    assert!(out.contains(&format!("{TABLES} tables match")), "{out}");
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'dbctl_verify_%'"), "0");
     assert_eq!(list(&p)[0]["verified"], true);
 
-    // One byte changed in the stored object: verify fails, clearly.
+    // The comparison is real: a manifest that recorded other rows fails verify, naming the table.
     let dir = p.path().join(".dbctl/backups/nightly/shop db");
+    let manifest_path = dir.join(format!("{id}.manifest.json"));
+    let original = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    edited["tables"]["public.user"]["checksum"] = "copy:0000000000000001".into();
+    std::fs::write(&manifest_path, edited.to_string()).unwrap();
+    let out = p.ok(&["backup", "verify", &id], 1);
+    assert!(out.contains("does not match what was recorded") && out.contains("public.user:"), "{out}");
+    std::fs::write(&manifest_path, original).unwrap();
+
+    // Checksums counted on the server (archives the stream reader does not know): record,
+    // or text for types without a hash function; verify compares them the same way.
+    let out = p.dbctl_env(&["backup", "run"], &[("DBCTL_BACKUP_CHECKSUMS", "server")]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    let server = list(&p).pop().unwrap();
+    assert!(server["tables"]["public.orders"]["checksum"].as_str().unwrap().starts_with("record:"), "{server}");
+    assert!(server["tables"]["public.geo"]["checksum"].as_str().unwrap().starts_with("text:"), "{server}");
+    assert_eq!(server["tables"]["public.orders"]["rows"], 5000);
+    let out = p.ok(&["backup", "verify", server["id"].as_str().unwrap()], 0);
+    assert!(out.contains("tables match"), "{out}");
+
+    // One byte changed in the stored object: verify fails, clearly.
     let object = dir.join(m["object"].as_str().unwrap());
     let mut bytes = std::fs::read(&object).unwrap();
     let mid = bytes.len() / 2;

@@ -10,6 +10,7 @@
 //! `verify` compares a restore with exactly what was dumped.
 
 pub mod keep;
+pub mod pgdump;
 pub mod storage;
 
 use std::collections::BTreeMap;
@@ -31,7 +32,11 @@ use crate::runtime::Endpoint;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableStat {
     pub rows: i64,
-    /// Sum of `hashtext(row::text)` over the rows: independent of row order.
+    /// Independent of row order; prefixed by how it was computed: `copy:`
+    /// (xxh3 of each COPY line, read from the dump stream, see
+    /// [`pgdump`]), `record:` or `text:` (read from the server, see
+    /// [`checksum_sql`]; older backups and archives the stream reader does
+    /// not know).
     pub checksum: String,
 }
 
@@ -104,6 +109,10 @@ pub fn pg_env(ep: &Endpoint, database: &str) -> Vec<(String, String)> {
         ("PGUSER".to_string(), if user.is_empty() { "postgres".into() } else { decode(user) }),
         ("PGDATABASE".to_string(), database.to_string()),
         ("PGCONNECT_TIMEOUT".to_string(), "10".to_string()),
+        // The COPY text that is checksummed must not depend on the caller's locale
+        // settings; `verify` reads the restore back with the same ones (`COPY_SETTINGS`).
+        ("PGCLIENTENCODING".to_string(), "UTF8".to_string()),
+        ("PGTZ".to_string(), "UTC".to_string()),
     ];
     if let Some(p) = password {
         env.push(("PGPASSWORD".to_string(), decode(p)));
@@ -209,6 +218,152 @@ async fn table_stats(
     Ok(out)
 }
 
+/// What pg_dump sets for its session (pg_dump.c `setup_connection`), plus
+/// what `pg_env` sets: the COPY text read back matches the dump's byte for byte.
+const COPY_SETTINGS: &str = "SET DateStyle = ISO; SET IntervalStyle = postgres; SET extra_float_digits = 3; \
+     SET synchronize_seqscans = off; SET row_security = off; SET TimeZone = 'UTC'; SET client_encoding = 'UTF8'";
+
+/// `COPY <table> (<columns pg_dump copies>) TO STDOUT` for a table name as recorded, or NULL when it is missing.
+const COPY_OUT: &str =
+    "SELECT format('COPY %s %s TO STDOUT', r, COALESCE('(' || (SELECT string_agg(quote_ident(attname), ', ' \
+     ORDER BY attnum) FROM pg_attribute WHERE attrelid = r AND attnum > 0 AND NOT attisdropped AND attgenerated = '') \
+     || ')', '')) FROM to_regclass($1) r WHERE r IS NOT NULL";
+
+/// Row counts and `copy:` checksums of the restored tables, read the way pg_dump read them.
+async fn copy_stats(
+    conn: &mut sqlx::PgConnection,
+    tables: &BTreeMap<String, TableStat>,
+) -> Result<BTreeMap<String, TableStat>, String> {
+    sqlx::raw_sql(COPY_SETTINGS).execute(&mut *conn).await.map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for name in tables.keys() {
+        // The statement is built by the server from the restored table, never taken from
+        // the manifest (which anyone with write access to the storage could edit).
+        let statement: Option<String> =
+            sqlx::query_scalar(COPY_OUT).bind(name).fetch_one(&mut *conn).await.map_err(|e| format!("{name}: {e}"))?;
+        let Some(statement) = statement else { continue };
+        let mut hasher = pgdump::LineHasher::default();
+        let mut rows = conn.copy_out_raw(&statement).await.map_err(|e| format!("{name}: {e}"))?;
+        while let Some(chunk) = rows.next().await {
+            hasher.feed(&chunk.map_err(|e| format!("{name}: {e}"))?);
+        }
+        drop(rows);
+        out.insert(name.clone(), hasher.finish());
+    }
+    Ok(out)
+}
+
+/// Sends what is written to it in pieces of about 1 MiB.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
+        self.tx.blocking_send(piece).map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+}
+
+const PIECE: usize = 1 << 20;
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PIECE {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+/// Run pg_dump, hash its COPY rows and compress its output into `tx`. Returns
+/// the per-table statistics read from the stream (or why they could not be).
+fn dump_thread(
+    mut cmd: std::process::Command,
+    compression: &str,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    dumped: &std::sync::atomic::AtomicU64,
+) -> Result<Result<BTreeMap<String, TableStat>, String>, String> {
+    use std::io::{Read, Write};
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut scanner = pgdump::Scanner::default();
+    let sink = ChannelWriter { tx, buf: Vec::with_capacity(PIECE) };
+    let streamed = (|| -> std::io::Result<ChannelWriter> {
+        let mut out: Box<dyn Compressor> = match compression {
+            "zstd" => {
+                let mut e = zstd::stream::Encoder::new(sink, 3)?;
+                // One worker: compression overlaps reading pg_dump and hashing its rows.
+                e.multithread(1)?;
+                Box::new(e)
+            }
+            "gzip" => Box::new(flate2::write::GzEncoder::new(sink, flate2::Compression::default())),
+            _ => Box::new(sink),
+        };
+        let mut buf = vec![0u8; PIECE];
+        loop {
+            let n = stdout.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            scanner.feed(&buf[..n]);
+            dumped.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            out.write_all(&buf[..n])?;
+        }
+        out.done()
+    })();
+    let streamed = streamed.and_then(|mut sink| sink.flush());
+    if streamed.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let err_text = errors.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("pg_dump failed: {}", err_text.trim()));
+    }
+    streamed.map_err(|e| format!("streaming pg_dump: {e}"))?;
+    Ok(scanner.finish())
+}
+
+/// A compressing writer that can be finished, handing back the channel.
+trait Compressor: std::io::Write {
+    fn done(self: Box<Self>) -> std::io::Result<ChannelWriter>;
+}
+
+impl Compressor for zstd::stream::Encoder<'static, ChannelWriter> {
+    fn done(self: Box<Self>) -> std::io::Result<ChannelWriter> {
+        self.finish()
+    }
+}
+
+impl Compressor for flate2::write::GzEncoder<ChannelWriter> {
+    fn done(self: Box<Self>) -> std::io::Result<ChannelWriter> {
+        self.finish()
+    }
+}
+
+impl Compressor for ChannelWriter {
+    fn done(self: Box<Self>) -> std::io::Result<ChannelWriter> {
+        Ok(*self)
+    }
+}
+
 pub struct Job<'a> {
     pub policy: &'a str,
     pub database_addr: String,
@@ -252,58 +407,56 @@ pub async fn run(job: &Job<'_>, progress: &dyn Fn(u64, u64)) -> Result<Manifest,
 
     let bindir = crate::engine::embedded::find_bindir().map_err(|e| e.to_string())?;
     let pg_dump = bindir.join("pg_dump");
-    let mut child = tokio::process::Command::new(&pg_dump)
-        .args(["--format=custom", "--compress=0", "--no-password"])
+    let mut cmd = std::process::Command::new(&pg_dump);
+    cmd.args(["--format=custom", "--compress=0", "--no-password"])
         .arg(format!("--snapshot={snapshot}"))
-        .envs(pg_env(ep, &job.database))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", pg_dump.display()))?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let dumped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // One 1 MiB buffer between pg_dump and the encoder (tokio's default 8 KiB makes zstd work in small pieces).
-    let raw = tokio::io::BufReader::with_capacity(1 << 20, Tap { inner: stdout, bytes: dumped.clone(), sha: None });
+        .envs(pg_env(ep, &job.database));
     let object_name = format!("{id}.{}", extension(job.compression));
     let object = job.storage.path(&[job.policy, &job.database, &object_name]);
     let upload = job.storage.store.put_multipart(&object).await.map_err(|e| format!("{}: {e}", job.storage.url))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, 16 << 20);
+    let dumped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // pg_dump, the row hashing and the compressor run on a thread of their own;
+    // compressed pieces come back over a channel to be hashed and uploaded.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let dump = {
+        let (dumped, compression) = (dumped.clone(), job.compression.to_string());
+        tokio::task::spawn_blocking(move || dump_thread(cmd, &compression, tx, &dumped))
+    };
     let mut sha = Sha256::new();
     let mut stored: u64 = 0;
-    let mut buf = vec![0u8; 1 << 20];
-    // Row counts and checksums are read in the dump's snapshot while the dump streams.
-    let stats = table_stats(&mut conn, None);
-    let stream = async {
-        let mut reader: Pin<Box<dyn AsyncRead + Send>> = match job.compression {
-            "zstd" => Box::pin(async_compression::tokio::bufread::ZstdEncoder::with_quality(
-                raw,
-                async_compression::Level::Precise(3),
-            )),
-            "gzip" => Box::pin(async_compression::tokio::bufread::GzipEncoder::new(raw)),
-            _ => Box::pin(raw),
-        };
-        loop {
-            let n = reader.read(&mut buf).await.map_err(|e| format!("reading pg_dump: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            stored += n as u64;
+    let uploaded = async {
+        while let Some(piece) = rx.recv().await {
+            sha.update(&piece);
+            stored += piece.len() as u64;
             writer.wait_for_capacity(4).await.map_err(|e| format!("{}: {e}", job.storage.url))?;
-            writer.write(&buf[..n]);
+            writer.write(&piece);
             progress(dumped.load(std::sync::atomic::Ordering::Relaxed), stored);
         }
         Ok::<(), String>(())
+    }
+    .await;
+    // On an upload error the receiver is gone, which stops the dump thread.
+    drop(rx);
+    let dumped_result = dump.await.map_err(|e| e.to_string()).and_then(|r| r);
+    let checked = match uploaded.and(dumped_result) {
+        Ok(scanned) => {
+            // Row counts and checksums come from the COPY data that streamed past; an
+            // archive the reader does not know is counted on the server, in the same snapshot.
+            let scanned = match std::env::var("DBCTL_BACKUP_CHECKSUMS").as_deref() {
+                Ok("server") => Err("DBCTL_BACKUP_CHECKSUMS=server".to_string()),
+                _ => scanned,
+            };
+            match scanned {
+                Ok(t) => Ok(t),
+                Err(why) => {
+                    tracing::warn!("reading the dump stream: {why}; counting rows on the server instead");
+                    table_stats(&mut conn, None).await.map_err(|e| format!("reading row counts: {e}"))
+                }
+            }
+        }
+        Err(e) => Err(e),
     };
-    let (tables, streamed) = tokio::join!(stats, stream);
-    let status = child.wait().await.map_err(|e| e.to_string())?;
-    let mut err_text = String::new();
-    let _ = stderr.read_to_string(&mut err_text).await;
-    let checked = streamed
-        .and_then(|_| if status.success() { Ok(()) } else { Err(format!("pg_dump failed: {}", err_text.trim())) })
-        .and_then(|_| tables.map_err(|e| format!("reading row counts: {e}")));
     let tables = match checked {
         Ok(t) => t,
         Err(e) => {
@@ -498,7 +651,10 @@ pub async fn verify(storage: &Storage, m: &Manifest, ep: &Endpoint) -> Result<()
             .execute(&mut sc)
             .await
             .map_err(|e| e.to_string())?;
-        let stats = table_stats(&mut sc, Some(&m.tables)).await?;
+        let (copied, server): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            m.tables.clone().into_iter().partition(|(_, t)| t.checksum.starts_with("copy:"));
+        let mut stats = if server.is_empty() { BTreeMap::new() } else { table_stats(&mut sc, Some(&server)).await? };
+        stats.extend(copy_stats(&mut sc, &copied).await?);
         let _ = sc.close().await;
         let mut problems = Vec::new();
         for (t, want) in &m.tables {

@@ -50,6 +50,10 @@ impl Project {
     }
 
     pub fn dbctl(&self, args: &[&str]) -> Output {
+        self.dbctl_env(args, &[])
+    }
+
+    pub fn dbctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_dbctl"))
             .arg("--no-color")
             .arg("-C")
@@ -60,6 +64,7 @@ impl Project {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().copied())
             .output()
             .expect("run dbctl")
     }
