@@ -144,6 +144,51 @@ fn run_list_restore_verify_and_a_corrupted_backup_fails() {
 }
 
 #[test]
+fn directory_format_with_jobs_restores_verifies_and_prunes() {
+    let p = Project::new(&config("file://.dbctl/backups", "    last = 1", ""));
+    p.apply();
+    seed(&p);
+    let out = p.ok(&["backup", "run", "--jobs", "2"], 0);
+    assert!(out.contains(&format!("{TABLES} tables")), "{out}");
+    let m = list(&p).pop().unwrap();
+    let id = m["id"].as_str().unwrap().to_string();
+    assert_eq!(m["format"], "directory");
+    let files = m["files"].as_object().unwrap();
+    assert!(files.contains_key("toc.dat.zst"), "{m}");
+    assert!(files.len() >= TABLES + 1, "a file per table plus the TOC: {m}");
+    assert_eq!(m["tables"]["public.orders"]["rows"], 5000);
+    for (t, stat) in m["tables"].as_object().unwrap() {
+        assert!(stat["checksum"].as_str().unwrap().starts_with("copy:"), "{t}: {stat}");
+    }
+    let dir = p.path().join(".dbctl/backups/nightly/shop db").join(m["object"].as_str().unwrap());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), files.len());
+
+    p.ok(&["backup", "restore", &id, "--to", "shop copy"], 0);
+    let sum = "SELECT count(*), sum(hashtext(o::text)) FROM orders o";
+    assert_eq!(p.sql("shop copy", sum), p.sql("shop db", sum));
+    let out = p.ok(&["backup", "verify", &id], 0);
+    assert!(out.contains(&format!("{TABLES} tables match")), "{out}");
+
+    // One byte changed in one table's file: verify names the file.
+    let (name, _) = files.iter().find(|(n, _)| n.as_str() != "toc.dat.zst" && !n.starts_with("blob")).unwrap();
+    let path = dir.join(name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let out = p.ok(&["backup", "verify", &id], 1);
+    assert!(out.contains("is corrupted") && out.contains(name.as_str()), "{out}");
+
+    // Prune deletes every file of a directory backup (once a newer one is verified).
+    p.ok(&["backup", "run"], 0);
+    let newest = list(&p).pop().unwrap();
+    p.ok(&["backup", "verify", newest["id"].as_str().unwrap()], 0);
+    p.ok(&["backup", "prune"], 0);
+    assert_eq!(list(&p).len(), 1);
+    assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().count() == 0, "files left in {}", dir.display());
+}
+
+#[test]
 fn prune_keeps_exactly_what_keep_says_and_a_killed_backup_is_never_listed() {
     let p = Project::new(&config("file://.dbctl/backups", "    last = 2", ""));
     p.apply();

@@ -12,18 +12,16 @@
 pub mod keep;
 pub mod pgdump;
 pub mod storage;
+pub mod stream;
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::process::Stdio;
-use std::task::{Context, Poll};
 
 use futures::StreamExt;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use self::storage::Storage;
 use crate::engine::sql::pg_ident;
@@ -38,6 +36,49 @@ pub struct TableStat {
     /// [`checksum_sql`]; older backups and archives the stream reader does
     /// not know).
     pub checksum: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// Bytes pg_dump wrote.
+    pub size: u64,
+    /// Bytes stored.
+    pub stored: u64,
+    /// sha256 of the stored object.
+    pub sha256: String,
+}
+
+impl Manifest {
+    /// What an unfinished backup has stored so far, for deleting it.
+    fn partial(job: &Job<'_>, id: &str, object: &str, files: &BTreeMap<String, FileStat>) -> Manifest {
+        Manifest {
+            format_version: 1,
+            id: id.to_string(),
+            policy: job.policy.to_string(),
+            database: job.database_addr.clone(),
+            database_name: job.database.clone(),
+            server: String::new(),
+            engine: String::new(),
+            server_version: String::new(),
+            started: String::new(),
+            finished: String::new(),
+            size: 0,
+            compressed_size: 0,
+            sha256: String::new(),
+            compression: job.compression.to_string(),
+            format: if object.ends_with(".dir") { "directory" } else { "custom" }.to_string(),
+            object: object.to_string(),
+            files: files.clone(),
+            tools: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            verified: false,
+            storage: String::new(),
+        }
+    }
+}
+
+fn custom_format() -> String {
+    "custom".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,8 +100,15 @@ pub struct Manifest {
     /// sha256 of the stored object.
     pub sha256: String,
     pub compression: String,
-    /// The dump object, relative to the storage prefix.
+    /// pg_dump's format: `custom` (one object) or `directory` (`backup run --jobs`).
+    #[serde(default = "custom_format")]
+    pub format: String,
+    /// The dump object (or, for the directory format, the folder of objects),
+    /// next to the manifest.
     pub object: String,
+    /// Directory format: every stored file with its sizes and sha256.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, FileStat>,
     pub tools: BTreeMap<String, String>,
     pub tables: BTreeMap<String, TableStat>,
     /// Set when listed: a verification marker exists.
@@ -126,29 +174,6 @@ fn tool_version(bin: &std::path::Path) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
-}
-
-/// Counts and hashes what passes through a reader.
-struct Tap<R> {
-    inner: R,
-    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    sha: Option<Sha256>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Tap<R> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            let new = &buf.filled()[before..];
-            this.bytes.fetch_add(new.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            if let Some(s) = this.sha.as_mut() {
-                s.update(new);
-            }
-        }
-        r
-    }
 }
 
 const TABLES: &str = "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c \
@@ -253,118 +278,9 @@ async fn copy_stats(
     Ok(out)
 }
 
-/// Sends what is written to it in pieces of about 1 MiB.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
-        self.tx.blocking_send(piece).map_err(|_| std::io::Error::other("the upload stopped"))
-    }
-}
-
-const PIECE: usize = 1 << 20;
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= PIECE {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.send()?;
-        }
-        Ok(())
-    }
-}
-
-/// Run pg_dump, hash its COPY rows and compress its output into `tx`. Returns
-/// the per-table statistics read from the stream (or why they could not be).
-fn dump_thread(
-    mut cmd: std::process::Command,
-    compression: &str,
-    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
-    dumped: &std::sync::atomic::AtomicU64,
-) -> Result<Result<BTreeMap<String, TableStat>, String>, String> {
-    use std::io::{Read, Write};
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child =
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let mut scanner = pgdump::Scanner::default();
-    let sink = ChannelWriter { tx, buf: Vec::with_capacity(PIECE) };
-    let streamed = (|| -> std::io::Result<ChannelWriter> {
-        let mut out: Box<dyn Compressor> = match compression {
-            "zstd" => {
-                let mut e = zstd::stream::Encoder::new(sink, 3)?;
-                // One worker: compression overlaps reading pg_dump and hashing its rows.
-                e.multithread(1)?;
-                Box::new(e)
-            }
-            "gzip" => Box::new(flate2::write::GzEncoder::new(sink, flate2::Compression::default())),
-            _ => Box::new(sink),
-        };
-        let mut buf = vec![0u8; PIECE];
-        loop {
-            let n = stdout.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            scanner.feed(&buf[..n]);
-            dumped.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-            out.write_all(&buf[..n])?;
-        }
-        out.done()
-    })();
-    let streamed = streamed.and_then(|mut sink| sink.flush());
-    if streamed.is_err() {
-        let _ = child.kill();
-    }
-    let status = child.wait().map_err(|e| e.to_string())?;
-    let err_text = errors.join().unwrap_or_default();
-    if !status.success() {
-        return Err(format!("pg_dump failed: {}", err_text.trim()));
-    }
-    streamed.map_err(|e| format!("streaming pg_dump: {e}"))?;
-    Ok(scanner.finish())
-}
-
-/// A compressing writer that can be finished, handing back the channel.
-trait Compressor: std::io::Write {
-    fn done(self: Box<Self>) -> std::io::Result<ChannelWriter>;
-}
-
-impl Compressor for zstd::stream::Encoder<'static, ChannelWriter> {
-    fn done(self: Box<Self>) -> std::io::Result<ChannelWriter> {
-        self.finish()
-    }
-}
-
-impl Compressor for flate2::write::GzEncoder<ChannelWriter> {
-    fn done(self: Box<Self>) -> std::io::Result<ChannelWriter> {
-        self.finish()
-    }
-}
-
-impl Compressor for ChannelWriter {
-    fn done(self: Box<Self>) -> std::io::Result<ChannelWriter> {
-        Ok(*self)
-    }
-}
-
 pub struct Job<'a> {
+    /// More than 1: pg_dump's directory format with this many parallel jobs.
+    pub jobs: u32,
     pub policy: &'a str,
     pub database_addr: String,
     pub database: String,
@@ -381,9 +297,9 @@ fn extension(compression: &str) -> &'static str {
     }
 }
 
-/// Take one backup. The manifest is written only after the object is
-/// complete; on any failure the partial upload is aborted.
-pub async fn run(job: &Job<'_>, progress: &dyn Fn(u64, u64)) -> Result<Manifest, String> {
+/// Take one backup. The manifest is written only after the dump is
+/// complete in storage; on any failure the partial upload is aborted.
+pub async fn run(job: &Job<'_>, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Manifest, String> {
     let started = now();
     let id = format!(
         "{}-{}",
@@ -408,68 +324,46 @@ pub async fn run(job: &Job<'_>, progress: &dyn Fn(u64, u64)) -> Result<Manifest,
     let bindir = crate::engine::embedded::find_bindir().map_err(|e| e.to_string())?;
     let pg_dump = bindir.join("pg_dump");
     let mut cmd = std::process::Command::new(&pg_dump);
-    cmd.args(["--format=custom", "--compress=0", "--no-password"])
+    cmd.args(["--compress=0", "--no-password"])
         .arg(format!("--snapshot={snapshot}"))
-        .envs(pg_env(ep, &job.database));
-    let object_name = format!("{id}.{}", extension(job.compression));
-    let object = job.storage.path(&[job.policy, &job.database, &object_name]);
-    let upload = job.storage.store.put_multipart(&object).await.map_err(|e| format!("{}: {e}", job.storage.url))?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, 16 << 20);
+        .envs(pg_env(ep, &job.database))
+        .stdin(Stdio::null());
     let dumped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    // pg_dump, the row hashing and the compressor run on a thread of their own;
-    // compressed pieces come back over a channel to be hashed and uploaded.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    let dump = {
-        let (dumped, compression) = (dumped.clone(), job.compression.to_string());
-        tokio::task::spawn_blocking(move || dump_thread(cmd, &compression, tx, &dumped))
+    let dumped_now = || dumped.load(std::sync::atomic::Ordering::Relaxed);
+    let dumped_files = if job.jobs > 1 {
+        cmd.args(["--format=directory", &format!("--jobs={}", job.jobs)]);
+        dump_directory(job, &id, cmd, &dumped, progress).await.map(|(o, f, t)| (o, f, Ok(t)))
+    } else {
+        cmd.arg("--format=custom");
+        dump_custom(job, &id, cmd, &dumped, progress).await
     };
-    let mut sha = Sha256::new();
-    let mut stored: u64 = 0;
-    let uploaded = async {
-        while let Some(piece) = rx.recv().await {
-            sha.update(&piece);
-            stored += piece.len() as u64;
-            writer.wait_for_capacity(4).await.map_err(|e| format!("{}: {e}", job.storage.url))?;
-            writer.write(&piece);
-            progress(dumped.load(std::sync::atomic::Ordering::Relaxed), stored);
-        }
-        Ok::<(), String>(())
-    }
-    .await;
-    // On an upload error the receiver is gone, which stops the dump thread.
-    drop(rx);
-    let dumped_result = dump.await.map_err(|e| e.to_string()).and_then(|r| r);
-    let checked = match uploaded.and(dumped_result) {
-        Ok(scanned) => {
-            // Row counts and checksums come from the COPY data that streamed past; an
-            // archive the reader does not know is counted on the server, in the same snapshot.
-            let scanned = match std::env::var("DBCTL_BACKUP_CHECKSUMS").as_deref() {
-                Ok("server") => Err("DBCTL_BACKUP_CHECKSUMS=server".to_string()),
-                _ => scanned,
-            };
-            match scanned {
-                Ok(t) => Ok(t),
-                Err(why) => {
-                    tracing::warn!("reading the dump stream: {why}; counting rows on the server instead");
-                    table_stats(&mut conn, None).await.map_err(|e| format!("reading row counts: {e}"))
+    let (object_name, files, scanned) = dumped_files?;
+    // Row counts and checksums come from the COPY data that streamed past; an
+    // archive the reader does not know is counted on the server, in the same snapshot.
+    let scanned = match std::env::var("DBCTL_BACKUP_CHECKSUMS").as_deref() {
+        Ok("server") => Err("DBCTL_BACKUP_CHECKSUMS=server".to_string()),
+        _ => scanned,
+    };
+    let tables = match scanned {
+        Ok(t) => t,
+        Err(why) => {
+            tracing::warn!("reading the dump stream: {why}; counting rows on the server instead");
+            match table_stats(&mut conn, None).await {
+                Ok(t) => t,
+                Err(e) => {
+                    let partial = Manifest::partial(job, &id, &object_name, &files);
+                    let _ = delete(job.storage, &partial).await;
+                    return Err(format!("reading row counts: {e}"));
                 }
             }
         }
-        Err(e) => Err(e),
     };
-    let tables = match checked {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
-    };
-    writer.finish().await.map_err(|e| format!("{}: {e}", job.storage.url))?;
     let _ = sqlx::raw_sql("COMMIT").execute(&mut conn).await;
     let _ = conn.close().await;
     let mut tools = BTreeMap::new();
     tools.insert("pg_dump".to_string(), tool_version(&pg_dump));
     tools.insert("dbctl".to_string(), env!("CARGO_PKG_VERSION").to_string());
+    let stored: u64 = files.values().map(|f| f.stored).sum();
     let manifest = Manifest {
         format_version: 1,
         id: id.clone(),
@@ -481,11 +375,13 @@ pub async fn run(job: &Job<'_>, progress: &dyn Fn(u64, u64)) -> Result<Manifest,
         server_version,
         started,
         finished: now(),
-        size: dumped.load(std::sync::atomic::Ordering::Relaxed),
+        size: dumped_now(),
         compressed_size: stored,
-        sha256: hex::encode(sha.finalize()),
+        sha256: files_digest(&object_name, &files),
         compression: job.compression.to_string(),
+        format: if job.jobs > 1 { "directory" } else { "custom" }.to_string(),
         object: object_name,
+        files: if job.jobs > 1 { files } else { BTreeMap::new() },
         tools,
         tables,
         verified: false,
@@ -494,6 +390,139 @@ pub async fn run(job: &Job<'_>, progress: &dyn Fn(u64, u64)) -> Result<Manifest,
     progress(manifest.size, stored);
     put_json(job.storage, &[job.policy, &job.database, &format!("{id}.manifest.json")], &manifest).await?;
     Ok(manifest)
+}
+
+/// The sha256 a manifest records: the object's own for a single-object
+/// backup; for a directory, that of its `<sha256>  <file>` lines (sorted).
+fn files_digest(object: &str, files: &BTreeMap<String, FileStat>) -> String {
+    match files.get(object) {
+        Some(f) if files.len() == 1 => f.sha256.clone(),
+        _ => {
+            let mut sha = Sha256::new();
+            for (name, f) in files {
+                sha.update(format!("{}  {name}\n", f.sha256));
+            }
+            hex::encode(sha.finalize())
+        }
+    }
+}
+
+type Dumped = (String, BTreeMap<String, FileStat>, Result<BTreeMap<String, TableStat>, String>);
+
+/// pg_dump's custom format, streamed from its stdout: nothing staged on disk.
+async fn dump_custom(
+    job: &Job<'_>,
+    id: &str,
+    mut cmd: std::process::Command,
+    dumped: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Dumped, String> {
+    use std::io::Read;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let object_name = format!("{id}.{}", extension(job.compression));
+    let object = job.storage.path(&[job.policy, &job.database, &object_name]);
+    let mut on_piece = |stored: u64| progress(dumped.load(std::sync::atomic::Ordering::Relaxed), stored);
+    let streamed = stream::upload(
+        job.storage,
+        &object,
+        job.compression,
+        stdout,
+        pgdump::Scanner::default(),
+        dumped,
+        &mut on_piece,
+    )
+    .await;
+    if streamed.is_err() {
+        let _ = child.kill();
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.map_err(|e| e.to_string())?;
+    let err_text = errors.join().unwrap_or_default();
+    let failed = match status {
+        Ok(s) if s.success() => None,
+        Ok(_) => Some(format!("pg_dump failed: {}", err_text.trim())),
+        Err(e) => Some(e.to_string()),
+    };
+    let mut up = match (streamed, failed) {
+        (Ok(up), Some(e)) => {
+            let _ = up.writer.abort().await;
+            return Err(e);
+        }
+        (Err(_), Some(e)) | (Err(e), None) => return Err(e),
+        (Ok(up), None) => up,
+    };
+    up.writer.finish().await.map_err(|e| format!("{}: {e}", job.storage.url))?;
+    let size = dumped.load(std::sync::atomic::Ordering::Relaxed);
+    let files = BTreeMap::from([(object_name.clone(), FileStat { size, stored: up.stored, sha256: up.sha256 })]);
+    let scanner = std::mem::take(&mut up.inspect);
+    Ok((object_name, files, scanner.finish()))
+}
+
+/// pg_dump's directory format with `--jobs`: pg_dump writes its files into a
+/// temporary directory (parallel dumps need files), then each is compressed
+/// into `<id>.dir/` in storage, its COPY rows counted on the way.
+async fn dump_directory(
+    job: &Job<'_>,
+    id: &str,
+    mut cmd: std::process::Command,
+    dumped: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(String, BTreeMap<String, FileStat>, BTreeMap<String, TableStat>), String> {
+    let tmp = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let dir = tmp.path().join("dump");
+    cmd.arg(format!("--file={}", dir.display()));
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.map_err(|e| e.to_string())?;
+    let out = out.map_err(|e| format!("cannot run pg_dump: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("pg_dump failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let toc = std::fs::read(dir.join("toc.dat")).map_err(|e| format!("pg_dump's toc.dat: {e}"))?;
+    let data_files = pgdump::directory_tables(&toc)?;
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let object_name = format!("{id}.dir");
+    let mut files = BTreeMap::new();
+    let mut tables = BTreeMap::new();
+    let mut stored_before = 0u64;
+    for name in names {
+        let stored_name = match extension(job.compression) {
+            "dump" => name.clone(),
+            ext => format!("{name}.{}", ext.trim_start_matches("dump.")),
+        };
+        let object = job.storage.path(&[job.policy, &job.database, &object_name, &stored_name]);
+        let file = std::fs::File::open(dir.join(&name)).map_err(|e| format!("{name}: {e}"))?;
+        let before = dumped.load(std::sync::atomic::Ordering::Relaxed);
+        let hasher = data_files.get(&name).map(|_| pgdump::LineHasher::default());
+        let base = stored_before;
+        let mut on_piece = |stored: u64| progress(dumped.load(std::sync::atomic::Ordering::Relaxed), base + stored);
+        let r = stream::upload(job.storage, &object, job.compression, file, hasher, dumped, &mut on_piece).await;
+        let up = match r {
+            Ok(up) => up,
+            Err(e) => {
+                let _ = delete(job.storage, &Manifest::partial(job, id, &object_name, &files)).await;
+                return Err(e);
+            }
+        };
+        up.writer.finish().await.map_err(|e| format!("{}: {e}", job.storage.url))?;
+        let size = dumped.load(std::sync::atomic::Ordering::Relaxed) - before;
+        stored_before += up.stored;
+        if let (Some(table), Some(h)) = (data_files.get(&name), up.inspect) {
+            tables.insert(table.clone(), h.finish());
+        }
+        files.insert(stored_name, FileStat { size, stored: up.stored, sha256: up.sha256 });
+    }
+    Ok((object_name, files, tables))
 }
 
 async fn put_json(storage: &Storage, parts: &[&str], v: &impl Serialize) -> Result<(), String> {
@@ -534,7 +563,8 @@ pub async fn list(storage: &Storage) -> Result<Vec<Manifest>, String> {
     Ok(out)
 }
 
-/// Stream a backup into pg_restore for database `target`; checks the sha256.
+/// Restore a backup into database `target` with pg_restore; checks every
+/// stored object against the sha256 the manifest recorded.
 pub async fn restore_into(
     storage: &Storage,
     m: &Manifest,
@@ -542,58 +572,50 @@ pub async fn restore_into(
     target: &str,
     keep_owners: bool,
 ) -> Result<(), String> {
-    let object = storage.path(&[&m.policy, &m.database_name, &m.object]);
-    let stream = storage.store.get(&object).await.map_err(|e| format!("{}: {e}", storage.url))?.into_stream();
-    let reader = tokio_util::io::StreamReader::new(stream.map(|r| r.map_err(std::io::Error::other)));
-    let mut tap = Tap { inner: reader, bytes: Default::default(), sha: Some(Sha256::new()) };
     let bindir = crate::engine::embedded::find_bindir().map_err(|e| e.to_string())?;
     let mut cmd = tokio::process::Command::new(bindir.join("pg_restore"));
     cmd.args(["--exit-on-error", "--no-password"]).arg(format!("--dbname={target}"));
     if !keep_owners {
         cmd.args(["--no-owner", "--no-privileges"]);
     }
-    let mut child = cmd
-        .envs(pg_env(ep, target))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run pg_restore: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let copied: Result<(), String> = async {
-        let mut buf = vec![0u8; 1 << 20];
-        let mut decoded: Pin<Box<dyn AsyncRead + Send + '_>> = match m.compression.as_str() {
-            "zstd" => {
-                Box::pin(async_compression::tokio::bufread::ZstdDecoder::new(tokio::io::BufReader::new(&mut tap)))
+    cmd.envs(pg_env(ep, target)).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    let corrupted = |name: &str, found: &str, recorded: &str| {
+        format!("backup {} is corrupted: {name} has sha256 {found}, the manifest recorded {recorded}", m.id)
+    };
+    let out = if m.format == "directory" {
+        // pg_restore --jobs needs the files: fetch them into a temporary directory.
+        let tmp = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+        for (name, f) in &m.files {
+            let object = storage.path(&[&m.policy, &m.database_name, &m.object, name]);
+            let local = tmp.path().join(name.trim_end_matches(".zst").trim_end_matches(".gz"));
+            let mut file = tokio::fs::File::create(&local).await.map_err(|e| format!("{}: {e}", local.display()))?;
+            let got = stream::download(storage, &object, &m.compression, &mut file).await?;
+            if got.sha256 != f.sha256 {
+                return Err(corrupted(name, &got.sha256, &f.sha256));
             }
-            "gzip" => {
-                Box::pin(async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(&mut tap)))
-            }
-            _ => Box::pin(&mut tap),
-        };
-        loop {
-            let n = decoded.read(&mut buf).await.map_err(|e| format!("the backup object is damaged: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            if stdin.write_all(&buf[..n]).await.is_err() {
-                break; // pg_restore stopped: its status says why.
+            if let Some(e) = got.error {
+                return Err(e);
             }
         }
-        Ok(())
-    }
-    .await;
-    drop(stdin);
-    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-    let digest = hex::encode(tap.sha.take().expect("hashing").finalize());
-    if digest != m.sha256 {
-        return Err(format!(
-            "backup {} is corrupted: its sha256 is {digest}, the manifest recorded {}",
-            m.id, m.sha256
-        ));
-    }
-    copied?;
+        let jobs = std::thread::available_parallelism().map(|n| n.get().min(4)).unwrap_or(2);
+        cmd.arg(format!("--jobs={jobs}")).arg(tmp.path()).stdin(Stdio::null());
+        cmd.output().await.map_err(|e| format!("cannot run pg_restore: {e}"))?
+    } else {
+        let mut child = cmd.stdin(Stdio::piped()).spawn().map_err(|e| format!("cannot run pg_restore: {e}"))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let object = storage.path(&[&m.policy, &m.database_name, &m.object]);
+        let got = stream::download(storage, &object, &m.compression, &mut stdin).await;
+        drop(stdin);
+        let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+        let got = got?;
+        if got.sha256 != m.sha256 {
+            return Err(corrupted(&m.object, &got.sha256, &m.sha256));
+        }
+        if let Some(e) = got.error {
+            return Err(e);
+        }
+        out
+    };
     if !out.status.success() {
         return Err(format!("pg_restore failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
@@ -687,10 +709,21 @@ pub async fn verify(storage: &Storage, m: &Manifest, ep: &Endpoint) -> Result<()
     .await
 }
 
-/// Delete a backup: its object, manifest (first, so it stops being listed) and marker.
+/// Delete a backup: its manifest (first, so it stops being listed), its
+/// object or directory of objects, and its verification marker.
 pub async fn delete(storage: &Storage, m: &Manifest) -> Result<(), String> {
-    for name in [format!("{}.manifest.json", m.id), m.object.clone(), format!("{}.verified.json", m.id)] {
-        match storage.store.delete(&storage.path(&[&m.policy, &m.database_name, &name])).await {
+    let dir = |name: &String| format!("{}/{name}", m.object);
+    let mut names = vec![format!("{}.manifest.json", m.id)];
+    if m.format == "directory" {
+        names.extend(m.files.keys().map(dir));
+    } else {
+        names.push(m.object.clone());
+    }
+    names.push(format!("{}.verified.json", m.id));
+    for name in names {
+        let parts: Vec<&str> =
+            [m.policy.as_str(), m.database_name.as_str()].into_iter().chain(name.split('/')).collect();
+        match storage.store.delete(&storage.path(&parts)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(format!("{}: {e}", storage.url)),
         }

@@ -103,7 +103,7 @@ pub struct Scanner {
     buf: Vec<u8>,
     int_size: usize,
     /// Table data entries by dump id.
-    entries: HashMap<i64, String>,
+    entries: HashMap<i64, (String, Option<String>)>,
     hashers: HashMap<i64, LineHasher>,
     error: Option<String>,
 }
@@ -148,10 +148,22 @@ impl Cur<'_> {
 /// Result of parsing the header and table of contents.
 struct Toc {
     int_size: usize,
-    entries: HashMap<i64, String>,
+    /// Table data entries: dump id → (table name as `quote_ident` writes it, data file name in a directory archive).
+    entries: HashMap<i64, (String, Option<String>)>,
 }
 
-fn parse_toc(b: &[u8]) -> Result<Option<(Toc, usize)>, String> {
+const FORMAT_CUSTOM: u8 = 1;
+const FORMAT_DIRECTORY: u8 = 3;
+
+/// Table data entries of a directory-format archive's `toc.dat`: data file name → table name.
+pub fn directory_tables(toc_dat: &[u8]) -> Result<HashMap<String, String>, String> {
+    match parse_toc(toc_dat, FORMAT_DIRECTORY)? {
+        None => Err("toc.dat ends early".into()),
+        Some((toc, _)) => Ok(toc.entries.into_values().filter_map(|(key, file)| Some((file?, key))).collect()),
+    }
+}
+
+fn parse_toc(b: &[u8], want_format: u8) -> Result<Option<(Toc, usize)>, String> {
     let mut c = Cur { b, pos: 0, int_size: 4 };
     macro_rules! need {
         ($e:expr) => {
@@ -177,8 +189,8 @@ fn parse_toc(b: &[u8]) -> Result<Option<(Toc, usize)>, String> {
     }
     let off_size = need!(c.byte()) as usize;
     let format = need!(c.byte());
-    if format != 1 {
-        return Err(format!("archive format {format} is not custom"));
+    if format != want_format {
+        return Err(format!("archive format {format}, expected {want_format}"));
     }
     let compressed = if version >= vers(15) { need!(c.byte()) != 0 } else { need!(c.int()) != 0 };
     if compressed {
@@ -214,10 +226,15 @@ fn parse_toc(b: &[u8]) -> Result<Option<(Toc, usize)>, String> {
         need!(c.str()); // owner
         need!(c.str()); // "false" (WITH OIDS)
         while need!(c.str()).is_some() {} // dependencies, NULL-terminated
-        need!(c.byte()); // data offset flag
-        need!(c.skip(off_size));
+        let file = if format == FORMAT_DIRECTORY {
+            need!(c.str()) // data file name
+        } else {
+            need!(c.byte()); // data offset flag
+            need!(c.skip(off_size));
+            None
+        };
         if desc == "TABLE DATA" && copy.is_some_and(|s| s.starts_with("COPY ")) {
-            entries.insert(dump_id, format!("{}.{}", quote_ident(&namespace), quote_ident(&tag)));
+            entries.insert(dump_id, (format!("{}.{}", quote_ident(&namespace), quote_ident(&tag)), file));
         }
     }
     Ok(Some((Toc { int_size: c.int_size, entries }, c.pos)))
@@ -292,7 +309,7 @@ impl Scanner {
                     };
                     continue;
                 }
-                State::Toc => match parse_toc(rest) {
+                State::Toc => match parse_toc(rest, FORMAT_CUSTOM) {
                     Ok(None) if rest.len() > MAX_TOC => {
                         return self.fail(format!("no end of the table of contents in the first {MAX_TOC} bytes"))
                     }
@@ -351,7 +368,7 @@ impl Scanner {
         }
         let mut hashers = self.hashers;
         let mut out = std::collections::BTreeMap::new();
-        for (id, key) in self.entries {
+        for (id, (key, _)) in self.entries {
             out.insert(key, hashers.remove(&id).unwrap_or_default().finish());
         }
         Ok(out)

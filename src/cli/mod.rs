@@ -224,6 +224,10 @@ pub enum BackupCommand {
         /// Only this database, e.g. database.orders.
         #[arg(long, value_name = "ADDR")]
         database: Option<String>,
+        /// Dump with this many parallel jobs: pg_dump's directory format, staged
+        /// in a temporary directory ($TMPDIR) and uploaded file by file.
+        #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
+        jobs: u32,
     },
     /// List complete backups (those with a manifest) in every policy's storage.
     List {

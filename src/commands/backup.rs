@@ -63,7 +63,13 @@ fn endpoint<'a>(s: &'a Session, server: &str) -> Result<&'a crate::runtime::Endp
     Ok(ep)
 }
 
-async fn run_policies(s: &Session, only: Option<&str>, due: bool, database: Option<&str>) -> Result<bool, String> {
+async fn run_policies(
+    s: &Session,
+    only: Option<&str>,
+    due: bool,
+    database: Option<&str>,
+    jobs: u32,
+) -> Result<bool, String> {
     let mut ok = true;
     let mut matched = false;
     let terminal = std::io::stderr().is_terminal();
@@ -98,6 +104,7 @@ async fn run_policies(s: &Session, only: Option<&str>, due: bool, database: Opti
                 }
             }
             let job = backup::Job {
+                jobs,
                 policy: &pol.addr.name,
                 database_addr: db_addr.to_string(),
                 database: name.to_string(),
@@ -206,8 +213,8 @@ pub fn run(ctx: &Ctx, cmd: &BackupCommand) -> u8 {
     };
     let result: Result<u8, String> = block_on(async {
         match cmd {
-            BackupCommand::Run { policy, due, database } => {
-                Ok(if run_policies(&s, policy.as_deref(), *due, database.as_deref()).await? {
+            BackupCommand::Run { policy, due, database, jobs } => {
+                Ok(if run_policies(&s, policy.as_deref(), *due, database.as_deref(), *jobs).await? {
                     EXIT_OK
                 } else {
                     EXIT_ERROR
