@@ -22,12 +22,11 @@ pub struct Endpoint {
     /// Admin URL (may carry a password: never printed).
     pub url: String,
     pub embedded: Option<Embedded>,
+    /// MySQL: the host part the configuration gives each user name.
+    pub user_hosts: BTreeMap<String, String>,
 }
 
 pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server) -> Result<Endpoint, EngineError> {
-    if s.engine == Engine::Mysql {
-        return Err(EngineError::Setup(format!("{addr}: the MySQL/MariaDB engine arrives with issue [7]")));
-    }
     if s.rds_cluster.is_some() {
         return Err(EngineError::Setup(format!("{addr}: servers on RDS clusters are not built yet")));
     }
@@ -35,11 +34,18 @@ pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server) -> Result<Endpoint, En
         return Err(EngineError::Setup(format!("{addr}: admin_password arrives with issue [3] (secrets)")));
     }
     if s.embedded {
-        let e = Embedded::new(dbctl, &addr.name, s.port)?;
-        return Ok(Endpoint { address: addr.clone(), engine: s.engine, url: e.url(), embedded: Some(e) });
+        let e = Embedded::for_engine(dbctl, &addr.name, s.port, s.engine)?;
+        let url = e.url();
+        return Ok(Endpoint {
+            address: addr.clone(),
+            engine: s.engine,
+            url,
+            embedded: Some(e),
+            user_hosts: BTreeMap::new(),
+        });
     }
     let url = s.url.clone().unwrap_or_default();
-    Ok(Endpoint { address: addr.clone(), engine: s.engine, url, embedded: None })
+    Ok(Endpoint { address: addr.clone(), engine: s.engine, url, embedded: None, user_hosts: BTreeMap::new() })
 }
 
 pub fn endpoints(cfg: &Config, dbctl: &Path) -> Result<BTreeMap<Address, Endpoint>, EngineError> {
@@ -47,6 +53,13 @@ pub fn endpoints(cfg: &Config, dbctl: &Path) -> Result<BTreeMap<Address, Endpoin
     for r in cfg.resources.values() {
         if let Body::Server(s) = &r.body {
             out.insert(r.addr.clone(), endpoint(dbctl, &r.addr, s)?);
+        }
+    }
+    for r in cfg.resources.values() {
+        if let Body::User(u) = &r.body {
+            if let Some(ep) = out.get_mut(&u.server).filter(|e| e.engine == Engine::Mysql) {
+                ep.user_hosts.insert(u.name.clone(), u.host.clone().unwrap_or_else(|| "%".into()));
+            }
         }
     }
     Ok(out)
@@ -126,7 +139,13 @@ pub async fn refresh(
         }
         let sc = scope.get(addr).unwrap_or(&empty);
         let name = addr.to_string();
-        jobs.push(async move { (addr.clone(), postgres::read(&name, &ep.url, sc).await) });
+        jobs.push(async move {
+            let live = match ep.engine {
+                Engine::Postgres => postgres::read(&name, &ep.url, sc).await,
+                Engine::Mysql => crate::engine::mysql::read(&name, &ep.url, &ep.user_hosts).await,
+            };
+            (addr.clone(), live)
+        });
     }
     let mut out = BTreeMap::new();
     for (addr, r) in futures::future::join_all(jobs).await {
@@ -139,6 +158,13 @@ pub async fn refresh(
 pub fn host_port(ep: &Endpoint) -> (String, u16) {
     match &ep.embedded {
         Some(e) => ("127.0.0.1".into(), e.port),
+        None if ep.engine == Engine::Mysql => {
+            use std::str::FromStr;
+            match sqlx::mysql::MySqlConnectOptions::from_str(&ep.url) {
+                Ok(o) => (o.get_host().to_string(), o.get_port()),
+                Err(_) => (String::new(), 3306),
+            }
+        }
         None => match crate::engine::postgres::options(&ep.url, None) {
             Ok(o) => (o.get_host().to_string(), o.get_port()),
             Err(_) => (String::new(), 5432),

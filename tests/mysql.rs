@@ -1,27 +1,293 @@
-//! MySQL / MariaDB: so far the embedded server (issue [7] builds the engine).
+//! The MySQL / MariaDB engine against a real MariaDB that dbctl starts
+//! (`embedded = true`): create, no-op, every attribute, drift, destroy,
+//! hostile names, and passwords that really log in.
 
 mod common;
 
-use common::{text, Project};
+use common::{steps, text, Project};
+
+const SERVER: &str = "server \"main\" {\n  engine   = \"mysql\"\n  embedded = true\n}\n";
+
+/// Run SQL with the mariadb client; rows as tab-separated lines.
+fn my_as(p: &Project, user: &str, password: &str, sql: &str) -> Result<String, String> {
+    let out = std::process::Command::new("mariadb")
+        .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-N", "-B", "-u", user])
+        .arg(format!("--port={}", p.port()))
+        .arg(format!("--password={password}"))
+        .args(["-e", sql])
+        .output()
+        .expect("mariadb client");
+    if out.status.success() {
+        Ok(text(&out.stdout).trim().to_string())
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+fn my(p: &Project, sql: &str) -> String {
+    my_as(p, "root", "", sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn config(db: &str, user: &str, extra_user: &str, privileges: &str, collation: &str) -> String {
+    format!(
+        r#"{SERVER}
+database "shop" {{
+  server    = server.main
+  name      = "{db}"
+  encoding  = "utf8mb4"
+  collation = "{collation}"
+}}
+
+role "readers" {{
+  server = server.main
+  grant {{
+    database   = database.shop
+    privileges = ["SELECT"]
+  }}
+}}
+
+secret "app_pw" {{
+  store = "local"
+  name  = "app-pw"
+}}
+
+user "app" {{
+  server   = server.main
+  name     = "{user}"
+  password = secret.app_pw
+{extra_user}
+  grant {{
+    database   = database.shop
+    privileges = {privileges}
+  }}
+}}
+"#
+    )
+}
 
 #[test]
-fn an_embedded_mariadb_starts_stops_and_the_engine_says_it_is_not_built() {
-    let p = Project::new("server \"db\" {\n  engine   = \"mysql\"\n  embedded = true\n}\n");
+fn create_noop_every_attribute_drift_and_destroy() {
+    let v1 = config(
+        "shop_db",
+        "app",
+        "  member_of        = [role.readers]\n  connection_limit = 5",
+        "[\"SELECT\", \"INSERT\"]",
+        "utf8mb4_unicode_ci",
+    );
+    let p = Project::new(&v1);
+    let plan = p.plan_json();
+    assert_eq!(
+        steps(&plan).iter().filter(|s| s.contains("CREATE") || s.contains("GRANT")).cloned().collect::<Vec<_>>(),
+        [
+            "CREATE DATABASE `shop_db` CHARACTER SET 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'",
+            "CREATE ROLE 'readers'",
+            "GRANT SELECT ON `shop\\_db`.* TO 'readers'",
+            "CREATE USER 'app'@'%' WITH MAX_USER_CONNECTIONS 5 ACCOUNT LOCK",
+            "GRANT 'readers' TO 'app'@'%'",
+            "GRANT INSERT, SELECT ON `shop\\_db`.* TO 'app'@'%'",
+        ],
+        "{plan}"
+    );
+    let out = p.apply();
+    assert!(out.contains("Apply complete! Resources: 7 added, 0 changed, 0 destroyed."), "{out}");
+    p.converged();
+
+    // What the server holds.
+    assert_eq!(
+        my(&p, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_db'"),
+        "utf8mb4\tutf8mb4_unicode_ci"
+    );
+    assert_eq!(my(&p, "SELECT max_user_connections FROM mysql.user WHERE User = 'app'"), "5");
+    // The password really logs in, with the role active; a wrong one does not.
+    let pw = p.secret("app-pw");
+    let who = my_as(&p, "app", &pw, "SELECT CURRENT_USER(), CURRENT_ROLE(); INSERT INTO shop_db.t VALUES (1)");
+    assert!(who.is_err(), "no table yet, but the login itself must work: {who:?}");
+    assert!(!who.as_ref().unwrap_err().contains("Access denied for user"), "{who:?}");
+    assert_eq!(my_as(&p, "app", &pw, "SELECT CURRENT_USER(), CURRENT_ROLE()").unwrap(), "app@%\treaders");
+    assert!(my_as(&p, "app", "wrong", "SELECT 1").unwrap_err().contains("Access denied"));
+    my(&p, "CREATE TABLE shop_db.t (x int)");
+    my_as(&p, "app", &pw, "INSERT INTO shop_db.t VALUES (1); SELECT * FROM shop_db.t").unwrap();
+    assert!(my_as(&p, "app", &pw, "DELETE FROM shop_db.t").unwrap_err().contains("denied"));
+
+    // Every attribute: host, connection limit, member_of, privileges (a delta), collation.
+    p.write(&config(
+        "shop_db",
+        "app",
+        "  host             = \"127.0.0.1\"\n  connection_limit = 10",
+        "[\"SELECT\", \"UPDATE\"]",
+        "utf8mb4_bin",
+    ));
+    let plan = p.plan_json();
+    assert_eq!(
+        steps(&plan).into_iter().filter(|s| !s.starts_with("write")).collect::<Vec<_>>(),
+        [
+            "ALTER DATABASE `shop_db` CHARACTER SET 'utf8mb4' COLLATE 'utf8mb4_bin'",
+            "RENAME USER 'app'@'%' TO 'app'@'127.0.0.1'",
+            "ALTER USER 'app'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 10",
+            "REVOKE 'readers' FROM 'app'@'127.0.0.1'",
+            "SET DEFAULT ROLE NONE FOR 'app'@'127.0.0.1'",
+            "GRANT UPDATE ON `shop\\_db`.* TO 'app'@'127.0.0.1'",
+            "REVOKE INSERT ON `shop\\_db`.* FROM 'app'@'127.0.0.1'",
+        ],
+        "{plan}"
+    );
+    p.apply();
+    p.converged();
+    assert_eq!(my(&p, "SELECT Host, max_user_connections FROM mysql.user WHERE User = 'app'"), "127.0.0.1\t10");
+    assert_eq!(
+        my(&p, "SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_db'"),
+        "utf8mb4_bin"
+    );
+    assert_eq!(my_as(&p, "app", &pw, "SELECT CURRENT_ROLE()").unwrap(), "NULL");
+    my_as(&p, "app", &pw, "UPDATE shop_db.t SET x = 2").unwrap();
+
+    // Drift: changed outside dbctl, reported and put back.
+    my(
+        &p,
+        "GRANT DELETE ON `shop\\_db`.* TO 'app'@'127.0.0.1'; ALTER USER 'app'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 99",
+    );
+    let out = p.ok(&["plan"], 0);
+    assert!(
+        out.contains("Objects have changed outside of dbctl") && out.contains("connection_limit changed from 10 to 99"),
+        "{out}"
+    );
+    let plan = p.plan_json();
+    assert_eq!(
+        steps(&plan),
+        [
+            "ALTER USER 'app'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 10",
+            "REVOKE DELETE ON `shop\\_db`.* FROM 'app'@'127.0.0.1'",
+        ]
+    );
+    p.apply();
+    p.converged();
+
+    // A rotated secret changes the password the server accepts.
+    p.ok(&["secret", "rotate", "secret.app_pw"], 0);
+    p.apply();
+    let new_pw = p.secret("app-pw");
+    assert_ne!(new_pw, pw);
+    assert!(my_as(&p, "app", &pw, "SELECT 1").is_err());
+    assert_eq!(my_as(&p, "app", &new_pw, "SELECT 1").unwrap(), "1");
+    p.converged();
+
+    // Destroy removes what dbctl created, and nothing else.
+    my(&p, "CREATE DATABASE unmanaged; CREATE USER 'other'@'%'");
+    let out = p.ok(&["destroy", "--auto-approve"], 0);
+    assert!(out.contains("destroyed"), "{out}");
+    assert_eq!(my(&p, "SELECT count(*) FROM mysql.user WHERE User IN ('app', 'readers')"), "0");
+    assert_eq!(my(&p, "SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_db'"), "0");
+    assert_eq!(my(&p, "SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'unmanaged'"), "1");
+    assert_eq!(my(&p, "SELECT count(*) FROM mysql.user WHERE User = 'other'"), "1");
+}
+
+#[test]
+fn hostile_names_round_trip_and_passwords_never_leak() {
+    // Quotes, backticks, a semicolon, unicode, and `_`/`%` (wildcards in grants).
+    let db = "we`ird'; db_%ü";
+    let user = "o'k; `x` ü\\";
+    let hcl = config(
+        &db.replace('\\', "\\\\"),
+        &user.replace('\\', "\\\\"),
+        "  member_of = [role.readers]",
+        "[\"SELECT\"]",
+        "utf8mb4_general_ci",
+    );
+    let p = Project::new(&hcl);
+    let out = p.apply();
+    p.converged();
+    let pw = p.secret("app-pw");
+    assert!(!out.contains(&pw), "the password is never printed");
+    for f in ["state.json", "state.journal"] {
+        let s = std::fs::read_to_string(p.path().join(".dbctl").join(f)).unwrap_or_default();
+        assert!(!s.contains(&pw), "{f} holds the password");
+    }
+    assert_eq!(
+        my(
+            &p,
+            &format!(
+                "SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{}'",
+                db.replace('\'', "''")
+            )
+        ),
+        "1"
+    );
+    // Exactly that database is granted, not every name the wildcards match.
+    let grants = my_as(&p, user, &pw, "SHOW GRANTS").unwrap();
+    assert!(grants.contains("we``ird'; db\\\\_\\\\%ü"), "{grants}");
+    my(&p, &format!("CREATE TABLE `{}`.t (x int)", db.replace('`', "``")));
+    my(&p, "CREATE DATABASE `weXird'; dbY%ü`");
+    my(&p, "CREATE TABLE `weXird'; dbY%ü`.t (x int)");
+    assert_eq!(my_as(&p, user, &pw, &format!("SELECT count(*) FROM `{}`.t", db.replace('`', "``"))).unwrap(), "0");
+    assert!(my_as(&p, user, &pw, "SELECT count(*) FROM `weXird'; dbY%ü`.t").unwrap_err().contains("denied"));
+    p.ok(&["destroy", "--auto-approve"], 0);
+    assert_eq!(my(&p, "SELECT count(*) FROM mysql.user WHERE User LIKE 'o''k%'"), "0");
+}
+
+#[test]
+fn router_access_levels_map_to_mysql_privileges() {
+    let hcl = format!(
+        r#"{SERVER}
+database "orders" {{
+  server = server.main
+}}
+
+database "stats" {{
+  server = server.main
+}}
+
+secret "api_pw" {{
+  store = "local"
+  name  = "api-pw"
+}}
+
+user "api" {{
+  server   = server.main
+  password = secret.api_pw
+}}
+
+router "api" {{
+  user   = user.api
+  access = "readwrite"
+
+  route "orders" {{
+    database = database.orders
+  }}
+  route "stats" {{
+    database = database.stats
+    access   = "readonly"
+  }}
+  default = "orders"
+}}
+"#
+    );
+    let p = Project::new(&hcl);
+    p.apply();
+    p.converged();
+    let grants = my(&p, "SHOW GRANTS FOR 'api'@'%'");
+    assert!(
+        grants.contains(
+            "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY TABLES, LOCK TABLES, SHOW VIEW ON `orders`.*"
+        ),
+        "{grants}"
+    );
+    assert!(grants.contains("GRANT SELECT, SHOW VIEW ON `stats`.*"), "{grants}");
+    // The secret has the RDS shape for MySQL.
+    let doc: serde_json::Value = serde_json::from_str(&p.secret_document("api-pw")).unwrap();
+    assert_eq!(doc["engine"], "mysql");
+    assert_eq!(doc["port"], p.port());
+    assert_eq!(doc["dbname"], "orders");
+}
+
+#[test]
+fn an_embedded_mariadb_starts_and_stops() {
+    let p = Project::new(SERVER);
     let out = p.ok(&["dev", "up"], 0);
-    assert!(out.contains("server.db: MariaDB running on 127.0.0.1:"), "{out}");
-    assert!(p.ok(&["dev", "status"], 0).contains("server.db: running"));
-    let port = std::fs::read_to_string(p.path().join(".dbctl/servers/db/port")).unwrap();
-    let q = std::process::Command::new("mariadb")
-        .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root", "-N", "-e", "SELECT 40 + 2"])
-        .arg(format!("--port={}", port.trim()))
-        .output()
-        .unwrap();
-    assert_eq!(text(&q.stdout).trim(), "42", "{}", text(&q.stderr));
-    // Plans say plainly that the engine is not built yet.
-    let out = p.ok(&["plan"], 1);
-    assert!(out.contains("the MySQL/MariaDB engine arrives with issue [7]"), "{out}");
+    assert!(out.contains("server.main: MariaDB running on 127.0.0.1:"), "{out}");
+    assert!(p.ok(&["dev", "status"], 0).contains("server.main: running"));
+    assert_eq!(my(&p, "SELECT 40 + 2"), "42");
     p.ok(&["dev", "down"], 0);
-    assert!(p.ok(&["dev", "status"], 0).contains("server.db: stopped"));
+    assert!(p.ok(&["dev", "status"], 0).contains("server.main: stopped"));
     p.ok(&["dev", "up"], 0);
     p.ok(&["dev", "down"], 0);
 }

@@ -268,8 +268,16 @@ pub struct PgRunner {
     pub base_dir: std::path::PathBuf,
 }
 
+/// One server queue's connections: PostgreSQL per database (admin and one
+/// other), or one MySQL connection.
+#[derive(Default)]
+pub struct Conns {
+    pg: HashMap<Option<String>, PgConnection>,
+    my: Option<sqlx::MySqlConnection>,
+}
+
 impl Runner for PgRunner {
-    type Queue = HashMap<Option<String>, PgConnection>;
+    type Queue = Conns;
 
     fn run<'a>(
         &'a self,
@@ -282,7 +290,10 @@ impl Runner for PgRunner {
 
     fn close(&self, queue: Self::Queue) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            for (_, c) in queue {
+            for (_, c) in queue.pg {
+                let _ = c.close().await;
+            }
+            if let Some(c) = queue.my {
                 let _ = c.close().await;
             }
         })
@@ -297,12 +308,13 @@ impl PgRunner {
         }
     }
 
-    async fn run_step(
-        &self,
-        cfg: &Config,
-        step: &Step,
-        conns: &mut HashMap<Option<String>, PgConnection>,
-    ) -> Result<Option<String>, String> {
+    async fn run_step(&self, cfg: &Config, step: &Step, queue: &mut Conns) -> Result<Option<String>, String> {
+        if self.is_mysql(step) {
+            if let Some(r) = self.run_mysql(cfg, step, queue).await {
+                return r;
+            }
+        }
+        let conns = &mut queue.pg;
         match &step.op {
             Op::WriteSecret { secret, rds } => {
                 let s = self.secret(cfg, secret)?;
@@ -355,7 +367,7 @@ impl PgRunner {
                 postgres::execute(conn, sql.clone()).await.map_err(|e| e.to_string())?;
                 Ok(None)
             }
-            Op::SetPassword { role, secret } => {
+            Op::SetPassword { role, secret, .. } => {
                 let s = self.secret(cfg, secret)?;
                 let current = self
                     .stores
@@ -399,6 +411,60 @@ impl PgRunner {
                 Ok(None)
             }
         }
+    }
+
+    fn is_mysql(&self, step: &Step) -> bool {
+        step.server
+            .as_ref()
+            .and_then(|s| self.endpoints.get(s))
+            .is_some_and(|e| e.engine == crate::model::Engine::Mysql)
+    }
+
+    /// The steps that differ on MySQL; `None` for those that do not touch the server.
+    async fn run_mysql(&self, cfg: &Config, step: &Step, queue: &mut Conns) -> Option<Result<Option<String>, String>> {
+        use crate::engine::mysql;
+        let sql_of = async |op: &Op| -> Result<(String, Option<String>), String> {
+            Ok(match op {
+                Op::Sql { sql } => (sql.clone(), None),
+                Op::DropDatabase { name, .. } => {
+                    (format!("DROP DATABASE {}", crate::engine::sql::mysql_ident(name)), None)
+                }
+                Op::SetPassword { role, secret, account } => {
+                    let s = self.secret(cfg, secret)?;
+                    let current = self
+                        .stores
+                        .current(s.store, &s.name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("{secret} has no value in its store yet"))?;
+                    let password = crate::secrets::password_of(&current.value);
+                    let account =
+                        account.clone().unwrap_or_else(|| crate::diff::mysql::account_of(cfg, &step.address, role));
+                    (crate::diff::mysql::set_password_sql(&account, password.expose()), Some(current.version))
+                }
+                _ => unreachable!("filtered"),
+            })
+        };
+        if !matches!(step.op, Op::Sql { .. } | Op::DropDatabase { .. } | Op::SetPassword { .. }) {
+            return None;
+        }
+        let run = async {
+            let (sql, version) = sql_of(&step.op).await?;
+            if queue.my.is_none() {
+                let server = step.server.as_ref().ok_or("step has no server")?;
+                let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+                queue.my = Some(mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?);
+            }
+            let conn = queue.my.as_mut().expect("connected");
+            let is_password = matches!(step.op, Op::SetPassword { .. });
+            match mysql::execute(conn, sql).await {
+                Ok(()) => Ok(version),
+                // The server's error never echoes the statement; ours names only the account.
+                Err(_) if is_password => Err(format!("setting the password of {} failed", step.address)),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        Some(run.await)
     }
 
     async fn conn<'c>(

@@ -422,11 +422,13 @@ fn check_routers(cfg: &Config, diags: &mut Diags) {
             if let Body::User(u) = &user.body {
                 let grant_locs: Vec<&Loc> =
                     user.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();
+                let engine = engine_of(cfg, &u.server).unwrap_or(Engine::Postgres);
                 for route in &rt.routes {
                     let derived: Vec<GrantClass> =
-                        crate::diff::access_privileges(route.access).into_iter().map(|(c, _)| c).collect();
+                        crate::diff::access_privileges(engine, route.access).into_iter().map(|(c, _)| c).collect();
                     for (i, g) in u.grants.iter().enumerate() {
-                        let class = GrantClass::of(g);
+                        // MySQL grants are all at database level.
+                        let class = if engine == Engine::Mysql { GrantClass::Database } else { GrantClass::of(g) };
                         let same_schema = class == GrantClass::Database || g.schema.as_deref() == Some("public");
                         if g.database == route.database && same_schema && derived.contains(&class) {
                             diags.push(

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::check::GrantClass;
 use crate::engine::LiveServer;
-use crate::model::{Access, Address, Body, Config, Grant};
+use crate::model::{Access, Address, Body, Config, Engine, Grant};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredRole {
@@ -15,6 +15,8 @@ pub struct DesiredRole {
     pub valid_until: Option<String>,
     pub member_of: BTreeSet<String>,
     pub password: Option<Address>,
+    /// MySQL/MariaDB users: the account's host part (default `%`).
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,9 +58,28 @@ pub struct Desired {
     pub roles: BTreeMap<Address, BTreeMap<String, DesiredRole>>,
     pub databases: BTreeMap<Address, BTreeMap<String, DesiredDb>>,
     pub grants: Vec<GrantSet>,
+    pub engines: BTreeMap<Address, Engine>,
 }
 
 impl Desired {
+    pub fn engine(&self, server: &Address) -> Engine {
+        self.engines.get(server).copied().unwrap_or(Engine::Postgres)
+    }
+
+    /// How a grantee is written in GRANT and REVOKE on `server`.
+    pub fn grantee(&self, server: &Address, name: &str, live: &LiveServer) -> String {
+        match self.engine(server) {
+            Engine::Postgres => crate::engine::sql::pg_ident(name),
+            Engine::Mysql => {
+                let host = match self.roles.get(server).and_then(|r| r.get(name)) {
+                    Some(r) => r.host.clone(),
+                    None => live.roles.get(name).filter(|r| r.login).map(|r| r.host.clone()),
+                };
+                crate::engine::sql::mysql_account(name, host.as_deref())
+            }
+        }
+    }
+
     pub fn db_owner(&self, server: &Address, db: &str) -> Option<&str> {
         self.databases.get(server)?.get(db).map(|d| d.owner.as_str())
     }
@@ -84,7 +105,20 @@ fn utc(ts: &str) -> String {
 }
 
 /// Privileges a router's access level gives, per object class (schema public).
-pub fn access_privileges(access: Access) -> Vec<(GrantClass, &'static [&'static str])> {
+/// MySQL/MariaDB grant at database level (`db.*`) only.
+pub fn access_privileges(engine: Engine, access: Access) -> Vec<(GrantClass, &'static [&'static str])> {
+    if engine == Engine::Mysql {
+        return vec![(
+            GrantClass::Database,
+            match access {
+                Access::Readonly => &["SELECT", "SHOW VIEW"],
+                Access::Readwrite => {
+                    &["CREATE TEMPORARY TABLES", "DELETE", "INSERT", "LOCK TABLES", "SELECT", "SHOW VIEW", "UPDATE"]
+                }
+                Access::Owner => crate::config::check::MYSQL_DATABASE_PRIVS,
+            },
+        )];
+    }
     match access {
         Access::Readonly => vec![
             (GrantClass::Database, &["CONNECT"]),
@@ -106,12 +140,15 @@ fn name_of(cfg: &Config, a: &Address) -> Option<String> {
     cfg.get(a).and_then(|r| r.object_name()).map(str::to_string)
 }
 
-fn targets_of(cfg: &Config, grants: &[Grant]) -> BTreeMap<Target, BTreeSet<String>> {
+fn targets_of(cfg: &Config, engine: Engine, grants: &[Grant]) -> BTreeMap<Target, BTreeSet<String>> {
     let mut out: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
     for g in grants {
         let Some(db) = name_of(cfg, &g.database) else { continue };
-        let class = GrantClass::of(g);
-        let t = Target { database: db, schema: g.schema.clone(), class };
+        // MySQL: `tables = "*"` and a plain database grant are both `db.*`.
+        let t = match engine {
+            Engine::Mysql => Target { database: db, schema: None, class: GrantClass::Database },
+            Engine::Postgres => Target { database: db, schema: g.schema.clone(), class: GrantClass::of(g) },
+        };
         out.entry(t).or_default().extend(g.privileges.iter().cloned());
     }
     out
@@ -125,7 +162,7 @@ fn add_role(d: &mut Desired, cfg: &Config, server: &Address, role: DesiredRole, 
             kind: "grant",
             server: server.clone(),
             grantee: role.name.clone(),
-            targets: targets_of(cfg, grants),
+            targets: targets_of(cfg, d.engine(server), grants),
             service: None,
             routes: vec![],
         });
@@ -135,6 +172,13 @@ fn add_role(d: &mut Desired, cfg: &Config, server: &Address, role: DesiredRole, 
 
 pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
     let mut d = Desired::default();
+    for r in cfg.resources.values() {
+        if let Body::Server(s) = &r.body {
+            d.engines.insert(r.addr.clone(), s.engine);
+        }
+    }
+    let engines = d.engines.clone();
+    let engine_of = |server: &Address| engines.get(server).copied().unwrap_or(Engine::Postgres);
     let admin = |server: &Address| {
         live.get(server).filter(|l| l.exists).map(|l| l.admin.clone()).unwrap_or_else(|| "postgres".to_string())
     };
@@ -160,6 +204,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     valid_until: None,
                     member_of: ro.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: None,
+                    host: None,
                 };
                 add_role(&mut d, cfg, &ro.server, role, &ro.grants);
             }
@@ -172,8 +217,22 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     valid_until: u.valid_until.as_deref().map(utc),
                     member_of: u.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: u.password.clone(),
+                    host: (engine_of(&u.server) == Engine::Mysql).then(|| u.host.clone().unwrap_or_else(|| "%".into())),
                 };
                 add_role(&mut d, cfg, &u.server, role, &u.grants);
+            }
+            Body::Database(db) if engine_of(&db.server) == Engine::Mysql => {
+                // MySQL/MariaDB databases have no owner and no connection limit.
+                let want = DesiredDb {
+                    addr: r.addr.clone(),
+                    name: db.name.clone(),
+                    owner: String::new(),
+                    encoding: db.encoding.clone(),
+                    collation: db.collation.clone(),
+                    connection_limit: -1,
+                    extensions: BTreeSet::new(),
+                };
+                d.databases.entry(db.server.clone()).or_default().insert(db.name.clone(), want);
             }
             Body::Database(db) => {
                 let owner = db
@@ -204,7 +263,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                 for route in &rt.routes {
                     let Some(db) = name_of(cfg, &route.database) else { continue };
                     routes.push((route.app.clone(), db.clone(), route.access));
-                    for (class, privs) in access_privileges(route.access) {
+                    for (class, privs) in access_privileges(engine_of(&server), route.access) {
                         let schema = (class != GrantClass::Database).then(|| "public".to_string());
                         targets
                             .entry(Target { database: db.clone(), schema, class })

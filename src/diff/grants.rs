@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use super::desired::{Desired, GrantSet, Target};
 use super::{change, sql};
 use crate::config::check::GrantClass;
-use crate::engine::sql::pg_ident;
+use crate::engine::sql::{mysql_grant_on, pg_ident};
 use crate::engine::{LiveServer, Privs};
-use crate::model::Address;
+use crate::model::{Address, Engine};
 use crate::plan::{Action, ResourceChange, Step};
 
 fn list(p: &BTreeSet<String>) -> String {
@@ -79,7 +79,10 @@ fn live_privs(live: &LiveServer, grantee: &str, t: &Target, for_role: &str) -> H
     }
 }
 
-fn on(t: &Target) -> String {
+fn on(engine: Engine, t: &Target) -> String {
+    if engine == Engine::Mysql {
+        return mysql_grant_on(&t.database);
+    }
     let s = pg_ident(t.schema.as_deref().unwrap_or("public"));
     match t.class {
         GrantClass::Database => format!("DATABASE {}", pg_ident(&t.database)),
@@ -98,7 +101,7 @@ fn in_db(t: &Target) -> Option<&str> {
 fn delta(
     addr: &str,
     server: &Address,
-    grantee: &str,
+    (engine, g): (Engine, &str),
     t: &Target,
     want: &Privs,
     held: &Held,
@@ -109,14 +112,13 @@ fn delta(
     if owner_is_grantee && t.class == GrantClass::Database {
         return steps; // The owner holds every privilege on its database.
     }
-    let g = pg_ident(grantee);
     let add: Privs = held.all.as_ref().map(|all| want.difference(all).cloned().collect()).unwrap_or_default();
     let extra: Privs = held.any.difference(want).cloned().collect();
     if !add.is_empty() {
-        steps.push(sql(addr, server, in_db(t), format!("GRANT {} ON {} TO {g}", list(&add), on(t))));
+        steps.push(sql(addr, server, in_db(t), format!("GRANT {} ON {} TO {g}", list(&add), on(engine, t))));
     }
     if !extra.is_empty() {
-        steps.push(sql(addr, server, in_db(t), format!("REVOKE {} ON {} FROM {g}", list(&extra), on(t))));
+        steps.push(sql(addr, server, in_db(t), format!("REVOKE {} ON {} FROM {g}", list(&extra), on(engine, t))));
     }
     if let Some(def) = &held.default {
         let objects = if t.class == GrantClass::Tables { "TABLES" } else { "SEQUENCES" };
@@ -203,7 +205,8 @@ pub fn diff_grant_set(
         if gs.targets.contains_key(t) {
             after.push(target_json(t, want_p));
         }
-        c.steps.extend(delta(&gs.node, &gs.server, &gs.grantee, t, want_p, &held, &owner, owner == gs.grantee));
+        let who = (want.engine(&gs.server), want.grantee(&gs.server, &gs.grantee, live));
+        c.steps.extend(delta(&gs.node, &gs.server, (who.0, &who.1), t, want_p, &held, &owner, owner == gs.grantee));
         if !gs.targets.contains_key(t) {
             c.notes.push(format!("no longer managed: {} on {}", t.class.as_str(), t.database));
         }
@@ -229,8 +232,15 @@ pub fn diff_grant_set(
 }
 
 /// Revoke everything a removed grant set or router had granted.
-pub fn revoke_all(addr: &str, server: &Address, live: &LiveServer, recorded: &(String, BTreeSet<Target>)) -> Vec<Step> {
+pub fn revoke_all(
+    addr: &str,
+    server: &Address,
+    live: &LiveServer,
+    recorded: &(String, BTreeSet<Target>),
+    want: &Desired,
+) -> Vec<Step> {
     let (grantee, targets) = recorded;
+    let who = (want.engine(server), want.grantee(server, grantee, live));
     if !live.roles.contains_key(grantee) {
         return Vec::new();
     }
@@ -242,7 +252,7 @@ pub fn revoke_all(addr: &str, server: &Address, live: &LiveServer, recorded: &(S
             continue;
         }
         let held = live_privs(live, grantee, t, &owner);
-        steps.extend(delta(addr, server, grantee, t, &none, &held, &owner, &owner == grantee));
+        steps.extend(delta(addr, server, (who.0, &who.1), t, &none, &held, &owner, &owner == grantee));
     }
     steps
 }

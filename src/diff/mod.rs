@@ -4,6 +4,7 @@
 
 mod desired;
 mod grants;
+pub mod mysql;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +16,7 @@ pub use self::grants::recorded_targets;
 use crate::engine::sql::{pg_ident, pg_literal};
 use crate::engine::{LiveDatabase, LiveServer};
 use crate::graph::{Graph, Node};
-use crate::model::{Address, Body, Config, Kind};
+use crate::model::{Address, Body, Config, Engine, Kind};
 use crate::plan::{Action, AttrChange, Drift, Op, ResourceChange, Step};
 use crate::state::State;
 
@@ -132,12 +133,16 @@ fn publish(inp: &Inputs, addr: &Address, managed: bool, c: &mut ResourceChange) 
 
 /// Set a role's password from a secret: the step (which reads the store only
 /// while it runs) and the plan line, always `(sensitive)`.
-fn set_password(c: &mut ResourceChange, server: &Address, role: &str, secret: &Address, before: Value) {
+fn set_password(c: &mut ResourceChange, server: &Address, role: &DesiredRole, secret: &Address, before: Value) {
     c.steps.push(Step {
         address: c.address.clone(),
         server: Some(server.clone()),
         database: None,
-        op: Op::SetPassword { role: role.to_string(), secret: secret.clone() },
+        op: Op::SetPassword {
+            role: role.name.clone(),
+            secret: secret.clone(),
+            account: role.host.as_ref().map(|h| crate::engine::sql::mysql_account(&role.name, Some(h))),
+        },
     });
     c.attributes.push(AttrChange {
         name: "password".into(),
@@ -189,35 +194,53 @@ fn kind_rank(kind: &str) -> u8 {
 }
 
 pub fn role_json(r: &DesiredRole) -> Value {
-    json!({
+    let mut v = json!({
         "name": r.name,
         "login": r.login,
         "connection_limit": r.connection_limit,
         "valid_until": r.valid_until,
         "member_of": r.member_of,
-    })
+    });
+    if let Some(h) = &r.host {
+        v["host"] = json!(h);
+    }
+    v
 }
 
 fn live_role_json(name: &str, r: &crate::engine::LiveRole) -> Value {
-    json!({
+    let mut v = json!({
         "name": name,
         "login": r.login,
         "connection_limit": r.connection_limit,
         "valid_until": r.valid_until,
         "member_of": r.member_of,
-    })
+    });
+    if !r.host.is_empty() {
+        v["host"] = json!(r.host);
+    }
+    v
 }
 
 pub fn db_json(d: &DesiredDb, live: Option<&LiveDatabase>) -> Value {
     // Unset encoding/collation take what the server gave (not compared).
-    json!({
+    let v = json!({
         "name": d.name,
         "owner": d.owner,
         "encoding": d.encoding.clone().or_else(|| live.map(|l| l.encoding.clone())),
         "collation": d.collation.clone().or_else(|| live.map(|l| l.collation.clone())),
         "connection_limit": d.connection_limit,
         "extensions": d.extensions,
-    })
+    });
+    ownerless(v)
+}
+
+/// MySQL/MariaDB databases (no owner) have no owner, connection limit or extensions either.
+fn ownerless(v: Value) -> Value {
+    if v["owner"] == "" {
+        without(&v, &["owner".into(), "connection_limit".into(), "extensions".into()])
+    } else {
+        v
+    }
 }
 
 fn live_db_json(name: &str, l: &LiveDatabase, managed_ext: &BTreeSet<String>) -> Value {
@@ -226,14 +249,14 @@ fn live_db_json(name: &str, l: &LiveDatabase, managed_ext: &BTreeSet<String>) ->
         .as_ref()
         .map(|d| d.extensions.iter().filter(|e| managed_ext.contains(*e)).collect())
         .unwrap_or_default();
-    json!({
+    ownerless(json!({
         "name": name,
         "owner": l.owner,
         "encoding": l.encoding,
         "collation": l.collation,
         "connection_limit": l.connection_limit,
         "extensions": ext,
-    })
+    }))
 }
 
 fn without(v: &Value, keys: &[String]) -> Value {
@@ -253,7 +276,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
     let mut drift = Vec::new();
     let mut fingerprints = BTreeMap::new();
     let empty_live = LiveServer::default();
-    let want = if inp.destroy { Desired::default() } else { desired(cfg, inp.live) };
+    let want = if inp.destroy {
+        // Nothing is wanted, but how each server speaks still matters.
+        Desired { engines: desired(cfg, inp.live).engines, ..Desired::default() }
+    } else {
+        desired(cfg, inp.live)
+    };
 
     let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
 
@@ -462,6 +490,15 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         drift.push(deleted_outside(&addr));
                     }
                     c.action = Action::Create;
+                    if want.engine(server) == Engine::Mysql {
+                        c.steps.extend(mysql::create_role(&addr, server, d));
+                        if let Some(secret) = &d.password {
+                            set_password(&mut c, server, d, secret, Value::Null);
+                        }
+                        c.after_sensitive = json!({ "password": d.password.is_some() });
+                        by_addr.insert(addr, c);
+                        continue;
+                    }
                     let mut opts = vec![if d.login { "LOGIN" } else { "NOLOGIN" }.to_string()];
                     if d.connection_limit != -1 {
                         opts.push(format!("CONNECTION LIMIT {}", d.connection_limit));
@@ -479,7 +516,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         c.steps.push(sql(&addr, server, None, format!("GRANT {} TO {}", pg_ident(m), pg_ident(name))));
                     }
                     if let Some(secret) = &d.password {
-                        set_password(&mut c, server, name, secret, Value::Null);
+                        set_password(&mut c, server, d, secret, Value::Null);
                     }
                 }
                 Some(l) => {
@@ -497,7 +534,11 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     c.before = Some(before.clone());
                     c.attributes = attr_changes(&without(&before, ignore), &without(&after, ignore), &[], &[]);
                     let mut alter = Vec::new();
-                    for ch in &c.attributes {
+                    if want.engine(server) == Engine::Mysql {
+                        let members = !ignore.iter().any(|i| i == "member_of");
+                        c.steps.extend(mysql::update_role(&addr, server, d, l, &c.attributes, members));
+                    }
+                    for ch in c.attributes.iter().filter(|_| want.engine(server) == Engine::Postgres) {
                         match ch.name.as_str() {
                             "login" => alter.push(if d.login { "LOGIN".to_string() } else { "NOLOGIN".to_string() }),
                             "connection_limit" => alter.push(format!("CONNECTION LIMIT {}", d.connection_limit)),
@@ -516,7 +557,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                             format!("ALTER ROLE {} WITH {}", pg_ident(name), alter.join(" ")),
                         ));
                     }
-                    if !ignore.iter().any(|i| i == "member_of") {
+                    if !ignore.iter().any(|i| i == "member_of") && want.engine(server) == Engine::Postgres {
                         for m in d.member_of.iter().filter(|m| !l.member_of.contains(*m)) {
                             c.steps.push(sql(
                                 &addr,
@@ -537,7 +578,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     let recorded = in_state.and_then(|s| s.password_version.clone());
                     if let Some(secret) = &d.password {
                         if password_pending || (password_version.is_some() && recorded != password_version) {
-                            set_password(&mut c, server, name, secret, json!("(sensitive)"));
+                            set_password(&mut c, server, d, secret, json!("(sensitive)"));
                             c.notes.push(format!("password set from a new version of {secret}"));
                         }
                     }
@@ -564,7 +605,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             let mut c = change(&addr, "database", name, Action::NoOp);
             c.server = Some(server.to_string());
             c.after = Some(after.clone());
+            let mysql = want.engine(server) == Engine::Mysql;
             let create_steps = |c: &mut ResourceChange| {
+                if mysql {
+                    c.steps.push(mysql::create_database(&addr, server, d));
+                    return;
+                }
                 let mut opts = vec![format!("OWNER {}", pg_ident(&d.owner))];
                 if let Some(e) = &d.encoding {
                     opts.push(format!("ENCODING {}", pg_literal(e)));
@@ -633,9 +679,17 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     c.attributes = attr_changes(
                         &without(&before, ignore),
                         &without(&after, ignore),
-                        &["encoding", "collation"],
+                        if mysql { &[] } else { &["encoding", "collation"] },
                         &[],
                     );
+                    if mysql {
+                        if let Some(step) = mysql::alter_database(&addr, server, d, &c.attributes) {
+                            c.steps.push(step);
+                            c.action = Action::Update;
+                        }
+                        by_addr.insert(addr, c);
+                        continue;
+                    }
                     if c.attributes.iter().any(|a| a.forces_replacement) {
                         c.action = Action::Replace;
                         if res.lifecycle.prevent_destroy {
@@ -779,6 +833,11 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         c.server = st.server.clone();
         c.before = Some(st.attributes.clone());
         match (st.kind.as_str(), &server, live) {
+            ("user" | "role", Some(server), Some(live)) if want.engine(server) == Engine::Mysql => {
+                if let Some(l) = live.roles.get(&st.name) {
+                    c.steps.push(mysql::drop_role(addr, server, &st.name, l));
+                }
+            }
             ("user" | "role", Some(server), Some(live)) => {
                 if live.roles.contains_key(&st.name) {
                     for (db, ldb) in &live.databases {
@@ -816,7 +875,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             }
             ("grant" | "router", Some(server), Some(live)) => {
                 let targets = grants::recorded_targets(&st.attributes);
-                c.steps = grants::revoke_all(addr, server, live, &targets);
+                c.steps = grants::revoke_all(addr, server, live, &targets, &want);
                 if let Some(path) = st.attributes["publish_file"].as_str() {
                     c.steps.push(Step {
                         address: addr.clone(),

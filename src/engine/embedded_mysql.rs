@@ -46,6 +46,11 @@ fn socket(e: &Embedded) -> PathBuf {
     std::env::temp_dir().join(format!("dbctl-mariadb-{}.sock", e.port))
 }
 
+/// The server's own temporary directory.
+fn tmpdir(e: &Embedded) -> PathBuf {
+    e.root.join("tmp")
+}
+
 fn run(mut c: Command, what: &str) -> Result<String, EngineError> {
     let out = c.output().map_err(|x| EngineError::Setup(format!("{what}: cannot run: {x}")))?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -59,9 +64,12 @@ fn run(mut c: Command, what: &str) -> Result<String, EngineError> {
 pub fn init(e: &Embedded) -> Result<(), EngineError> {
     let data = e.data_dir();
     std::fs::create_dir_all(&data).map_err(|x| io("create", &data, x))?;
+    std::fs::create_dir_all(tmpdir(e)).map_err(|x| io("create", &tmpdir(e), x))?;
     let mut c = Command::new(tool("mariadb-install-db"));
     c.arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
+        // Temporary tables get pid-based names: servers bootstrapping at once must not share a directory.
+        .arg(format!("--tmpdir={}", tmpdir(e).display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
     if is_root() {
         let ok = Command::new("chown").arg("-R").arg("mysql:").arg(&e.root).status().is_ok_and(|s| s.success());
@@ -89,10 +97,18 @@ pub fn is_running(e: &Embedded) -> bool {
 
 pub fn start(e: &Embedded) -> Result<(), EngineError> {
     let log = e.log_file();
+    // Servers initialised before the private tmpdir existed get it now.
+    if !tmpdir(e).is_dir() {
+        std::fs::create_dir_all(tmpdir(e)).map_err(|x| io("create", &tmpdir(e), x))?;
+        if is_root() {
+            let _ = Command::new("chown").arg("mysql:").arg(tmpdir(e)).status();
+        }
+    }
     let mut c = Command::new(e.bindir().join("mariadbd"));
     c.arg("--no-defaults")
         .arg(format!("--datadir={}", e.data_dir().display()))
         .arg(format!("--port={}", e.port))
+        .arg(format!("--tmpdir={}", tmpdir(e).display()))
         .arg("--bind-address=127.0.0.1")
         .arg(format!("--socket={}", socket(e).display()))
         .arg(format!("--pid-file={}", e.root.join("mariadbd.pid").display()))

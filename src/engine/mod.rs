@@ -7,6 +7,7 @@
 
 pub mod embedded;
 pub mod embedded_mysql;
+pub mod mysql;
 pub mod postgres;
 pub mod sql;
 
@@ -35,6 +36,9 @@ pub struct LiveRole {
     pub connection_limit: i64,
     pub valid_until: Option<String>,
     pub member_of: BTreeSet<String>,
+    /// MySQL/MariaDB users: the account's host part.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub host: String,
 }
 
 /// Privileges on all objects of one class in a schema: the union and the

@@ -41,6 +41,21 @@ pub fn mysql_literal(s: &str) -> String {
     out
 }
 
+/// A MySQL/MariaDB account: `'user'@'host'`, or `'role'` for a role (no host).
+pub fn mysql_account(name: &str, host: Option<&str>) -> String {
+    match host {
+        Some(h) => format!("{}@{}", mysql_literal(name), mysql_literal(h)),
+        None => mysql_literal(name),
+    }
+}
+
+/// The `` `db`.* `` of a database-level GRANT or REVOKE. `_` and `%` are
+/// wildcards there, so they (and `\`) are escaped to name exactly one database.
+pub fn mysql_grant_on(database: &str) -> String {
+    let escaped = database.replace('\\', "\\\\").replace('_', "\\_").replace('%', "\\%");
+    format!("{}.*", mysql_ident(&escaped))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +68,8 @@ mod tests {
         assert_eq!(pg_literal("a\\'b"), "E'a\\\\''b'");
         assert_eq!(mysql_ident("a`b"), "`a``b`");
         assert_eq!(mysql_literal("a'b\\c"), "'a''b\\\\c'");
+        assert_eq!(mysql_account("o'k", Some("%")), "'o''k'@'%'");
+        assert_eq!(mysql_account("r", None), "'r'");
+        assert_eq!(mysql_grant_on("my_db%`x"), "`my\\_db\\%``x`.*");
     }
 }

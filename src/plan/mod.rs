@@ -77,10 +77,14 @@ pub enum Op {
         store: crate::model::Store,
         name: String,
     },
-    /// `ALTER ROLE name PASSWORD <value of secret>`.
+    /// `ALTER ROLE name PASSWORD <value of secret>`; on MySQL/MariaDB
+    /// `ALTER USER <account> IDENTIFIED BY <value> ACCOUNT UNLOCK`.
     SetPassword {
         role: String,
         secret: Address,
+        /// MySQL/MariaDB: the account, `'user'@'host'`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account: Option<String>,
     },
     Sql {
         sql: String,
@@ -121,6 +125,9 @@ impl Step {
                 format!("schedule deletion of \"{name}\" in AWS Secrets Manager (default recovery window)")
             }
             Op::DeleteSecret { name, .. } => format!("forget \"{name}\" (the local store keeps its value)"),
+            Op::SetPassword { account: Some(account), .. } => {
+                format!("ALTER USER {account} IDENTIFIED BY (sensitive) ACCOUNT UNLOCK{on}")
+            }
             Op::SetPassword { role, .. } => {
                 format!("ALTER ROLE {} PASSWORD (sensitive){on}", crate::engine::sql::pg_ident(role))
             }

@@ -1,0 +1,142 @@
+//! Statements for MySQL / MariaDB servers: accounts are `'user'@'host'`,
+//! roles are granted and made the default role, databases have a character
+//! set and collation but no owner, and grants are at database level.
+
+use super::desired::{DesiredDb, DesiredRole};
+use super::sql;
+use crate::engine::sql::{mysql_account, mysql_ident, mysql_literal};
+use crate::engine::LiveRole;
+use crate::model::Address;
+use crate::plan::{AttrChange, Step};
+
+fn account(d: &DesiredRole) -> String {
+    mysql_account(&d.name, if d.login { d.host.as_deref() } else { None })
+}
+
+fn max_connections(limit: i64) -> i64 {
+    // MySQL: 0 is unlimited.
+    limit.max(0)
+}
+
+/// The role to activate at login: MariaDB has one default role (the first
+/// `member_of`); with none, NONE.
+fn default_role(d: &DesiredRole) -> String {
+    match d.member_of.iter().next() {
+        Some(r) => format!("SET DEFAULT ROLE {} FOR {}", mysql_literal(r), account(d)),
+        None => format!("SET DEFAULT ROLE NONE FOR {}", account(d)),
+    }
+}
+
+/// A user is created locked: it is unlocked when its password is set, so
+/// there is never an account that logs in with an empty password.
+pub fn create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if d.login {
+        steps.push(sql(
+            addr,
+            server,
+            None,
+            format!(
+                "CREATE USER {} WITH MAX_USER_CONNECTIONS {} ACCOUNT LOCK",
+                account(d),
+                max_connections(d.connection_limit)
+            ),
+        ));
+    } else {
+        steps.push(sql(addr, server, None, format!("CREATE ROLE {}", account(d))));
+    }
+    for m in &d.member_of {
+        steps.push(sql(addr, server, None, format!("GRANT {} TO {}", mysql_literal(m), account(d))));
+    }
+    if d.login && !d.member_of.is_empty() {
+        steps.push(sql(addr, server, None, default_role(d)));
+    }
+    steps
+}
+
+pub fn update_role(
+    addr: &str,
+    server: &Address,
+    d: &DesiredRole,
+    live: &LiveRole,
+    changed: &[AttrChange],
+    members: bool,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for ch in changed {
+        match ch.name.as_str() {
+            "host" if d.login => steps.insert(
+                0,
+                sql(
+                    addr,
+                    server,
+                    None,
+                    format!("RENAME USER {} TO {}", mysql_account(&d.name, Some(&live.host)), account(d)),
+                ),
+            ),
+            "connection_limit" if d.login => steps.push(sql(
+                addr,
+                server,
+                None,
+                format!("ALTER USER {} WITH MAX_USER_CONNECTIONS {}", account(d), max_connections(d.connection_limit)),
+            )),
+            _ => {}
+        }
+    }
+    if members && d.member_of != live.member_of {
+        for m in d.member_of.difference(&live.member_of) {
+            steps.push(sql(addr, server, None, format!("GRANT {} TO {}", mysql_literal(m), account(d))));
+        }
+        for m in live.member_of.difference(&d.member_of) {
+            steps.push(sql(addr, server, None, format!("REVOKE {} FROM {}", mysql_literal(m), account(d))));
+        }
+        if d.login {
+            steps.push(sql(addr, server, None, default_role(d)));
+        }
+    }
+    steps
+}
+
+pub fn drop_role(addr: &str, server: &Address, name: &str, live: &LiveRole) -> Step {
+    if live.login {
+        sql(addr, server, None, format!("DROP USER {}", mysql_account(name, Some(&live.host))))
+    } else {
+        sql(addr, server, None, format!("DROP ROLE {}", mysql_literal(name)))
+    }
+}
+
+fn charset(d: &DesiredDb) -> String {
+    let mut s = String::new();
+    if let Some(e) = &d.encoding {
+        s.push_str(&format!(" CHARACTER SET {}", mysql_literal(e)));
+    }
+    if let Some(c) = &d.collation {
+        s.push_str(&format!(" COLLATE {}", mysql_literal(c)));
+    }
+    s
+}
+
+pub fn create_database(addr: &str, server: &Address, d: &DesiredDb) -> Step {
+    sql(addr, server, None, format!("CREATE DATABASE {}{}", mysql_ident(&d.name), charset(d)))
+}
+
+/// Character set and collation change in place.
+pub fn alter_database(addr: &str, server: &Address, d: &DesiredDb, changed: &[AttrChange]) -> Option<Step> {
+    let relevant = changed.iter().any(|c| c.name == "encoding" || c.name == "collation");
+    (relevant && !charset(d).is_empty())
+        .then(|| sql(addr, server, None, format!("ALTER DATABASE {}{}", mysql_ident(&d.name), charset(d))))
+}
+
+/// The SQL that sets a MySQL account's password and unlocks it.
+pub fn set_password_sql(account: &str, password: &str) -> String {
+    format!("ALTER USER {account} IDENTIFIED BY {} ACCOUNT UNLOCK", mysql_literal(password))
+}
+
+/// The account a user resource names (for steps that only carry the address).
+pub fn account_of(cfg: &crate::model::Config, user_addr: &str, name: &str) -> String {
+    let host = Address::parse(user_addr).ok().and_then(|a| cfg.get(&a)).and_then(|r| match &r.body {
+        crate::model::Body::User(u) => Some(u.host.clone().unwrap_or_else(|| "%".into())),
+        _ => None,
+    });
+    mysql_account(name, host.as_deref())
+}
