@@ -291,3 +291,79 @@ fn an_embedded_mariadb_starts_and_stops() {
     p.ok(&["dev", "up"], 0);
     p.ok(&["dev", "down"], 0);
 }
+
+#[test]
+fn backups_run_list_restore_verify_and_a_corrupted_one_fails() {
+    let hcl = format!(
+        r#"{SERVER}
+database "shop" {{
+  server = server.main
+  name   = "shop db"
+}}
+
+user "svc" {{
+  server = server.main
+  grant {{
+    database   = database.shop
+    privileges = ["SELECT"]
+  }}
+}}
+
+backup_policy "nightly" {{
+  databases   = [database.shop]
+  schedule    = "0 3 * * *"
+  storage     = "file://.dbctl/backups"
+  compression = "zstd"
+}}
+"#
+    );
+    let p = Project::new(&hcl);
+    p.apply();
+    my(
+        &p,
+        "CREATE TABLE `shop db`.orders (id int PRIMARY KEY, note text, b blob); \
+         INSERT INTO `shop db`.orders SELECT seq, CONCAT('line\\n', seq, ' it''s'), UNHEX('00FF0A') FROM `shop db`.seq_1_to_3000; \
+         CREATE TABLE `shop db`.`we``ird; ü` (x int); INSERT INTO `shop db`.`we``ird; ü` VALUES (1), (NULL); \
+         CREATE TABLE `shop db`.empty (x int)",
+    );
+    let out = p.ok(&["backup", "run"], 0);
+    assert!(out.contains("backup_policy.nightly: database.shop -> "), "{out}");
+    let all: Vec<serde_json::Value> =
+        serde_json::from_slice(&p.dbctl(&["backup", "list", "--format", "json"]).stdout).unwrap();
+    assert_eq!(all.len(), 1);
+    let m = &all[0];
+    let id = m["id"].as_str().unwrap().to_string();
+    assert_eq!(m["engine"], "mysql");
+    assert_eq!(m["tables"]["`orders`"]["rows"], 3000);
+    assert_eq!(m["tables"]["`we``ird; ü`"]["rows"], 2);
+    assert_eq!(m["tables"]["`empty`"]["rows"], 0);
+    assert!(m["compressed_size"].as_u64().unwrap() < m["size"].as_u64().unwrap());
+
+    p.ok(&["backup", "restore", &id, "--to", "shop copy"], 0);
+    let sum = |db: &str| my(&p, &format!("CHECKSUM TABLE `{db}`.orders, `{db}`.`we``ird; ü`"));
+    assert_eq!(sum("shop copy").replace("shop copy", ""), sum("shop db").replace("shop db", ""));
+    assert!(p.ok(&["backup", "restore", &id, "--to", "shop copy"], 1).contains("exists"));
+    let out = p.ok(&["backup", "verify", &id], 0);
+    assert!(out.contains("3 tables match"), "{out}");
+    assert_eq!(my(&p, "SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'dbctl_verify%'"), "0");
+
+    // A manifest that recorded other rows fails verify, naming the table.
+    let dir = p.path().join(".dbctl/backups/nightly/shop db");
+    let manifest_path = dir.join(format!("{id}.manifest.json"));
+    let original = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    edited["tables"]["`orders`"]["rows"] = 2999.into();
+    std::fs::write(&manifest_path, edited.to_string()).unwrap();
+    let out = p.ok(&["backup", "verify", &id], 1);
+    assert!(out.contains("does not match what was recorded") && out.contains("`orders`: 3000 rows"), "{out}");
+    std::fs::write(&manifest_path, original).unwrap();
+
+    // One byte changed in the stored object: verify fails, clearly.
+    let object = dir.join(m["object"].as_str().unwrap());
+    let mut bytes = std::fs::read(&object).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&object, bytes).unwrap();
+    let out = p.ok(&["backup", "verify", &id], 1);
+    assert!(out.contains("is corrupted"), "{out}");
+}

@@ -395,3 +395,24 @@ fn ignore_changes_leaves_an_attribute_to_the_server() {
         assert_eq!(p.drift.len(), changes, "ignored attributes are not drift either");
     }
 }
+
+#[test]
+fn mysql_from_nothing() {
+    let cfg = config("examples/mysql");
+    let p = plan(&cfg, &BTreeMap::new(), &State::new(), false);
+    assert_eq!(p.summary(), "Plan: 9 to add, 0 to change, 0 to destroy.");
+    let sql: Vec<String> = p.changes.iter().flat_map(|c| c.steps.iter().map(|s| s.describe())).collect();
+    // Accounts with hosts, created locked until the password is set; grants at database level.
+    assert!(sql.contains(&"CREATE USER 'shop'@'%' WITH MAX_USER_CONNECTIONS 20 ACCOUNT LOCK".to_string()), "{sql:?}");
+    assert!(sql.contains(&"ALTER USER 'shop'@'%' IDENTIFIED BY (sensitive) ACCOUNT UNLOCK".to_string()), "{sql:?}");
+    assert!(
+        sql.contains(&"GRANT CREATE TEMPORARY TABLES, DELETE, INSERT, LOCK TABLES, SELECT, SHOW VIEW, UPDATE ON `orders`.* TO 'shop'@'%'".to_string()),
+        "{sql:?}"
+    );
+    snapshot_all("mysql_create", &p);
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/plan.schema.json")).unwrap(),
+    )
+    .unwrap();
+    conforms(&render::json(&p), &schema, "plan");
+}

@@ -10,6 +10,7 @@
 //! `verify` compares a restore with exactly what was dumped.
 
 pub mod keep;
+pub mod mysql;
 pub mod pgdump;
 pub mod storage;
 pub mod stream;
@@ -307,6 +308,9 @@ pub async fn run(job: &Job<'_>, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<
         &uuid::Uuid::new_v4().simple().to_string()[..6]
     );
     let ep = job.endpoint;
+    if ep.engine == crate::model::Engine::Mysql {
+        return mysql::run(job, &id, progress).await;
+    }
     let mut conn = crate::engine::postgres::connect(&ep.address.to_string(), &ep.url, Some(&job.database))
         .await
         .map_err(|e| e.to_string())?;
@@ -629,6 +633,9 @@ async fn admin(ep: &Endpoint) -> Result<sqlx::PgConnection, String> {
 /// `backup restore ID --to NAME [--replace]`: a new database, never over an
 /// existing one unless asked.
 pub async fn restore(storage: &Storage, m: &Manifest, ep: &Endpoint, to: &str, replace: bool) -> Result<(), String> {
+    if m.engine == "mysql" {
+        return mysql::restore(storage, m, ep, to, replace).await;
+    }
     let mut c = admin(ep).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(to)
@@ -656,6 +663,40 @@ pub async fn restore(storage: &Storage, m: &Manifest, ep: &Endpoint, to: &str, r
 /// Restore into a scratch database, compare every table's rows and checksum
 /// with the manifest, drop the scratch database, and mark the backup verified.
 pub async fn verify(storage: &Storage, m: &Manifest, ep: &Endpoint) -> Result<(), String> {
+    if m.engine == "mysql" {
+        mysql::verify(storage, m, ep).await?;
+    } else {
+        verify_postgres(storage, m, ep).await?;
+    }
+    put_json(
+        storage,
+        &[&m.policy, &m.database_name, &format!("{}.verified.json", m.id)],
+        &serde_json::json!({ "id": m.id, "verified": now(), "tables": m.tables.len() }),
+    )
+    .await
+}
+
+/// Every recorded table must be there with the recorded rows and checksum.
+fn compare(m: &Manifest, stats: &BTreeMap<String, TableStat>) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for (t, want) in &m.tables {
+        match stats.get(t) {
+            None => problems.push(format!("{t} is missing")),
+            Some(got) if got != want => problems.push(format!(
+                "{t}: {} rows (checksum {}), recorded {} rows (checksum {})",
+                got.rows, got.checksum, want.rows, want.checksum
+            )),
+            _ => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("backup {} does not match what was recorded: {}", m.id, problems.join("; ")))
+    }
+}
+
+async fn verify_postgres(storage: &Storage, m: &Manifest, ep: &Endpoint) -> Result<(), String> {
     let scratch = format!("dbctl_verify_{}", &m.id.replace(['-', '.'], "_").to_lowercase());
     let mut c = admin(ep).await?;
     crate::engine::postgres::execute(&mut c, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg_ident(&scratch)))
@@ -678,21 +719,7 @@ pub async fn verify(storage: &Storage, m: &Manifest, ep: &Endpoint) -> Result<()
         let mut stats = if server.is_empty() { BTreeMap::new() } else { table_stats(&mut sc, Some(&server)).await? };
         stats.extend(copy_stats(&mut sc, &copied).await?);
         let _ = sc.close().await;
-        let mut problems = Vec::new();
-        for (t, want) in &m.tables {
-            match stats.get(t) {
-                None => problems.push(format!("{t} is missing")),
-                Some(got) if got != want => problems.push(format!(
-                    "{t}: {} rows (checksum {}), recorded {} rows (checksum {})",
-                    got.rows, got.checksum, want.rows, want.checksum
-                )),
-                _ => {}
-            }
-        }
-        if !problems.is_empty() {
-            return Err(format!("backup {} does not match what was recorded: {}", m.id, problems.join("; ")));
-        }
-        Ok(())
+        compare(m, &stats)
     }
     .await;
     let _ = crate::engine::postgres::execute(
@@ -700,13 +727,7 @@ pub async fn verify(storage: &Storage, m: &Manifest, ep: &Endpoint) -> Result<()
         format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg_ident(&scratch)),
     )
     .await;
-    result?;
-    put_json(
-        storage,
-        &[&m.policy, &m.database_name, &format!("{}.verified.json", m.id)],
-        &serde_json::json!({ "id": m.id, "verified": now(), "tables": m.tables.len() }),
-    )
-    .await
+    result
 }
 
 /// Delete a backup: its manifest (first, so it stops being listed), its

@@ -7,7 +7,7 @@ use super::{Ctx, EXIT_ERROR, EXIT_OK};
 use crate::backup::storage::Storage;
 use crate::backup::{self, Manifest};
 use crate::cli::{BackupCommand, Format};
-use crate::model::{Address, BackupPolicy, Body, Engine, Kind};
+use crate::model::{Address, BackupPolicy, Body, Kind};
 
 struct Policy<'a> {
     addr: Address,
@@ -87,11 +87,6 @@ async fn run_policies(
             let Some(r) = s.config.get(db_addr) else { continue };
             let (Some(name), Some(server)) = (r.object_name(), r.server()) else { continue };
             let ep = endpoint(s, &server.to_string())?;
-            if ep.engine != Engine::Postgres {
-                eprintln!("{}: {db_addr}: MySQL/MariaDB backups arrive with issue [7]", pol.addr);
-                ok = false;
-                continue;
-            }
             if due {
                 let last = existing
                     .iter()
