@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Warnings by default; `DBCTL_LOG=debug` shows where a command spends its time.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DBCTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
     let cli = dbctl::cli::Cli::parse();
     ExitCode::from(dbctl::commands::run(cli))
 }

@@ -38,7 +38,9 @@ pub fn err(msg: impl std::fmt::Display) -> u8 {
 }
 
 pub fn open(ctx: &Ctx) -> Result<Session, u8> {
+    let t = std::time::Instant::now();
     let loaded = ctx.load();
+    tracing::debug!("configuration loaded in {} ms", t.elapsed().as_millis());
     let Some(config) = loaded.config else {
         eprintln!("Error: the configuration is invalid; nothing was run.");
         return Err(EXIT_ERROR);
@@ -148,7 +150,14 @@ impl Session {
     pub async fn refresh(&self, state: &State) -> Result<BTreeMap<Address, LiveServer>, u8> {
         let scope = runtime::detail_scope(&self.config, state);
         let mut started = Vec::new();
+        let t = std::time::Instant::now();
         let live = runtime::refresh(&self.endpoints, &scope, &mut started).await.map_err(err)?;
+        tracing::debug!(
+            "refresh: {} server(s), {} database(s) read inside, {} ms",
+            live.len(),
+            scope.values().map(|s| s.len()).sum::<usize>(),
+            t.elapsed().as_millis()
+        );
         for s in started {
             eprintln!("{s}");
         }
@@ -187,7 +196,10 @@ impl Session {
             destroy: opts.destroy,
             force: opts.force,
         };
-        let d = diff(&inputs).map_err(|errors| {
+        let t = std::time::Instant::now();
+        let d = diff(&inputs);
+        tracing::debug!("diff: {} ms", t.elapsed().as_millis());
+        let d = d.map_err(|errors| {
             for e in &errors {
                 eprintln!("Error: {e}");
             }

@@ -117,9 +117,11 @@ fn query_err(e: sqlx::Error) -> EngineError {
 /// Read one server: its roles and databases, then (in parallel, a few at a
 /// time) the details of the databases in `scope` that exist.
 pub async fn read(server: &str, url: &str, scope: &DetailScope) -> Result<LiveServer, EngineError> {
+    let t = std::time::Instant::now();
     let mut conn = connect(server, url, None).await?;
     let text: String = sqlx::query_scalar(SERVER_QUERY).fetch_one(&mut conn).await.map_err(query_err)?;
     conn.close().await.ok();
+    tracing::debug!("{server}: server catalog read in {} ms ({} bytes)", t.elapsed().as_millis(), text.len());
     let mut live: LiveServer = serde_json::from_str(&text).map_err(|e| EngineError::Query(format!("catalog: {e}")))?;
     live.exists = true;
 
@@ -132,8 +134,16 @@ pub async fn read(server: &str, url: &str, scope: &DetailScope) -> Result<LiveSe
     let details: Vec<Result<(String, LiveDbDetail), EngineError>> = stream::iter(wanted)
         .map(|(db, schemas)| async move {
             let mut c = connect(server, url, Some(&db)).await?;
-            let text: String =
-                sqlx::query_scalar(DB_QUERY).bind(&schemas).fetch_one(&mut c).await.map_err(query_err)?;
+            // One simple-protocol round trip: a fresh backend pays for every extra message.
+            let array = format!(
+                "ARRAY[{}]::text[]",
+                schemas.iter().map(|s| super::sql::pg_literal(s)).collect::<Vec<_>>().join(", ")
+            );
+            let row = sqlx::raw_sql(AssertSqlSafe(DB_QUERY.replace("$1", &array)))
+                .fetch_one(&mut c)
+                .await
+                .map_err(query_err)?;
+            let text: String = sqlx::Row::try_get(&row, 0).map_err(query_err)?;
             c.close().await.ok();
             let rows: DbRows =
                 serde_json::from_str(&text).map_err(|e| EngineError::Query(format!("catalog of {db}: {e}")))?;
@@ -142,6 +152,7 @@ pub async fn read(server: &str, url: &str, scope: &DetailScope) -> Result<LiveSe
         .buffer_unordered(8)
         .collect()
         .await;
+    tracing::debug!("{server}: server and database catalogs read in {} ms", t.elapsed().as_millis());
     for d in details {
         let (db, detail) = d?;
         if let Some(l) = live.databases.get_mut(&db) {
