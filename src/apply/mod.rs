@@ -368,14 +368,7 @@ impl PgRunner {
                 Ok(None)
             }
             Op::SetPassword { role, secret, .. } => {
-                let s = self.secret(cfg, secret)?;
-                let current = self
-                    .stores
-                    .current(s.store, &s.name)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("{secret} has no value in its store yet"))?;
-                let password = crate::secrets::password_of(&current.value);
+                let (password, version) = self.current_password(cfg, secret).await?;
                 let conn = self.conn(step, conns).await?;
                 let sql = format!(
                     "ALTER ROLE {} PASSWORD {}",
@@ -386,7 +379,7 @@ impl PgRunner {
                 postgres::execute(conn, sql)
                     .await
                     .map_err(|_| format!("setting the password of role \"{role}\" failed"))?;
-                Ok(Some(current.version))
+                Ok(Some(version))
             }
             Op::DropDatabase { name, force } => {
                 // dbctl's own connection to it (from earlier steps) is not an open connection to refuse on.
@@ -413,6 +406,22 @@ impl PgRunner {
         }
     }
 
+    /// The password in a secret's current version, and that version; read only while the step runs.
+    async fn current_password(
+        &self,
+        cfg: &Config,
+        secret: &Address,
+    ) -> Result<(crate::model::Sensitive, String), String> {
+        let s = self.secret(cfg, secret)?;
+        let current = self
+            .stores
+            .current(s.store, &s.name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{secret} has no value in its store yet"))?;
+        Ok((crate::secrets::password_of(&current.value), current.version))
+    }
+
     fn is_mysql(&self, step: &Step) -> bool {
         step.server
             .as_ref()
@@ -430,17 +439,10 @@ impl PgRunner {
                     (format!("DROP DATABASE {}", crate::engine::sql::mysql_ident(name)), None)
                 }
                 Op::SetPassword { role, secret, account } => {
-                    let s = self.secret(cfg, secret)?;
-                    let current = self
-                        .stores
-                        .current(s.store, &s.name)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .ok_or_else(|| format!("{secret} has no value in its store yet"))?;
-                    let password = crate::secrets::password_of(&current.value);
+                    let (password, version) = self.current_password(cfg, secret).await?;
                     let account =
                         account.clone().unwrap_or_else(|| crate::diff::mysql::account_of(cfg, &step.address, role));
-                    (crate::diff::mysql::set_password_sql(&account, password.expose()), Some(current.version))
+                    (crate::diff::mysql::set_password_sql(&account, password.expose()), Some(version))
                 }
                 _ => unreachable!("filtered"),
             })

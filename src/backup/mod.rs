@@ -124,34 +124,35 @@ fn now() -> String {
     crate::secrets::now_rfc3339()
 }
 
+/// A URL's user or password part, `%XX` escapes decoded.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex =
+            b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// libpq environment for an endpoint: the password goes in PGPASSWORD, never on a command line.
 pub fn pg_env(ep: &Endpoint, database: &str) -> Vec<(String, String)> {
     let rest = ep.url.split_once("://").map(|x| x.1).unwrap_or(&ep.url);
     let auth = rest.rsplit_once('@').map(|x| x.0).unwrap_or("");
     let (user, password) = auth.split_once(':').map(|(u, p)| (u, Some(p))).unwrap_or((auth, None));
     let (host, port) = crate::runtime::host_port(ep);
-    let decode = |s: &str| -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            let hex = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match (b[i], hex) {
-                (b'%', Some(v)) => {
-                    out.push(v);
-                    i += 3;
-                }
-                (c, _) => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
+    let decode = percent_decode;
     let mut env = vec![
         ("PGHOST".to_string(), host),
         ("PGPORT".to_string(), port.to_string()),
@@ -583,9 +584,6 @@ pub async fn restore_into(
         cmd.args(["--no-owner", "--no-privileges"]);
     }
     cmd.envs(pg_env(ep, target)).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
-    let corrupted = |name: &str, found: &str, recorded: &str| {
-        format!("backup {} is corrupted: {name} has sha256 {found}, the manifest recorded {recorded}", m.id)
-    };
     let out = if m.format == "directory" {
         // pg_restore --jobs needs the files: fetch them into a temporary directory.
         let tmp = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
@@ -593,32 +591,15 @@ pub async fn restore_into(
             let object = storage.path(&[&m.policy, &m.database_name, &m.object, name]);
             let local = tmp.path().join(name.trim_end_matches(".zst").trim_end_matches(".gz"));
             let mut file = tokio::fs::File::create(&local).await.map_err(|e| format!("{}: {e}", local.display()))?;
-            let got = stream::download(storage, &object, &m.compression, &mut file).await?;
-            if got.sha256 != f.sha256 {
-                return Err(corrupted(name, &got.sha256, &f.sha256));
-            }
-            if let Some(e) = got.error {
-                return Err(e);
-            }
+            stream::download(storage, &object, &m.compression, &mut file).await?.check(&m.id, name, &f.sha256)?;
         }
         let jobs = std::thread::available_parallelism().map(|n| n.get().min(4)).unwrap_or(2);
         cmd.arg(format!("--jobs={jobs}")).arg(tmp.path()).stdin(Stdio::null());
         cmd.output().await.map_err(|e| format!("cannot run pg_restore: {e}"))?
     } else {
-        let mut child = cmd.stdin(Stdio::piped()).spawn().map_err(|e| format!("cannot run pg_restore: {e}"))?;
-        let mut stdin = child.stdin.take().expect("piped");
+        let child = cmd.stdin(Stdio::piped()).spawn().map_err(|e| format!("cannot run pg_restore: {e}"))?;
         let object = storage.path(&[&m.policy, &m.database_name, &m.object]);
-        let got = stream::download(storage, &object, &m.compression, &mut stdin).await;
-        drop(stdin);
-        let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-        let got = got?;
-        if got.sha256 != m.sha256 {
-            return Err(corrupted(&m.object, &got.sha256, &m.sha256));
-        }
-        if let Some(e) = got.error {
-            return Err(e);
-        }
-        out
+        stream::into_child(storage, &object, &m.compression, (&m.id, &m.object, &m.sha256), child).await?
     };
     if !out.status.success() {
         return Err(format!("pg_restore failed: {}", String::from_utf8_lossy(&out.stderr).trim()));

@@ -61,30 +61,11 @@ fn client(program: &std::path::Path, ep: &Endpoint) -> std::process::Command {
         .url
         .split_once("://")
         .and_then(|(_, rest)| rest.rsplit_once('@'))
-        .and_then(|(auth, _)| auth.split_once(':').map(|(_, p)| percent_decode(p)))
+        .and_then(|(auth, _)| auth.split_once(':').map(|(_, p)| super::percent_decode(p)))
     {
         c.env("MYSQL_PWD", pw);
     }
     c
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match (b[i], b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn dump_command(ep: &Endpoint, database: &str) -> Result<std::process::Command, String> {
@@ -160,18 +141,10 @@ impl DumpScanner {
 }
 
 impl Inspect for DumpScanner {
-    fn feed(&mut self, mut data: &[u8]) {
-        while let Some(i) = memchr::memchr(b'\n', data) {
-            if self.partial.is_empty() {
-                self.line(&data[..i]);
-            } else {
-                let mut l = std::mem::take(&mut self.partial);
-                l.extend_from_slice(&data[..i]);
-                self.line(&l);
-            }
-            data = &data[i + 1..];
-        }
-        self.partial.extend_from_slice(data);
+    fn feed(&mut self, data: &[u8]) {
+        let mut partial = std::mem::take(&mut self.partial);
+        super::pgdump::lines(&mut partial, data, |l| self.line(l));
+        self.partial = partial;
     }
 }
 
@@ -291,28 +264,15 @@ async fn exists(ep: &Endpoint, name: &str) -> Result<bool, String> {
 async fn load(storage: &super::storage::Storage, m: &Manifest, ep: &Endpoint, target: &str) -> Result<(), String> {
     let mut c = client(&client_tool()?, ep);
     c.arg(format!("--database={target}"));
-    let mut child = tokio::process::Command::from(c)
+    let child = tokio::process::Command::from(c)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run the mariadb client: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
     let object = storage.path(&[&m.policy, &m.database_name, &m.object]);
-    let got = stream::download(storage, &object, &m.compression, &mut stdin).await;
-    drop(stdin);
-    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-    let got = got?;
-    if got.sha256 != m.sha256 {
-        return Err(format!(
-            "backup {} is corrupted: {} has sha256 {}, the manifest recorded {}",
-            m.id, m.object, got.sha256, m.sha256
-        ));
-    }
-    if let Some(e) = got.error {
-        return Err(e);
-    }
+    let out = stream::into_child(storage, &object, &m.compression, (&m.id, &m.object, &m.sha256), child).await?;
     if !out.status.success() {
         return Err(format!("loading the dump failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }

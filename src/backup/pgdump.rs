@@ -29,29 +29,36 @@ pub struct LineHasher {
     ended: bool,
 }
 
-impl LineHasher {
-    pub fn feed(&mut self, mut data: &[u8]) {
-        while !self.ended && !data.is_empty() {
-            match memchr::memchr(b'\n', data) {
-                Some(i) => {
-                    if self.partial.is_empty() {
-                        self.line(&data[..i]);
-                    } else {
-                        let mut line = std::mem::take(&mut self.partial);
-                        line.extend_from_slice(&data[..i]);
-                        self.line(&line);
-                    }
-                    data = &data[i + 1..];
-                }
-                None => {
-                    self.partial.extend_from_slice(data);
-                    return;
-                }
-            }
+/// Call `line` for every complete line (without its `\n`) in `data`; the
+/// unfinished end waits in `partial` for the next piece.
+pub fn lines(partial: &mut Vec<u8>, mut data: &[u8], mut line: impl FnMut(&[u8])) {
+    while let Some(i) = memchr::memchr(b'\n', data) {
+        if partial.is_empty() {
+            line(&data[..i]);
+        } else {
+            partial.extend_from_slice(&data[..i]);
+            line(partial);
+            partial.clear();
         }
+        data = &data[i + 1..];
+    }
+    partial.extend_from_slice(data);
+}
+
+impl LineHasher {
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.ended {
+            return;
+        }
+        let mut partial = std::mem::take(&mut self.partial);
+        lines(&mut partial, data, |l| self.line(l));
+        self.partial = partial;
     }
 
     fn line(&mut self, line: &[u8]) {
+        if self.ended {
+            return;
+        }
         if line == b"\\." {
             self.ended = true;
             return;

@@ -203,6 +203,36 @@ pub struct Downloaded {
     pub error: Option<String>,
 }
 
+impl Downloaded {
+    /// The bytes must be the ones the manifest recorded, and must have decoded.
+    pub fn check(self, backup: &str, name: &str, recorded: &str) -> Result<(), String> {
+        if self.sha256 != recorded {
+            return Err(format!(
+                "backup {backup} is corrupted: {name} has sha256 {}, the manifest recorded {recorded}",
+                self.sha256
+            ));
+        }
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
+/// Stream one stored object into a child's stdin (pg_restore, the mariadb
+/// client), wait for it, and check the object's sha256.
+pub async fn into_child(
+    storage: &Storage,
+    object: &Path,
+    compression: &str,
+    (backup, name, recorded): (&str, &str, &str),
+    mut child: tokio::process::Child,
+) -> Result<std::process::Output, String> {
+    let mut stdin = child.stdin.take().expect("piped");
+    let got = download(storage, object, compression, &mut stdin).await;
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    got?.check(backup, name, recorded)?;
+    Ok(out)
+}
+
 /// Read `object`, decompress it and write it to `sink`. A sink that stops
 /// accepting (pg_restore exited) ends the copy without an error: the sink's
 /// owner knows why.
