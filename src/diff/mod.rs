@@ -491,7 +491,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     }
                     c.action = Action::Create;
                     if want.engine(server) == Engine::Mysql {
-                        c.steps.extend(mysql::create_role(&addr, server, d));
+                        c.steps.extend(mysql::create_role(&addr, server, d, mysql::is_mysql8(live)));
                         if let Some(secret) = &d.password {
                             set_password(&mut c, server, d, secret, Value::Null);
                         }
@@ -536,7 +536,15 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     let mut alter = Vec::new();
                     if want.engine(server) == Engine::Mysql {
                         let members = !ignore.iter().any(|i| i == "member_of");
-                        c.steps.extend(mysql::update_role(&addr, server, d, l, &c.attributes, members));
+                        c.steps.extend(mysql::update_role(
+                            &addr,
+                            server,
+                            d,
+                            l,
+                            &c.attributes,
+                            members,
+                            mysql::is_mysql8(live),
+                        ));
                     }
                     for ch in c.attributes.iter().filter(|_| want.engine(server) == Engine::Postgres) {
                         match ch.name.as_str() {

@@ -18,18 +18,26 @@ fn max_connections(limit: i64) -> i64 {
     limit.max(0)
 }
 
-/// The role to activate at login: MariaDB has one default role (the first
-/// `member_of`); with none, NONE.
-fn default_role(d: &DesiredRole) -> String {
-    match d.member_of.iter().next() {
-        Some(r) => format!("SET DEFAULT ROLE {} FOR {}", mysql_literal(r), account(d)),
-        None => format!("SET DEFAULT ROLE NONE FOR {}", account(d)),
+/// MySQL 8 rather than MariaDB (whose version string says so); a server
+/// not read yet is an embedded MariaDB.
+pub fn is_mysql8(live: &crate::engine::LiveServer) -> bool {
+    !live.version.is_empty() && !live.version.contains("MariaDB")
+}
+
+/// The roles to activate at login. MariaDB has one default role (the first
+/// `member_of`); MySQL 8 takes them all. With none, NONE.
+fn default_role(d: &DesiredRole, mysql8: bool) -> String {
+    match (d.member_of.iter().next(), mysql8) {
+        (None, false) => format!("SET DEFAULT ROLE NONE FOR {}", account(d)),
+        (None, true) => format!("SET DEFAULT ROLE NONE TO {}", account(d)),
+        (Some(r), false) => format!("SET DEFAULT ROLE {} FOR {}", mysql_literal(r), account(d)),
+        (Some(_), true) => format!("SET DEFAULT ROLE ALL TO {}", account(d)),
     }
 }
 
 /// A user is created locked: it is unlocked when its password is set, so
 /// there is never an account that logs in with an empty password.
-pub fn create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
+pub fn create_role(addr: &str, server: &Address, d: &DesiredRole, mysql8: bool) -> Vec<Step> {
     let mut steps = Vec::new();
     if d.login {
         steps.push(sql(
@@ -49,11 +57,12 @@ pub fn create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
         steps.push(sql(addr, server, None, format!("GRANT {} TO {}", mysql_literal(m), account(d))));
     }
     if d.login && !d.member_of.is_empty() {
-        steps.push(sql(addr, server, None, default_role(d)));
+        steps.push(sql(addr, server, None, default_role(d, mysql8)));
     }
     steps
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn update_role(
     addr: &str,
     server: &Address,
@@ -61,6 +70,7 @@ pub fn update_role(
     live: &LiveRole,
     changed: &[AttrChange],
     members: bool,
+    mysql8: bool,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
     for ch in changed {
@@ -91,7 +101,7 @@ pub fn update_role(
             steps.push(sql(addr, server, None, format!("REVOKE {} FROM {}", mysql_literal(m), account(d))));
         }
         if d.login {
-            steps.push(sql(addr, server, None, default_role(d)));
+            steps.push(sql(addr, server, None, default_role(d, mysql8)));
         }
     }
     steps
@@ -139,4 +149,27 @@ pub fn account_of(cfg: &crate::model::Config, user_addr: &str, name: &str) -> St
         _ => None,
     });
     mysql_account(name, host.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_roles_in_each_dialect() {
+        let d = DesiredRole {
+            addr: Address::parse("user.u").unwrap(),
+            name: "u".into(),
+            login: true,
+            connection_limit: -1,
+            valid_until: None,
+            member_of: ["b".to_string(), "a".to_string()].into_iter().collect(),
+            password: None,
+            host: Some("%".into()),
+        };
+        assert_eq!(default_role(&d, false), "SET DEFAULT ROLE 'a' FOR 'u'@'%'");
+        assert_eq!(default_role(&d, true), "SET DEFAULT ROLE ALL TO 'u'@'%'");
+        let none = DesiredRole { member_of: Default::default(), ..d };
+        assert_eq!(default_role(&none, true), "SET DEFAULT ROLE NONE TO 'u'@'%'");
+    }
 }
