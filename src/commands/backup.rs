@@ -98,6 +98,9 @@ async fn run_policies(
                     continue;
                 }
             }
+            if jobs > 1 && ep.engine == crate::model::Engine::Mysql {
+                eprintln!("{}: {db_addr}: --jobs applies to PostgreSQL; mariadb-dump runs as one job", pol.addr);
+            }
             let job = backup::Job {
                 jobs,
                 policy: &pol.addr.name,
