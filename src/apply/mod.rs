@@ -432,37 +432,33 @@ impl PgRunner {
     /// The steps that differ on MySQL; `None` for those that do not touch the server.
     async fn run_mysql(&self, cfg: &Config, step: &Step, queue: &mut Conns) -> Option<Result<Option<String>, String>> {
         use crate::engine::mysql;
-        let sql_of = async |op: &Op| -> Result<(String, Option<String>), String> {
-            Ok(match op {
-                Op::Sql { sql } => (sql.clone(), None),
-                Op::DropDatabase { name, .. } => {
-                    (format!("DROP DATABASE {}", crate::engine::sql::mysql_ident(name)), None)
-                }
-                Op::SetPassword { role, secret, account } => {
-                    let (password, version) = self.current_password(cfg, secret).await?;
-                    let account =
-                        account.clone().unwrap_or_else(|| crate::diff::mysql::account_of(cfg, &step.address, role));
-                    (crate::diff::mysql::set_password_sql(&account, password.expose()), Some(version))
-                }
-                _ => unreachable!("filtered"),
-            })
-        };
         if !matches!(step.op, Op::Sql { .. } | Op::DropDatabase { .. } | Op::SetPassword { .. }) {
             return None;
         }
         let run = async {
-            let (sql, version) = sql_of(&step.op).await?;
+            let (sql, version) = match &step.op {
+                Op::DropDatabase { name, .. } => {
+                    (format!("DROP DATABASE {}", crate::engine::sql::mysql_ident(name)), None)
+                }
+                Op::SetPassword { secret, account, .. } => {
+                    // The plan names the account ('user'@'host') of every MySQL password step.
+                    let account = account.as_deref().ok_or("a MySQL password step without its account")?;
+                    let (password, version) = self.current_password(cfg, secret).await?;
+                    (crate::diff::mysql::set_password_sql(account, password.expose()), Some(version))
+                }
+                Op::Sql { sql } => (sql.clone(), None),
+                _ => unreachable!("matched above"),
+            };
             if queue.my.is_none() {
                 let server = step.server.as_ref().ok_or("step has no server")?;
                 let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
                 queue.my = Some(mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?);
             }
             let conn = queue.my.as_mut().expect("connected");
-            let is_password = matches!(step.op, Op::SetPassword { .. });
             match mysql::execute(conn, sql).await {
                 Ok(()) => Ok(version),
                 // The server's error never echoes the statement; ours names only the account.
-                Err(_) if is_password => Err(format!("setting the password of {} failed", step.address)),
+                Err(_) if version.is_some() => Err(format!("setting the password of {} failed", step.address)),
                 Err(e) => Err(e.to_string()),
             }
         };

@@ -50,16 +50,17 @@ pub struct FileStat {
 }
 
 impl Manifest {
-    /// What an unfinished backup has stored so far, for deleting it.
-    fn partial(job: &Job<'_>, id: &str, object: &str, files: &BTreeMap<String, FileStat>) -> Manifest {
+    /// What a job knows before its dump: where it goes and what it is of.
+    /// The runs fill in the rest; an unfinished one is deleted through it.
+    fn base(job: &Job<'_>, id: &str, format: &str, object: &str) -> Manifest {
         Manifest {
             format_version: 1,
             id: id.to_string(),
             policy: job.policy.to_string(),
             database: job.database_addr.clone(),
             database_name: job.database.clone(),
-            server: String::new(),
-            engine: String::new(),
+            server: job.endpoint.address.to_string(),
+            engine: job.endpoint.engine.as_str().to_string(),
             server_version: String::new(),
             started: String::new(),
             finished: String::new(),
@@ -67,14 +68,20 @@ impl Manifest {
             compressed_size: 0,
             sha256: String::new(),
             compression: job.compression.to_string(),
-            format: if object.ends_with(".dir") { "directory" } else { "custom" }.to_string(),
+            format: format.to_string(),
             object: object.to_string(),
-            files: files.clone(),
+            files: BTreeMap::new(),
             tools: BTreeMap::new(),
             tables: BTreeMap::new(),
             verified: false,
-            storage: String::new(),
+            storage: job.storage.url.clone(),
         }
+    }
+
+    /// What an unfinished PostgreSQL backup has stored so far, for deleting it.
+    fn partial(job: &Job<'_>, id: &str, object: &str, files: &BTreeMap<String, FileStat>) -> Manifest {
+        let format = if object.ends_with(".dir") { "directory" } else { "custom" };
+        Manifest { files: files.clone(), ..Manifest::base(job, id, format, object) }
     }
 }
 
@@ -152,11 +159,10 @@ pub fn pg_env(ep: &Endpoint, database: &str) -> Vec<(String, String)> {
     let auth = rest.rsplit_once('@').map(|x| x.0).unwrap_or("");
     let (user, password) = auth.split_once(':').map(|(u, p)| (u, Some(p))).unwrap_or((auth, None));
     let (host, port) = crate::runtime::host_port(ep);
-    let decode = percent_decode;
     let mut env = vec![
         ("PGHOST".to_string(), host),
         ("PGPORT".to_string(), port.to_string()),
-        ("PGUSER".to_string(), if user.is_empty() { "postgres".into() } else { decode(user) }),
+        ("PGUSER".to_string(), if user.is_empty() { "postgres".into() } else { percent_decode(user) }),
         ("PGDATABASE".to_string(), database.to_string()),
         ("PGCONNECT_TIMEOUT".to_string(), "10".to_string()),
         // The COPY text that is checksummed must not depend on the caller's locale
@@ -165,7 +171,7 @@ pub fn pg_env(ep: &Endpoint, database: &str) -> Vec<(String, String)> {
         ("PGTZ".to_string(), "UTC".to_string()),
     ];
     if let Some(p) = password {
-        env.push(("PGPASSWORD".to_string(), decode(p)));
+        env.push(("PGPASSWORD".to_string(), percent_decode(p)));
     }
     env
 }
@@ -369,28 +375,18 @@ pub async fn run(job: &Job<'_>, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<
     tools.insert("pg_dump".to_string(), tool_version(&pg_dump));
     tools.insert("dbctl".to_string(), env!("CARGO_PKG_VERSION").to_string());
     let stored: u64 = files.values().map(|f| f.stored).sum();
+    let format = if job.jobs > 1 { "directory" } else { "custom" };
     let manifest = Manifest {
-        format_version: 1,
-        id: id.clone(),
-        policy: job.policy.to_string(),
-        database: job.database_addr.clone(),
-        database_name: job.database.clone(),
-        server: ep.address.to_string(),
-        engine: "postgres".into(),
         server_version,
         started,
         finished: now(),
         size: dumped_now(),
         compressed_size: stored,
         sha256: files_digest(&object_name, &files),
-        compression: job.compression.to_string(),
-        format: if job.jobs > 1 { "directory" } else { "custom" }.to_string(),
-        object: object_name,
         files: if job.jobs > 1 { files } else { BTreeMap::new() },
         tools,
         tables,
-        verified: false,
-        storage: job.storage.url.clone(),
+        ..Manifest::base(job, &id, format, &object_name)
     };
     progress(manifest.size, stored);
     put_json(job.storage, &[job.policy, &job.database, &format!("{id}.manifest.json")], &manifest).await?;
@@ -418,56 +414,17 @@ type Dumped = (String, BTreeMap<String, FileStat>, Result<BTreeMap<String, Table
 async fn dump_custom(
     job: &Job<'_>,
     id: &str,
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
     dumped: &std::sync::Arc<std::sync::atomic::AtomicU64>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Dumped, String> {
-    use std::io::Read;
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child =
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
     let object_name = format!("{id}.{}", extension(job.compression));
     let object = job.storage.path(&[job.policy, &job.database, &object_name]);
-    let mut on_piece = |stored: u64| progress(dumped.load(std::sync::atomic::Ordering::Relaxed), stored);
-    let streamed = stream::upload(
-        job.storage,
-        &object,
-        job.compression,
-        stdout,
-        pgdump::Scanner::default(),
-        dumped,
-        &mut on_piece,
-    )
-    .await;
-    if streamed.is_err() {
-        let _ = child.kill();
-    }
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.map_err(|e| e.to_string())?;
-    let err_text = errors.join().unwrap_or_default();
-    let failed = match status {
-        Ok(s) if s.success() => None,
-        Ok(_) => Some(format!("pg_dump failed: {}", err_text.trim())),
-        Err(e) => Some(e.to_string()),
-    };
-    let mut up = match (streamed, failed) {
-        (Ok(up), Some(e)) => {
-            let _ = up.writer.abort().await;
-            return Err(e);
-        }
-        (Err(_), Some(e)) | (Err(e), None) => return Err(e),
-        (Ok(up), None) => up,
-    };
-    up.writer.finish().await.map_err(|e| format!("{}: {e}", job.storage.url))?;
+    let scanner = pgdump::Scanner::default();
+    let (stored, sha256, scanner) =
+        stream::dump_to(job.storage, &object, job.compression, cmd, "pg_dump", scanner, dumped, progress).await?;
     let size = dumped.load(std::sync::atomic::Ordering::Relaxed);
-    let files = BTreeMap::from([(object_name.clone(), FileStat { size, stored: up.stored, sha256: up.sha256 })]);
-    let scanner = std::mem::take(&mut up.inspect);
+    let files = BTreeMap::from([(object_name.clone(), FileStat { size, stored, sha256 })]);
     Ok((object_name, files, scanner.finish()))
 }
 

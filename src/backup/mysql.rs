@@ -148,87 +148,41 @@ impl Inspect for DumpScanner {
     }
 }
 
-fn spawn(
-    mut c: std::process::Command,
-    what: &str,
-) -> Result<(std::process::Child, std::thread::JoinHandle<String>), String> {
-    let mut child =
-        c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
-    let mut stderr = child.stderr.take().expect("piped");
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    Ok((child, errors))
-}
-
-async fn finish(child: std::process::Child, errors: std::thread::JoinHandle<String>, what: &str) -> Result<(), String> {
-    let mut child = child;
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.map_err(|e| e.to_string())?;
-    let text = errors.join().unwrap_or_default();
-    match status {
-        Ok(s) if s.success() => Ok(()),
-        Ok(_) => Err(format!("{what} failed: {}", text.trim())),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// Take one backup of a MySQL/MariaDB database.
 pub async fn run(job: &Job<'_>, id: &str, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Manifest, String> {
     let started = super::now();
     let ep = job.endpoint;
     let tool = dump_tool()?;
-    let (mut child, errors) = spawn(dump_command(ep, &job.database)?, "mariadb-dump")?;
-    let stdout = child.stdout.take().expect("piped");
     let object_name = format!("{id}.{}", super::extension(job.compression).replace("dump", "sql"));
     let object = job.storage.path(&[job.policy, &job.database, &object_name]);
     let dumped = Arc::new(AtomicU64::new(0));
-    let mut on_piece = |stored: u64| progress(dumped.load(std::sync::atomic::Ordering::Relaxed), stored);
-    let streamed =
-        stream::upload(job.storage, &object, job.compression, stdout, DumpScanner::default(), &dumped, &mut on_piece)
-            .await;
-    if streamed.is_err() {
-        let _ = child.kill();
-    }
-    let done = finish(child, errors, "mariadb-dump").await;
-    let up = match (streamed, done) {
-        (Ok(up), Err(e)) => {
-            let w = up.writer;
-            let _ = w.abort().await;
-            return Err(e);
-        }
-        (Err(e), _) => return Err(e),
-        (Ok(up), Ok(())) => up,
-    };
-    up.writer.finish().await.map_err(|e| format!("{}: {e}", job.storage.url))?;
+    let cmd = dump_command(ep, &job.database)?;
+    let (stored, sha256, scanner) = stream::dump_to(
+        job.storage,
+        &object,
+        job.compression,
+        cmd,
+        "mariadb-dump",
+        DumpScanner::default(),
+        &dumped,
+        progress,
+    )
+    .await?;
     let size = dumped.load(std::sync::atomic::Ordering::Relaxed);
     let version = server_version(ep).await.unwrap_or_default();
     let mut tools = BTreeMap::new();
     tools.insert(tool.file_name().unwrap_or_default().to_string_lossy().into_owned(), super::tool_version(&tool));
     tools.insert("dbctl".to_string(), env!("CARGO_PKG_VERSION").to_string());
     let manifest = Manifest {
-        format_version: 1,
-        id: id.to_string(),
-        policy: job.policy.to_string(),
-        database: job.database_addr.clone(),
-        database_name: job.database.clone(),
-        server: ep.address.to_string(),
-        engine: "mysql".into(),
         server_version: version,
         started,
         finished: super::now(),
         size,
-        compressed_size: up.stored,
-        sha256: up.sha256,
-        compression: job.compression.to_string(),
-        format: "sql".into(),
-        object: object_name,
-        files: BTreeMap::new(),
+        compressed_size: stored,
+        sha256,
         tools,
-        tables: up.inspect.finish(),
-        verified: false,
-        storage: job.storage.url.clone(),
+        tables: scanner.finish(),
+        ..Manifest::base(job, id, "sql", &object_name)
     };
     progress(manifest.size, manifest.compressed_size);
     super::put_json(job.storage, &[job.policy, &job.database, &format!("{id}.manifest.json")], &manifest).await?;
@@ -307,7 +261,7 @@ pub async fn verify(storage: &super::storage::Storage, m: &Manifest, ep: &Endpoi
     admin_sql(ep, format!("CREATE DATABASE {}", mysql_ident(&scratch))).await?;
     let result = async {
         load(storage, m, ep, &scratch).await?;
-        let (mut child, errors) = spawn(dump_command(ep, &scratch)?, "mariadb-dump")?;
+        let (mut child, errors) = stream::spawn(dump_command(ep, &scratch)?, "mariadb-dump")?;
         let mut stdout = child.stdout.take().expect("piped");
         let scanned = tokio::task::spawn_blocking(move || {
             let mut s = DumpScanner::default();
@@ -322,7 +276,7 @@ pub async fn verify(storage: &super::storage::Storage, m: &Manifest, ep: &Endpoi
         })
         .await
         .map_err(|e| e.to_string())??;
-        finish(child, errors, "mariadb-dump").await?;
+        stream::finish(child, errors, "mariadb-dump").await?;
         Ok::<_, String>(scanned.finish())
     }
     .await;

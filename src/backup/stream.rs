@@ -87,6 +87,76 @@ pub async fn upload<R: Read + Send + 'static, I: Inspect>(
     }
 }
 
+/// Start a dump tool with its stdout piped and its stderr collected on a thread.
+pub fn spawn(
+    mut cmd: std::process::Command,
+    what: &str,
+) -> Result<(std::process::Child, std::thread::JoinHandle<String>), String> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    Ok((child, errors))
+}
+
+/// Wait for a tool started by [`spawn`]; its stderr says why it failed.
+pub async fn finish(
+    mut child: std::process::Child,
+    errors: std::thread::JoinHandle<String>,
+    what: &str,
+) -> Result<(), String> {
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.map_err(|e| e.to_string())?;
+    let text = errors.join().unwrap_or_default();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(_) => Err(format!("{what} failed: {}", text.trim())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Run a dump tool and stream its stdout into `object`. The upload is
+/// completed only when the tool succeeded; otherwise it is aborted and the
+/// tool's own error is returned. Gives back the stored size, the sha256 and
+/// `inspect`.
+#[allow(clippy::too_many_arguments)]
+pub async fn dump_to<I: Inspect>(
+    storage: &Storage,
+    object: &Path,
+    compression: &str,
+    cmd: std::process::Command,
+    what: &str,
+    inspect: I,
+    raw: &Arc<AtomicU64>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(u64, String, I), String> {
+    let (mut child, errors) = spawn(cmd, what)?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut on_piece = |stored: u64| progress(raw.load(Ordering::Relaxed), stored);
+    let streamed = upload(storage, object, compression, stdout, inspect, raw, &mut on_piece).await;
+    if streamed.is_err() {
+        let _ = child.kill();
+    }
+    let done = finish(child, errors, what).await;
+    let up = match (streamed, done) {
+        (Ok(up), Err(e)) => {
+            let _ = up.writer.abort().await;
+            return Err(e);
+        }
+        // The upload failed and the tool was killed for it: the upload's error is the cause.
+        (Err(e), _) => return Err(e),
+        (Ok(up), Ok(())) => up,
+    };
+    up.writer.finish().await.map_err(|e| format!("{}: {e}", storage.url))?;
+    Ok((up.stored, up.sha256, up.inspect))
+}
+
 /// Sends what is written to it in pieces of about 1 MiB.
 struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<Vec<u8>>,

@@ -170,13 +170,19 @@ fn add_role(d: &mut Desired, cfg: &Config, server: &Address, role: DesiredRole, 
     d.roles.entry(server.clone()).or_default().insert(role.name.clone(), role);
 }
 
+/// Each configured server's engine.
+pub fn engines(cfg: &Config) -> BTreeMap<Address, Engine> {
+    cfg.resources
+        .values()
+        .filter_map(|r| match &r.body {
+            Body::Server(s) => Some((r.addr.clone(), s.engine)),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
-    let mut d = Desired::default();
-    for r in cfg.resources.values() {
-        if let Body::Server(s) = &r.body {
-            d.engines.insert(r.addr.clone(), s.engine);
-        }
-    }
+    let mut d = Desired { engines: engines(cfg), ..Desired::default() };
     let engines = d.engines.clone();
     let engine_of = |server: &Address| engines.get(server).copied().unwrap_or(Engine::Postgres);
     let admin = |server: &Address| {

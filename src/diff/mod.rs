@@ -193,6 +193,57 @@ fn kind_rank(kind: &str) -> u8 {
     }
 }
 
+fn pg_create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
+    let mut opts = vec![if d.login { "LOGIN" } else { "NOLOGIN" }.to_string()];
+    if d.connection_limit != -1 {
+        opts.push(format!("CONNECTION LIMIT {}", d.connection_limit));
+    }
+    if let Some(v) = &d.valid_until {
+        opts.push(format!("VALID UNTIL {}", pg_literal(v)));
+    }
+    let name = pg_ident(&d.name);
+    let mut steps = vec![sql(addr, server, None, format!("CREATE ROLE {name} WITH {}", opts.join(" ")))];
+    for m in &d.member_of {
+        steps.push(sql(addr, server, None, format!("GRANT {} TO {name}", pg_ident(m))));
+    }
+    steps
+}
+
+fn pg_update_role(
+    addr: &str,
+    server: &Address,
+    d: &DesiredRole,
+    l: &crate::engine::LiveRole,
+    changed: &[AttrChange],
+    members: bool,
+) -> Vec<Step> {
+    let name = pg_ident(&d.name);
+    let mut steps = Vec::new();
+    let mut alter = Vec::new();
+    for ch in changed {
+        match ch.name.as_str() {
+            "login" => alter.push(if d.login { "LOGIN".to_string() } else { "NOLOGIN".to_string() }),
+            "connection_limit" => alter.push(format!("CONNECTION LIMIT {}", d.connection_limit)),
+            "valid_until" => {
+                alter.push(format!("VALID UNTIL {}", pg_literal(d.valid_until.as_deref().unwrap_or("infinity"))))
+            }
+            _ => {}
+        }
+    }
+    if !alter.is_empty() {
+        steps.push(sql(addr, server, None, format!("ALTER ROLE {name} WITH {}", alter.join(" "))));
+    }
+    if members {
+        for m in d.member_of.difference(&l.member_of) {
+            steps.push(sql(addr, server, None, format!("GRANT {} TO {name}", pg_ident(m))));
+        }
+        for m in l.member_of.difference(&d.member_of) {
+            steps.push(sql(addr, server, None, format!("REVOKE {} FROM {name}", pg_ident(m))));
+        }
+    }
+    steps
+}
+
 pub fn role_json(r: &DesiredRole) -> Value {
     let mut v = json!({
         "name": r.name,
@@ -278,7 +329,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
     let empty_live = LiveServer::default();
     let want = if inp.destroy {
         // Nothing is wanted, but how each server speaks still matters.
-        Desired { engines: desired(cfg, inp.live).engines, ..Desired::default() }
+        Desired { engines: desired::engines(cfg), ..Desired::default() }
     } else {
         desired(cfg, inp.live)
     };
@@ -490,31 +541,10 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         drift.push(deleted_outside(&addr));
                     }
                     c.action = Action::Create;
-                    if want.engine(server) == Engine::Mysql {
-                        c.steps.extend(mysql::create_role(&addr, server, d, mysql::is_mysql8(live)));
-                        if let Some(secret) = &d.password {
-                            set_password(&mut c, server, d, secret, Value::Null);
-                        }
-                        c.after_sensitive = json!({ "password": d.password.is_some() });
-                        by_addr.insert(addr, c);
-                        continue;
-                    }
-                    let mut opts = vec![if d.login { "LOGIN" } else { "NOLOGIN" }.to_string()];
-                    if d.connection_limit != -1 {
-                        opts.push(format!("CONNECTION LIMIT {}", d.connection_limit));
-                    }
-                    if let Some(v) = &d.valid_until {
-                        opts.push(format!("VALID UNTIL {}", pg_literal(v)));
-                    }
-                    c.steps.push(sql(
-                        &addr,
-                        server,
-                        None,
-                        format!("CREATE ROLE {} WITH {}", pg_ident(name), opts.join(" ")),
-                    ));
-                    for m in &d.member_of {
-                        c.steps.push(sql(&addr, server, None, format!("GRANT {} TO {}", pg_ident(m), pg_ident(name))));
-                    }
+                    c.steps.extend(match want.engine(server) {
+                        Engine::Mysql => mysql::create_role(&addr, server, d, mysql::is_mysql8(live)),
+                        Engine::Postgres => pg_create_role(&addr, server, d),
+                    });
                     if let Some(secret) = &d.password {
                         set_password(&mut c, server, d, secret, Value::Null);
                     }
@@ -533,56 +563,14 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     }
                     c.before = Some(before.clone());
                     c.attributes = attr_changes(&without(&before, ignore), &without(&after, ignore), &[], &[]);
-                    let mut alter = Vec::new();
-                    if want.engine(server) == Engine::Mysql {
-                        let members = !ignore.iter().any(|i| i == "member_of");
-                        c.steps.extend(mysql::update_role(
-                            &addr,
-                            server,
-                            d,
-                            l,
-                            &c.attributes,
-                            members,
-                            mysql::is_mysql8(live),
-                        ));
-                    }
-                    for ch in c.attributes.iter().filter(|_| want.engine(server) == Engine::Postgres) {
-                        match ch.name.as_str() {
-                            "login" => alter.push(if d.login { "LOGIN".to_string() } else { "NOLOGIN".to_string() }),
-                            "connection_limit" => alter.push(format!("CONNECTION LIMIT {}", d.connection_limit)),
-                            "valid_until" => alter.push(format!(
-                                "VALID UNTIL {}",
-                                pg_literal(d.valid_until.as_deref().unwrap_or("infinity"))
-                            )),
-                            _ => {}
+                    let members = !ignore.iter().any(|i| i == "member_of");
+                    c.steps.extend(match want.engine(server) {
+                        Engine::Mysql => {
+                            let mysql8 = mysql::is_mysql8(live);
+                            mysql::update_role(&addr, server, d, l, &c.attributes, members, mysql8)
                         }
-                    }
-                    if !alter.is_empty() {
-                        c.steps.push(sql(
-                            &addr,
-                            server,
-                            None,
-                            format!("ALTER ROLE {} WITH {}", pg_ident(name), alter.join(" ")),
-                        ));
-                    }
-                    if !ignore.iter().any(|i| i == "member_of") && want.engine(server) == Engine::Postgres {
-                        for m in d.member_of.iter().filter(|m| !l.member_of.contains(*m)) {
-                            c.steps.push(sql(
-                                &addr,
-                                server,
-                                None,
-                                format!("GRANT {} TO {}", pg_ident(m), pg_ident(name)),
-                            ));
-                        }
-                        for m in l.member_of.iter().filter(|m| !d.member_of.contains(*m)) {
-                            c.steps.push(sql(
-                                &addr,
-                                server,
-                                None,
-                                format!("REVOKE {} FROM {}", pg_ident(m), pg_ident(name)),
-                            ));
-                        }
-                    }
+                        Engine::Postgres => pg_update_role(&addr, server, d, l, &c.attributes, members),
+                    });
                     let recorded = in_state.and_then(|s| s.password_version.clone());
                     if let Some(secret) = &d.password {
                         if password_pending || (password_version.is_some() && recorded != password_version) {

@@ -142,15 +142,6 @@ pub fn set_password_sql(account: &str, password: &str) -> String {
     format!("ALTER USER {account} IDENTIFIED BY {} ACCOUNT UNLOCK", mysql_literal(password))
 }
 
-/// The account a user resource names (for steps that only carry the address).
-pub fn account_of(cfg: &crate::model::Config, user_addr: &str, name: &str) -> String {
-    let host = Address::parse(user_addr).ok().and_then(|a| cfg.get(&a)).and_then(|r| match &r.body {
-        crate::model::Body::User(u) => Some(u.host.clone().unwrap_or_else(|| "%".into())),
-        _ => None,
-    });
-    mysql_account(name, host.as_deref())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
