@@ -78,6 +78,7 @@ fn plan_at(
         changes: d.changes,
         notes: d.notes,
         refresh_only: false,
+        ..Default::default()
     }
 }
 
@@ -112,6 +113,7 @@ fn managed(state: &mut State, addr: &str, kind: &str, name: &str, attributes: se
             name: name.into(),
             attributes,
             password_version: Some("v1".into()),
+            pending: false,
         },
     );
 }

@@ -51,6 +51,9 @@ pub struct Executor<R: Runner> {
     pub parallelism: usize,
     /// Plain lines (CI) or live progress (terminal).
     pub progress: Progress,
+    /// Set by a signal (Ctrl-C, SIGTERM, SIGHUP): the steps in flight finish
+    /// and are recorded, nothing new starts.
+    pub interrupt: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -58,11 +61,13 @@ pub struct Report {
     pub done: Vec<String>,
     pub failed: Vec<(String, String)>,
     pub not_started: Vec<String>,
+    /// Stopped by a signal or a closed output, not by a failure.
+    pub interrupted: bool,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.failed.is_empty()
+        self.failed.is_empty() && !self.interrupted
     }
 }
 
@@ -72,6 +77,8 @@ pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: usize,
     n: std::sync::atomic::AtomicUsize,
+    /// Standard output was closed (`apply | head`): stop starting steps.
+    closed: AtomicBool,
 }
 
 impl Progress {
@@ -84,12 +91,24 @@ impl Progress {
             );
             b
         });
-        Progress { bar, total, n: Default::default() }
+        Progress { bar, total, n: Default::default(), closed: AtomicBool::new(false) }
+    }
+    /// Whether standard output went away: the apply stops as if interrupted.
+    pub fn closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
     fn line(&self, s: String) {
+        use std::io::Write as _;
         match &self.bar {
             Some(b) => b.println(s),
-            None => println!("{s}"),
+            None if !self.closed() => {
+                // Never panic on a closed pipe: a step may have run and not be recorded yet.
+                let mut out = std::io::stdout().lock();
+                if writeln!(out, "{s}").and_then(|_| out.flush()).is_err() {
+                    self.closed.store(true, Ordering::SeqCst);
+                }
+            }
+            None => {}
         }
     }
     fn start(&self, step: &Step) {
@@ -116,6 +135,7 @@ fn record(
     change: &ResourceChange,
     password_version: Option<String>,
     previous: Option<&StateResource>,
+    pending: bool,
 ) -> StateResource {
     StateResource {
         kind: change.kind.clone(),
@@ -123,22 +143,45 @@ fn record(
         name: change.name.clone(),
         attributes: change.after.clone().unwrap_or_default(),
         password_version: password_version.or_else(|| previous.and_then(|p| p.password_version.clone())),
+        pending,
+    }
+}
+
+/// Whether step `si` of `c` creates the object on its server: the first step
+/// of a create, or the first one after a replacement's drop. An intent is
+/// recorded before it runs (see `StateResource::pending`).
+fn creates(c: &ResourceChange, si: usize) -> bool {
+    if !matches!(c.kind.as_str(), "user" | "role" | "database") {
+        return false;
+    }
+    match c.action {
+        Action::Create => si == 0,
+        Action::Replace => si > 0 && matches!(c.steps[si - 1].op, Op::DropDatabase { .. }),
+        _ => false,
     }
 }
 
 impl<R: Runner> Executor<R> {
     fn put(&self, change: &ResourceChange, password_version: Option<String>) -> Result<(), String> {
+        self.put_as(change, password_version, false)
+    }
+
+    fn put_as(&self, change: &ResourceChange, password_version: Option<String>, pending: bool) -> Result<(), String> {
         let mut st = self.state.lock().expect("state lock");
-        let r = record(change, password_version, st.resources.get(&change.address));
-        self.journal.lock().expect("journal lock").put(&change.address, &r).map_err(|e| e.to_string())?;
+        let r = record(change, password_version, st.resources.get(&change.address), pending);
+        let journaled = self.journal.lock().expect("journal lock").put(&change.address, &r).map_err(|e| e.to_string());
+        // Kept in memory either way: the state saved at the end still learns it.
         st.resources.insert(change.address.clone(), r);
-        Ok(())
+        journaled
+    }
+
+    fn stopping(&self, abort: &AtomicBool) -> bool {
+        abort.load(Ordering::SeqCst) || self.interrupt.load(Ordering::SeqCst) || self.progress.closed()
     }
 
     fn remove(&self, address: &str) -> Result<(), String> {
-        self.journal.lock().expect("journal lock").remove(address).map_err(|e| e.to_string())?;
         self.state.lock().expect("state lock").resources.remove(address);
-        Ok(())
+        self.journal.lock().expect("journal lock").remove(address).map_err(|e| e.to_string())
     }
 
     /// Run the steps of `changes` (indices into the plan) in order on one server.
@@ -153,7 +196,7 @@ impl<R: Runner> Executor<R> {
         let mut conns = R::Queue::default();
         for ci in queue {
             let c = &plan.changes[ci];
-            if abort.load(Ordering::SeqCst) {
+            if self.stopping(abort) {
                 report.lock().expect("report").not_started.push(c.address.clone());
                 continue;
             }
@@ -170,8 +213,9 @@ impl<R: Runner> Executor<R> {
                 }
                 continue;
             }
+            let mut intent = false;
             for (si, step) in c.steps.iter().enumerate() {
-                if abort.load(Ordering::SeqCst) {
+                if self.stopping(abort) {
                     report.lock().expect("report").not_started.push(format!(
                         "{} (step {} of {})",
                         c.address,
@@ -180,6 +224,20 @@ impl<R: Runner> Executor<R> {
                     ));
                     failed = true;
                     break;
+                }
+                if creates(c, si) {
+                    // If this cannot be recorded, the statement does not run.
+                    if let Err(e) = self.put_as(c, None, true) {
+                        report
+                            .lock()
+                            .expect("report")
+                            .failed
+                            .push((c.address.clone(), format!("writing the state before {}: {e}", step.describe())));
+                        abort.store(true, Ordering::SeqCst);
+                        failed = true;
+                        break;
+                    }
+                    intent = true;
                 }
                 self.progress.start(step);
                 let t = Instant::now();
@@ -196,7 +254,10 @@ impl<R: Runner> Executor<R> {
                             (Action::Replace, Op::DropDatabase { .. }) => self.remove(&c.address),
                             (Action::Delete, _) => Ok(()),
                             // Recorded after its first step, so an interrupted create is managed, not orphaned.
-                            _ if last || si == 0 || password_version.is_some() => self.put(c, password_version.clone()),
+                            _ if last || si == 0 || intent || password_version.is_some() => {
+                                intent = false;
+                                self.put(c, password_version.clone())
+                            }
                             _ => Ok(()),
                         };
                         if let Err(e) = res {
@@ -256,7 +317,9 @@ impl<R: Runner> Executor<R> {
         });
         futures::future::join_all(jobs).await;
         self.progress.finish();
-        report.into_inner().expect("report")
+        let mut report = report.into_inner().expect("report");
+        report.interrupted = self.interrupt.load(Ordering::SeqCst) || self.progress.closed();
+        report
     }
 }
 
@@ -388,7 +451,14 @@ impl PgRunner {
                 }
                 let conn = self.conn(&Step { database: None, ..step.clone() }, conns).await?;
                 if !force {
-                    let open = postgres::open_connections(conn, name).await.map_err(|e| e.to_string())?;
+                    // A connection that just closed (dbctl's own, or a client's) leaves the
+                    // server a moment later: wait as PostgreSQL's own DROP DATABASE does.
+                    let mut open = postgres::open_connections(conn, name).await.map_err(|e| e.to_string())?;
+                    let since = Instant::now();
+                    while open > 0 && since.elapsed() < std::time::Duration::from_secs(5) {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        open = postgres::open_connections(conn, name).await.map_err(|e| e.to_string())?;
+                    }
                     if open > 0 {
                         return Err(format!(
                             "database \"{name}\" has {open} open connection(s); close them, or run again with --force"
@@ -576,6 +646,7 @@ mod tests {
             changes,
             notes: vec![],
             refresh_only: false,
+            ..Default::default()
         }
     }
 
@@ -587,6 +658,7 @@ mod tests {
             state: Mutex::new(state),
             parallelism,
             progress: Progress::new(0, false),
+            interrupt: Default::default(),
         }
     }
 
@@ -651,9 +723,37 @@ mod tests {
             report.not_started,
             ["database.a3", "database.b1", "database.b2", "database.b3", "database.c1", "database.c2", "database.c3"]
         );
-        // The state holds exactly what was done.
+        // The state holds exactly what was done, and the intent of the create that failed
+        // (its statement may have committed before the error: the next plan looks).
         let state = crate::state::LocalState::new(dir.path()).load().unwrap();
-        assert_eq!(state.resources.keys().collect::<Vec<_>>(), ["database.a1", "secret.s"]);
+        assert_eq!(state.resources.keys().collect::<Vec<_>>(), ["database.a1", "database.a2", "secret.s"]);
+        let pending: Vec<&String> = state.resources.iter().filter(|(_, r)| r.pending).map(|(a, _)| a).collect();
+        assert_eq!(pending, ["database.a2"]);
+    }
+
+    #[test]
+    fn an_interrupt_finishes_the_step_in_flight_and_starts_nothing_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path(), 1, State::new());
+        exec.interrupt.store(true, Ordering::SeqCst);
+        let report = run(&exec, &servers_plan(false));
+        assert!(report.interrupted && !report.ok());
+        assert!(report.failed.is_empty());
+        assert!(report.done.is_empty());
+        assert_eq!(report.not_started.len(), 10);
+        assert!(exec.runner.log.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_intent_is_journaled_before_a_create_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path(), 1, State::new());
+        let plan = plan(vec![change("database.x", "database", Action::Create, Some("server.a"), &["fail"])]);
+        let report = run(&exec, &plan);
+        assert!(!report.ok());
+        // The failing statement ran after the intent was on disk.
+        let journal = std::fs::read_to_string(dir.path().join("state.journal")).unwrap();
+        assert!(journal.contains("\"pending\":true"), "{journal}");
     }
 
     #[test]
@@ -666,6 +766,7 @@ mod tests {
             name: "gone".into(),
             attributes: serde_json::json!({}),
             password_version: None,
+            pending: false,
         };
         before.resources.insert("role.gone".into(), gone);
         let exec = executor(dir.path(), 1, before.clone());

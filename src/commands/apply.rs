@@ -2,7 +2,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::session::{block_on, err, open, PlanOpts, Session};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::session::{block_on, err, open, open_with, PlanOpts, Session};
 use super::{Ctx, EXIT_ERROR, EXIT_OK};
 use crate::apply::{Executor, PgRunner, Progress, Report};
 use crate::cli::{ApplyArgs, DestroyArgs, Format};
@@ -27,12 +30,16 @@ async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> R
         return Err("the configuration has changed since the plan was made".into());
     }
     if plan.state_lineage != state.lineage || plan.state_serial != state.serial {
-        return Err(format!(
-            "the state has changed since the plan was made (serial {} then, {} now)",
-            plan.state_serial, state.serial
-        ));
+        return Err(if plan.state_lineage != state.lineage {
+            "the plan was made against another state (its lineage differs)".to_string()
+        } else {
+            format!(
+                "the state has changed since the plan was made (serial {} then, {} now)",
+                plan.state_serial, state.serial
+            )
+        });
     }
-    let opts = PlanOpts { destroy: false, force: false, refresh_only: false, targets: vec![] };
+    let opts = PlanOpts { refresh_only: plan.refresh_only, targets: plan.targets.clone(), ..Default::default() };
     let now = session.plan(state, &opts).await.map_err(|_| "re-reading the servers failed".to_string())?;
     let moved: Vec<&String> =
         plan.fingerprints.iter().filter(|(k, v)| now.fingerprints.get(*k) != Some(*v)).map(|(k, _)| k).collect();
@@ -40,16 +47,41 @@ async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> R
         let list: Vec<String> = moved.iter().take(5).map(|s| s.to_string()).collect();
         return Err(format!("live objects have changed since the plan was made: {}", list.join(", ")));
     }
+    // The steps to run are exactly those a plan made now calls for.
+    let steps = |p: &Plan| -> Vec<(String, crate::plan::Action, Vec<crate::plan::Step>)> {
+        p.changes
+            .iter()
+            .filter(|c| c.action != crate::plan::Action::NoOp)
+            .map(|c| (c.address.clone(), c.action, c.steps.clone()))
+            .collect()
+    };
+    let (saved, fresh) = (steps(plan), steps(&now));
+    if saved != fresh {
+        let at = saved
+            .iter()
+            .zip(fresh.iter())
+            .find(|(a, b)| a != b)
+            .map(|(a, _)| a.0.clone())
+            .or_else(|| saved.get(fresh.len()).or(fresh.get(saved.len())).map(|c| c.0.clone()))
+            .unwrap_or_default();
+        return Err(format!("its steps differ from what the configuration and the servers call for now (at {at})"));
+    }
     Ok(())
 }
 
 fn print_report(r: &Report, plan: &Plan) {
     if r.ok() {
         let (a, m, d) = plan.counts();
-        println!("\nApply complete! Resources: {a} added, {m} changed, {d} destroyed.");
+        // Never a panic on a closed stdout: the state is already saved, but say nothing more.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "\nApply complete! Resources: {a} added, {m} changed, {d} destroyed.");
         return;
     }
-    eprintln!("\nApply failed. Nothing more was started.");
+    if r.interrupted {
+        eprintln!("\nApply interrupted. The steps in flight finished and were recorded; nothing more was started.");
+    } else {
+        eprintln!("\nApply failed. Nothing more was started.");
+    }
     eprintln!("  done ({}): {}", r.done.len(), r.done.join(", "));
     for (a, e) in &r.failed {
         eprintln!("  failed: {a}: {e}");
@@ -58,31 +90,93 @@ fn print_report(r: &Report, plan: &Plan) {
     eprintln!("The state records what was done; run `dbctl plan` to see what is left.");
 }
 
+/// Ctrl-C, SIGTERM and SIGHUP stop an apply as Terraform does: the steps in
+/// flight finish and are recorded, nothing new starts. A second one exits at
+/// once (what was in flight shows in the next plan).
+async fn watch_signals(interrupt: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        return;
+    };
+    loop {
+        let name = tokio::select! {
+            _ = int.recv() => "Interrupt",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        };
+        if interrupt.swap(true, Ordering::SeqCst) {
+            eprintln!("\n{name} again: stopping now. The next `dbctl plan` shows what is left.");
+            std::process::exit(130);
+        }
+        eprintln!("\n{name}: finishing the steps in flight, starting nothing new. Interrupt again to stop at once.");
+    }
+}
+
 fn execute(session: &Session, plan: &Plan, state: crate::state::State, parallelism: usize) -> u8 {
     let journal = match session.state_store.journal() {
         Ok(j) => j,
-        Err(e) => return err(e),
+        Err(e) => return err(format!("{e}; nothing was applied")),
     };
     let stores = match block_on(session.stores()) {
         Ok(s) => s,
         Err(rc) => return rc,
     };
     let total = plan.steps().count();
+    let interrupt = Arc::new(AtomicBool::new(false));
     let exec = Executor {
         runner: PgRunner { endpoints: session.endpoints.clone(), stores, base_dir: session.config_dir.clone() },
         journal: Mutex::new(journal),
         state: Mutex::new(state),
         parallelism,
         progress: Progress::new(total, std::io::stdout().is_terminal()),
+        interrupt: interrupt.clone(),
     };
-    let report = block_on(exec.execute(&session.config, plan));
+    // While steps run, a closed stdout is an error to handle (stop after the
+    // steps in flight), not a signal that kills between a step and its record.
+    // SAFETY: setting a signal disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let report = block_on(async {
+        let watcher = tokio::spawn(watch_signals(interrupt));
+        let report = exec.execute(&session.config, plan).await;
+        watcher.abort();
+        report
+    });
+    let journal = exec.journal.into_inner().expect("journal");
     let mut state = exec.state.into_inner().expect("state");
     state.serial += 1;
-    if let Err(e) = session.state_store.save(&state) {
-        eprintln!("Error: saving the state: {e} (the journal beside it still holds every step)");
-        return EXIT_ERROR;
-    }
+    let saved = session.state_store.save(&state);
     print_report(&report, plan);
+    match (saved, journal.broken()) {
+        (Ok(()), None) => {}
+        (Ok(()), Some(why)) => {
+            eprintln!(
+                "Error: the journal {} could not record a step ({why}); the state file was written \
+                 afterwards and holds every step that ran.",
+                journal.path().display()
+            );
+            return EXIT_ERROR;
+        }
+        (Err(e), None) => {
+            eprintln!(
+                "Error: saving the state failed: {e}. The journal {} holds every step of this apply; \
+                 the next dbctl command reads it.",
+                journal.path().display()
+            );
+            return EXIT_ERROR;
+        }
+        (Err(e), Some(why)) => {
+            eprintln!(
+                "Error: saving the state failed: {e}; the journal {} stopped recording earlier ({why}). \
+                 It holds the steps before that failure. The steps reported as failed above may have run \
+                 on their server without being recorded; the next `dbctl plan` reads the servers again \
+                 and shows what is left.",
+                journal.path().display()
+            );
+            return EXIT_ERROR;
+        }
+    }
     if report.ok() {
         EXIT_OK
     } else {
@@ -91,10 +185,33 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
 }
 
 pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
-    let session = match open(ctx) {
+    let saved = match &args.planfile {
+        Some(file) => {
+            if !args.target.is_empty() {
+                return err("--target cannot be given with a saved plan: the plan holds the targets it was made with");
+            }
+            match Plan::read_file(file) {
+                Ok(p) => Some(p),
+                Err(e) => return err(e),
+            }
+        }
+        None => None,
+    };
+    // A saved plan's variable values stand in for `--var`; given again, they must agree.
+    let preset = saved
+        .iter()
+        .flat_map(|p| p.variables.iter())
+        .filter_map(|(k, v)| serde_json::from_value::<hcl::Value>(v.clone()).ok().map(|v| (k.clone(), v)))
+        .collect();
+    let session = match open_with(ctx, preset) {
         Ok(s) => s,
         Err(rc) => return rc,
     };
+    if let Some(plan) = &saved {
+        if let Err(why) = session.check_variables(plan) {
+            return err(format!("{why}. Nothing was applied."));
+        }
+    }
     let timeout = match lock_timeout(&args.lock_timeout) {
         Ok(t) => t,
         Err(rc) => return rc,
@@ -107,20 +224,13 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return err(e),
     };
-    let plan = if let Some(file) = &args.planfile {
-        let plan: Plan = match std::fs::read(file)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        {
-            Ok(p) => p,
-            Err(e) => return err(format!("cannot read the plan {}: {e}", file.display())),
-        };
+    let plan = if let Some(plan) = saved {
         if let Err(why) = block_on(stale(&session, &plan, &state)) {
             return err(format!("stale plan: {why}. Nothing was applied; run `dbctl plan` again."));
         }
         plan
     } else {
-        let opts = PlanOpts { destroy: false, force: false, refresh_only: false, targets: args.target.clone() };
+        let opts = PlanOpts { targets: args.target.clone(), ..Default::default() };
         let plan = match block_on(session.plan(&state, &opts)) {
             Ok(p) => p,
             Err(rc) => return rc,
@@ -151,7 +261,7 @@ pub fn destroy(ctx: &Ctx, args: &DestroyArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return err(e),
     };
-    let opts = PlanOpts { destroy: true, force: args.force, refresh_only: false, targets: args.target.clone() };
+    let opts = PlanOpts { destroy: true, force: args.force, targets: args.target.clone(), ..Default::default() };
     let plan = match block_on(session.plan(&state, &opts)) {
         Ok(p) => p,
         Err(rc) => return rc,

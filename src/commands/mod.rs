@@ -35,12 +35,17 @@ impl Ctx {
             files: self.global.config.clone(),
             vars: self.global.vars.clone(),
             var_files: self.global.var_files.clone(),
+            preset: Default::default(),
         }
     }
 
     /// Load the configuration and print its diagnostics (warnings too) to stderr.
     pub fn load(&self) -> Loaded {
-        let loaded = config::load(&self.load_options());
+        self.load_with(self.load_options())
+    }
+
+    pub fn load_with(&self, opts: LoadOptions) -> Loaded {
+        let loaded = config::load(&opts);
         self.print_diags(&loaded.diags.0);
         loaded
     }

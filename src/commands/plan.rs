@@ -18,17 +18,28 @@ pub fn run(ctx: &Ctx, args: &PlanArgs) -> u8 {
         Ok(x) => x,
         Err(rc) => return rc,
     };
-    let opts = PlanOpts { destroy: false, force: false, refresh_only: args.refresh_only, targets: args.target.clone() };
-    let plan = match block_on(session.plan(&state, &opts)) {
+    let opts = PlanOpts { refresh_only: args.refresh_only, targets: args.target.clone(), ..Default::default() };
+    if args.out.is_some() {
+        // The first saved plan of a new configuration fixes the state's
+        // lineage, so `apply PLANFILE` finds the same one.
+        if let Err(e) = session.state_store.init(&state) {
+            return err(e);
+        }
+    }
+    let mut plan = match block_on(session.plan(&state, &opts)) {
         Ok(p) => p,
         Err(rc) => return rc,
     };
-    print(&plan, args.format, args.verbose);
+    // Saved before printing: a reader that stops early (`| head`) cannot lose it.
     if let Some(out) = &args.out {
+        session.seal(&mut plan);
         let bytes = serde_json::to_vec_pretty(&plan).expect("plan serialises");
         if let Err(e) = crate::state::write_private(out, &bytes) {
             return err(e);
         }
+    }
+    print(&plan, args.format, args.verbose);
+    if let Some(out) = &args.out {
         if args.format == Format::Human {
             println!(
                 "\nSaved the plan to {}. Apply exactly this plan with: dbctl apply {}",

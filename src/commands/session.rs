@@ -23,8 +23,12 @@ pub struct Session {
     pub endpoints: BTreeMap<Address, Endpoint>,
     pub state_store: LocalState,
     pub config_hash: String,
+    /// Variable values as loaded: the non-sensitive ones are recorded in a
+    /// saved plan, the sensitive ones only as a salted digest.
+    pub variables: indexmap::IndexMap<String, crate::config::VarInfo>,
 }
 
+#[derive(Default)]
 pub struct PlanOpts {
     pub destroy: bool,
     pub force: bool,
@@ -38,8 +42,13 @@ pub fn err(msg: impl std::fmt::Display) -> u8 {
 }
 
 pub fn open(ctx: &Ctx) -> Result<Session, u8> {
+    open_with(ctx, Default::default())
+}
+
+/// A session whose variables default to `preset` (a saved plan's values).
+pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> Result<Session, u8> {
     let t = std::time::Instant::now();
-    let loaded = ctx.load();
+    let loaded = ctx.load_with(crate::config::LoadOptions { preset, ..ctx.load_options() });
     tracing::debug!("configuration loaded in {} ms", t.elapsed().as_millis());
     let Some(config) = loaded.config else {
         eprintln!("Error: the configuration is invalid; nothing was run.");
@@ -70,6 +79,7 @@ pub fn open(ctx: &Ctx) -> Result<Session, u8> {
         dbctl,
         endpoints,
         config_hash: hex::encode(h.finalize()),
+        variables: loaded.variables,
     })
 }
 
@@ -166,6 +176,8 @@ impl Session {
 
     pub async fn plan(&self, state: &State, opts: &PlanOpts) -> Result<Plan, u8> {
         let live = self.refresh(state).await?;
+        let (adopted, view) = resolve_intents(state, &live);
+        let state = view.as_ref().unwrap_or(state);
         let stores = self.stores().await?;
         let secrets = self.secret_meta(&stores).await?;
         let rds = runtime::rds_shapes(&self.config, &self.endpoints);
@@ -206,6 +218,15 @@ impl Session {
             EXIT_ERROR
         })?;
         let mut changes = d.changes;
+        for c in changes.iter_mut().filter(|c| adopted.contains(&c.address)) {
+            // The object is on the server and the state must learn it: a change, if only to the state.
+            if c.action == crate::plan::Action::NoOp {
+                c.action = crate::plan::Action::Update;
+            }
+            c.notes.push(
+                "adopted: an interrupted apply created it and stopped before recording it; dbctl manages it now".into(),
+            );
+        }
         if !opts.targets.is_empty() {
             let keep = target_closure(&self.config, &opts.targets).map_err(err)?;
             changes.retain(|c| keep.contains(&c.address));
@@ -223,8 +244,101 @@ impl Session {
             changes,
             notes: d.notes,
             refresh_only: opts.refresh_only,
+            targets: opts.targets.clone(),
+            variables: self
+                .variables
+                .iter()
+                .filter(|(_, v)| !v.sensitive && !v.unset)
+                .map(|(k, v)| (k.clone(), serde_json::to_value(&v.value).unwrap_or_default()))
+                .collect(),
+            ..Default::default()
         })
     }
+
+    /// Seal a plan for `--out`: digests of the sensitive variables, then of the whole plan.
+    pub fn seal(&self, plan: &mut Plan) {
+        plan.sensitive_variables = self
+            .variables
+            .iter()
+            .filter(|(_, v)| v.sensitive && !v.unset)
+            .map(|(k, v)| (k.clone(), crate::plan::sensitive_digest(&var_text(&v.value), None)))
+            .collect();
+        plan.seal();
+    }
+
+    /// Check the variables this session loaded against a saved plan's.
+    pub fn check_variables(&self, plan: &Plan) -> Result<(), String> {
+        for (name, v) in &self.variables {
+            if v.unset {
+                continue;
+            }
+            if v.sensitive {
+                match plan.sensitive_variables.get(name) {
+                    Some(d) if crate::plan::sensitive_matches(&var_text(&v.value), d) => {}
+                    Some(_) => {
+                        return Err(format!(
+                            "the sensitive variable \"{name}\" has a different value than when the plan was made"
+                        ))
+                    }
+                    None => {
+                        return Err(format!("the sensitive variable \"{name}\" had no value when the plan was made"))
+                    }
+                }
+            } else if plan.variables.get(name) != Some(&serde_json::to_value(&v.value).unwrap_or_default()) {
+                return Err(format!("the variable \"{name}\" has a different value than when the plan was made"));
+            }
+        }
+        for name in plan.sensitive_variables.keys() {
+            if self.variables.get(name).is_none_or(|v| v.unset) {
+                return Err(format!(
+                    "the sensitive variable \"{name}\" is not stored in the plan: give it again \
+                     (--var {name}=..., --var-file, or DBCTL_VAR_{name})"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A variable's value as text, for its digest.
+fn var_text(v: &hcl::Value) -> String {
+    match v {
+        hcl::Value::String(s) => s.clone(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+/// Intents left by an interrupted apply (`StateResource::pending`), resolved
+/// against what the servers hold: an object that exists is dbctl's own and is
+/// adopted (its recorded attributes unknown, so nothing reads as drift); one
+/// that does not exist was never created and is forgotten. Returns the
+/// adopted addresses, and the state the diff should see when any intent was
+/// found.
+fn resolve_intents(state: &State, live: &BTreeMap<Address, LiveServer>) -> (BTreeSet<String>, Option<State>) {
+    if !state.resources.values().any(|r| r.pending) {
+        return (BTreeSet::new(), None);
+    }
+    let mut view = state.clone();
+    let mut adopted = BTreeSet::new();
+    view.resources.retain(|addr, r| {
+        if !r.pending {
+            return true;
+        }
+        let server = r.server.as_deref().and_then(|s| Address::parse(s).ok());
+        let l = server.as_ref().and_then(|s| live.get(s));
+        let exists = l.is_some_and(|l| match r.kind.as_str() {
+            "database" => l.databases.contains_key(&r.name),
+            _ => l.roles.contains_key(&r.name),
+        });
+        if exists {
+            if let Some(o) = r.attributes.as_object_mut() {
+                o.values_mut().for_each(|v| *v = serde_json::Value::Null);
+            }
+            adopted.insert(addr.clone());
+        }
+        exists
+    });
+    (adopted, Some(view))
 }
 
 /// Build the async runtime for commands that talk to servers.

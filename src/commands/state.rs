@@ -32,12 +32,9 @@ fn show_resource(addr: &str, r: &StateResource) -> String {
 
 pub fn show(ctx: &Ctx, args: &ShowArgs) -> u8 {
     if let Some(file) = &args.planfile {
-        let plan: Plan = match std::fs::read(file)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        {
+        let plan = match Plan::read_file(file) {
             Ok(p) => p,
-            Err(e) => return err(format!("cannot read the plan {}: {e}", file.display())),
+            Err(e) => return err(e),
         };
         super::plan::print(&plan, args.format, true);
         return EXIT_OK;
@@ -170,6 +167,7 @@ pub fn import(ctx: &Ctx, addr: &str, id: &str) -> u8 {
             name: id.into(),
             attributes,
             password_version: None,
+            pending: false,
         },
     );
     s.serial += 1;

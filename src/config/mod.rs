@@ -37,6 +37,9 @@ pub struct LoadOptions {
     /// `--var NAME=VALUE`, in order.
     pub vars: Vec<(String, String)>,
     pub var_files: Vec<PathBuf>,
+    /// Values recorded in a saved plan: below every other source, so a
+    /// value given again wins (and the caller compares it with the plan's).
+    pub preset: IndexMap<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -603,6 +606,11 @@ fn given_variables(
     diags: &mut Diags,
 ) -> IndexMap<String, Value> {
     let mut out = IndexMap::new();
+    for (name, v) in &opts.preset {
+        if declared.contains_key(name) {
+            out.insert(name.clone(), v.clone());
+        }
+    }
     for name in declared.keys() {
         if let Ok(v) = std::env::var(format!("DBCTL_VAR_{name}")) {
             out.insert(name.clone(), Value::String(v));

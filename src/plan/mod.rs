@@ -183,7 +183,7 @@ pub struct Drift {
     pub live: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub format_version: String,
     /// sha256 of the configuration files and non-sensitive variable values.
@@ -198,9 +198,74 @@ pub struct Plan {
     pub notes: Vec<String>,
     #[serde(default)]
     pub refresh_only: bool,
+    /// `--target` addresses the plan was made with (a stale check re-plans with them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Non-sensitive variable values the plan was made with: `apply PLANFILE`
+    /// uses them without `--var` again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, Value>,
+    /// Sensitive variables: only a salted, slow digest of each value, so
+    /// apply can refuse a different value without the plan holding it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sensitive_variables: BTreeMap<String, String>,
+    /// sha256 of everything above (a saved plan file): a plan edited by hand is refused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+}
+
+/// A sensitive variable's value as a saved plan records it:
+/// `salt$hex(sha256^N(salt ‖ value))`, iterated so that guessing is slow.
+pub fn sensitive_digest(value: &str, salt: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let salt = salt.map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let mut h: [u8; 32] = Sha256::new().chain_update(salt.as_bytes()).chain_update(value.as_bytes()).finalize().into();
+    for _ in 0..100_000 {
+        h = Sha256::digest(h).into();
+    }
+    format!("{salt}${}", hex::encode(h))
+}
+
+/// Whether `value` is the one `recorded` (from `sensitive_digest`) was made from.
+pub fn sensitive_matches(value: &str, recorded: &str) -> bool {
+    let Some((salt, _)) = recorded.split_once('$') else { return false };
+    sensitive_digest(value, Some(salt)) == recorded
 }
 
 impl Plan {
+    fn content_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let unsealed = Plan { digest: String::new(), ..self.clone() };
+        hex::encode(Sha256::digest(serde_json::to_vec(&unsealed).expect("plan serialises")))
+    }
+
+    /// Record the digest of the plan's content, before saving it to a file.
+    pub fn seal(&mut self) {
+        self.digest = self.content_digest();
+    }
+
+    /// Read a saved plan file and check that it is as `plan --out` wrote it.
+    pub fn read_file(path: &std::path::Path) -> Result<Plan, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read the plan {}: {e}", path.display()))?;
+        let plan: Plan =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{} is not a dbctl plan file: {e}", path.display()))?;
+        if plan.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "{} was saved by a dbctl with plan format {}; this one reads {FORMAT_VERSION}. Make the plan again",
+                path.display(),
+                plan.format_version
+            ));
+        }
+        if plan.digest.is_empty() || plan.digest != plan.content_digest() {
+            return Err(format!(
+                "{} does not match its digest: the plan was changed after `dbctl plan --out` wrote it. \
+                 Nothing was applied; make the plan again",
+                path.display()
+            ));
+        }
+        Ok(plan)
+    }
+
     pub fn counts(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);
         for ch in &self.changes {

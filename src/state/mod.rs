@@ -29,6 +29,11 @@ pub struct StateResource {
     /// For users: the secret version their password was last set from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_version: Option<String>,
+    /// An intent: recorded just before the statement that creates the object
+    /// runs, because the server may finish it even when dbctl dies. The next
+    /// plan adopts the object if it exists, and forgets the intent if not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,9 +44,17 @@ pub struct State {
     pub resources: BTreeMap<String, StateResource>,
 }
 
+/// The state file format this build reads and writes.
+pub const STATE_VERSION: u32 = 1;
+
 impl State {
     pub fn new() -> State {
-        State { version: 1, lineage: uuid::Uuid::new_v4().to_string(), serial: 0, resources: BTreeMap::new() }
+        State {
+            version: STATE_VERSION,
+            lineage: uuid::Uuid::new_v4().to_string(),
+            serial: 0,
+            resources: BTreeMap::new(),
+        }
     }
 }
 
@@ -64,6 +77,11 @@ pub enum StateError {
     Io(&'static str, PathBuf, std::io::Error),
     #[error("{0} is not a dbctl state file: {1}")]
     Corrupt(PathBuf, String),
+    #[error(
+        "{0} has state format version {1}, but this dbctl reads version {STATE_VERSION}; \
+         it was written by another dbctl release. Use that release, or a newer one"
+    )]
+    Version(PathBuf, u32),
     #[error(
         "the state is locked by another dbctl ({0}); it runs one apply at a time. Wait for it, or use --lock-timeout. \
          If that process is gone, the lock is released with it; `dbctl force-unlock` clears what it left behind"
@@ -115,36 +133,90 @@ impl LocalState {
         self.dir.join("state.lock")
     }
 
+    /// Whether a state has been written here yet.
+    pub fn exists(&self) -> bool {
+        self.state_path().exists() || self.journal_path().exists()
+    }
+
     /// The state with any journal of an unfinished apply replayed.
     pub fn load(&self) -> Result<State, StateError> {
         let p = self.state_path();
-        let mut state = match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| StateError::Corrupt(p.clone(), e.to_string()))?,
+        let mut state: State = match std::fs::read(&p) {
+            Ok(b) => {
+                // The version first, so a newer format is named as such rather than "not a state file".
+                #[derive(Deserialize)]
+                struct Version {
+                    version: u32,
+                }
+                if let Ok(v) = serde_json::from_slice::<Version>(&b) {
+                    if v.version != STATE_VERSION {
+                        return Err(StateError::Version(p, v.version));
+                    }
+                }
+                serde_json::from_slice(&b).map_err(|e| StateError::Corrupt(p.clone(), e.to_string()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::new(),
             Err(e) => return Err(StateError::Io("read", p, e)),
         };
         let jp = self.journal_path();
-        if let Ok(f) = File::open(&jp) {
-            let mut replayed = false;
-            for line in BufReader::new(f).lines() {
-                let Ok(line) = line else { break };
-                // A line cut short by a kill is the last one; ignore it.
-                let Ok(entry) = serde_json::from_str::<Entry>(&line) else { break };
-                replayed = true;
-                match entry {
-                    Entry::Put { address, resource } => {
-                        state.resources.insert(address, resource);
-                    }
-                    Entry::Remove { address } => {
-                        state.resources.remove(&address);
-                    }
+        let f = match File::open(&jp) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
+            Err(e) => return Err(StateError::Io("read", jp, e)),
+        };
+        if !f.metadata().map_err(io("read", &jp))?.is_file() {
+            return Err(StateError::Corrupt(jp, "not a regular file".into()));
+        }
+        let mut replayed = false;
+        let mut torn = 0;
+        for line in BufReader::new(f).split(b'\n') {
+            let line = line.map_err(io("read", &jp))?;
+            if line.is_empty() {
+                continue;
+            }
+            // A line cut short by a kill or a full disk is skipped; the
+            // lines after it (appended on a fresh line) still count.
+            let Ok(entry) = serde_json::from_slice::<Entry>(&line) else {
+                torn += 1;
+                continue;
+            };
+            replayed = true;
+            match entry {
+                Entry::Put { address, resource } => {
+                    state.resources.insert(address, resource);
+                }
+                Entry::Remove { address } => {
+                    state.resources.remove(&address);
                 }
             }
-            if replayed {
-                state.serial += 1;
-            }
+        }
+        if torn > 0 {
+            tracing::warn!("{}: skipped {torn} incomplete line(s) left by an interrupted write", jp.display());
+        }
+        if replayed {
+            state.serial += 1;
         }
         Ok(state)
+    }
+
+    /// Write a brand-new state (no resources) unless one exists: its lineage
+    /// is then fixed, so a plan saved before the first apply still applies.
+    pub fn init(&self, state: &State) -> Result<(), StateError> {
+        if self.exists() {
+            return Ok(());
+        }
+        let p = self.state_path();
+        let tmp = p.with_extension(format!("init{}", std::process::id()));
+        let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
+        write_private(&tmp, &bytes)?;
+        // A hard link never replaces: if another process initialised it first, theirs stands.
+        let r = std::fs::hard_link(&tmp, &p);
+        let _ = std::fs::remove_file(&tmp);
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(StateError::Io("create", p, e)),
+        }
     }
 
     /// Fold the journal into state.json (serial + 1) and remove it.
@@ -162,7 +234,21 @@ impl LocalState {
         let p = self.journal_path();
         std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         let f = OpenOptions::new().create(true).append(true).mode(0o600).open(&p).map_err(io("open", &p))?;
-        Ok(Journal { file: f, path: p })
+        let mut j = Journal { file: f, path: p, written: 0, broken: None };
+        // A journal whose last line was cut short gets a fresh line first,
+        // so the next entry is not glued onto the torn one.
+        let len = j.file.metadata().map_err(io("read", &j.path))?.len();
+        if len > 0 {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut r = File::open(&j.path).map_err(io("read", &j.path))?;
+            r.seek(SeekFrom::Start(len - 1)).map_err(io("read", &j.path))?;
+            let mut last = [0u8];
+            r.read_exact(&mut last).map_err(io("read", &j.path))?;
+            if last[0] != b'\n' {
+                j.file.write_all(b"\n").map_err(io("append to", &j.path))?;
+            }
+        }
+        Ok(j)
     }
 
     /// Take the state lock, waiting up to `timeout`.
@@ -219,9 +305,24 @@ impl Drop for StateLock {
 pub struct Journal {
     file: File,
     path: PathBuf,
+    /// Entries written (and synced to the file) so far.
+    written: usize,
+    /// The first write that failed: nothing after it was recorded.
+    broken: Option<String>,
 }
 
 impl Journal {
+    /// The first failed write, if any: the journal holds every step up to it and none after.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+    /// How many entries this apply wrote.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
     pub fn put(&mut self, address: &str, resource: &StateResource) -> Result<(), StateError> {
         self.append(&Entry::Put { address: address.to_string(), resource: resource.clone() })
     }
@@ -229,9 +330,26 @@ impl Journal {
         self.append(&Entry::Remove { address: address.to_string() })
     }
     fn append(&mut self, e: &Entry) -> Result<(), StateError> {
+        if let Some(first) = &self.broken {
+            // Once a write failed, later lines could land after a torn one: refuse them all.
+            return Err(StateError::Io(
+                "append to",
+                self.path.clone(),
+                std::io::Error::other(format!("an earlier write failed ({first})")),
+            ));
+        }
         let mut line = serde_json::to_vec(e).expect("journal entry serialises");
         line.push(b'\n');
-        self.file.write_all(&line).map_err(io("append to", &self.path))
+        match self.file.write_all(&line) {
+            Ok(()) => {
+                self.written += 1;
+                Ok(())
+            }
+            Err(err) => {
+                self.broken = Some(err.to_string());
+                Err(StateError::Io("append to", self.path.clone(), err))
+            }
+        }
     }
 }
 
@@ -247,6 +365,7 @@ mod tests {
             name: name.into(),
             attributes: serde_json::json!({}),
             password_version: None,
+            pending: false,
         }
     }
 
@@ -275,6 +394,63 @@ mod tests {
         st.save(&s2).unwrap();
         assert!(!dir.path().join("state.journal").exists());
         assert_eq!(st.load().unwrap(), s2);
+    }
+
+    #[test]
+    fn lines_after_a_torn_line_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = LocalState::new(dir.path());
+        let mut j = st.journal().unwrap();
+        j.put("database.a", &res("a")).unwrap();
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(dir.path().join("state.journal")).unwrap();
+        f.write_all(b"{\"put\":{\"address\":\"database.torn\"").unwrap();
+        drop(f);
+        // The next apply appends after the torn line.
+        let mut j = st.journal().unwrap();
+        j.put("database.b", &res("b")).unwrap();
+        drop(j);
+        let s = st.load().unwrap();
+        assert_eq!(s.resources.keys().collect::<Vec<_>>(), vec!["database.a", "database.b"]);
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_and_nothing_after_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("state.journal")).unwrap();
+        let st = LocalState::new(dir.path());
+        // A device is never read as a journal (reading /dev/full never ends).
+        assert!(matches!(st.load(), Err(StateError::Corrupt(..))));
+        let mut j = st.journal().unwrap();
+        let e = j.put("database.a", &res("a")).unwrap_err();
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        assert!(j.broken().is_some());
+        assert_eq!(j.written(), 0);
+        assert!(j.put("database.b", &res("b")).is_err());
+    }
+
+    #[test]
+    fn a_state_of_another_version_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("state.json"),
+            r#"{"version": 7, "lineage": "x", "serial": 1, "resources": {}}"#,
+        )
+        .unwrap();
+        let e = LocalState::new(dir.path()).load().unwrap_err();
+        assert!(matches!(e, StateError::Version(_, 7)), "{e}");
+        assert!(e.to_string().contains("format version 7"), "{e}");
+    }
+
+    #[test]
+    fn init_fixes_the_lineage_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = LocalState::new(dir.path());
+        assert!(!st.exists());
+        let first = State::new();
+        st.init(&first).unwrap();
+        st.init(&State::new()).unwrap();
+        assert_eq!(st.load().unwrap().lineage, first.lineage);
     }
 
     #[test]
