@@ -32,7 +32,10 @@ async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> R
             plan.state_serial, state.serial
         ));
     }
-    let opts = PlanOpts { destroy: false, force: false, refresh_only: false, targets: vec![] };
+    // The secrets the saved plan gives a new value were asked for with --replace.
+    let replace =
+        plan.changes.iter().filter(|c| c.kind == "secret" && !c.steps.is_empty()).map(|c| c.address.clone()).collect();
+    let opts = PlanOpts { destroy: false, force: false, refresh_only: false, targets: vec![], replace };
     let now = session.plan(state, &opts).await.map_err(|_| "re-reading the servers failed".to_string())?;
     let moved: Vec<&String> =
         plan.fingerprints.iter().filter(|(k, v)| now.fingerprints.get(*k) != Some(*v)).map(|(k, _)| k).collect();
@@ -120,7 +123,13 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         }
         plan
     } else {
-        let opts = PlanOpts { destroy: false, force: false, refresh_only: false, targets: args.target.clone() };
+        let opts = PlanOpts {
+            destroy: false,
+            force: false,
+            refresh_only: false,
+            targets: args.target.clone(),
+            replace: args.replace.clone(),
+        };
         let plan = match block_on(session.plan(&state, &opts)) {
             Ok(p) => p,
             Err(rc) => return rc,
@@ -151,7 +160,13 @@ pub fn destroy(ctx: &Ctx, args: &DestroyArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return err(e),
     };
-    let opts = PlanOpts { destroy: true, force: args.force, refresh_only: false, targets: args.target.clone() };
+    let opts = PlanOpts {
+        destroy: true,
+        force: args.force,
+        refresh_only: false,
+        targets: args.target.clone(),
+        replace: vec![],
+    };
     let plan = match block_on(session.plan(&state, &opts)) {
         Ok(p) => p,
         Err(rc) => return rc,

@@ -9,7 +9,7 @@ pub fn run(ctx: &Ctx, args: &GraphArgs) -> u8 {
             Ok(x) => x,
             Err(rc) => return rc,
         };
-        let opts = PlanOpts { destroy: false, force: false, refresh_only: false, targets: vec![] };
+        let opts = PlanOpts { destroy: false, force: false, refresh_only: false, targets: vec![], replace: vec![] };
         return match block_on(session.plan(&state, &opts)) {
             Ok(plan) => {
                 print!("{}", plan_dot(&session.config, &plan));

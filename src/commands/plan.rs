@@ -18,7 +18,13 @@ pub fn run(ctx: &Ctx, args: &PlanArgs) -> u8 {
         Ok(x) => x,
         Err(rc) => return rc,
     };
-    let opts = PlanOpts { destroy: false, force: false, refresh_only: args.refresh_only, targets: args.target.clone() };
+    let opts = PlanOpts {
+        destroy: false,
+        force: false,
+        refresh_only: args.refresh_only,
+        targets: args.target.clone(),
+        replace: args.replace.clone(),
+    };
     let plan = match block_on(session.plan(&state, &opts)) {
         Ok(p) => p,
         Err(rc) => return rc,

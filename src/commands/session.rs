@@ -30,6 +30,8 @@ pub struct PlanOpts {
     pub force: bool,
     pub refresh_only: bool,
     pub targets: Vec<String>,
+    /// `--replace ADDR`: secrets to give a new value.
+    pub replace: Vec<String>,
 }
 
 pub fn err(msg: impl std::fmt::Display) -> u8 {
@@ -183,6 +185,7 @@ impl Session {
                 _ => None,
             })
             .collect();
+        let replace = crate::diff::secret::replace_set(&self.config, &opts.replace).map_err(err)?;
         let inputs = Inputs {
             config: &self.config,
             live: &live,
@@ -195,6 +198,7 @@ impl Session {
             backups: &self.backup_status().await,
             destroy: opts.destroy,
             force: opts.force,
+            replace: &replace,
         };
         let t = std::time::Instant::now();
         let d = diff(&inputs);
