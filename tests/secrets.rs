@@ -218,9 +218,11 @@ fn a_deleted_local_store_is_drift_and_only_replace_regenerates() {
     assert!(out.contains("there is no secret.nope in the configuration"), "{out}");
 
     // Replaced on purpose, through a saved plan: new passwords, set and working.
-    let plan = p.ok(&["plan", "--replace", "secret.app", "--replace", "secret.ops", "--out", "p.json"], 0);
+    let saved = p.path().join("p.json");
+    let saved = saved.to_str().unwrap();
+    let plan = p.ok(&["plan", "--replace", "secret.app", "--replace", "secret.ops", "--out", saved], 0);
     assert!(plan.contains("Plan: 2 to add, 2 to change, 0 to destroy."), "{plan}");
-    let out = p.ok(&["apply", "p.json"], 0);
+    let out = p.ok(&["apply", saved], 0);
     assert!(out.contains("Apply complete!"), "{out}");
     p.converged();
     let (app2, ops2) = (p.secret("secret.app"), p.secret("secret.ops"));
