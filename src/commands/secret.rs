@@ -76,7 +76,7 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
     let current = match block_on(stores.current(s.store, &s.name)) {
         Ok(Some(c)) => c,
         Ok(None) => return err(format!("{addr} has no value yet: `dbctl apply` creates it")),
-        Err(e) => return err(e),
+        Err(e) => return err(e.for_secret(&a)),
     };
     let store = match s.store {
         Store::Local => "local (.dbctl/secrets.json)".to_string(),

@@ -140,13 +140,23 @@ impl Session {
     /// What the stores hold for each configured secret (versions, dates; never shown).
     pub async fn secret_meta(&self, stores: &Stores) -> Result<BTreeMap<Address, SecretMeta>, u8> {
         let mut out = BTreeMap::new();
+        // Every secret that cannot be used is named, not only the first.
+        let mut failed = None;
         for r in self.config.of_kind(crate::model::Kind::Secret) {
             let Body::Secret(s) = &r.body else { continue };
-            if let Some(m) = stores.meta(s.store, &s.name).await.map_err(err)? {
-                out.insert(r.addr.clone(), m);
+            match stores.meta(s.store, &s.name).await {
+                Ok(Some(m)) => {
+                    out.insert(r.addr.clone(), m);
+                }
+                Ok(None) => {}
+                Err(e @ crate::secrets::StoreError::Foreign { .. }) => failed = Some(err(e.for_secret(&r.addr))),
+                Err(e) => return Err(err(e)),
             }
         }
-        Ok(out)
+        match failed {
+            Some(rc) => Err(rc),
+            None => Ok(out),
+        }
     }
 
     pub async fn refresh(&self, state: &State) -> Result<BTreeMap<Address, LiveServer>, u8> {

@@ -17,7 +17,7 @@ use rand::{Rng, TryRngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Generate, Sensitive, Store};
+use crate::model::{Address, Generate, Sensitive, Store};
 use crate::state::{write_private, StateError};
 
 /// What a plan may know of a secret: never its value.
@@ -38,6 +38,27 @@ pub enum StoreError {
     Local(#[from] StateError),
     #[error("{0}")]
     Aws(String),
+    /// A secret that exists in the store and is not dbctl's.
+    #[error(
+        "{place}: the secret \"{name}\" exists and is not managed by dbctl (it has no managed-by = dbctl tag): \
+         dbctl neither overwrites it nor uses its value. Adopt it with `dbctl import secret.NAME '{name}'`, \
+         or give the secret another name"
+    )]
+    Foreign { place: String, name: String },
+}
+
+impl StoreError {
+    /// The error, naming the secret's address (and so the exact import command).
+    pub fn for_secret(self, addr: &crate::model::Address) -> StoreError {
+        match self {
+            StoreError::Foreign { place, name } => StoreError::Aws(format!(
+                "{addr}: {place} already holds a secret named \"{name}\" that is not managed by dbctl (it has no \
+                 managed-by = dbctl tag): dbctl neither overwrites it nor uses its value as a password. Adopt it with \
+                 `dbctl import {addr} '{name}'`, or give {addr} another name"
+            )),
+            e => e,
+        }
+    }
 }
 
 pub fn sha(v: &str) -> String {
@@ -293,8 +314,16 @@ impl Stores {
     pub async fn put(&self, store: Store, name: &str, address: &str, value: Sensitive) -> Result<String, StoreError> {
         match store {
             Store::Local => Ok(self.local.lock().expect("store lock").put(name, address, value)?),
-            Store::Aws => self.aws()?.put(name, address, value).await,
+            Store::Aws => match Address::parse(address) {
+                Ok(a) => self.aws()?.put(name, address, value).await.map_err(|e| e.for_secret(&a)),
+                Err(_) => self.aws()?.put(name, address, value).await,
+            },
         }
+    }
+
+    /// Adopt an existing secret of the AWS store (`dbctl import`); its ARN.
+    pub async fn adopt(&self, id: &str, name: &str, address: &Address) -> Result<String, StoreError> {
+        self.aws()?.adopt(id, name, &address.to_string()).await
     }
 
     /// Remove a secret: AWS schedules deletion with its default recovery
