@@ -241,3 +241,50 @@ fn a_deleted_local_store_is_drift_and_only_replace_regenerates() {
     assert_eq!(p.secret("secret.ops"), ops2, "the other secret is untouched");
     p.converged();
 }
+
+#[test]
+fn a_rotation_started_during_an_apply_waits_and_both_are_kept() {
+    let users: String = (0..8)
+        .map(|i| {
+            format!("secret \"u{i}\" {{}}\nuser \"u{i}\" {{\n  server   = server.main\n  password = secret.u{i}\n}}\n")
+        })
+        .collect();
+    let p = Project::new(&format!("{SERVER}{users}"));
+    let mut apply =
+        dbctl(&p).args(["apply", "--auto-approve"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Once the apply holds the state lock (it then starts the server and generates the passwords)...
+    let lock = p.path().join(".dbctl/state.lock");
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&lock).unwrap_or_default().contains("\"operation\":\"apply\"") {
+        assert!(apply.try_wait().unwrap().is_none(), "the apply ended before it was seen holding the lock");
+        assert!(start.elapsed() < Duration::from_secs(60), "the apply never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...a rotation waits for it, then runs.
+    let rotated = p.ok(&["secret", "rotate", "secret.u0", "--lock-timeout", "120s"], 0);
+    let out = apply.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(rotated.contains("The next `dbctl apply` sets it as the password of user.u0"), "{rotated}");
+
+    // The store keeps every password the apply set, and the rotation on top of u0's.
+    let store = stored(&p);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join(".dbctl/state.json")).unwrap()).unwrap();
+    let u0 = store["secrets"]["secret.u0"]["versions"].as_array().unwrap();
+    assert_eq!(u0.len(), 2, "the apply's version and the rotation");
+    assert_eq!(state["resources"]["user.u0"]["password_version"], u0[0]["id"]);
+    for i in 1..8 {
+        let (user, secret) = (format!("u{i}"), format!("secret.u{i}"));
+        assert_eq!(
+            state["resources"][&format!("user.{user}")]["password_version"],
+            store["secrets"][&secret]["versions"][0]["id"]
+        );
+        assert_eq!(p.psql_as(&user, Some(&p.secret(&secret)), "postgres", "SELECT current_user").unwrap(), user);
+    }
+    // The next apply sets the rotated password, and only that one.
+    let plan = p.plan_json();
+    assert_eq!(common::steps(&plan), ["ALTER ROLE \"u0\" PASSWORD (sensitive)"]);
+    p.apply();
+    assert_eq!(p.psql_as("u0", Some(&p.secret("secret.u0")), "postgres", "SELECT current_user").unwrap(), "u0");
+    p.converged();
+}
