@@ -222,6 +222,8 @@ fn a_deleted_local_store_is_drift_and_only_replace_regenerates() {
     let saved = saved.to_str().unwrap();
     let plan = p.ok(&["plan", "--replace", "secret.app", "--replace", "secret.ops", "--out", saved], 0);
     assert!(plan.contains("Plan: 2 to add, 2 to change, 0 to destroy."), "{plan}");
+    let out = p.ok(&["apply", "--replace", "secret.app", saved], 1);
+    assert!(out.contains("--replace is for a new plan"), "{out}");
     let out = p.ok(&["apply", saved], 0);
     assert!(out.contains("Apply complete!"), "{out}");
     p.converged();

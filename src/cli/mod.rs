@@ -78,7 +78,7 @@ pub enum Command {
     Import {
         /// The resource's address in the configuration, e.g. database.users.
         addr: String,
-        /// The object's name on its server.
+        /// The object's name on its server; for a secret, its name or ARN in Secrets Manager.
         id: String,
     },
     /// Release a lock left by an apply that was killed.

@@ -111,6 +111,9 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         Err(e) => return err(e),
     };
     let plan = if let Some(file) = &args.planfile {
+        if !args.replace.is_empty() {
+            return err("--replace is for a new plan; a saved plan already holds what it replaces");
+        }
         let plan: Plan = match std::fs::read(file)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))

@@ -1,5 +1,6 @@
 //! Secret stores. `local`: `.dbctl/secrets.json` (mode 0600, written
-//! atomically), per secret name its versions with values. `aws`: AWS Secrets
+//! atomically; every write re-reads the file under a lock on
+//! `.dbctl/secrets.lock`), per secret name its versions with values. `aws`: AWS Secrets
 //! Manager, configured by `provider "aws"`. Values travel as `Sensitive` and
 //! are never printed; a plan reads only versions and dates.
 //!
