@@ -128,3 +128,126 @@ fn an_unreachable_aws_endpoint_is_a_clear_error_and_nothing_is_applied() {
     assert!(out.contains(&format!("AWS Secrets Manager at {endpoint}")), "{out}");
     assert!(!p.path().join(".dbctl/servers/main/data").exists(), "nothing was applied");
 }
+
+/// A user's password and a routing document in Secrets Manager, under the names of `config`.
+fn config_with_routing(endpoint: &str) -> String {
+    format!(
+        r#"{SERVER}
+provider "aws" {{
+  region   = "us-east-1"
+  endpoint = "{endpoint}"
+}}
+
+secret "shop" {{
+  store = "aws"
+  name  = "test/shop/db"
+  generate {{
+    length = 24
+  }}
+}}
+
+secret "routing" {{
+  store = "aws"
+  name  = "test/shop/routing"
+}}
+
+user "shop" {{
+  server   = server.main
+  password = secret.shop
+}}
+
+database "orders" {{
+  server = server.main
+}}
+
+router "shop" {{
+  user   = user.shop
+  access = "readwrite"
+  route "orders" {{
+    database = database.orders
+  }}
+  publish {{
+    secret = secret.routing
+    format = "json"
+  }}
+}}
+"#
+    )
+}
+
+/// Every version id and the current value of a secret.
+fn versions(moto: &Moto, name: &str) -> (Vec<String>, String) {
+    let c = moto.secrets_client();
+    let d = block_on(c.describe_secret().secret_id(name).send()).unwrap();
+    let mut ids: Vec<String> = d.version_ids_to_stages().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    ids.sort();
+    let v = block_on(c.get_secret_value().secret_id(name).send()).unwrap();
+    (ids, v.secret_string().unwrap().to_string())
+}
+
+fn tags(moto: &Moto, name: &str) -> Vec<(String, String)> {
+    let d = block_on(moto.secrets_client().describe_secret().secret_id(name).send()).unwrap();
+    d.tags()
+        .iter()
+        .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+        .collect()
+}
+
+#[test]
+fn an_untagged_secret_is_never_overwritten_or_used_until_imported() {
+    let moto = Moto::start();
+    // Another team's secrets, under the names the configuration uses, without dbctl's tag.
+    let c = moto.secrets_client();
+    let theirs = "another-teams-password-1";
+    let arn = block_on(c.create_secret().name("test/shop/db").secret_string(theirs).send())
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    block_on(c.create_secret().name("test/shop/routing").secret_string("their document").send()).unwrap();
+    let before = (versions(&moto, "test/shop/db"), versions(&moto, "test/shop/routing"));
+
+    let p = Project::new(&config_with_routing(&moto.endpoint));
+    // The plan refuses, naming the secret and the command that adopts it.
+    let out = p.ok(&["plan"], 1);
+    assert!(out.contains("secret.shop: AWS Secrets Manager at"), "{out}");
+    assert!(out.contains("`dbctl import secret.shop 'test/shop/db'`"), "{out}");
+    assert!(out.contains("secret.routing: AWS Secrets Manager at"), "{out}");
+    assert!(out.contains("already holds a secret named \"test/shop/routing\" that is not managed by dbctl"), "{out}");
+    assert!(out.contains("`dbctl import secret.routing 'test/shop/routing'`"), "{out}");
+    assert!(!out.contains("Plan:"), "{out}");
+    // Apply neither writes them nor sets a password from them.
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(!out.contains("Apply complete"), "{out}");
+    assert_eq!((versions(&moto, "test/shop/db"), versions(&moto, "test/shop/routing")), before);
+    assert!(!out.contains(theirs), "{out}");
+
+    // Import by name: tagged and recorded; the other one is still refused.
+    let out = p.ok(&["import", "secret.routing", "test/shop/routing"], 0);
+    assert!(out.contains("Imported secret.routing"), "{out}");
+    assert!(tags(&moto, "test/shop/routing").contains(&("managed-by".into(), "dbctl".into())));
+    let out = p.ok(&["plan"], 1);
+    assert!(out.contains("`dbctl import secret.shop 'test/shop/db'`") && !out.contains("secret.routing:"), "{out}");
+    // An import names the configured secret, not another one.
+    let out = p.ok(&["import", "secret.shop", "test/shop/routing"], 1);
+    assert!(out.contains("is the secret \"test/shop/routing\", but secret.shop is named \"test/shop/db\""), "{out}");
+    assert!(!tags(&moto, "test/shop/db").iter().any(|(k, _)| k == "managed-by"));
+
+    // Import by ARN; then the adopted value is the user's password and the document is written.
+    p.ok(&["import", "secret.shop", &arn], 0);
+    let t = tags(&moto, "test/shop/db");
+    assert!(
+        t.contains(&("managed-by".into(), "dbctl".into()))
+            && t.contains(&("dbctl:address".into(), "secret.shop".into()))
+    );
+    let out = p.ok(&["import", "secret.shop", &arn], 1);
+    assert!(out.contains("secret.shop is already managed"), "{out}");
+    let state = p.ok(&["state", "list"], 0);
+    assert!(state.contains("secret.routing") && state.contains("secret.shop"), "{state}");
+    p.apply();
+    p.converged();
+    assert_eq!(versions(&moto, "test/shop/db").0, before.0 .0, "the adopted password is kept, not regenerated");
+    assert_eq!(p.psql_as("shop", Some(theirs), "orders", "SELECT current_user").unwrap(), "shop");
+    let doc: serde_json::Value = serde_json::from_str(&versions(&moto, "test/shop/routing").1).unwrap();
+    assert!(doc.to_string().contains("orders"), "{doc}");
+}

@@ -66,6 +66,7 @@ fn plan_at(
         backups: &backups,
         destroy: false,
         force: false,
+        replace: &BTreeSet::new(),
     })
     .expect("plans");
     Plan {

@@ -487,7 +487,7 @@ impl PgRunner {
             .stores
             .current(s.store, &s.name)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| e.for_secret(secret).to_string())?
             .ok_or_else(|| format!("{secret} has no value in its store yet"))?;
         Ok((crate::secrets::password_of(&current.value), current.version))
     }

@@ -78,7 +78,7 @@ pub enum Command {
     Import {
         /// The resource's address in the configuration, e.g. database.users.
         addr: String,
-        /// The object's name on its server.
+        /// The object's name on its server; for a secret, its name or ARN in Secrets Manager.
         id: String,
     },
     /// Release a lock left by an apply that was killed.
@@ -142,6 +142,9 @@ pub struct PlanArgs {
     /// Show the SQL statement or API call behind each change.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Give this secret a new value (repeatable), e.g. when its store lost it.
+    #[arg(long, value_name = "ADDR")]
+    pub replace: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +162,9 @@ pub struct ApplyArgs {
     /// How long to wait for the state lock (e.g. 30s).
     #[arg(long, default_value = "0s")]
     pub lock_timeout: String,
+    /// Give this secret a new value (repeatable), e.g. when its store lost it.
+    #[arg(long, value_name = "ADDR")]
+    pub replace: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +279,9 @@ pub enum SecretCommand {
     Rotate {
         /// The secret's address, e.g. secret.app.
         addr: String,
+        /// How long to wait for the state lock held by a running apply (e.g. 30s).
+        #[arg(long, default_value = "0s")]
+        lock_timeout: String,
     },
 }
 

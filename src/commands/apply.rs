@@ -39,7 +39,12 @@ async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> R
             )
         });
     }
-    let opts = PlanOpts { refresh_only: plan.refresh_only, targets: plan.targets.clone(), ..Default::default() };
+    let opts = PlanOpts {
+        refresh_only: plan.refresh_only,
+        targets: plan.targets.clone(),
+        replace: plan.replace.clone(),
+        ..Default::default()
+    };
     let now = session.plan(state, &opts).await.map_err(|_| "re-reading the servers failed".to_string())?;
     let moved: Vec<&String> =
         plan.fingerprints.iter().filter(|(k, v)| now.fingerprints.get(*k) != Some(*v)).map(|(k, _)| k).collect();
@@ -190,6 +195,9 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
             if !args.target.is_empty() {
                 return err("--target cannot be given with a saved plan: the plan holds the targets it was made with");
             }
+            if !args.replace.is_empty() {
+                return err("--replace is for a new plan; a saved plan already holds what it replaces");
+            }
             match Plan::read_file(file) {
                 Ok(p) => Some(p),
                 Err(e) => return err(e),
@@ -230,7 +238,7 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         }
         plan
     } else {
-        let opts = PlanOpts { targets: args.target.clone(), ..Default::default() };
+        let opts = PlanOpts { targets: args.target.clone(), replace: args.replace.clone(), ..Default::default() };
         let plan = match block_on(session.plan(&state, &opts)) {
             Ok(p) => p,
             Err(rc) => return rc,

@@ -18,7 +18,12 @@ pub fn run(ctx: &Ctx, args: &PlanArgs) -> u8 {
         Ok(x) => x,
         Err(rc) => return rc,
     };
-    let opts = PlanOpts { refresh_only: args.refresh_only, targets: args.target.clone(), ..Default::default() };
+    let opts = PlanOpts {
+        refresh_only: args.refresh_only,
+        targets: args.target.clone(),
+        replace: args.replace.clone(),
+        ..Default::default()
+    };
     if args.out.is_some() {
         // The first saved plan of a new configuration fixes the state's
         // lineage, so `apply PLANFILE` finds the same one.

@@ -17,12 +17,26 @@ fn age(created: &str) -> String {
 
 pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
     let (addr, reveal, rotate) = match cmd {
-        SecretCommand::Show { addr, reveal } => (addr, *reveal, false),
-        SecretCommand::Rotate { addr } => (addr, false, true),
+        SecretCommand::Show { addr, reveal } => (addr, *reveal, None),
+        SecretCommand::Rotate { addr, lock_timeout } => (addr, false, Some(lock_timeout)),
     };
     let session = match open(ctx) {
         Ok(s) => s,
         Err(rc) => return rc,
+    };
+    // A rotation takes the state lock, as apply does: never in the middle of an apply.
+    let _lock = match rotate {
+        Some(timeout) => {
+            let timeout = match humantime::parse_duration(timeout) {
+                Ok(t) => t,
+                Err(e) => return err(format!("--lock-timeout {timeout}: {e}")),
+            };
+            match session.state_store.lock("secret rotate", timeout) {
+                Ok(l) => Some(l),
+                Err(e) => return err(e),
+            }
+        }
+        None => None,
     };
     let a = match Address::parse(addr) {
         Ok(a) if a.kind == Kind::Secret => a,
@@ -42,7 +56,7 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
         Ok(s) => s,
         Err(rc) => return rc,
     };
-    if rotate {
+    if rotate.is_some() {
         let Some(g) = &s.generate else {
             return err(format!("{addr} has a given value; dbctl rotates only values it generates"));
         };
@@ -62,7 +76,7 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
     let current = match block_on(stores.current(s.store, &s.name)) {
         Ok(Some(c)) => c,
         Ok(None) => return err(format!("{addr} has no value yet: `dbctl apply` creates it")),
-        Err(e) => return err(e),
+        Err(e) => return err(e.for_secret(&a)),
     };
     let store = match s.store {
         Store::Local => "local (.dbctl/secrets.json)".to_string(),

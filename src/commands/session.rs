@@ -34,6 +34,8 @@ pub struct PlanOpts {
     pub force: bool,
     pub refresh_only: bool,
     pub targets: Vec<String>,
+    /// `--replace ADDR`: secrets to give a new value.
+    pub replace: Vec<String>,
 }
 
 pub fn err(msg: impl std::fmt::Display) -> u8 {
@@ -148,13 +150,23 @@ impl Session {
     /// What the stores hold for each configured secret (versions, dates; never shown).
     pub async fn secret_meta(&self, stores: &Stores) -> Result<BTreeMap<Address, SecretMeta>, u8> {
         let mut out = BTreeMap::new();
+        // Every secret that cannot be used is named, not only the first.
+        let mut failed = None;
         for r in self.config.of_kind(crate::model::Kind::Secret) {
             let Body::Secret(s) = &r.body else { continue };
-            if let Some(m) = stores.meta(s.store, &s.name).await.map_err(err)? {
-                out.insert(r.addr.clone(), m);
+            match stores.meta(s.store, &s.name).await {
+                Ok(Some(m)) => {
+                    out.insert(r.addr.clone(), m);
+                }
+                Ok(None) => {}
+                Err(e @ crate::secrets::StoreError::Foreign { .. }) => failed = Some(err(e.for_secret(&r.addr))),
+                Err(e) => return Err(err(e)),
             }
         }
-        Ok(out)
+        match failed {
+            Some(rc) => Err(rc),
+            None => Ok(out),
+        }
     }
 
     pub async fn refresh(&self, state: &State) -> Result<BTreeMap<Address, LiveServer>, u8> {
@@ -195,6 +207,7 @@ impl Session {
                 _ => None,
             })
             .collect();
+        let replace = crate::diff::secret::replace_set(&self.config, &opts.replace).map_err(err)?;
         let inputs = Inputs {
             config: &self.config,
             live: &live,
@@ -207,6 +220,7 @@ impl Session {
             backups: &self.backup_status().await,
             destroy: opts.destroy,
             force: opts.force,
+            replace: &replace,
         };
         let t = std::time::Instant::now();
         let d = diff(&inputs);
@@ -245,6 +259,7 @@ impl Session {
             notes: d.notes,
             refresh_only: opts.refresh_only,
             targets: opts.targets.clone(),
+            replace: opts.replace.clone(),
             variables: self
                 .variables
                 .iter()

@@ -117,11 +117,14 @@ pub fn import(ctx: &Ctx, addr: &str, id: &str) -> u8 {
     let Some(r) = session.config.get(&a) else {
         return err(format!("{addr} is not in the configuration: declare it first, then import it"));
     };
+    if let Body::Secret(secret) = &r.body {
+        return import_secret(&session, &a, secret, id);
+    }
     let (kind, server) = match (&r.body, r.server()) {
         (Body::Role(_), Some(s)) => ("role", s.clone()),
         (Body::User(_), Some(s)) => ("user", s.clone()),
         (Body::Database(_), Some(s)) => ("database", s.clone()),
-        _ => return err(format!("{addr}: only databases, users and roles can be imported")),
+        _ => return err(format!("{addr}: only databases, users, roles and secrets can be imported")),
     };
     if r.object_name() != Some(id) {
         return err(format!(
@@ -176,6 +179,58 @@ pub fn import(ctx: &Ctx, addr: &str, id: &str) -> u8 {
     }
     println!(
         "Imported {addr} ({kind} \"{id}\" on {server}). Run `dbctl plan` to see how it differs from the configuration."
+    );
+    EXIT_OK
+}
+
+/// `dbctl import secret.NAME <name-or-arn>`: adopt a secret that exists in
+/// AWS Secrets Manager without dbctl's tag. It is tagged `managed-by = dbctl`
+/// and recorded in the state; its current value is kept.
+fn import_secret(session: &super::session::Session, a: &Address, s: &crate::model::Secret, id: &str) -> u8 {
+    if s.store != crate::model::Store::Aws {
+        return err(format!(
+            "{a} is in the local store (.dbctl/secrets.json), which only dbctl writes: there is nothing to import"
+        ));
+    }
+    let _lock = match session.state_store.lock("import", Duration::ZERO) {
+        Ok(l) => l,
+        Err(e) => return err(e),
+    };
+    let mut st = match session.state_store.load() {
+        Ok(st) => st,
+        Err(e) => return err(e),
+    };
+    if st.resources.contains_key(&a.to_string()) {
+        return err(format!("{a} is already managed"));
+    }
+    let adopted = block_on(async {
+        let stores = session.stores().await.map_err(|_| None)?;
+        stores.adopt(id, &s.name, a).await.map_err(Some)
+    });
+    let arn = match adopted {
+        Ok(arn) => arn,
+        Err(Some(e)) => return err(e),
+        Err(None) => return super::EXIT_ERROR,
+    };
+    st.resources.insert(
+        a.to_string(),
+        StateResource {
+            kind: "secret".into(),
+            server: None,
+            name: s.name.clone(),
+            attributes: json!({ "store": s.store, "name": s.name, "value": "(sensitive)" }),
+            password_version: None,
+            pending: false,
+        },
+    );
+    st.serial += 1;
+    if let Err(e) = session.state_store.save(&st) {
+        return err(e);
+    }
+    println!(
+        "Imported {a} (the secret \"{}\" in AWS Secrets Manager, {arn}), tagged managed-by = dbctl. Its current value \
+         is kept; users whose password is {a} get it at the next apply.",
+        s.name
     );
     EXIT_OK
 }

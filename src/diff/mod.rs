@@ -5,6 +5,7 @@
 mod desired;
 mod grants;
 pub mod mysql;
+pub mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,6 +43,8 @@ pub struct Inputs<'a> {
     pub destroy: bool,
     /// Drop databases even with open connections.
     pub force: bool,
+    /// Secrets to give a new value (`--replace secret.NAME`).
+    pub replace: &'a BTreeSet<Address>,
 }
 
 pub struct Diffed {
@@ -420,7 +423,25 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         };
         match inp.secrets.get(&r.addr) {
             None => {
+                if let Some((d, error)) = secret::lost(inp, &r.addr, s) {
+                    drift.push(d);
+                    errors.extend(error);
+                    c.notes.push("its value is gone from the store: a new value is generated".into());
+                }
                 c.action = Action::Create;
+                c.steps.push(write);
+            }
+            Some(meta) if inp.replace.contains(&r.addr) && !meta.pending => {
+                c.before = Some(after.clone());
+                c.action = Action::Update;
+                c.attributes.push(AttrChange {
+                    name: "value".into(),
+                    before: json!("(sensitive)"),
+                    after: json!("(sensitive)"),
+                    forces_replacement: false,
+                    sensitive: true,
+                });
+                c.notes.push("a new value, as asked with --replace".into());
                 c.steps.push(write);
             }
             Some(meta) => {

@@ -201,6 +201,9 @@ pub struct Plan {
     /// `--target` addresses the plan was made with (a stale check re-plans with them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
+    /// `--replace` addresses the plan was made with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace: Vec<String>,
     /// Non-sensitive variable values the plan was made with: `apply PLANFILE`
     /// uses them without `--var` again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

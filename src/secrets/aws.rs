@@ -1,7 +1,10 @@
 //! AWS Secrets Manager as a secret store.
 //!
 //! Secrets dbctl creates carry the tags `managed-by = dbctl` and
-//! `dbctl:address`. A plan reads versions and dates only
+//! `dbctl:address`. A secret without `managed-by = dbctl` belongs to someone
+//! else: dbctl never writes, reads as a password, or deletes it until
+//! `dbctl import secret.NAME <name-or-arn>` adopts it (and tags it). A plan
+//! reads versions and dates only
 //! (`ListSecretVersionIds`); the value is read when a step needs it. A
 //! rotation in progress (a version staged AWSPENDING) is reported and left
 //! alone. Deleting schedules deletion with the default recovery window.
@@ -83,15 +86,63 @@ impl AwsStore {
         }
     }
 
+    /// The secret's state if it exists and is dbctl's; an error if it exists
+    /// and belongs to someone else.
+    async fn owned(
+        &self,
+        name: &str,
+    ) -> Result<Option<aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput>, StoreError> {
+        match self.describe(name).await? {
+            Some(d) if !is_dbctls(d.tags()) => {
+                Err(StoreError::Foreign { place: self.place.clone(), name: name.to_string() })
+            }
+            d => Ok(d),
+        }
+    }
+
+    /// Adopt an existing secret (`dbctl import`): by name or ARN; it must be
+    /// the secret named `name`. Tags it as dbctl's. Returns its ARN.
+    pub async fn adopt(&self, id: &str, name: &str, address: &str) -> Result<String, StoreError> {
+        let Some(d) = self.describe(id).await? else {
+            return Err(StoreError::Aws(format!("{}: there is no secret \"{id}\"", self.place)));
+        };
+        let found = d.name().unwrap_or_default();
+        if found != name {
+            return Err(StoreError::Aws(format!(
+                "{}: \"{id}\" is the secret \"{found}\", but {address} is named \"{name}\" in the configuration: \
+                 set name = \"{found}\" first",
+                self.place
+            )));
+        }
+        let arn = d.arn().unwrap_or(id).to_string();
+        self.client
+            .tag_resource()
+            .secret_id(&arn)
+            .tags(tag("managed-by", "dbctl"))
+            .tags(tag("dbctl:address", address))
+            .send()
+            .await
+            .map_err(|e| self.err("cannot tag", name, e))?;
+        Ok(arn)
+    }
+
     pub async fn meta(&self, name: &str) -> Result<Option<SecretMeta>, StoreError> {
-        let Some(d) = self.describe(name).await? else { return Ok(None) };
+        let Some(d) = self.owned(name).await? else { return Ok(None) };
         let stages = d.version_ids_to_stages().cloned().unwrap_or_default();
         let pending = stages.values().any(|s| s.iter().any(|x| x == "AWSPENDING"));
-        let Some(current) = self.current(name).await? else { return Ok(None) };
+        let Some(current) = self.read_current(name).await? else { return Ok(None) };
         Ok(Some(SecretMeta { pending, ..current.meta() }))
     }
 
+    /// The current value, if the secret exists and is dbctl's.
     pub async fn current(&self, name: &str) -> Result<Option<Current>, StoreError> {
+        if self.owned(name).await?.is_none() {
+            return Ok(None);
+        }
+        self.read_current(name).await
+    }
+
+    async fn read_current(&self, name: &str) -> Result<Option<Current>, StoreError> {
         match self.client.get_secret_value().secret_id(name).version_stage("AWSCURRENT").send().await {
             Ok(v) => Ok(Some(Current {
                 version: v.version_id().unwrap_or_default().to_string(),
@@ -105,7 +156,7 @@ impl AwsStore {
 
     /// Create the secret, or add a version (AWSCURRENT) to it.
     pub async fn put(&self, name: &str, address: &str, value: Sensitive) -> Result<String, StoreError> {
-        if self.describe(name).await?.is_some() {
+        if self.owned(name).await?.is_some() {
             let out = self
                 .client
                 .put_secret_value()
@@ -116,7 +167,6 @@ impl AwsStore {
                 .map_err(|e| self.err("cannot write", name, e))?;
             return Ok(out.version_id().unwrap_or_default().to_string());
         }
-        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
         let out = self
             .client
             .create_secret()
@@ -132,12 +182,24 @@ impl AwsStore {
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        if self.owned(name).await?.is_none() {
+            return Ok(());
+        }
         match self.client.delete_secret().secret_id(name).send().await {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(()),
             Err(e) => Err(self.err("cannot delete", name, e)),
         }
     }
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+/// Whether the tags mark a secret as dbctl's.
+fn is_dbctls(tags: &[Tag]) -> bool {
+    tags.iter().any(|t| t.key() == Some("managed-by") && t.value() == Some("dbctl"))
 }
 
 /// sha256 of a password as stored, for comparing without holding it.

@@ -1,5 +1,6 @@
 //! Secret stores. `local`: `.dbctl/secrets.json` (mode 0600, written
-//! atomically), per secret name its versions with values. `aws`: AWS Secrets
+//! atomically; every write re-reads the file under a lock on
+//! `.dbctl/secrets.lock`), per secret name its versions with values. `aws`: AWS Secrets
 //! Manager, configured by `provider "aws"`. Values travel as `Sensitive` and
 //! are never printed; a plan reads only versions and dates.
 //!
@@ -10,13 +11,14 @@
 pub mod aws;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, TryRngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Generate, Sensitive, Store};
+use crate::model::{Address, Generate, Sensitive, Store};
 use crate::state::{write_private, StateError};
 
 /// What a plan may know of a secret: never its value.
@@ -37,6 +39,27 @@ pub enum StoreError {
     Local(#[from] StateError),
     #[error("{0}")]
     Aws(String),
+    /// A secret that exists in the store and is not dbctl's.
+    #[error(
+        "{place}: the secret \"{name}\" exists and is not managed by dbctl (it has no managed-by = dbctl tag): \
+         dbctl neither overwrites it nor uses its value. Adopt it with `dbctl import secret.NAME '{name}'`, \
+         or give the secret another name"
+    )]
+    Foreign { place: String, name: String },
+}
+
+impl StoreError {
+    /// The error, naming the secret's address (and so the exact import command).
+    pub fn for_secret(self, addr: &crate::model::Address) -> StoreError {
+        match self {
+            StoreError::Foreign { place, name } => StoreError::Aws(format!(
+                "{addr}: {place} already holds a secret named \"{name}\" that is not managed by dbctl (it has no \
+                 managed-by = dbctl tag): dbctl neither overwrites it nor uses its value as a password. Adopt it with \
+                 `dbctl import {addr} '{name}'`, or give {addr} another name"
+            )),
+            e => e,
+        }
+    }
 }
 
 pub fn sha(v: &str) -> String {
@@ -118,9 +141,37 @@ impl Current {
     }
 }
 
+/// The local store, `.dbctl/secrets.json`. Several processes may write it at
+/// once (an apply generating passwords, a `secret rotate`): every write is a
+/// read-modify-write of the file on disk under an exclusive lock on
+/// `.dbctl/secrets.lock`, so no writer loses another's versions. Reads use the
+/// last copy read, re-read whenever the file on disk has changed.
 pub struct LocalStore {
     path: PathBuf,
+    lock_path: PathBuf,
     file: StoreFile,
+    /// What `file` was read from, to notice another process's write.
+    seen: Option<FileId>,
+}
+
+/// Identity of a version of the file: a write replaces it (rename), so the
+/// inode changes with every write.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+    }
 }
 
 pub fn now_rfc3339() -> String {
@@ -129,23 +180,72 @@ pub fn now_rfc3339() -> String {
 
 impl LocalStore {
     pub fn open(dbctl_dir: &Path) -> Result<LocalStore, StateError> {
-        let path = dbctl_dir.join("secrets.json");
-        let file = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| StateError::Corrupt(path.clone(), format!("secret store: {}", e.classify_only())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoreFile::default(),
-            Err(e) => return Err(StateError::Io("read", path, e)),
+        let mut s = LocalStore {
+            path: dbctl_dir.join("secrets.json"),
+            lock_path: dbctl_dir.join("secrets.lock"),
+            file: StoreFile::default(),
+            seen: None,
         };
-        Ok(LocalStore { path, file })
+        s.reload()?;
+        Ok(s)
     }
 
-    pub fn current(&self, name: &str) -> Option<Current> {
-        let v = self.file.secrets.get(name)?.versions.last()?;
-        Some(Current { version: v.id.clone(), created: v.created.clone(), value: Sensitive::new(v.value.clone()) })
+    /// Read the file from disk (a missing file is an empty store).
+    fn reload(&mut self) -> Result<(), StateError> {
+        let path = &self.path;
+        let (file, seen) = match std::fs::File::open(path) {
+            Ok(mut f) => {
+                use std::io::Read;
+                let id = f.metadata().map(|m| file_id(&m)).map_err(|e| StateError::Io("read", path.clone(), e))?;
+                let mut b = Vec::new();
+                f.read_to_end(&mut b).map_err(|e| StateError::Io("read", path.clone(), e))?;
+                let file = serde_json::from_slice(&b)
+                    .map_err(|e| StateError::Corrupt(path.clone(), format!("secret store: {}", e.classify_only())))?;
+                (file, Some(id))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (StoreFile::default(), None),
+            Err(e) => return Err(StateError::Io("read", path.clone(), e)),
+        };
+        self.file = file;
+        self.seen = seen;
+        Ok(())
     }
 
-    /// Add a version and save.
+    /// Re-read the file if another process (or handle) has written it since.
+    fn refresh(&mut self) -> Result<(), StateError> {
+        let now = match std::fs::metadata(&self.path) {
+            Ok(m) => Some(file_id(&m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StateError::Io("read", self.path.clone(), e)),
+        };
+        if now != self.seen {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    pub fn current(&mut self, name: &str) -> Result<Option<Current>, StateError> {
+        self.refresh()?;
+        let Some(v) = self.file.secrets.get(name).and_then(|e| e.versions.last()) else { return Ok(None) };
+        Ok(Some(Current { version: v.id.clone(), created: v.created.clone(), value: Sensitive::new(v.value.clone()) }))
+    }
+
+    /// Add a version and save: under the store's lock, read the file as it is
+    /// on disk now, add to it, write it back.
     pub fn put(&mut self, name: &str, address: &str, value: Sensitive) -> Result<String, StateError> {
+        use fs4::fs_std::FileExt;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Io("create", dir.to_path_buf(), e))?;
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&self.lock_path)
+            .map_err(|e| StateError::Io("open", self.lock_path.clone(), e))?;
+        lock.lock_exclusive().map_err(|e| StateError::Io("lock", self.lock_path.clone(), e))?;
+        self.reload()?;
         let id = uuid::Uuid::new_v4().to_string();
         let e = self
             .file
@@ -160,6 +260,9 @@ impl LocalStore {
         }
         let bytes = serde_json::to_vec_pretty(&self.file).expect("store serialises");
         write_private(&self.path, &bytes)?;
+        self.seen = std::fs::metadata(&self.path).ok().map(|m| file_id(&m));
+        // Dropping the file releases the lock.
+        drop(lock);
         Ok(id)
     }
 }
@@ -196,7 +299,7 @@ impl Stores {
 
     pub async fn current(&self, store: Store, name: &str) -> Result<Option<Current>, StoreError> {
         match store {
-            Store::Local => Ok(self.local.lock().expect("store lock").current(name)),
+            Store::Local => Ok(self.local.lock().expect("store lock").current(name)?),
             Store::Aws => self.aws()?.current(name).await,
         }
     }
@@ -204,7 +307,7 @@ impl Stores {
     /// Metadata only (and whether a rotation is pending, for AWS).
     pub async fn meta(&self, store: Store, name: &str) -> Result<Option<SecretMeta>, StoreError> {
         match store {
-            Store::Local => Ok(self.local.lock().expect("store lock").current(name).map(|c| c.meta())),
+            Store::Local => Ok(self.local.lock().expect("store lock").current(name)?.map(|c| c.meta())),
             Store::Aws => self.aws()?.meta(name).await,
         }
     }
@@ -212,8 +315,16 @@ impl Stores {
     pub async fn put(&self, store: Store, name: &str, address: &str, value: Sensitive) -> Result<String, StoreError> {
         match store {
             Store::Local => Ok(self.local.lock().expect("store lock").put(name, address, value)?),
-            Store::Aws => self.aws()?.put(name, address, value).await,
+            Store::Aws => match Address::parse(address) {
+                Ok(a) => self.aws()?.put(name, address, value).await.map_err(|e| e.for_secret(&a)),
+                Err(_) => self.aws()?.put(name, address, value).await,
+            },
         }
+    }
+
+    /// Adopt an existing secret of the AWS store (`dbctl import`); its ARN.
+    pub async fn adopt(&self, id: &str, name: &str, address: &Address) -> Result<String, StoreError> {
+        self.aws()?.adopt(id, name, &address.to_string()).await
     }
 
     /// Remove a secret: AWS schedules deletion with its default recovery
@@ -258,17 +369,69 @@ mod tests {
     fn store_round_trip_is_private_and_keeps_two_versions() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = LocalStore::open(dir.path()).unwrap();
-        assert!(s.current("x").is_none());
+        assert!(s.current("x").unwrap().is_none());
         let v1 = s.put("x", "secret.x", Sensitive::new("one".into())).unwrap();
         let v2 = s.put("x", "secret.x", Sensitive::new("two".into())).unwrap();
         s.put("x", "secret.x", Sensitive::new("three".into())).unwrap();
         assert_ne!(v1, v2);
-        let s = LocalStore::open(dir.path()).unwrap();
-        let c = s.current("x").unwrap();
+        let mut s = LocalStore::open(dir.path()).unwrap();
+        let c = s.current("x").unwrap().unwrap();
         assert_eq!(c.value.expose(), "three");
         assert_eq!(s.file.secrets["x"].versions.len(), 2);
         let mode = std::fs::metadata(dir.path().join("secrets.json")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    fn value(s: &mut LocalStore, name: &str) -> Option<String> {
+        s.current(name).unwrap().map(|c| c.value.expose().to_string())
+    }
+
+    #[test]
+    fn two_handles_writing_interleaved_keys_lose_nothing() {
+        // Two processes' views of one store: an apply generating passwords and a rotation.
+        let dir = tempfile::tempdir().unwrap();
+        let mut apply = LocalStore::open(dir.path()).unwrap();
+        let mut rotate = LocalStore::open(dir.path()).unwrap();
+        apply.put("a", "secret.a", Sensitive::new("a1".into())).unwrap();
+        rotate.put("b", "secret.b", Sensitive::new("b1".into())).unwrap();
+        apply.put("c", "secret.c", Sensitive::new("c1".into())).unwrap();
+        rotate.put("a", "secret.a", Sensitive::new("a2".into())).unwrap();
+        apply.put("d", "secret.d", Sensitive::new("d1".into())).unwrap();
+        // Each handle sees the other's writes, and so does a fresh reader.
+        for s in [&mut apply, &mut rotate, &mut LocalStore::open(dir.path()).unwrap()] {
+            assert_eq!(value(s, "a").as_deref(), Some("a2"));
+            assert_eq!(value(s, "b").as_deref(), Some("b1"));
+            assert_eq!(value(s, "c").as_deref(), Some("c1"));
+            assert_eq!(value(s, "d").as_deref(), Some("d1"));
+        }
+        // The rotation kept the apply's version as the previous one.
+        assert_eq!(LocalStore::open(dir.path()).unwrap().file.secrets["a"].versions[0].value, "a1");
+    }
+
+    #[test]
+    fn concurrent_writers_lose_no_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let path = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let mut s = LocalStore::open(&path).unwrap();
+                    for i in 0..25 {
+                        s.put(&format!("w{w}-{i}"), "secret.x", Sensitive::new(format!("{w}/{i}"))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in writers {
+            t.join().unwrap();
+        }
+        let mut s = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(s.file.secrets.len(), 100);
+        for w in 0..4 {
+            for i in 0..25 {
+                assert_eq!(value(&mut s, &format!("w{w}-{i}")), Some(format!("{w}/{i}")));
+            }
+        }
     }
 
     #[test]
