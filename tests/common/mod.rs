@@ -7,6 +7,7 @@
 //! enter it, and dbctl keeps the server's data under /var/lib/dbctl instead.
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -23,6 +24,8 @@ pub const SERVER: &str = "server \"main\" {\n  engine   = \"postgres\"\n  embedd
 impl Project {
     pub fn new(hcl: &str) -> Project {
         let dir = tempfile::Builder::new().prefix("dbctl-test-").tempdir().expect("tempdir");
+        // Private, like `mktemp -d`: as root, the server's system user cannot enter it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
         let p = Project { dir };
         p.write(hcl);
         p
