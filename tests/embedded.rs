@@ -186,3 +186,25 @@ fn missing_server_binaries_name_the_package_to_install() {
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("apt-get install mariadb-server"), "{all}");
 }
+
+#[test]
+fn a_server_made_by_an_earlier_dbctl_requires_the_password_from_its_next_start() {
+    let p = Project::new(&format!("{}\ndatabase \"app\" {{\n  server = server.main\n}}\n", common::SERVER));
+    p.apply();
+    p.ok(&["dev", "down"], 0);
+    // What earlier versions left: the admin trusted on loopback, and no stored password.
+    let data = p.path().join(".dbctl/servers/main/data");
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    std::fs::remove_file(p.path().join(".dbctl/servers/main/password")).unwrap();
+
+    p.ok(&["dev", "up"], 0);
+    let err = p.psql_as("postgres", None, "postgres", "SELECT 1").unwrap_err();
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert_eq!(p.sql("postgres", "SELECT current_user"), "postgres");
+    assert_eq!(mode(&p.path().join(".dbctl/servers/main/password")), 0o600);
+    p.converged();
+}

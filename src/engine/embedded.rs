@@ -89,6 +89,11 @@ fn free_port() -> Result<u16, EngineError> {
 /// system user cannot reach the project directory.
 pub const SHARED_ROOT: &str = "/var/lib/dbctl";
 
+/// pg_hba.conf of an embedded PostgreSQL.
+const HBA: &str = "# Written by dbctl for an embedded server: loopback only, passwords only.\n\
+                   local all all scram-sha-256\n\
+                   host all all 127.0.0.1/32 scram-sha-256\n";
+
 /// A new admin password: 32 letters and digits from the OS's CSPRNG.
 fn new_password() -> String {
     crate::secrets::generate(&crate::model::Generate { length: 32, special: false }).expose().to_string()
@@ -399,13 +404,46 @@ impl Embedded {
         // Every role, the admin included, logs in with its password: other
         // users of this machine reach the loopback port too.
         let hba = self.data_dir().join("pg_hba.conf");
-        std::fs::write(
-            &hba,
-            "# Written by dbctl for an embedded server: loopback only, passwords only.\n\
-             local all all scram-sha-256\n\
-             host all all 127.0.0.1/32 scram-sha-256\n",
-        )
-        .map_err(|e| io("write", &hba, e))?;
+        std::fs::write(&hba, HBA).map_err(|e| io("write", &hba, e))?;
+        Ok(())
+    }
+
+    /// A server made by an earlier dbctl let its admin in without a
+    /// password (`trust`): before it starts, give the admin the stored
+    /// password (single-user mode: no connection is opened) and require
+    /// passwords for every login.
+    fn require_passwords(&self) -> Result<(), EngineError> {
+        let hba = self.data_dir().join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).map_err(|e| io("read", &hba, e))?;
+        if !text.lines().any(|l| !l.trim_start().starts_with('#') && l.split_whitespace().any(|w| w == "trust")) {
+            return Ok(());
+        }
+        let password = self.ensure_password()?;
+        let mut c = self.command("postgres");
+        c.arg("--single").arg("-D").arg(self.data_dir()).arg("postgres");
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().map_err(|e| EngineError::Setup(format!("postgres --single: cannot run: {e}")))?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            let sql = format!(
+                "SET password_encryption = 'scram-sha-256';\nALTER ROLE postgres PASSWORD {};\n",
+                crate::engine::sql::pg_literal(&password)
+            );
+            stdin
+                .write_all(sql.as_bytes())
+                .map_err(|e| EngineError::Setup(format!("postgres --single: cannot write: {e}")))?;
+        }
+        let out = child.wait_with_output().map_err(|e| EngineError::Setup(format!("postgres --single: {e}")))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || log.contains("ERROR:") {
+            return Err(EngineError::Setup(format!(
+                "cannot set the admin password of the embedded server {}:\n{}",
+                self.name,
+                log.lines().filter(|l| l.contains("ERROR") || l.contains("FATAL")).collect::<Vec<_>>().join("\n")
+            )));
+        }
+        std::fs::write(&hba, HBA).map_err(|e| io("write", &hba, e))?;
         Ok(())
     }
 
@@ -430,6 +468,7 @@ impl Embedded {
         if self.engine == crate::model::Engine::Mysql {
             return super::embedded_mysql::start(self);
         }
+        self.require_passwords()?;
         // The port may have been configured differently since initdb.
         let mut c = self.command("pg_ctl");
         c.arg("start")
