@@ -208,3 +208,51 @@ fn a_server_made_by_an_earlier_dbctl_requires_the_password_from_its_next_start()
     assert_eq!(mode(&p.path().join(".dbctl/servers/main/password")), 0o600);
     p.converged();
 }
+
+#[test]
+fn a_mariadb_made_by_an_earlier_dbctl_gets_a_root_password_running_or_not() {
+    let p = Project::new(
+        "server \"main\" {\n  engine   = \"mysql\"\n  embedded = true\n}\n\ndatabase \"app\" {\n  server = server.main\n}\n",
+    );
+    p.apply();
+    let client = |program: &str, password: &str, args: &[&str]| {
+        Command::new(program)
+            .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root"])
+            .arg(format!("--port={}", p.port()))
+            .args(args)
+            .env("MYSQL_PWD", password)
+            .output()
+            .unwrap()
+    };
+    // What earlier versions left: root without a password, and no stored password.
+    let legacy = || {
+        let out = client(
+            "mariadb",
+            &p.admin_password(),
+            &["-e", "UPDATE mysql.global_priv SET priv = JSON_REMOVE(priv, '$.authentication_string', '$.plugin') WHERE User = 'root'; FLUSH PRIVILEGES"],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        std::fs::remove_file(p.path().join(".dbctl/servers/main/password")).unwrap();
+        assert!(client("mariadb", "", &["-e", "SELECT 1"]).status.success(), "root is open again");
+    };
+    let closed = || {
+        let out = client("mariadb", "", &["-e", "SELECT 1"]);
+        assert!(text(&out.stderr).contains("Access denied"), "root logs in without a password");
+        assert!(client("mariadb", &p.admin_password(), &["-e", "SELECT 1"]).status.success());
+    };
+
+    // Running when the new dbctl first sees it.
+    legacy();
+    p.converged();
+    closed();
+
+    // Stopped when the new dbctl first sees it.
+    legacy();
+    assert!(client("mariadb-admin", "", &["shutdown"]).status.success());
+    while p.ok(&["dev", "status"], 0).contains("running") {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    p.ok(&["dev", "up"], 0);
+    closed();
+    p.converged();
+}

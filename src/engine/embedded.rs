@@ -137,7 +137,13 @@ impl Embedded {
         };
         let e = Embedded { name: name.to_string(), root, port, engine, bindir };
         // Known before the server exists, so the admin URL of a plan made now carries it.
+        let had_password = e.password().is_some();
         e.ensure_password()?;
+        // A running MariaDB made by an earlier dbctl: its root gets the password now
+        // (a stopped one gets it when it starts; PostgreSQL's admin was trusted, see `start`).
+        if !had_password && engine == crate::model::Engine::Mysql && e.is_initialised() && e.is_running() {
+            super::embedded_mysql::require_password(&e)?;
+        }
         Ok(e)
     }
 

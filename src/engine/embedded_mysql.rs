@@ -160,7 +160,7 @@ pub fn start(e: &Embedded) -> Result<(), EngineError> {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(60) {
         if is_running(e) {
-            return Ok(());
+            return require_password(e);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -171,6 +171,45 @@ pub fn start(e: &Embedded) -> Result<(), EngineError> {
         e.name,
         log.display()
     )))
+}
+
+/// A server made by an earlier dbctl let `root` in without a password: give
+/// every root account the stored one (and drop anonymous accounts). Nothing
+/// to do when a login without a password is refused.
+pub fn require_password(e: &Embedded) -> Result<(), EngineError> {
+    use std::io::Write;
+    let client = |sql: &str| -> std::io::Result<std::process::Output> {
+        let mut c = Command::new(tool("mariadb"));
+        c.args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root", "-N", "-B"])
+            .arg(format!("--port={}", e.port))
+            .env_remove("MYSQL_PWD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn()?;
+        // The statement goes through stdin: a command line is visible to every user.
+        child.stdin.take().expect("piped stdin").write_all(sql.as_bytes())?;
+        child.wait_with_output()
+    };
+    let open = client("SELECT 1;\n").is_ok_and(|o| o.status.success());
+    if !open {
+        return Ok(());
+    }
+    let password = e.ensure_password()?;
+    let out = client(&format!(
+        "UPDATE mysql.global_priv SET priv = JSON_SET(priv, '$.plugin', 'mysql_native_password', \
+         '$.authentication_string', PASSWORD('{password}')) WHERE User = 'root';\n\
+         DELETE FROM mysql.global_priv WHERE User = '';\nFLUSH PRIVILEGES;\n"
+    ))
+    .map_err(|x| EngineError::Setup(format!("mariadb: cannot run: {x}")))?;
+    if !out.status.success() {
+        return Err(EngineError::Setup(format!(
+            "cannot set the root password of the embedded MariaDB {}: {}",
+            e.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 pub fn stop(e: &Embedded) -> Result<(), EngineError> {
