@@ -207,7 +207,7 @@ impl Moto {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start {} ({e}): install moto with `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'` (what .ci/run does), or set DBCTL_MOTO_SERVER", bin.display())
+                panic!("cannot start {} ({e}): run the tests with scripts/test, which installs moto into .venv, or set DBCTL_MOTO_SERVER", bin.display())
             });
         let endpoint = format!("http://127.0.0.1:{port}");
         let start = std::time::Instant::now();
