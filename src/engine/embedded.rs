@@ -94,6 +94,75 @@ const HBA: &str = "# Written by dbctl for an embedded server: loopback only, pas
                    local all all scram-sha-256\n\
                    host all all 127.0.0.1/32 scram-sha-256\n";
 
+/// SCRAM iterations of the admin's verifier. PostgreSQL's default, 4096, is
+/// there to slow down guessing a person's password from a stolen verifier;
+/// the admin's password is 32 random letters and digits (190 bits), which no
+/// guessing reaches, while 4096 rounds cost every connection dbctl opens
+/// tens of milliseconds of CPU in a debug build.
+const ADMIN_SCRAM_ITERATIONS: u32 = 64;
+
+/// The admin's password as a SCRAM-SHA-256 verifier: PostgreSQL stores a
+/// password given in this form as it is, so the clear value never reaches
+/// the server.
+fn admin_verifier(password: &str) -> String {
+    use rand::TryRngCore;
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.try_fill_bytes(&mut salt).expect("the OS's random source");
+    scram_verifier(password, &salt, ADMIN_SCRAM_ITERATIONS)
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (RFC 5802 / 7677).
+fn scram_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
+    use sha2::{Digest, Sha256};
+    // Hi(): PBKDF2-HMAC-SHA-256 with one block.
+    let mut u = hmac_sha256(password.as_bytes(), &[salt, &1u32.to_be_bytes()]);
+    let mut salted = u;
+    for _ in 1..iterations {
+        u = hmac_sha256(password.as_bytes(), &[&u]);
+        salted.iter_mut().zip(u).for_each(|(s, x)| *s ^= x);
+    }
+    let client_key = hmac_sha256(&salted, &[b"Client Key"]);
+    let stored_key = Sha256::digest(client_key);
+    let server_key = hmac_sha256(&salted, &[b"Server Key"]);
+    format!("SCRAM-SHA-256${iterations}:{}${}:{}", base64(salt), base64(&stored_key), base64(&server_key))
+}
+
 /// A new admin password: 32 letters and digits from the OS's CSPRNG.
 fn new_password() -> String {
     crate::secrets::generate(&crate::model::Generate { length: 32, special: false }).expose().to_string()
@@ -311,7 +380,9 @@ impl Embedded {
         use sha2::Digest;
         // root = <project>/.dbctl/servers/NAME
         let project = self.root.ancestors().nth(3).unwrap_or(&self.root);
-        let digest = hex::encode(sha2::Sha256::digest(self.root.as_os_str().as_encoded_bytes()));
+        // One directory per project (its `.dbctl`), one below it per server.
+        let dbctl = self.root.ancestors().nth(2).unwrap_or(&self.root);
+        let digest = hex::encode(sha2::Sha256::digest(dbctl.as_os_str().as_encoded_bytes()));
         let base: String = project
             .file_name()
             .map(|n| {
@@ -383,7 +454,7 @@ impl Embedded {
         let password = self.ensure_password()?;
         // initdb reads the password from a file: one only the server's user can read, removed at once.
         let pwfile = home.join("initdb.pw");
-        write_private(&pwfile, &password, is_root().then(|| nix_user(self.os_user())).flatten())?;
+        write_private(&pwfile, &admin_verifier(&password), is_root().then(|| nix_user(self.os_user())).flatten())?;
         let mut c = self.command("initdb");
         c.arg("-D").arg(home.join("data")).arg(format!("--pwfile={}", pwfile.display())).args([
             "-U",
@@ -433,8 +504,8 @@ impl Embedded {
             use std::io::Write;
             let mut stdin = child.stdin.take().expect("piped stdin");
             let sql = format!(
-                "SET password_encryption = 'scram-sha-256';\nALTER ROLE postgres PASSWORD {};\n",
-                crate::engine::sql::pg_literal(&password)
+                "ALTER ROLE postgres PASSWORD {};\n",
+                crate::engine::sql::pg_literal(&admin_verifier(&password))
             );
             stdin
                 .write_all(sql.as_bytes())
@@ -553,4 +624,23 @@ pub(crate) fn write_private(p: &Path, text: &str, owner: Option<(u32, u32)>) -> 
 
 pub(crate) fn io(what: &str, p: &Path, e: std::io::Error) -> EngineError {
     EngineError::Setup(format!("cannot {what} {}: {e}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scram_verifier_matches_an_independent_implementation() {
+        // Python: hashlib.pbkdf2_hmac('sha256', b'pencil', b'0123456789abcdef', 64), then
+        // StoredKey = sha256(hmac(salted, 'Client Key')), ServerKey = hmac(salted, 'Server Key').
+        assert_eq!(
+            scram_verifier("pencil", b"0123456789abcdef", 64),
+            "SCRAM-SHA-256$64:MDEyMzQ1Njc4OWFiY2RlZg==$Q0CMOH8j8ff+wmLJX7NbTDeLXAw3iG5iGPzo+FN+rus=:\
+             dJQ84Mh95j1pqi/ldpmvX8xRO2DHg47sQpJIFDX99Sg="
+        );
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+    }
 }
