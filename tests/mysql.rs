@@ -25,7 +25,7 @@ fn my_as(p: &Project, user: &str, password: &str, sql: &str) -> Result<String, S
 }
 
 fn my(p: &Project, sql: &str) -> String {
-    my_as(p, "root", "", sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    my_as(p, "root", &p.admin_password(), sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn config(db: &str, user: &str, extra_user: &str, privileges: &str, collation: &str) -> String {

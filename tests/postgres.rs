@@ -275,6 +275,7 @@ fn unmanaged_objects_are_untouched_and_destroy_restores_the_server() {
             "-c",
             "SELECT pg_sleep(30)",
         ])
+        .env("PGPASSWORD", p.admin_password())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));

@@ -395,9 +395,8 @@ impl PgRunner {
                 if let Some(dir) = full.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 }
-                let tmp = full.with_extension("dbctl-tmp");
-                std::fs::write(&tmp, content).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-                std::fs::rename(&tmp, &full).map_err(|e| format!("cannot write {}: {e}", full.display()))?;
+                // Mode 0600: the document names hosts, users and where their passwords live.
+                crate::state::write_private(&full, content.as_bytes()).map_err(|e| e.to_string())?;
                 Ok(None)
             }
             Op::Unpublish { path } => match std::fs::remove_file(self.base_dir.join(path)) {

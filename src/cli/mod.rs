@@ -213,7 +213,11 @@ pub enum DevCommand {
     /// Start the embedded servers (initialising them on first use).
     Up,
     /// Stop the embedded servers.
-    Down,
+    Down {
+        /// Also delete their data, passwords and ports (wherever the data lives).
+        #[arg(long)]
+        purge: bool,
+    },
     /// Show each embedded server: running or not, port, data directory.
     Status,
 }

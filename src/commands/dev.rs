@@ -10,12 +10,14 @@ pub fn run(ctx: &Ctx, cmd: &DevCommand) -> u8 {
     let Some(cfg) = loaded.config else { return super::EXIT_ERROR };
     let dbctl = dbctl_dir(&ctx.dir);
     let mut any = false;
+    let mut configured = std::collections::BTreeSet::new();
     for r in cfg.resources.values() {
         let Body::Server(s) = &r.body else { continue };
         if !s.embedded {
             continue;
         }
         any = true;
+        configured.insert(r.addr.name.clone());
         let e = match Embedded::for_engine(&dbctl, &r.addr.name, s.port, s.engine) {
             Ok(e) => e,
             Err(e) => return err(e),
@@ -33,11 +35,11 @@ pub fn run(ctx: &Ctx, cmd: &DevCommand) -> u8 {
                     e.data_dir().display()
                 );
             }
-            DevCommand::Down => {
-                if let Err(x) = e.stop() {
+            DevCommand::Down { purge } => {
+                if let Err(x) = down(&e, *purge) {
                     return err(x);
                 }
-                println!("{}: stopped", r.addr);
+                println!("{}: {}", r.addr, if *purge { "stopped; its data is deleted" } else { "stopped" });
             }
             DevCommand::Status => {
                 let state = if !e.is_initialised() {
@@ -51,8 +53,38 @@ pub fn run(ctx: &Ctx, cmd: &DevCommand) -> u8 {
             }
         }
     }
+    // Servers under .dbctl/servers that the configuration no longer names
+    // still run and hold data: `down` stops them too, `--purge` deletes them.
+    if let DevCommand::Down { purge } = cmd {
+        let names: Vec<String> = std::fs::read_dir(dbctl.join("servers"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !configured.contains(n))
+            .collect();
+        for name in names {
+            let Some(e) = Embedded::existing(&dbctl, &name) else { continue };
+            any = true;
+            if let Err(x) = down(&e, *purge) {
+                return err(x);
+            }
+            println!(
+                "{name} (no longer in the configuration): {}",
+                if *purge { "stopped; its data is deleted" } else { "stopped" }
+            );
+        }
+    }
     if !any {
         println!("No embedded servers in this configuration.");
     }
     EXIT_OK
+}
+
+fn down(e: &Embedded, purge: bool) -> Result<(), crate::engine::EngineError> {
+    if purge {
+        e.purge()
+    } else {
+        e.stop()
+    }
 }

@@ -1,12 +1,18 @@
 //! Embedded PostgreSQL servers: `server { embedded = true }`.
 //!
-//! Layout under `.dbctl/servers/NAME/`: `data/` (the cluster), `port` (chosen
-//! once, then kept), `server.log`. The server listens on 127.0.0.1 only, with
-//! trust authentication for the admin role only (every other role needs its
-//! password), and no Unix socket (socket paths have a 107-byte
-//! limit that deep project directories exceed). initdb and postgres refuse to
-//! run as root, so when dbctl runs as root they run as the `postgres` system
-//! user, which then owns the server directory.
+//! Layout under `.dbctl/servers/NAME/`: `port` (chosen once, then kept),
+//! `password` (the admin's, generated at init, mode 0600), and `data/` (the
+//! cluster) with `server.log` beside it. The server listens on 127.0.0.1 only
+//! and every role, the admin included, logs in with its password
+//! (SCRAM-SHA-256); there is no Unix socket (socket paths have a 107-byte
+//! limit that deep project directories exceed).
+//!
+//! initdb and postgres refuse to run as root, so when dbctl runs as root they
+//! run as the `postgres` system user. That user must reach the data
+//! directory: when it cannot search the project directory (a checkout under
+//! /root, a `mktemp -d`), the server's files live in
+//! `/var/lib/dbctl/<project>-<hash>/NAME/`, owned by that user, mode 0700, and
+//! `.dbctl/servers/NAME/data` is a symbolic link to its `data/`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -32,7 +38,8 @@ pub(crate) fn is_root() -> bool {
 /// --bindir`, or the newest `/usr/lib/postgresql/*/bin`.
 pub fn find_bindir() -> Result<PathBuf, EngineError> {
     if let Ok(dir) = std::env::var("DBCTL_PG_BINDIR") {
-        return Ok(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        return if dir.join("initdb").is_file() { Ok(dir) } else { Err(missing()) };
     }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
@@ -61,19 +68,104 @@ pub fn find_bindir() -> Result<PathBuf, EngineError> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, p)| p).ok_or_else(|| {
-        EngineError::Setup(
-            "no PostgreSQL server binaries found (looked for initdb on PATH, pg_config --bindir and \
-             /usr/lib/postgresql/*/bin). Install them: `apt-get install postgresql` on Debian/Ubuntu, \
-             `brew install postgresql` on macOS; or set DBCTL_PG_BINDIR."
-                .into(),
-        )
-    })
+    versions.pop().map(|(_, p)| p).ok_or_else(missing)
+}
+
+fn missing() -> EngineError {
+    EngineError::Setup(
+        "no PostgreSQL server binaries found (looked for initdb on PATH, pg_config --bindir and \
+         /usr/lib/postgresql/*/bin). Install them: `apt-get install postgresql` on Debian/Ubuntu, \
+         `brew install postgresql` on macOS; or set DBCTL_PG_BINDIR to the directory that holds initdb."
+            .into(),
+    )
 }
 
 fn free_port() -> Result<u16, EngineError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| EngineError::Setup(format!("no free port: {e}")))?;
     Ok(l.local_addr().map_err(|e| EngineError::Setup(e.to_string()))?.port())
+}
+
+/// Where servers keep their files when dbctl runs as root and the server's
+/// system user cannot reach the project directory.
+pub const SHARED_ROOT: &str = "/var/lib/dbctl";
+
+/// pg_hba.conf of an embedded PostgreSQL.
+const HBA: &str = "# Written by dbctl for an embedded server: loopback only, passwords only.\n\
+                   local all all scram-sha-256\n\
+                   host all all 127.0.0.1/32 scram-sha-256\n";
+
+/// SCRAM iterations of the admin's verifier. PostgreSQL's default, 4096, is
+/// there to slow down guessing a person's password from a stolen verifier;
+/// the admin's password is 32 random letters and digits (190 bits), which no
+/// guessing reaches, while 4096 rounds cost every connection dbctl opens
+/// tens of milliseconds of CPU in a debug build.
+const ADMIN_SCRAM_ITERATIONS: u32 = 64;
+
+/// The admin's password as a SCRAM-SHA-256 verifier: PostgreSQL stores a
+/// password given in this form as it is, so the clear value never reaches
+/// the server.
+fn admin_verifier(password: &str) -> String {
+    use rand::TryRngCore;
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.try_fill_bytes(&mut salt).expect("the OS's random source");
+    scram_verifier(password, &salt, ADMIN_SCRAM_ITERATIONS)
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (RFC 5802 / 7677).
+fn scram_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
+    use sha2::{Digest, Sha256};
+    // Hi(): PBKDF2-HMAC-SHA-256 with one block.
+    let mut u = hmac_sha256(password.as_bytes(), &[salt, &1u32.to_be_bytes()]);
+    let mut salted = u;
+    for _ in 1..iterations {
+        u = hmac_sha256(password.as_bytes(), &[&u]);
+        salted.iter_mut().zip(u).for_each(|(s, x)| *s ^= x);
+    }
+    let client_key = hmac_sha256(&salted, &[b"Client Key"]);
+    let stored_key = Sha256::digest(client_key);
+    let server_key = hmac_sha256(&salted, &[b"Server Key"]);
+    format!("SCRAM-SHA-256${iterations}:{}${}:{}", base64(salt), base64(&stored_key), base64(&server_key))
+}
+
+/// A new admin password: 32 letters and digits from the OS's CSPRNG.
+fn new_password() -> String {
+    crate::secrets::generate(&crate::model::Generate { length: 32, special: false }).expose().to_string()
 }
 
 impl Embedded {
@@ -112,22 +204,94 @@ impl Embedded {
             crate::model::Engine::Postgres => find_bindir()?,
             crate::model::Engine::Mysql => super::embedded_mysql::find_bindir()?,
         };
-        Ok(Embedded { name: name.to_string(), root, port, engine, bindir })
+        let e = Embedded { name: name.to_string(), root, port, engine, bindir };
+        // Known before the server exists, so the admin URL of a plan made now carries it.
+        let had_password = e.password().is_some();
+        e.ensure_password()?;
+        // A running MariaDB made by an earlier dbctl: its root gets the password now
+        // (a stopped one gets it when it starts; PostgreSQL's admin was trusted, see `start`).
+        if !had_password && engine == crate::model::Engine::Mysql && e.is_initialised() && e.is_running() {
+            super::embedded_mysql::require_password(&e)?;
+        }
+        Ok(e)
+    }
+
+    /// A server found under `.dbctl/servers/NAME` whatever the configuration
+    /// says now: its engine is read from its data directory. None when it
+    /// was never initialised.
+    pub fn existing(dbctl_dir: &Path, name: &str) -> Option<Embedded> {
+        let data = dbctl_dir.join("servers").join(name).join("data");
+        let engine = if data.join("PG_VERSION").is_file() {
+            crate::model::Engine::Postgres
+        } else if data.join("mysql").is_dir() {
+            crate::model::Engine::Mysql
+        } else {
+            return None;
+        };
+        Embedded::for_engine(dbctl_dir, name, None, engine).ok()
+    }
+
+    /// The directory that holds the data directory, the log and the
+    /// server's other files: `.dbctl/servers/NAME`, or the directory
+    /// under /var/lib/dbctl that `data` links to.
+    pub fn home(&self) -> PathBuf {
+        match std::fs::read_link(self.root.join("data")) {
+            Ok(target) => target.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone()),
+            Err(_) => self.root.clone(),
+        }
+    }
+
+    /// True when the server's files live outside the project directory.
+    pub fn is_shared(&self) -> bool {
+        self.root.join("data").is_symlink()
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.root.join("data")
+        match std::fs::read_link(self.root.join("data")) {
+            Ok(target) => target,
+            Err(_) => self.root.join("data"),
+        }
     }
 
     pub fn log_file(&self) -> PathBuf {
-        self.root.join("server.log")
+        self.home().join("server.log")
     }
 
-    /// The admin connection URL.
+    /// The file that holds the admin's password (mode 0600).
+    pub fn password_file(&self) -> PathBuf {
+        self.root.join("password")
+    }
+
+    /// The admin's password, once the server was initialised with one.
+    pub fn password(&self) -> Option<String> {
+        std::fs::read_to_string(self.password_file()).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    }
+
+    /// The admin password, generated and stored (0600) when there is none yet.
+    pub(crate) fn ensure_password(&self) -> Result<String, EngineError> {
+        if let Some(p) = self.password() {
+            return Ok(p);
+        }
+        let p = new_password();
+        let path = self.password_file();
+        let tmp = self.root.join("password.tmp");
+        write_private(&tmp, &p, None)?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("write", &path, e))?;
+        Ok(p)
+    }
+
+    /// The admin connection URL; it carries the admin's password, so it is
+    /// never printed.
     pub fn url(&self) -> String {
+        let auth = |user: &str| match self.password() {
+            Some(p) => format!("{user}:{p}"),
+            None => user.to_string(),
+        };
         match self.engine {
-            crate::model::Engine::Postgres => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
-            crate::model::Engine::Mysql => format!("mysql://root@127.0.0.1:{}/", self.port),
+            crate::model::Engine::Postgres => {
+                format!("postgres://{}@127.0.0.1:{}/postgres", auth("postgres"), self.port)
+            }
+            crate::model::Engine::Mysql => format!("mysql://{}@127.0.0.1:{}/", auth("root"), self.port),
         }
     }
 
@@ -142,15 +306,129 @@ impl Embedded {
         &self.bindir
     }
 
+    /// The system user the server runs as when dbctl runs as root.
+    pub(crate) fn os_user(&self) -> &'static str {
+        match self.engine {
+            crate::model::Engine::Postgres => "postgres",
+            crate::model::Engine::Mysql => "mysql",
+        }
+    }
+
+    fn package(&self) -> &'static str {
+        match self.engine {
+            crate::model::Engine::Postgres => "postgresql",
+            crate::model::Engine::Mysql => "mariadb-server",
+        }
+    }
+
+    /// As root: a directory the server's system user owns (mode 0700) to
+    /// hold the data directory. `.dbctl/servers/NAME` itself when that user
+    /// can reach it; otherwise one under /var/lib/dbctl, linked from
+    /// `.dbctl/servers/NAME/data`. Not root: `.dbctl/servers/NAME`.
+    pub(crate) fn prepare_home(&self) -> Result<PathBuf, EngineError> {
+        if !is_root() {
+            return Ok(self.root.clone());
+        }
+        let user = self.os_user();
+        let owner = nix_user(user).ok_or_else(|| {
+            EngineError::Setup(format!(
+                "dbctl runs as root, so the embedded server runs as the `{user}` system user, which does not \
+                 exist here: install the server package (Debian/Ubuntu: `apt-get install {}`), or run dbctl \
+                 as a normal user",
+                self.package()
+            ))
+        })?;
+        if self.is_shared() {
+            let home = self.home();
+            make_private_dir(&home, owner)?;
+            return Ok(home);
+        }
+        let reachable = Command::new("runuser")
+            .args(["-u", user, "--", "test", "-x"])
+            .arg(self.root.parent().unwrap_or(&self.root))
+            .current_dir("/")
+            .status()
+            .is_ok_and(|s| s.success());
+        if reachable {
+            chown(&self.root, owner)?;
+            return Ok(self.root.clone());
+        }
+        let home = self.shared_home();
+        let project = home.parent().expect("shared home has a parent");
+        for dir in [Path::new(SHARED_ROOT), project] {
+            std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+            set_mode(dir, 0o755)?;
+        }
+        // Whose directory this is, for a person who finds it later.
+        let note = project.join("project");
+        std::fs::write(
+            &note,
+            format!("{}\n", self.root.parent().and_then(Path::parent).unwrap_or(&self.root).display()),
+        )
+        .map_err(|e| io("write", &note, e))?;
+        make_private_dir(&home, owner)?;
+        let link = self.root.join("data");
+        if link.exists() || link.is_symlink() {
+            std::fs::remove_dir(&link).map_err(|e| io("replace", &link, e))?;
+        }
+        std::os::unix::fs::symlink(home.join("data"), &link).map_err(|e| io("link", &link, e))?;
+        Ok(home)
+    }
+
+    /// `/var/lib/dbctl/<project directory name>-<hash of its path>/NAME`.
+    fn shared_home(&self) -> PathBuf {
+        use sha2::Digest;
+        // root = <project>/.dbctl/servers/NAME
+        let project = self.root.ancestors().nth(3).unwrap_or(&self.root);
+        // One directory per project (its `.dbctl`), one below it per server.
+        let dbctl = self.root.ancestors().nth(2).unwrap_or(&self.root);
+        let digest = hex::encode(sha2::Sha256::digest(dbctl.as_os_str().as_encoded_bytes()));
+        let base: String = project
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+                    .take(40)
+                    .collect()
+            })
+            .unwrap_or_default();
+        PathBuf::from(SHARED_ROOT).join(format!("{base}-{}", &digest[..12])).join(&self.name)
+    }
+
+    /// Stop the server if it runs, then delete its files: the data directory
+    /// (wherever it lives), the password and the port.
+    pub fn purge(&self) -> Result<(), EngineError> {
+        self.stop()?;
+        if self.is_shared() {
+            let home = self.home();
+            if home.exists() {
+                std::fs::remove_dir_all(&home).map_err(|e| io("remove", &home, e))?;
+            }
+            // The project's directory under /var/lib/dbctl, once its last server is gone.
+            if let Some(project) = home.parent() {
+                let _ = std::fs::remove_file(project.join("project"));
+                let _ = std::fs::remove_dir(project);
+            }
+        }
+        if self.root.exists() {
+            std::fs::remove_dir_all(&self.root).map_err(|e| io("remove", &self.root, e))?;
+        }
+        Ok(())
+    }
+
     fn command(&self, program: &str) -> Command {
         let bin = self.bindir.join(program);
-        if is_root() {
+        let mut c = if is_root() {
             let mut c = Command::new("runuser");
-            c.arg("-u").arg("postgres").arg("--").arg(bin);
+            c.arg("-u").arg(self.os_user()).arg("--").arg(bin);
             c
         } else {
             Command::new(bin)
-        }
+        };
+        // The server's user may not be able to enter the caller's directory.
+        c.current_dir(if is_root() { self.home() } else { self.root.clone() });
+        c
     }
 
     fn run(&self, mut c: Command, what: &str) -> Result<String, EngineError> {
@@ -163,7 +441,7 @@ impl Embedded {
         }
     }
 
-    /// Create the cluster (once).
+    /// Create the cluster (once), with a generated admin password.
     pub fn init(&self) -> Result<(), EngineError> {
         if self.is_initialised() {
             return Ok(());
@@ -172,64 +450,77 @@ impl Embedded {
             return super::embedded_mysql::init(self);
         }
         std::fs::create_dir_all(&self.root).map_err(|e| io("create", &self.root, e))?;
-        if is_root() {
-            let ok = Command::new("chown")
-                .arg("-R")
-                .arg("postgres:")
-                .arg(&self.root)
-                .status()
-                .map_err(|e| EngineError::Setup(format!("chown: {e}")))?;
-            if !ok.success() {
-                return Err(EngineError::Setup(
-                    "dbctl runs as root, so the embedded server runs as the `postgres` system user, \
-                     which does not exist here: install the PostgreSQL server package or create that user"
-                        .into(),
-                ));
-            }
-            let reachable = Command::new("runuser")
-                .args(["-u", "postgres", "--", "test", "-w"])
-                .arg(&self.root)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !reachable {
-                return Err(EngineError::Setup(format!(
-                    "the `postgres` system user cannot reach {} (a parent directory is not searchable by it); \
-                     put the configuration where that user can reach it",
-                    self.root.display()
-                )));
-            }
-        }
+        let home = self.prepare_home()?;
+        let password = self.ensure_password()?;
+        // initdb reads the password from a file: one only the server's user can read, removed at once.
+        let pwfile = home.join("initdb.pw");
+        write_private(&pwfile, &admin_verifier(&password), is_root().then(|| nix_user(self.os_user())).flatten())?;
         let mut c = self.command("initdb");
-        c.arg("-D").arg(self.data_dir()).args([
+        c.arg("-D").arg(home.join("data")).arg(format!("--pwfile={}", pwfile.display())).args([
             "-U",
             "postgres",
             "-A",
-            "trust",
+            "scram-sha-256",
             "-E",
             "UTF8",
             "--locale=C",
             "--no-sync",
             "--no-instructions",
         ]);
-        self.run(c, "initdb")?;
+        let done = self.run(c, "initdb");
+        let _ = std::fs::remove_file(&pwfile);
+        done?;
         let conf = self.data_dir().join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).map_err(|e| io("read", &conf, e))?;
         text.push_str(&format!(
             "\n# Added by dbctl for the embedded server `{}`.\nlisten_addresses = '127.0.0.1'\nport = {}\n\
-             unix_socket_directories = ''\nmax_connections = 200\n",
+             unix_socket_directories = ''\nmax_connections = 200\npassword_encryption = 'scram-sha-256'\n",
             self.name, self.port
         ));
         std::fs::write(&conf, text).map_err(|e| io("write", &conf, e))?;
-        // The admin connects without a password from this machine; every other
-        // role logs in with its password, as it would on a real server.
+        // Every role, the admin included, logs in with its password: other
+        // users of this machine reach the loopback port too.
         let hba = self.data_dir().join("pg_hba.conf");
-        std::fs::write(
-            &hba,
-            "# Written by dbctl for an embedded server: loopback only.\n\
-             host all postgres 127.0.0.1/32 trust\n\
-             host all all 127.0.0.1/32 scram-sha-256\n",
-        )
-        .map_err(|e| io("write", &hba, e))?;
+        std::fs::write(&hba, HBA).map_err(|e| io("write", &hba, e))?;
+        Ok(())
+    }
+
+    /// A server made by an earlier dbctl let its admin in without a
+    /// password (`trust`): before it starts, give the admin the stored
+    /// password (single-user mode: no connection is opened) and require
+    /// passwords for every login.
+    fn require_passwords(&self) -> Result<(), EngineError> {
+        let hba = self.data_dir().join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).map_err(|e| io("read", &hba, e))?;
+        if !text.lines().any(|l| !l.trim_start().starts_with('#') && l.split_whitespace().any(|w| w == "trust")) {
+            return Ok(());
+        }
+        let password = self.ensure_password()?;
+        let mut c = self.command("postgres");
+        c.arg("--single").arg("-D").arg(self.data_dir()).arg("postgres");
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().map_err(|e| EngineError::Setup(format!("postgres --single: cannot run: {e}")))?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            let sql = format!(
+                "ALTER ROLE postgres PASSWORD {};\n",
+                crate::engine::sql::pg_literal(&admin_verifier(&password))
+            );
+            stdin
+                .write_all(sql.as_bytes())
+                .map_err(|e| EngineError::Setup(format!("postgres --single: cannot write: {e}")))?;
+        }
+        let out = child.wait_with_output().map_err(|e| EngineError::Setup(format!("postgres --single: {e}")))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || log.contains("ERROR:") {
+            return Err(EngineError::Setup(format!(
+                "cannot set the admin password of the embedded server {}:\n{}",
+                self.name,
+                log.lines().filter(|l| l.contains("ERROR") || l.contains("FATAL")).collect::<Vec<_>>().join("\n")
+            )));
+        }
+        std::fs::write(&hba, HBA).map_err(|e| io("write", &hba, e))?;
         Ok(())
     }
 
@@ -254,6 +545,7 @@ impl Embedded {
         if self.engine == crate::model::Engine::Mysql {
             return super::embedded_mysql::start(self);
         }
+        self.require_passwords()?;
         // The port may have been configured differently since initdb.
         let mut c = self.command("pg_ctl");
         c.arg("start")
@@ -288,6 +580,67 @@ impl Embedded {
     }
 }
 
+/// uid and gid of a system user.
+pub(crate) fn nix_user(name: &str) -> Option<(u32, u32)> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam takes a NUL-terminated string; the result is read at once, before any other call.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: pw is non-null and points to libc's static passwd entry.
+    Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+fn chown(p: &Path, (uid, gid): (u32, u32)) -> Result<(), EngineError> {
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|e| io("change the owner of", p, e))
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<(), EngineError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| io("chmod", p, e))
+}
+
+/// A directory owned by `owner`, mode 0700.
+pub(crate) fn make_private_dir(p: &Path, owner: (u32, u32)) -> Result<(), EngineError> {
+    std::fs::create_dir_all(p).map_err(|e| io("create", p, e))?;
+    chown(p, owner)?;
+    set_mode(p, 0o700)
+}
+
+/// A new file with mode 0600 (owned by `owner` when given).
+pub(crate) fn write_private(p: &Path, text: &str, owner: Option<(u32, u32)>) -> Result<(), EngineError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(p);
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(p).map_err(|e| io("write", p, e))?;
+    f.write_all(text.as_bytes()).map_err(|e| io("write", p, e))?;
+    if let Some(o) = owner {
+        chown(p, o)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn io(what: &str, p: &Path, e: std::io::Error) -> EngineError {
     EngineError::Setup(format!("cannot {what} {}: {e}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scram_verifier_matches_an_independent_implementation() {
+        // Python: hashlib.pbkdf2_hmac('sha256', b'pencil', b'0123456789abcdef', 64), then
+        // StoredKey = sha256(hmac(salted, 'Client Key')), ServerKey = hmac(salted, 'Server Key').
+        assert_eq!(
+            scram_verifier("pencil", b"0123456789abcdef", 64),
+            "SCRAM-SHA-256$64:MDEyMzQ1Njc4OWFiY2RlZg==$Q0CMOH8j8ff+wmLJX7NbTDeLXAw3iG5iGPzo+FN+rus=:\
+             dJQ84Mh95j1pqi/ldpmvX8xRO2DHg47sQpJIFDX99Sg="
+        );
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+    }
 }

@@ -5,17 +5,24 @@
 //! outlives dbctl and a Ctrl-C in the terminal. When dbctl runs as root the
 //! server runs as the `mysql` system user (mariadbd refuses root otherwise).
 //! The Unix socket goes under /tmp, keyed by port: socket paths are limited
-//! to 107 bytes. `root` connects without a password from this machine.
+//! to 107 bytes. Every `root` account has the password generated at init
+//! (`.dbctl/servers/NAME/password`, mode 0600), so other users of this
+//! machine cannot log in as root. As root, the server's files live where the
+//! `mysql` user can reach them (see `Embedded::prepare_home`).
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::embedded::{io, is_root, Embedded};
+use super::embedded::{io, is_root, make_private_dir, nix_user, write_private, Embedded};
 use super::EngineError;
 
 pub fn find_bindir() -> Result<PathBuf, EngineError> {
+    if let Ok(dir) = std::env::var("DBCTL_MARIADB_BINDIR") {
+        let dir = PathBuf::from(dir);
+        return if dir.join("mariadbd").is_file() { Ok(dir) } else { Err(missing()) };
+    }
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
         if PathBuf::from(dir).join("mariadbd").is_file() {
             return Ok(PathBuf::from(dir));
@@ -28,10 +35,15 @@ pub fn find_bindir() -> Result<PathBuf, EngineError> {
             }
         }
     }
-    Err(EngineError::Setup(
-        "no MariaDB server binaries found (mariadbd). Install them: `apt-get install mariadb-server` on Debian/Ubuntu"
+    Err(missing())
+}
+
+fn missing() -> EngineError {
+    EngineError::Setup(
+        "no MariaDB server binaries found (mariadbd). Install them: `apt-get install mariadb-server` on \
+         Debian/Ubuntu; or set DBCTL_MARIADB_BINDIR to the directory that holds mariadbd"
             .into(),
-    ))
+    )
 }
 
 fn tool(name: &str) -> PathBuf {
@@ -48,7 +60,7 @@ fn socket(e: &Embedded) -> PathBuf {
 
 /// The server's own temporary directory.
 fn tmpdir(e: &Embedded) -> PathBuf {
-    e.root.join("tmp")
+    e.home().join("tmp")
 }
 
 fn run(mut c: Command, what: &str) -> Result<String, EngineError> {
@@ -62,30 +74,53 @@ fn run(mut c: Command, what: &str) -> Result<String, EngineError> {
 }
 
 pub fn init(e: &Embedded) -> Result<(), EngineError> {
-    let data = e.data_dir();
-    std::fs::create_dir_all(&data).map_err(|x| io("create", &data, x))?;
-    std::fs::create_dir_all(tmpdir(e)).map_err(|x| io("create", &tmpdir(e), x))?;
+    let home = e.prepare_home()?;
+    let owner = if is_root() { nix_user("mysql") } else { None };
+    let data = home.join("data");
+    for dir in [&data, &home.join("tmp")] {
+        match owner {
+            Some(o) => make_private_dir(dir, o)?,
+            None => std::fs::create_dir_all(dir).map_err(|x| io("create", dir, x))?,
+        }
+    }
+    let password = e.ensure_password()?;
+    // Run by mariadb-install-db after the system tables exist: every root
+    // account gets the password (the server hashes it; this file is removed).
+    let extra = home.join("dbctl-init.sql");
+    write_private(
+        &extra,
+        &format!(
+            "UPDATE mysql.global_priv SET priv = JSON_SET(priv, '$.plugin', 'mysql_native_password', \
+             '$.authentication_string', PASSWORD('{password}')) WHERE User = 'root';\n\
+             DELETE FROM mysql.global_priv WHERE User = '';\n"
+        ),
+        None,
+    )?;
     let mut c = Command::new(tool("mariadb-install-db"));
     c.arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
         // Temporary tables get pid-based names: servers bootstrapping at once must not share a directory.
-        .arg(format!("--tmpdir={}", tmpdir(e).display()))
-        .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+        .arg(format!("--tmpdir={}", home.join("tmp").display()))
+        .arg(format!("--extra-file={}", extra.display()))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+        .current_dir(&home);
     if is_root() {
-        let ok = Command::new("chown").arg("-R").arg("mysql:").arg(&e.root).status().is_ok_and(|s| s.success());
-        if !ok {
-            return Err(EngineError::Setup(
-                "dbctl runs as root, so the embedded MariaDB runs as the `mysql` system user, which does not exist here: install mariadb-server".into(),
-            ));
-        }
         c.arg("--user=mysql");
     }
-    run(c, "mariadb-install-db").map(|_| ())
+    let done = run(c, "mariadb-install-db").map(|_| ());
+    let _ = std::fs::remove_file(&extra);
+    done
 }
 
 fn admin(e: &Embedded) -> Command {
     let mut c = Command::new(tool("mariadb-admin"));
-    c.args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root"]).arg(format!("--port={}", e.port));
+    c.args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root"])
+        .arg(format!("--port={}", e.port))
+        .env_remove("MYSQL_PWD");
+    // Through the environment, never on a command line other users can read.
+    if let Some(p) = e.password() {
+        c.env("MYSQL_PWD", p);
+    }
     c
 }
 
@@ -99,9 +134,9 @@ pub fn start(e: &Embedded) -> Result<(), EngineError> {
     let log = e.log_file();
     // Servers initialised before the private tmpdir existed get it now.
     if !tmpdir(e).is_dir() {
-        std::fs::create_dir_all(tmpdir(e)).map_err(|x| io("create", &tmpdir(e), x))?;
-        if is_root() {
-            let _ = Command::new("chown").arg("mysql:").arg(tmpdir(e)).status();
+        match nix_user("mysql").filter(|_| is_root()) {
+            Some(o) => make_private_dir(&tmpdir(e), o)?,
+            None => std::fs::create_dir_all(tmpdir(e)).map_err(|x| io("create", &tmpdir(e), x))?,
         }
     }
     let mut c = Command::new(e.bindir().join("mariadbd"));
@@ -111,11 +146,12 @@ pub fn start(e: &Embedded) -> Result<(), EngineError> {
         .arg(format!("--tmpdir={}", tmpdir(e).display()))
         .arg("--bind-address=127.0.0.1")
         .arg(format!("--socket={}", socket(e).display()))
-        .arg(format!("--pid-file={}", e.root.join("mariadbd.pid").display()))
+        .arg(format!("--pid-file={}", e.home().join("mariadbd.pid").display()))
         .arg(format!("--log-error={}", log.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .current_dir(e.home())
         .process_group(0);
     if is_root() {
         c.arg("--user=mysql");
@@ -124,7 +160,7 @@ pub fn start(e: &Embedded) -> Result<(), EngineError> {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(60) {
         if is_running(e) {
-            return Ok(());
+            return require_password(e);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -137,12 +173,51 @@ pub fn start(e: &Embedded) -> Result<(), EngineError> {
     )))
 }
 
+/// A server made by an earlier dbctl let `root` in without a password: give
+/// every root account the stored one (and drop anonymous accounts). Nothing
+/// to do when a login without a password is refused.
+pub fn require_password(e: &Embedded) -> Result<(), EngineError> {
+    use std::io::Write;
+    let client = |sql: &str| -> std::io::Result<std::process::Output> {
+        let mut c = Command::new(tool("mariadb"));
+        c.args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root", "-N", "-B"])
+            .arg(format!("--port={}", e.port))
+            .env_remove("MYSQL_PWD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn()?;
+        // The statement goes through stdin: a command line is visible to every user.
+        child.stdin.take().expect("piped stdin").write_all(sql.as_bytes())?;
+        child.wait_with_output()
+    };
+    let open = client("SELECT 1;\n").is_ok_and(|o| o.status.success());
+    if !open {
+        return Ok(());
+    }
+    let password = e.ensure_password()?;
+    let out = client(&format!(
+        "UPDATE mysql.global_priv SET priv = JSON_SET(priv, '$.plugin', 'mysql_native_password', \
+         '$.authentication_string', PASSWORD('{password}')) WHERE User = 'root';\n\
+         DELETE FROM mysql.global_priv WHERE User = '';\nFLUSH PRIVILEGES;\n"
+    ))
+    .map_err(|x| EngineError::Setup(format!("mariadb: cannot run: {x}")))?;
+    if !out.status.success() {
+        return Err(EngineError::Setup(format!(
+            "cannot set the root password of the embedded MariaDB {}: {}",
+            e.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 pub fn stop(e: &Embedded) -> Result<(), EngineError> {
     let mut c = admin(e);
     c.arg("shutdown");
     run(c, "mariadb-admin shutdown")?;
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(60) && e.root.join("mariadbd.pid").exists() {
+    while t.elapsed() < Duration::from_secs(60) && e.home().join("mariadbd.pid").exists() {
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())

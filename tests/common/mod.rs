@@ -1,6 +1,10 @@
 //! Test harness: a throwaway configuration directory whose embedded
 //! PostgreSQL server dbctl itself starts (free port, temporary data
-//! directory) and that is stopped when the test ends.
+//! directory) and that is stopped and deleted when the test ends.
+//!
+//! The directory is a plain `mktemp -d` (mode 0700), as a user's would be:
+//! when the tests run as root, the server's `postgres` or `mysql` user cannot
+//! enter it, and dbctl keeps the server's data under /var/lib/dbctl instead.
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -20,8 +24,8 @@ pub const SERVER: &str = "server \"main\" {\n  engine   = \"postgres\"\n  embedd
 impl Project {
     pub fn new(hcl: &str) -> Project {
         let dir = tempfile::Builder::new().prefix("dbctl-test-").tempdir().expect("tempdir");
-        // When tests run as root the server runs as `postgres`, which must reach this directory.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // Private, like `mktemp -d`: as root, the server's system user cannot enter it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
         let p = Project { dir };
         p.write(hcl);
         p
@@ -93,9 +97,20 @@ impl Project {
         std::fs::read_to_string(self.path().join(".dbctl/servers/main/port")).unwrap().trim().parse().unwrap()
     }
 
+    /// The admin password dbctl generated for the embedded server `name`.
+    pub fn admin_password_of(&self, name: &str) -> String {
+        let file = self.path().join(".dbctl/servers").join(name).join("password");
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())).trim().to_string()
+    }
+
+    /// The admin password of the embedded server `main`.
+    pub fn admin_password(&self) -> String {
+        self.admin_password_of("main")
+    }
+
     /// Run SQL as the admin with psql; rows as `a|b` lines.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
-        self.psql_as("postgres", None, db, sql)
+        self.psql_as("postgres", Some(&self.admin_password()), db, sql)
     }
 
     pub fn sql(&self, db: &str, sql: &str) -> String {
@@ -145,8 +160,23 @@ impl Project {
 
 impl Drop for Project {
     fn drop(&mut self) {
-        if self.path().join(".dbctl/servers").exists() {
-            let _ = self.dbctl(&["dev", "down"]);
+        let servers = self.path().join(".dbctl/servers");
+        if servers.exists() {
+            // Stops every server, configured or not, and deletes its data
+            // wherever it lives (under /var/lib/dbctl when the tests run as root).
+            let _ = self.dbctl(&["dev", "down", "--purge"]);
+        }
+        // A server whose initialisation never finished: its directory outside the project.
+        for e in std::fs::read_dir(&servers).into_iter().flatten().flatten() {
+            if let Ok(target) = std::fs::read_link(e.path().join("data")) {
+                if let Some(home) = target.parent() {
+                    let _ = std::fs::remove_dir_all(home);
+                    if let Some(project) = home.parent() {
+                        let _ = std::fs::remove_file(project.join("project"));
+                        let _ = std::fs::remove_dir(project);
+                    }
+                }
+            }
         }
     }
 }
@@ -177,7 +207,7 @@ impl Moto {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start {} ({e}): install moto with `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'` (what .ci/run does), or set DBCTL_MOTO_SERVER", bin.display())
+                panic!("cannot start {} ({e}): run the tests with scripts/test, which installs moto into .venv, or set DBCTL_MOTO_SERVER", bin.display())
             });
         let endpoint = format!("http://127.0.0.1:{port}");
         let start = std::time::Instant::now();
