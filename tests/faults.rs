@@ -285,12 +285,12 @@ fn force_unlock_after_a_killed_apply_explains_and_clears() {
     let p = Project::new(SERVER);
     p.ok(&["dev", "up"], 0);
     p.write(&big_config(600, 4));
-    let mut child = spawn(&p, &["apply", "--auto-approve"]);
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(child.try_wait().unwrap().is_none(), "killed mid-apply");
-    let pid = child.id();
-    let _ = child.kill();
-    let _ = child.wait();
+    // Killed once it is running steps: it holds the lock by then, however loaded the machine.
+    let mut run = Running::start(&p);
+    assert!(run.until(|l| l.starts_with("[2/")), "the apply ran no step");
+    let pid = run.child.id();
+    run.signal(libc::SIGKILL);
+    let _ = run.wait();
     let out = p.ok(&["force-unlock"], 0);
     assert!(out.contains("No running dbctl holds the state lock"), "{out}");
     assert!(out.contains(&format!("\"pid\":{pid}")), "names the process that held it: {out}");
