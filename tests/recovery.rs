@@ -61,6 +61,38 @@ fn an_intent_left_by_a_killed_create_is_adopted_not_refused() {
     p.converged();
 }
 
+/// A killed apply's `CREATE` goes on on the server after the client is gone;
+/// the rerun waits for it rather than racing it to "already exists".
+#[test]
+fn a_create_still_running_for_a_killed_apply_is_waited_for_and_adopted() {
+    let p = Project::new(&with_db("fresh"));
+    p.apply();
+    p.write(&format!("{}\nrole \"slow\" {{\n  server = server.main\n}}\n", with_db("fresh")));
+    let intent = r#"{"put":{"address":"role.slow","resource":{"type":"role","server":"server.main","name":"slow","attributes":{},"pending":true}}}"#;
+    std::fs::write(p.path().join(".dbctl/state.journal"), format!("{intent}\n")).unwrap();
+    let psql = |app: &str, sql: &str| {
+        let mut c = Command::new("psql");
+        c.args(["-X", "-q", "-h", "127.0.0.1", "-p"])
+            .arg(p.port().to_string())
+            .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+            .env("PGPASSWORD", p.admin_password())
+            .env("PGAPPNAME", app);
+        c
+    };
+    // The killed apply's CREATE ROLE, still running: blocked behind another
+    // transaction that creates the same role and commits 2 s later.
+    let mut holder = psql("holder", "BEGIN; CREATE ROLE slow; SELECT pg_sleep(2); COMMIT;").spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut orphan = psql("dbctl", "CREATE ROLE slow").stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let plan = p.ok(&["plan"], 0);
+    assert!(plan.contains("adopted: an interrupted apply created it"), "{plan}");
+    holder.wait().unwrap();
+    let _ = orphan.wait();
+    p.apply();
+    p.converged();
+}
+
 #[test]
 fn a_disk_that_fills_mid_apply_loses_nothing_and_the_messages_say_what_is_true() {
     use std::os::unix::process::CommandExt;

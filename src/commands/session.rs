@@ -186,7 +186,30 @@ impl Session {
         Ok(live)
     }
 
+    /// Before reading a server on which an interrupted apply left intents:
+    /// let a create still running for that apply (its statement outlives the
+    /// killed client) finish, so the plan sees the object it leaves.
+    async fn settle_intents(&self, state: &State) {
+        let servers: BTreeSet<&str> =
+            state.resources.values().filter(|r| r.pending).filter_map(|r| r.server.as_deref()).collect();
+        for s in servers {
+            let Some(ep) = Address::parse(s).ok().and_then(|a| self.endpoints.get(&a)) else { continue };
+            if ep.engine != crate::model::Engine::Postgres {
+                continue;
+            }
+            let Ok(mut conn) = crate::engine::postgres::connect(s, &ep.url, None).await else { continue };
+            let limit = std::time::Duration::from_secs(30);
+            if let Ok(n) = crate::engine::postgres::wait_for_creates(&mut conn, limit).await {
+                if n > 0 {
+                    tracing::warn!("{s}: {n} create statement(s) of another dbctl session still running after 30 s");
+                }
+            }
+            let _ = sqlx::Connection::close(conn).await;
+        }
+    }
+
     pub async fn plan(&self, state: &State, opts: &PlanOpts) -> Result<Plan, u8> {
+        self.settle_intents(state).await;
         let live = self.refresh(state).await?;
         let (adopted, view) = resolve_intents(state, &live);
         let state = view.as_ref().unwrap_or(state);

@@ -276,3 +276,23 @@ pub async fn open_connections(conn: &mut PgConnection, database: &str) -> Result
         .await
         .map_err(query_err)
 }
+
+/// Wait (up to `limit`) until no other dbctl session on the server is still
+/// running a `CREATE DATABASE/ROLE/USER`: a killed apply's statement goes on
+/// after its client is gone, and the plan must see what it leaves.
+pub async fn wait_for_creates(conn: &mut PgConnection, limit: std::time::Duration) -> Result<i64, EngineError> {
+    let since = std::time::Instant::now();
+    loop {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbctl' AND state = 'active' \
+             AND pid <> pg_backend_pid() AND query ~* '^\\s*CREATE\\s+(DATABASE|ROLE|USER)\\s'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(query_err)?;
+        if running == 0 || since.elapsed() >= limit {
+            return Ok(running);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
