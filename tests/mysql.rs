@@ -367,3 +367,43 @@ backup_policy "nightly" {{
     let out = p.ok(&["backup", "verify", &id], 1);
     assert!(out.contains("is corrupted"), "{out}");
 }
+
+/// Spellings the server stores differently (a host and a character set in
+/// capitals) and hand-made wildcard grants in `mysql.db` (`app\_%`, and
+/// `app_db` unescaped, which also matches `appXdb`) are not differences:
+/// the plan converges and leaves the wildcard grants alone.
+#[test]
+fn host_and_charset_spellings_and_wildcard_grants_converge() {
+    let p = Project::new(&format!(
+        r#"{SERVER}
+database "app" {{
+  server    = server.main
+  name      = "app_db"
+  encoding  = "UTF8MB4"
+  collation = "UTF8MB4_Bin"
+}}
+user "app" {{
+  server = server.main
+  host   = "LocalHost"
+  grant {{
+    database   = database.app
+    privileges = ["SELECT"]
+  }}
+}}
+"#
+    ));
+    p.apply();
+    p.converged();
+    assert_eq!(my(&p, "SELECT Host FROM mysql.user WHERE User = 'app'"), "localhost");
+    assert_eq!(
+        my(&p, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'app_db'"),
+        "utf8mb4\tutf8mb4_bin"
+    );
+
+    my(&p, "GRANT DELETE ON `app\\_%`.* TO 'app'@'localhost'; GRANT INSERT ON `app_db`.* TO 'app'@'localhost'");
+    p.converged();
+    assert_eq!(
+        my(&p, "SELECT Db, Select_priv, Insert_priv, Delete_priv FROM mysql.db WHERE User = 'app' ORDER BY Db"),
+        "app\\\\_%\tN\tN\tY\napp\\\\_db\tY\tN\tN\napp_db\tN\tY\tN"
+    );
+}

@@ -223,7 +223,9 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     valid_until: u.valid_until.as_deref().map(utc),
                     member_of: u.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: u.password.clone(),
-                    host: (engine_of(&u.server) == Engine::Mysql).then(|| u.host.clone().unwrap_or_else(|| "%".into())),
+                    // The server stores a host in lower case.
+                    host: (engine_of(&u.server) == Engine::Mysql)
+                        .then(|| u.host.as_deref().unwrap_or("%").to_lowercase()),
                 };
                 add_role(&mut d, cfg, &u.server, role, &u.grants);
             }
@@ -233,8 +235,9 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     addr: r.addr.clone(),
                     name: db.name.clone(),
                     owner: String::new(),
-                    encoding: db.encoding.clone(),
-                    collation: db.collation.clone(),
+                    // The server stores character sets and collations in lower case.
+                    encoding: db.encoding.as_deref().map(str::to_lowercase),
+                    collation: db.collation.as_deref().map(str::to_lowercase),
                     connection_limit: -1,
                     extensions: BTreeSet::new(),
                 };

@@ -75,6 +75,22 @@ pub fn unescape_db(s: &str) -> String {
     out
 }
 
+/// The database a `mysql.db` row names, when it names exactly one: every
+/// `_` and `%` escaped. A pattern (an unescaped wildcard) is `None`.
+pub fn exact_db(s: &str) -> Option<String> {
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '_' | '%' => return None,
+            _ => {}
+        }
+    }
+    Some(unescape_db(s))
+}
+
 /// `Create_tmp_table_priv` → `CREATE TEMPORARY TABLES`, as GRANT spells them.
 fn privilege_of_column(col: &str) -> Option<String> {
     let base = col.strip_suffix("_priv")?;
@@ -137,10 +153,11 @@ async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>)
     }
     let key_of = |user: &str, host: &str| -> String {
         let hs = by_name.get(user).map(Vec::as_slice).unwrap_or_default();
+        // Host names compare as the server stores them: in lower case.
         let chosen = hosts
             .get(user)
+            .map(|h| h.to_lowercase())
             .filter(|h| hs.contains(h))
-            .cloned()
             .or_else(|| hs.iter().find(|h| *h == "%").cloned())
             .or_else(|| (hs.len() == 1).then(|| hs[0].clone()))
             .unwrap_or_default();
@@ -185,7 +202,11 @@ async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>)
         let cols = g.columns();
         let col = |name: &str| cols.iter().position(|c| c.name().eq_ignore_ascii_case(name));
         let (Some(ui), Some(hi), Some(di)) = (col("User"), col("Host"), col("Db")) else { continue };
-        let (user, host, db) = (text(g, ui), text(g, hi), unescape_db(&text(g, di)));
+        // Only a row that names exactly one database is that database's grant;
+        // a hand-made pattern (`app\_%`, or `app_db` whose `_` matches any
+        // character) is someone else's, and never taken for it.
+        let Some(db) = exact_db(&text(g, di)) else { continue };
+        let (user, host) = (text(g, ui), text(g, hi));
         let Some(d) = live.databases.get_mut(&db) else { continue };
         let privs: BTreeSet<String> = cols
             .iter()
@@ -211,6 +232,11 @@ mod tests {
     #[test]
     fn grant_table_names_and_columns() {
         assert_eq!(unescape_db("my\\_db\\%x\\\\y"), "my_db%x\\y");
+        assert_eq!(exact_db("my\\_db\\%x\\\\y").as_deref(), Some("my_db%x\\y"));
+        assert_eq!(exact_db("app"), Some("app".to_string()));
+        assert_eq!(exact_db("app\\_%"), None);
+        assert_eq!(exact_db("app_db"), None);
+        assert_eq!(exact_db("app%"), None);
         assert_eq!(privilege_of_column("Create_tmp_table_priv").as_deref(), Some("CREATE TEMPORARY TABLES"));
         assert_eq!(privilege_of_column("Show_view_priv").as_deref(), Some("SHOW VIEW"));
         assert_eq!(privilege_of_column("Grant_priv"), None);
