@@ -43,3 +43,45 @@ user "owner" {{
         "owned=owner,routed=svc"
     );
 }
+
+/// Removing a user cleans up only in the databases dbctl manages, says so,
+/// and a database that refuses connections (not managed) never blocks it.
+#[test]
+fn a_departed_user_is_dropped_even_when_a_database_refuses_connections() {
+    let base = format!(
+        r#"{SERVER}
+database "app" {{
+  server = server.main
+}}
+"#
+    );
+    let with_user = format!(
+        r#"{base}
+user "gone" {{
+  server = server.main
+  grant {{
+    database   = database.app
+    privileges = ["CONNECT"]
+  }}
+}}
+"#
+    );
+    let p = Project::new(&with_user);
+    p.apply();
+    p.sql("app", "CREATE TABLE t (x int); ALTER TABLE t OWNER TO gone");
+    p.sql("postgres", "CREATE DATABASE locked");
+    p.sql("postgres", "ALTER DATABASE locked WITH ALLOW_CONNECTIONS false");
+
+    p.write(&base);
+    let out = p.ok(&["plan"], 0);
+    assert!(
+        out.contains("what it owns is reassigned, and its privileges dropped, in the databases dbctl manages: \"app\""),
+        "{out}"
+    );
+    let s = steps(&p.plan_json());
+    assert!(!s.iter().any(|x| x.contains("locked") || x.contains("in database postgres")), "{s:?}");
+    p.apply();
+    p.converged();
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_roles WHERE rolname = 'gone'"), "0");
+    assert_eq!(p.sql("app", "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 't'"), "postgres");
+}

@@ -170,6 +170,7 @@ database "app" {
             connection_limit: -1,
             privileges: BTreeMap::from([("app".into(), privs(&["CONNECT", "TEMPORARY"]))]),
             detail: None,
+            closed: false,
         },
     );
     let mut state = State::new();

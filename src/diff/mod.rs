@@ -320,6 +320,34 @@ fn without(v: &Value, keys: &[String]) -> Value {
     v
 }
 
+/// The databases of `server` that dbctl manages: in the state or in the configuration.
+fn managed_databases(inp: &Inputs, want: &Desired, server: &Address) -> BTreeSet<String> {
+    let on = server.to_string();
+    inp.state
+        .resources
+        .values()
+        .filter(|st| st.kind == "database" && st.server.as_deref() == Some(on.as_str()))
+        .map(|st| st.name.clone())
+        .chain(want.databases.get(server).into_iter().flat_map(|dbs| dbs.keys().cloned()))
+        .collect()
+}
+
+/// Whether dbctl's admin can open a connection to a database: it admits
+/// connections, and the admin is a superuser, its owner, or holds CONNECT
+/// (itself, through PUBLIC or a role it is a member of).
+fn admin_can_connect(live: &LiveServer, db: &LiveDatabase) -> bool {
+    if db.closed {
+        return false;
+    }
+    let admin = live.roles.get(&live.admin);
+    if admin.is_some_and(|a| a.superuser) || db.owner == live.admin {
+        return true;
+    }
+    let mut who: Vec<&str> = vec![live.admin.as_str(), "PUBLIC"];
+    who.extend(admin.into_iter().flat_map(|a| a.member_of.iter().map(String::as_str)));
+    who.iter().any(|w| db.privileges.get(*w).is_some_and(|p| p.contains("CONNECT")))
+}
+
 pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
     let cfg = inp.config;
     let mut errors = Vec::new();
@@ -836,13 +864,26 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             }
             ("user" | "role", Some(server), Some(live)) => {
                 if live.roles.contains_key(&st.name) {
-                    for (db, ldb) in &live.databases {
+                    // Clean up only where dbctl manages the database and can connect:
+                    // other databases are not its business, and one that refuses
+                    // connections must never block the removal.
+                    let managed = managed_databases(inp, &want, server);
+                    let mut cleaned = Vec::new();
+                    for (db, ldb) in live.databases.iter().filter(|(db, _)| managed.contains(*db)) {
                         if !live.exists {
                             break;
                         }
                         if dropping.contains(&(st.server.clone(), db.clone())) {
                             continue;
                         }
+                        if !admin_can_connect(live, ldb) {
+                            c.notes.push(format!(
+                                "database \"{db}\" does not admit {} connections: what {} owns there is not reassigned",
+                                live.admin, st.name
+                            ));
+                            continue;
+                        }
+                        cleaned.push(format!("\"{db}\""));
                         let to = if ldb.owner == st.name { live.admin.clone() } else { ldb.owner.clone() };
                         c.steps.push(sql(
                             addr,
@@ -854,6 +895,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                                 pg_ident(&to),
                                 pg_ident(&st.name)
                             ),
+                        ));
+                    }
+                    if !cleaned.is_empty() {
+                        c.notes.push(format!(
+                            "what it owns is reassigned, and its privileges dropped, in the databases dbctl manages: {}",
+                            cleaned.join(", ")
                         ));
                     }
                     c.steps.push(sql(addr, server, None, format!("DROP ROLE {}", pg_ident(&st.name))));

@@ -64,6 +64,7 @@ SELECT json_build_object(
       'encoding', pg_encoding_to_char(d.encoding),
       'collation', d.datcollate,
       'connection_limit', d.datconnlimit,
+      'closed', NOT d.datallowconn,
       'privileges', COALESCE((
         SELECT json_object_agg(g, p) FROM (
           SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS g,
