@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{steps, Project, SERVER};
+use common::{steps, text, Project, SERVER};
 
 /// A database owned through a router's owner route, and one owned with
 /// `owner = user.x`, both declared before their owners: the owners are
@@ -84,4 +84,176 @@ user "gone" {{
     p.converged();
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_roles WHERE rolname = 'gone'"), "0");
     assert_eq!(p.sql("app", "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 't'"), "postgres");
+}
+
+/// Every spelling of an encoding that `pg_encoding` knows is the one the
+/// server itself resolves it to.
+#[test]
+fn encoding_spellings_match_the_server_and_converge() {
+    let spellings = [
+        "utf8",
+        "UTF-8",
+        "utf_8",
+        "Unicode",
+        "sql_ascii",
+        "SQL-ASCII",
+        "latin1",
+        "ISO-8859-1",
+        "iso8859_1",
+        "latin2",
+        "iso88592",
+        "latin3",
+        "iso-8859-3",
+        "latin4",
+        "iso8859-4",
+        "latin5",
+        "iso-8859-9",
+        "latin6",
+        "ISO_8859_10",
+        "latin7",
+        "iso885913",
+        "latin8",
+        "iso885914",
+        "latin9",
+        "iso-8859-15",
+        "latin10",
+        "iso885916",
+        "iso_8859_5",
+        "iso88596",
+        "ISO-8859-7",
+        "iso88598",
+        "koi8",
+        "KOI8-R",
+        "koi8u",
+        "alt",
+        "win866",
+        "windows-866",
+        "win874",
+        "windows874",
+        "win",
+        "win1250",
+        "windows-1250",
+        "win1251",
+        "win1252",
+        "Windows-1252",
+        "win1253",
+        "win1254",
+        "win1255",
+        "win1256",
+        "win1257",
+        "win1258",
+        "abc",
+        "tcvn",
+        "tcvn5712",
+        "vscii",
+        "windows-1258",
+        "euc_jp",
+        "EUC-CN",
+        "euckr",
+        "euc_tw",
+        "euc_jis_2004",
+        "mule_internal",
+    ];
+    let p = Project::new(&format!(
+        r#"{SERVER}
+database "app" {{
+  server   = server.main
+  encoding = "utf8"
+}}
+database "other" {{
+  server    = server.main
+  encoding  = "iso-8859-1"
+  collation = "C"
+}}
+"#
+    ));
+    p.apply();
+    p.converged();
+    assert_eq!(
+        p.sql("postgres", "SELECT string_agg(pg_encoding_to_char(encoding), ',' ORDER BY datname) FROM pg_database WHERE datname IN ('app', 'other')"),
+        "UTF8,LATIN1"
+    );
+    for s in spellings {
+        let server = p.sql("postgres", &format!("SELECT pg_encoding_to_char(pg_char_to_encoding('{s}'))"));
+        assert_eq!(dbctl::diff::pg_encoding(s), Some(server.as_str()), "{s}");
+    }
+    assert_eq!(dbctl::diff::pg_encoding("no-such-encoding"), None);
+}
+
+/// A plan that drops a database holding tables says so first, and apply
+/// refuses it under --auto-approve (no terminal) until --allow-data-loss.
+#[test]
+fn dropping_a_database_that_holds_tables_needs_allow_data_loss() {
+    let v1 = format!(
+        r#"{SERVER}
+database "app" {{
+  server   = server.main
+  encoding = "UTF8"
+}}
+database "old" {{
+  server = server.main
+}}
+database "empty" {{
+  server = server.main
+}}
+"#
+    );
+    let p = Project::new(&v1);
+    p.apply();
+    p.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1)");
+    p.sql("old", "CREATE TABLE a (x int); CREATE SCHEMA s; CREATE TABLE s.b (x int)");
+
+    // The encoding changes (a replace) and "old" and "empty" go away.
+    let v2 = format!(
+        r#"{SERVER}
+database "app" {{
+  server    = server.main
+  encoding  = "LATIN1"
+  collation = "C"
+}}
+"#
+    );
+    p.write(&v2);
+    let out = p.ok(&["plan"], 0);
+    assert!(
+        out.starts_with(
+            "Warning: this plan drops databases that hold data, and their data is lost:\n\n  \
+             # database.old drops database \"old\", which holds 2 tables\n  \
+             # database.app drops database \"app\", which holds 1 table\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("drops database \"empty\""), "{out}");
+    let md = p.ok(&["plan", "--format", "markdown"], 0);
+    assert!(md.contains("# database.old drops database \"old\", which holds 2 tables"), "{md}");
+    let json = p.plan_json();
+    assert_eq!(
+        json["data_loss"],
+        serde_json::json!([
+            { "address": "database.old", "database": "old", "tables": 2 },
+            { "address": "database.app", "database": "app", "tables": 1 },
+        ])
+    );
+
+    let out = p.dbctl(&["apply", "--auto-approve"]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("Nothing was applied. Run again with --allow-data-loss"), "{all}");
+    assert_eq!(p.sql("app", "SELECT count(*) FROM t"), "1");
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('old', 'empty')"), "2");
+
+    // A saved plan is held to the same rule.
+    p.ok(&["plan", "--out", "p.json"], 0);
+    let out = p.dbctl(&["apply", "p.json"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(p.sql("app", "SELECT count(*) FROM t"), "1");
+
+    let out = p.ok(&["apply", "--auto-approve", "--allow-data-loss"], 0);
+    assert!(out.contains("Apply complete!"), "{out}");
+    p.converged();
+    assert_eq!(
+        p.sql("app", "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()"),
+        "LATIN1"
+    );
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('old', 'empty')"), "0");
 }

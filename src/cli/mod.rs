@@ -159,6 +159,10 @@ pub struct ApplyArgs {
     /// How long to wait for the state lock (e.g. 30s).
     #[arg(long, default_value = "0s")]
     pub lock_timeout: String,
+    /// Apply a plan that drops databases holding data without asking
+    /// (otherwise asked at a terminal even with --auto-approve, refused elsewhere).
+    #[arg(long)]
+    pub allow_data_loss: bool,
 }
 
 #[derive(Debug, Args)]

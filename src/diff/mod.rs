@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use self::desired::{access_privileges, desired, Desired, DesiredDb, DesiredRole, GrantSet, Target};
+pub use self::desired::{access_privileges, desired, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target};
 pub use self::grants::recorded_targets;
 use crate::engine::sql::{pg_ident, pg_literal};
 use crate::engine::{LiveDatabase, LiveServer};
@@ -73,6 +73,7 @@ fn change(addr: &str, kind: &str, name: &str, action: Action) -> ResourceChange 
         notes: Vec::new(),
         steps: Vec::new(),
         server: None,
+        data_loss: None,
     }
 }
 
@@ -93,6 +94,25 @@ fn drift_of(addr: &str, recorded: &Value, live: &Value, out: &mut Vec<Drift>) {
             out.push(Drift { address: addr.to_string(), attribute: ch.name, recorded: ch.before, live: ch.after });
         }
     }
+}
+
+/// Recorded attributes as the server spells them (what older versions
+/// recorded as written: `utf8`, a host in capitals), so a spelling is not drift.
+fn recorded_spelling(recorded: &Value, engine: Engine) -> Value {
+    let mut v = recorded.clone();
+    let Some(o) = v.as_object_mut() else { return v };
+    for key in ["encoding", "collation", "host"] {
+        let Some(Value::String(x)) = o.get(key) else { continue };
+        let canonical = match (engine, key) {
+            (Engine::Postgres, "encoding") => desired::pg_encoding(x).map(str::to_string),
+            (Engine::Mysql, _) => Some(x.to_lowercase()),
+            _ => None,
+        };
+        if let Some(c) = canonical {
+            o.insert(key.to_string(), Value::String(c));
+        }
+    }
+    v
 }
 
 /// A router's published document: to its file and/or secret when it differs.
@@ -587,7 +607,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     let ignore = &res.lifecycle.ignore_changes;
                     let before = live_role_json(name, l);
                     if let Some(st) = in_state {
-                        drift_of(&addr, &without(&st.attributes, ignore), &without(&before, ignore), &mut drift);
+                        drift_of(
+                            &addr,
+                            &without(&recorded_spelling(&st.attributes, want.engine(server)), ignore),
+                            &without(&before, ignore),
+                            &mut drift,
+                        );
                     }
                     c.before = Some(before.clone());
                     c.attributes = attr_changes(&without(&before, ignore), &without(&after, ignore), &[], &[]);
@@ -697,7 +722,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         .collect();
                     let before = live_db_json(name, l, &managed_ext);
                     if let Some(st) = in_state {
-                        drift_of(&addr, &without(&st.attributes, ignore), &without(&before, ignore), &mut drift);
+                        drift_of(
+                            &addr,
+                            &without(&recorded_spelling(&st.attributes, want.engine(server)), ignore),
+                            &without(&before, ignore),
+                            &mut drift,
+                        );
                     }
                     c.before = Some(before.clone());
                     c.attributes = attr_changes(

@@ -221,6 +221,20 @@ async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>)
     Ok(live)
 }
 
+/// Tables in a database: what a plan that drops it would lose.
+pub async fn count_tables(server: &str, url: &str, database: &str) -> Result<u64, EngineError> {
+    let mut conn = connect(server, url).await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'",
+    )
+    .bind(database)
+    .fetch_one(&mut conn)
+    .await
+    .map_err(query_err)?;
+    conn.close().await.ok();
+    Ok(n.max(0) as u64)
+}
+
 pub async fn execute(conn: &mut MySqlConnection, sql: String) -> Result<(), EngineError> {
     sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()).map_err(query_err)
 }

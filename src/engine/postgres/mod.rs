@@ -269,6 +269,20 @@ pub async fn execute(conn: &mut PgConnection, sql: String) -> Result<(), EngineE
     sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()).map_err(query_err)
 }
 
+/// User tables in a database (every schema but the system ones): what a
+/// plan that drops it would lose.
+pub async fn count_tables(server: &str, url: &str, database: &str) -> Result<u64, EngineError> {
+    let mut c = connect(server, url, Some(database)).await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_one(&mut c)
+    .await
+    .map_err(query_err)?;
+    c.close().await.ok();
+    Ok(n.max(0) as u64)
+}
+
 /// Connections open to a database other than dbctl's own.
 pub async fn open_connections(conn: &mut PgConnection, database: &str) -> Result<i64, EngineError> {
     sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
