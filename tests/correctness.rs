@@ -257,3 +257,78 @@ database "app" {{
     );
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('old', 'empty')"), "0");
 }
+
+/// Changing `name` renames: the old login is gone (not left alive and
+/// forgotten), the new one logs in with the same password, keeps its grants,
+/// and the database keeps its data.
+#[test]
+fn changing_name_renames_the_user_and_the_database() {
+    let v1 = format!(
+        r#"{SERVER}
+secret "app" {{}}
+user "app" {{
+  server   = server.main
+  password = secret.app
+  grant {{
+    database   = database.app
+    privileges = ["CONNECT"]
+  }}
+  grant {{
+    database   = database.app
+    schema     = "public"
+    tables     = "*"
+    privileges = ["SELECT"]
+  }}
+  grant {{
+    database   = database.app
+    schema     = "public"
+    privileges = ["USAGE"]
+  }}
+}}
+database "app" {{
+  server = server.main
+}}
+"#
+    );
+    let p = Project::new(&v1);
+    p.apply();
+    p.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (42)");
+    let pw = p.secret("secret.app");
+    assert_eq!(p.psql_as("app", Some(&pw), "app", "SELECT x FROM t").unwrap(), "42");
+
+    let v2 = v1
+        .replace(
+            "user \"app\" {\n  server   = server.main",
+            "user \"app\" {\n  name     = \"app_v2\"\n  server   = server.main",
+        )
+        .replace(
+            "database \"app\" {\n  server = server.main",
+            "database \"app\" {\n  name   = \"app_db\"\n  server = server.main",
+        );
+    assert_ne!(v1, v2);
+    p.write(&v2);
+    let out = p.ok(&["plan"], 0);
+    assert!(!out.contains("outside of dbctl") && !out.contains("holds"), "{out}");
+    assert!(out.contains("renamed from \"app\""), "{out}");
+    let s = steps(&p.plan_json());
+    // The password is set again: a rename clears an MD5 one (dbctl's SCRAM one survives).
+    assert_eq!(
+        s,
+        [
+            "ALTER ROLE \"app\" RENAME TO \"app_v2\"",
+            "ALTER ROLE \"app_v2\" PASSWORD (sensitive)",
+            "ALTER DATABASE \"app\" RENAME TO \"app_db\"",
+        ]
+    );
+    p.apply();
+    p.converged();
+
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_roles WHERE rolname = 'app'"), "0");
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'app'"), "0");
+    assert_eq!(p.psql_as("app_v2", Some(&pw), "app_db", "SELECT x FROM t").unwrap(), "42");
+    assert!(p.psql_as("app", Some(&pw), "app_db", "SELECT 1").is_err());
+    assert_eq!(
+        p.sql("postgres", "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app_v2'"),
+        "t"
+    );
+}

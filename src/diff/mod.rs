@@ -96,6 +96,61 @@ fn drift_of(addr: &str, recorded: &Value, live: &Value, out: &mut Vec<Drift>) {
     }
 }
 
+/// Roles and databases (old name, new name) a plan renames on one server.
+#[derive(Debug, Default)]
+struct Renames {
+    roles: Vec<(String, String)>,
+    databases: Vec<(String, String)>,
+}
+
+impl Renames {
+    fn role<'a>(&'a self, name: &'a str) -> &'a str {
+        self.roles.iter().find(|(o, _)| o == name).map_or(name, |(_, n)| n.as_str())
+    }
+    fn database<'a>(&'a self, name: &'a str) -> &'a str {
+        self.databases.iter().find(|(o, _)| o == name).map_or(name, |(_, n)| n.as_str())
+    }
+
+    /// The server as it is once the renames ran: what grants are planned against.
+    fn apply(&self, live: &LiveServer) -> LiveServer {
+        let roles_in = |m: &BTreeMap<String, crate::engine::Privs>| -> BTreeMap<String, crate::engine::Privs> {
+            m.iter().map(|(k, v)| (self.role(k).to_string(), v.clone())).collect()
+        };
+        let mut out = live.clone();
+        out.roles = live
+            .roles
+            .iter()
+            .map(|(k, r)| {
+                let mut r = r.clone();
+                r.member_of = r.member_of.iter().map(|m| self.role(m).to_string()).collect();
+                (self.role(k).to_string(), r)
+            })
+            .collect();
+        out.databases = live
+            .databases
+            .iter()
+            .map(|(k, d)| {
+                let mut d = d.clone();
+                d.owner = self.role(&d.owner).to_string();
+                d.privileges = roles_in(&d.privileges);
+                for sc in d.detail.iter_mut().flat_map(|x| x.schemas.values_mut()) {
+                    sc.owner = self.role(&sc.owner).to_string();
+                    sc.privileges = roles_in(&sc.privileges);
+                    for cp in [&mut sc.tables, &mut sc.sequences] {
+                        cp.any = roles_in(&cp.any);
+                        cp.all = roles_in(&cp.all);
+                    }
+                    for defs in [&mut sc.default_tables, &mut sc.default_sequences] {
+                        *defs = defs.iter().map(|(r, m)| (self.role(r).to_string(), roles_in(m))).collect();
+                    }
+                }
+                (self.database(k).to_string(), d)
+            })
+            .collect();
+        out
+    }
+}
+
 /// Recorded attributes as the server spells them (what older versions
 /// recorded as written: `utf8`, a host in capitals), so a spelling is not drift.
 fn recorded_spelling(recorded: &Value, engine: Engine) -> Value {
@@ -397,6 +452,9 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
 
     let mut by_addr: BTreeMap<String, ResourceChange> = BTreeMap::new();
     let mut deletes: Vec<ResourceChange> = Vec::new();
+    // Roles and databases this plan renames, per server: grants are planned
+    // against the server as it is after the renames.
+    let mut renames: BTreeMap<Address, Renames> = BTreeMap::new();
 
     for r in cfg.resources.values() {
         if inp.destroy {
@@ -583,7 +641,28 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                 .as_ref()
                 .is_some_and(|s| by_addr.get(&s.to_string()).is_some_and(|sc| sc.action != Action::NoOp));
             fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
-            match live.roles.get(name) {
+            // `name` changed: the managed object still holds the old one. Renamed
+            // in place, so its password, memberships and grants go with it.
+            let renamed_from = in_state
+                .map(|st| &st.name)
+                .filter(|old| {
+                    *old != name
+                        && !live.roles.contains_key(name)
+                        && live.roles.contains_key(*old)
+                        && !roles.contains_key(*old)
+                })
+                .cloned();
+            if let Some(old) = &renamed_from {
+                fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
+                if want.engine(server) == Engine::Mysql && !d.login {
+                    errors.push(format!(
+                        "{addr}: role \"{old}\" cannot be renamed to \"{name}\" on MySQL/MariaDB; keep its name, or remove it and add a new role"
+                    ));
+                    continue;
+                }
+                renames.entry(server.clone()).or_default().roles.push((old.clone(), name.clone()));
+            }
+            match live.roles.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.roles.get(o))) {
                 None => {
                     if in_state.is_some() {
                         drift.push(deleted_outside(&addr));
@@ -605,7 +684,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         continue;
                     }
                     let ignore = &res.lifecycle.ignore_changes;
-                    let before = live_role_json(name, l);
+                    let before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
                     if let Some(st) = in_state {
                         drift_of(
                             &addr,
@@ -617,18 +696,60 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     c.before = Some(before.clone());
                     c.attributes = attr_changes(&without(&before, ignore), &without(&after, ignore), &[], &[]);
                     let members = !ignore.iter().any(|i| i == "member_of");
+                    let mut renamed_l = None;
+                    if let Some(old) = &renamed_from {
+                        c.steps.push(match want.engine(server) {
+                            Engine::Postgres => sql(
+                                &addr,
+                                server,
+                                None,
+                                format!("ALTER ROLE {} RENAME TO {}", pg_ident(old), pg_ident(name)),
+                            ),
+                            // The account moves to its new name and host at once.
+                            Engine::Mysql => {
+                                renamed_l = Some(crate::engine::LiveRole {
+                                    host: d.host.clone().unwrap_or_default(),
+                                    ..l.clone()
+                                });
+                                sql(
+                                    &addr,
+                                    server,
+                                    None,
+                                    format!(
+                                        "RENAME USER {} TO {}",
+                                        crate::engine::sql::mysql_account(old, Some(&l.host)),
+                                        crate::engine::sql::mysql_account(name, d.host.as_deref())
+                                    ),
+                                )
+                            }
+                        });
+                        c.notes
+                            .push(format!("renamed from \"{old}\": its password, memberships and grants go with it"));
+                    }
+                    let l = renamed_l.as_ref().unwrap_or(l);
+                    let changed: Vec<AttrChange> =
+                        c.attributes.iter().filter(|a| renamed_l.is_none() || a.name != "host").cloned().collect();
                     c.steps.extend(match want.engine(server) {
                         Engine::Mysql => {
                             let mysql8 = mysql::is_mysql8(live);
-                            mysql::update_role(&addr, server, d, l, &c.attributes, members, mysql8)
+                            mysql::update_role(&addr, server, d, l, &changed, members, mysql8)
                         }
-                        Engine::Postgres => pg_update_role(&addr, server, d, l, &c.attributes, members),
+                        Engine::Postgres => pg_update_role(&addr, server, d, l, &changed, members),
                     });
                     let recorded = in_state.and_then(|s| s.password_version.clone());
                     if let Some(secret) = &d.password {
-                        if password_pending || (password_version.is_some() && recorded != password_version) {
+                        // PostgreSQL clears an MD5 password on a rename (a SCRAM one survives):
+                        // set it again from its secret, so the login works either way.
+                        let md5_cleared = renamed_from.is_some() && want.engine(server) == Engine::Postgres;
+                        let new_version =
+                            password_pending || (password_version.is_some() && recorded != password_version);
+                        if new_version || md5_cleared {
                             set_password(&mut c, server, d, secret, json!("(sensitive)"));
-                            c.notes.push(format!("password set from a new version of {secret}"));
+                            c.notes.push(if new_version {
+                                format!("password set from a new version of {secret}")
+                            } else {
+                                format!("password set again from {secret} after the rename")
+                            });
                         }
                     }
                     if !c.steps.is_empty() {
@@ -648,8 +769,21 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             let addr = d.addr.to_string();
             let res = cfg.get(&d.addr).expect("desired comes from config");
             let in_state = inp.state.resources.get(&addr);
-            let l = live.databases.get(name);
-            fingerprints.insert(format!("{server}/database/{name}"), hash(&l));
+            // `name` changed: the managed database still has the old one.
+            let renamed_from = in_state
+                .map(|st| &st.name)
+                .filter(|old| {
+                    *old != name
+                        && !live.databases.contains_key(name)
+                        && live.databases.contains_key(*old)
+                        && !dbs.contains_key(*old)
+                })
+                .cloned();
+            if let Some(old) = &renamed_from {
+                fingerprints.insert(format!("{server}/database/{old}"), hash(&live.databases.get(old)));
+            }
+            let l = live.databases.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.databases.get(o)));
+            fingerprints.insert(format!("{server}/database/{name}"), hash(&live.databases.get(name)));
             let after = db_json(d, l);
             let mut c = change(&addr, "database", name, Action::NoOp);
             c.server = Some(server.to_string());
@@ -720,7 +854,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                                 .filter_map(|v| v.as_str().map(str::to_string)),
                         )
                         .collect();
-                    let before = live_db_json(name, l, &managed_ext);
+                    let before = live_db_json(renamed_from.as_deref().unwrap_or(name), l, &managed_ext);
                     if let Some(st) = in_state {
                         drift_of(
                             &addr,
@@ -733,10 +867,11 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     c.attributes = attr_changes(
                         &without(&before, ignore),
                         &without(&after, ignore),
-                        if mysql { &[] } else { &["encoding", "collation"] },
+                        // MySQL and MariaDB cannot rename a database.
+                        if mysql { &["name"] } else { &["encoding", "collation"] },
                         &[],
                     );
-                    if mysql {
+                    if mysql && !c.attributes.iter().any(|a| a.forces_replacement) {
                         if let Some(step) = mysql::alter_database(&addr, server, d, &c.attributes) {
                             c.steps.push(step);
                             c.action = Action::Update;
@@ -761,10 +896,28 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                             address: addr.clone(),
                             server: Some(server.clone()),
                             database: None,
-                            op: Op::DropDatabase { name: name.clone(), force: inp.force },
+                            op: Op::DropDatabase {
+                                name: renamed_from.clone().unwrap_or_else(|| name.clone()),
+                                force: inp.force,
+                            },
                         });
                         create_steps(&mut c);
+                        if let (Some(old), true) = (&renamed_from, mysql) {
+                            c.notes.push(format!(
+                                "MySQL and MariaDB cannot rename a database: \"{old}\" is dropped and \"{name}\" created empty"
+                            ));
+                        }
                     } else {
+                        if let Some(old) = &renamed_from {
+                            c.steps.push(sql(
+                                &addr,
+                                server,
+                                None,
+                                format!("ALTER DATABASE {} RENAME TO {}", pg_ident(old), pg_ident(name)),
+                            ));
+                            c.notes.push(format!("renamed from \"{old}\": its data, owner and grants go with it"));
+                            renames.entry(server.clone()).or_default().databases.push((old.clone(), name.clone()));
+                        }
                         for ch in &c.attributes {
                             match ch.name.as_str() {
                                 "owner" => c.steps.push(sql(
@@ -830,12 +983,26 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         }
     }
 
-    // Grants: explicit (user.x.grant / role.x.grant) and router-derived.
+    // Grants: explicit (user.x.grant / role.x.grant) and router-derived,
+    // against each server as it is after this plan's renames.
+    let renamed: BTreeMap<&Address, (&Renames, LiveServer)> =
+        renames.iter().map(|(server, r)| (server, (r, r.apply(live_of(server))))).collect();
     for gs in &want.grants {
-        let live = live_of(&gs.server);
+        let (live, rn) = match renamed.get(&gs.server) {
+            Some((rn, l)) => (l, Some(*rn)),
+            None => (live_of(&gs.server), None),
+        };
         let addr = gs.node.clone();
         let in_state = inp.state.resources.get(&addr);
-        let recorded = in_state.map(|s| grants::recorded_targets(&s.attributes)).unwrap_or_default();
+        let mut recorded = in_state.map(|s| grants::recorded_targets(&s.attributes)).unwrap_or_default();
+        if let Some(rn) = rn {
+            recorded.0 = rn.role(&recorded.0).to_string();
+            recorded.1 = recorded
+                .1
+                .into_iter()
+                .map(|t| Target { database: rn.database(&t.database).to_string(), ..t })
+                .collect();
+        }
         let mut c = grants::diff_grant_set(gs, live, &recorded, &want);
         c.server = Some(gs.server.to_string());
         if gs.kind == "router" {
