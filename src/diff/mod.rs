@@ -995,15 +995,23 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         let addr = gs.node.clone();
         let in_state = inp.state.resources.get(&addr);
         let mut recorded = in_state.map(|s| grants::recorded_targets(&s.attributes)).unwrap_or_default();
+        let mut renamed_here = false;
         if let Some(rn) = rn {
+            let was = recorded.clone();
             recorded.0 = rn.role(&recorded.0).to_string();
             recorded.1 = recorded
                 .1
                 .into_iter()
                 .map(|t| Target { database: rn.database(&t.database).to_string(), ..t })
                 .collect();
+            renamed_here = in_state.is_some() && recorded != was;
         }
         let mut c = grants::diff_grant_set(gs, live, &recorded, &want);
+        if renamed_here && c.action == Action::NoOp {
+            // Nothing to run, but the state must learn the new names.
+            c.action = Action::Update;
+            c.notes.push("follows the rename; recorded under the new names".into());
+        }
         c.server = Some(gs.server.to_string());
         if gs.kind == "router" {
             for (app, db) in in_state.map(|s| grants::recorded_routes(&s.attributes)).unwrap_or_default() {
