@@ -243,8 +243,9 @@ database "app" {{
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('old', 'empty')"), "2");
 
     // A saved plan is held to the same rule.
-    p.ok(&["plan", "--out", "p.json"], 0);
-    let out = p.dbctl(&["apply", "p.json"]);
+    let saved = p.path().join("saved.plan");
+    p.ok(&["plan", "--out", saved.to_str().unwrap()], 0);
+    let out = p.dbctl(&["apply", saved.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(p.sql("app", "SELECT count(*) FROM t"), "1");
 

@@ -169,9 +169,7 @@ pub fn human(plan: &Plan, verbose: bool) -> String {
         for (c, d) in plan.data_loss() {
             let _ = writeln!(out, "  # {}", d.describe(&c.address));
         }
-        out.push_str(
-            "\n`dbctl apply` asks before it runs, even with --auto-approve, unless --allow-data-loss is given.\n\n",
-        );
+        out.push('\n');
     }
     if !plan.drift.is_empty() {
         out.push_str("Note: Objects have changed outside of dbctl\n\n");
