@@ -267,9 +267,13 @@ fn changing_name_renames_the_user_and_the_database() {
     let v1 = format!(
         r#"{SERVER}
 secret "app" {{}}
+role "readers" {{
+  server = server.main
+}}
 user "app" {{
   server   = server.main
   password = secret.app
+  member_of = [role.readers]
   grant {{
     database   = database.app
     privileges = ["CONNECT"]
@@ -289,6 +293,10 @@ user "app" {{
 database "app" {{
   server = server.main
 }}
+database "owned" {{
+  server = server.main
+  owner  = user.app
+}}
 "#
     );
     let p = Project::new(&v1);
@@ -305,7 +313,8 @@ database "app" {{
         .replace(
             "database \"app\" {\n  server = server.main",
             "database \"app\" {\n  name   = \"app_db\"\n  server = server.main",
-        );
+        )
+        .replace("role \"readers\" {\n", "role \"readers\" {\n  name   = \"readers_v2\"\n");
     assert_ne!(v1, v2);
     p.write(&v2);
     let out = p.ok(&["plan"], 0);
@@ -316,6 +325,7 @@ database "app" {{
     assert_eq!(
         s,
         [
+            "ALTER ROLE \"readers\" RENAME TO \"readers_v2\"",
             "ALTER ROLE \"app\" RENAME TO \"app_v2\"",
             "ALTER ROLE \"app_v2\" PASSWORD (sensitive)",
             "ALTER DATABASE \"app\" RENAME TO \"app_db\"",
@@ -328,6 +338,10 @@ database "app" {{
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'app'"), "0");
     assert_eq!(p.psql_as("app_v2", Some(&pw), "app_db", "SELECT x FROM t").unwrap(), "42");
     assert!(p.psql_as("app", Some(&pw), "app_db", "SELECT 1").is_err());
+    assert_eq!(
+        p.sql("postgres", "SELECT pg_get_userbyid(datdba) || ' ' || pg_has_role('app_v2', 'readers_v2', 'MEMBER') FROM pg_database WHERE datname = 'owned'"),
+        "app_v2 true"
+    );
     assert_eq!(
         p.sql("postgres", "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app_v2'"),
         "t"

@@ -151,6 +151,35 @@ impl Renames {
     }
 }
 
+/// The old name a role is renamed from: the state holds it for this address,
+/// the server has it and not the new name, and no resource keeps it.
+fn role_renamed_from(
+    in_state: Option<&crate::state::StateResource>,
+    live: &LiveServer,
+    roles: &BTreeMap<String, DesiredRole>,
+    name: &str,
+) -> Option<String> {
+    in_state
+        .map(|st| &st.name)
+        .filter(|old| {
+            *old != name && !live.roles.contains_key(name) && live.roles.contains_key(*old) && !roles.contains_key(*old)
+        })
+        .cloned()
+}
+
+/// Recorded role names (`owner`, `member_of`) as they are after this plan's renames.
+fn recorded_renamed(recorded: &Value, rn: Option<&Renames>) -> Value {
+    let Some(rn) = rn else { return recorded.clone() };
+    let mut v = recorded.clone();
+    if let Some(o) = v.get("owner").and_then(Value::as_str).map(|o| rn.role(o).to_string()) {
+        v["owner"] = json!(o);
+    }
+    if let Some(m) = v.get("member_of").and_then(Value::as_array).cloned() {
+        v["member_of"] = m.iter().map(|x| x.as_str().map_or(x.clone(), |s| json!(rn.role(s)))).collect();
+    }
+    v
+}
+
 /// Recorded attributes as the server spells them (what older versions
 /// recorded as written: `utf8`, a host in capitals), so a spelling is not drift.
 fn recorded_spelling(recorded: &Value, engine: Engine) -> Value {
@@ -622,6 +651,19 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         by_addr.insert(addr, c);
     }
 
+    // Roles renamed by this plan, first: memberships in them follow the new names.
+    for (server, roles) in &want.roles {
+        let live = live_of(server);
+        for (name, d) in roles {
+            let in_state = inp.state.resources.get(&d.addr.to_string());
+            if let Some(old) = role_renamed_from(in_state, live, roles, name) {
+                if want.engine(server) == Engine::Postgres || d.login {
+                    renames.entry(server.clone()).or_default().roles.push((old, name.clone()));
+                }
+            }
+        }
+    }
+
     // Roles and users.
     for (server, roles) in &want.roles {
         let live = live_of(server);
@@ -643,15 +685,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
             // `name` changed: the managed object still holds the old one. Renamed
             // in place, so its password, memberships and grants go with it.
-            let renamed_from = in_state
-                .map(|st| &st.name)
-                .filter(|old| {
-                    *old != name
-                        && !live.roles.contains_key(name)
-                        && live.roles.contains_key(*old)
-                        && !roles.contains_key(*old)
-                })
-                .cloned();
+            let renamed_from = role_renamed_from(in_state, live, roles, name);
             if let Some(old) = &renamed_from {
                 fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
                 if want.engine(server) == Engine::Mysql && !d.login {
@@ -660,7 +694,6 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     ));
                     continue;
                 }
-                renames.entry(server.clone()).or_default().roles.push((old.clone(), name.clone()));
             }
             match live.roles.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.roles.get(o))) {
                 None => {
@@ -684,11 +717,27 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         continue;
                     }
                     let ignore = &res.lifecycle.ignore_changes;
+                    let rn = renames.get(server);
+                    // Memberships in renamed roles, as they are once the renames ran.
+                    let mapped;
+                    let l = match rn {
+                        Some(rn) => {
+                            mapped = crate::engine::LiveRole {
+                                member_of: l.member_of.iter().map(|m| rn.role(m).to_string()).collect(),
+                                ..l.clone()
+                            };
+                            &mapped
+                        }
+                        None => l,
+                    };
                     let before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
                     if let Some(st) = in_state {
                         drift_of(
                             &addr,
-                            &without(&recorded_spelling(&st.attributes, want.engine(server)), ignore),
+                            &without(
+                                &recorded_renamed(&recorded_spelling(&st.attributes, want.engine(server)), rn),
+                                ignore,
+                            ),
                             &without(&before, ignore),
                             &mut drift,
                         );
@@ -854,11 +903,19 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                                 .filter_map(|v| v.as_str().map(str::to_string)),
                         )
                         .collect();
-                    let before = live_db_json(renamed_from.as_deref().unwrap_or(name), l, &managed_ext);
+                    let mut before = live_db_json(renamed_from.as_deref().unwrap_or(name), l, &managed_ext);
+                    // Its owner, as it is once this plan's role renames ran.
+                    let rn = renames.get(server);
+                    if let (Some(rn), Some(owner)) = (rn, before["owner"].as_str()) {
+                        before["owner"] = json!(rn.role(owner));
+                    }
                     if let Some(st) = in_state {
                         drift_of(
                             &addr,
-                            &without(&recorded_spelling(&st.attributes, want.engine(server)), ignore),
+                            &without(
+                                &recorded_renamed(&recorded_spelling(&st.attributes, want.engine(server)), rn),
+                                ignore,
+                            ),
                             &without(&before, ignore),
                             &mut drift,
                         );
