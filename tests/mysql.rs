@@ -382,6 +382,11 @@ database "app" {{
   encoding  = "UTF8MB4"
   collation = "UTF8MB4_Bin"
 }}
+database "legacy" {{
+  server    = server.main
+  encoding  = "UTF8"
+  collation = "utf8_general_ci"
+}}
 user "app" {{
   server = server.main
   host   = "LocalHost"
@@ -398,6 +403,10 @@ user "app" {{
     assert_eq!(
         my(&p, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'app_db'"),
         "utf8mb4\tutf8mb4_bin"
+    );
+    assert_eq!(
+        my(&p, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'legacy'"),
+        "utf8mb3\tutf8mb3_general_ci"
     );
 
     my(&p, "GRANT DELETE ON `app\\_%`.* TO 'app'@'localhost'; GRANT INSERT ON `app_db`.* TO 'app'@'localhost'");

@@ -283,9 +283,9 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     addr: r.addr.clone(),
                     name: db.name.clone(),
                     owner: String::new(),
-                    // The server stores character sets and collations in lower case.
-                    encoding: db.encoding.as_deref().map(str::to_lowercase),
-                    collation: db.collation.as_deref().map(str::to_lowercase),
+                    // The server stores character sets and collations in lower case (and utf8 as utf8mb3).
+                    encoding: db.encoding.as_deref().map(crate::engine::mysql::canonical_charset),
+                    collation: db.collation.as_deref().map(crate::engine::mysql::canonical_charset),
                     connection_limit: -1,
                     extensions: BTreeSet::new(),
                 };

@@ -189,7 +189,8 @@ fn recorded_spelling(recorded: &Value, engine: Engine) -> Value {
         let Some(Value::String(x)) = o.get(key) else { continue };
         let canonical = match (engine, key) {
             (Engine::Postgres, "encoding") => desired::pg_encoding(x).map(str::to_string),
-            (Engine::Mysql, _) => Some(x.to_lowercase()),
+            (Engine::Mysql, "host") => Some(x.to_lowercase()),
+            (Engine::Mysql, _) => Some(crate::engine::mysql::canonical_charset(x)),
             _ => None,
         };
         if let Some(c) = canonical {

@@ -91,6 +91,18 @@ pub fn exact_db(s: &str) -> Option<String> {
     Some(unescape_db(s))
 }
 
+/// A character set or collation as current servers name it: in lower case,
+/// and `utf8` by its real name `utf8mb3` (what MariaDB 10.6+ and MySQL 8
+/// report for it), so either spelling compares equal on any server.
+pub fn canonical_charset(name: &str) -> String {
+    let lower = name.to_lowercase();
+    match lower.strip_prefix("utf8") {
+        Some("") => "utf8mb3".to_string(),
+        Some(rest) if rest.starts_with('_') => format!("utf8mb3{rest}"),
+        _ => lower,
+    }
+}
+
 /// `Create_tmp_table_priv` → `CREATE TEMPORARY TABLES`, as GRANT spells them.
 fn privilege_of_column(col: &str) -> Option<String> {
     let base = col.strip_suffix("_priv")?;
@@ -195,7 +207,12 @@ async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>)
         }
         live.databases.insert(
             name,
-            LiveDatabase { encoding: text(s, 1), collation: text(s, 2), connection_limit: -1, ..Default::default() },
+            LiveDatabase {
+                encoding: canonical_charset(&text(s, 1)),
+                collation: canonical_charset(&text(s, 2)),
+                connection_limit: -1,
+                ..Default::default()
+            },
         );
     }
     for g in &db_grants {
@@ -248,6 +265,11 @@ mod tests {
         assert_eq!(unescape_db("my\\_db\\%x\\\\y"), "my_db%x\\y");
         assert_eq!(exact_db("my\\_db\\%x\\\\y").as_deref(), Some("my_db%x\\y"));
         assert_eq!(exact_db("app"), Some("app".to_string()));
+        assert_eq!(canonical_charset("UTF8"), "utf8mb3");
+        assert_eq!(canonical_charset("utf8_General_CI"), "utf8mb3_general_ci");
+        assert_eq!(canonical_charset("utf8mb4"), "utf8mb4");
+        assert_eq!(canonical_charset("UTF8MB4_bin"), "utf8mb4_bin");
+        assert_eq!(canonical_charset("latin1_swedish_ci"), "latin1_swedish_ci");
         assert_eq!(exact_db("app\\_%"), None);
         assert_eq!(exact_db("app_db"), None);
         assert_eq!(exact_db("app%"), None);
