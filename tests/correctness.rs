@@ -249,6 +249,12 @@ database "app" {{
     assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(p.sql("app", "SELECT count(*) FROM t"), "1");
 
+    // At a terminal, --auto-approve still asks: "no" applies nothing.
+    let (rc, out) = at_terminal(&p, "apply --auto-approve", "no\n");
+    assert_eq!(rc, Some(1), "{out}");
+    assert!(out.contains("Do you want to drop them and lose their data?") && out.contains("Apply cancelled."), "{out}");
+    assert_eq!(p.sql("app", "SELECT count(*) FROM t"), "1");
+
     let out = p.ok(&["apply", "--auto-approve", "--allow-data-loss"], 0);
     assert!(out.contains("Apply complete!"), "{out}");
     p.converged();
@@ -346,4 +352,20 @@ database "owned" {{
         p.sql("postgres", "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'app_v2'"),
         "t"
     );
+}
+
+/// Run dbctl with a terminal as its stdin (through `script`), typing `input`.
+fn at_terminal(p: &Project, args: &str, input: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let cmd = format!("{} --no-color -C {} {args}", env!("CARGO_BIN_EXE_dbctl"), p.path().display());
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
 }
