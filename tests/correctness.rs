@@ -178,6 +178,16 @@ database "other" {{
         assert_eq!(dbctl::diff::pg_encoding(s), Some(server.as_str()), "{s}");
     }
     assert_eq!(dbctl::diff::pg_encoding("no-such-encoding"), None);
+
+    // An encoding the server would refuse (unknown, or client-only) stops the plan, before anything runs.
+    for bad in ["klingon", "SJIS"] {
+        p.write(&format!("{SERVER}\ndatabase \"x\" {{\n  server   = server.main\n  encoding = \"{bad}\"\n}}\n"));
+        let out = p.ok(&["plan"], 1);
+        assert!(
+            out.contains(&format!("database.x: encoding \"{bad}\" is not a PostgreSQL database encoding")),
+            "{out}"
+        );
+    }
 }
 
 /// A plan that drops a database holding tables says so first, and apply

@@ -839,6 +839,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             c.server = Some(server.to_string());
             c.after = Some(after.clone());
             let mysql = want.engine(server) == Engine::Mysql;
+            if let Some(e) = d.encoding.as_deref().filter(|e| !mysql && desired::pg_encoding(e).is_none()) {
+                errors.push(format!(
+                    "{addr}: encoding \"{e}\" is not a PostgreSQL database encoding (for example UTF8, LATIN1, WIN1252, EUC_JP)"
+                ));
+                continue;
+            }
             let create_steps = |c: &mut ResourceChange| {
                 if mysql {
                     c.steps.push(mysql::create_database(&addr, server, d));
