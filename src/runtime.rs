@@ -208,3 +208,25 @@ pub fn rds_shapes(
     }
     out
 }
+
+/// Mark each change that drops a database holding data, with how many user
+/// tables it holds (counted on its server now; uncountable counts as data).
+pub async fn mark_data_loss(endpoints: &BTreeMap<Address, Endpoint>, changes: &mut [crate::plan::ResourceChange]) {
+    for c in changes.iter_mut() {
+        let Some((server, name)) = c.steps.iter().find_map(|s| match (&s.server, &s.op) {
+            (Some(server), crate::plan::Op::DropDatabase { name, .. }) => Some((server.clone(), name.clone())),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let Some(ep) = endpoints.get(&server) else { continue };
+        let counted = match ep.engine {
+            Engine::Postgres => postgres::count_tables(&server.to_string(), &ep.url, &name).await,
+            Engine::Mysql => crate::engine::mysql::count_tables(&server.to_string(), &ep.url, &name).await,
+        };
+        let tables = counted.ok();
+        if tables != Some(0) {
+            c.data_loss = Some(crate::plan::DataLoss { database: name, tables });
+        }
+    }
+}

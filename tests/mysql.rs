@@ -367,3 +367,109 @@ backup_policy "nightly" {{
     let out = p.ok(&["backup", "verify", &id], 1);
     assert!(out.contains("is corrupted"), "{out}");
 }
+
+/// Spellings the server stores differently (a host and a character set in
+/// capitals) and hand-made wildcard grants in `mysql.db` (`app\_%`, and
+/// `app_db` unescaped, which also matches `appXdb`) are not differences:
+/// the plan converges and leaves the wildcard grants alone.
+#[test]
+fn host_and_charset_spellings_and_wildcard_grants_converge() {
+    let p = Project::new(&format!(
+        r#"{SERVER}
+database "app" {{
+  server    = server.main
+  name      = "app_db"
+  encoding  = "UTF8MB4"
+  collation = "UTF8MB4_Bin"
+}}
+database "legacy" {{
+  server    = server.main
+  encoding  = "UTF8"
+  collation = "utf8_general_ci"
+}}
+user "app" {{
+  server = server.main
+  host   = "LocalHost"
+  grant {{
+    database   = database.app
+    privileges = ["SELECT"]
+  }}
+}}
+"#
+    ));
+    p.apply();
+    p.converged();
+    assert_eq!(my(&p, "SELECT Host FROM mysql.user WHERE User = 'app'"), "localhost");
+    assert_eq!(
+        my(&p, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'app_db'"),
+        "utf8mb4\tutf8mb4_bin"
+    );
+    assert_eq!(
+        my(&p, "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'legacy'"),
+        "utf8mb3\tutf8mb3_general_ci"
+    );
+
+    my(&p, "GRANT DELETE ON `app\\_%`.* TO 'app'@'localhost'; GRANT INSERT ON `app_db`.* TO 'app'@'localhost'");
+    p.converged();
+    assert_eq!(
+        my(&p, "SELECT Db, Select_priv, Insert_priv, Delete_priv FROM mysql.db WHERE User = 'app' ORDER BY Db"),
+        "app\\\\_%\tN\tN\tY\napp\\\\_db\tY\tN\tN\napp_db\tN\tY\tN"
+    );
+}
+
+/// Changing `name`: a MySQL user is renamed (RENAME USER: same password,
+/// grants kept, the old account gone); a database, which MySQL cannot
+/// rename, is a visible drop and create, refused while it holds tables
+/// unless --allow-data-loss.
+#[test]
+fn a_renamed_user_keeps_its_grants_and_a_renamed_database_is_replaced() {
+    let v1 = format!(
+        r#"{SERVER}
+secret "pw" {{}}
+database "shop" {{
+  server = server.main
+  name   = "shop_a"
+}}
+user "app" {{
+  server   = server.main
+  password = secret.pw
+  grant {{
+    database   = database.shop
+    privileges = ["SELECT"]
+  }}
+}}
+"#
+    );
+    let p = Project::new(&v1);
+    p.apply();
+    let pw = p.secret("secret.pw");
+    my(&p, "CREATE TABLE shop_a.t (x int); INSERT INTO shop_a.t VALUES (7)");
+    assert_eq!(my_as(&p, "app", &pw, "SELECT x FROM shop_a.t").unwrap(), "7");
+
+    // The user alone first: renamed in place.
+    let v2 = v1.replace("user \"app\" {\n", "user \"app\" {\n  name     = \"app2\"\n");
+    p.write(&v2);
+    let plan = p.plan_json();
+    assert_eq!(steps(&plan), ["RENAME USER 'app'@'%' TO 'app2'@'%'"], "{plan}");
+    p.apply();
+    p.converged();
+    assert_eq!(my(&p, "SELECT count(*) FROM mysql.user WHERE User = 'app'"), "0");
+    assert!(my_as(&p, "app", &pw, "SELECT 1").is_err());
+    assert_eq!(my_as(&p, "app2", &pw, "SELECT x FROM shop_a.t").unwrap(), "7");
+
+    // The database: dropped and created, which loses its table.
+    let v3 = v2.replace("name   = \"shop_a\"", "name   = \"shop_b\"");
+    p.write(&v3);
+    let out = p.ok(&["plan"], 0);
+    assert!(out.contains("# database.shop drops database \"shop_a\", which holds 1 table"), "{out}");
+    assert!(out.contains("MySQL and MariaDB cannot rename a database"), "{out}");
+    let out = p.dbctl(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(my(&p, "SELECT x FROM shop_a.t"), "7");
+    p.ok(&["apply", "--auto-approve", "--allow-data-loss"], 0);
+    p.converged();
+    assert_eq!(my(&p, "SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop_a'"), "0");
+    my(&p, "CREATE TABLE shop_b.t (x int); INSERT INTO shop_b.t VALUES (8)");
+    assert_eq!(my_as(&p, "app2", &pw, "SELECT x FROM shop_b.t").unwrap(), "8");
+    assert_eq!(my(&p, "SELECT count(*) FROM mysql.db WHERE Db LIKE 'shop%a'"), "0");
+}

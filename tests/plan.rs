@@ -173,6 +173,7 @@ database "app" {
             connection_limit: -1,
             privileges: BTreeMap::from([("app".into(), privs(&["CONNECT", "TEMPORARY"]))]),
             detail: None,
+            closed: false,
         },
     );
     let mut state = State::new();
@@ -418,4 +419,41 @@ fn mysql_from_nothing() {
     )
     .unwrap();
     conforms(&render::json(&p), &schema, "plan");
+}
+
+#[test]
+fn a_plan_that_drops_data_says_so_first_in_every_format() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/plan.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let cfg = config("examples/quickstart");
+    let mut p = plan(&cfg, &BTreeMap::new(), &State::new(), false);
+    assert!(!render::human(&p, false).contains("drops databases"));
+    assert!(render::json(&p).get("data_loss").is_none());
+    let at = |p: &Plan, a: &str| p.changes.iter().position(|c| c.address == a).unwrap();
+    let (orders, catalog) = (at(&p, "database.orders"), at(&p, "database.catalog"));
+    p.changes[orders].data_loss = Some(dbctl::plan::DataLoss { database: "orders".into(), tables: Some(3) });
+    p.changes[catalog].data_loss = Some(dbctl::plan::DataLoss { database: "catalog".into(), tables: None });
+
+    let human = render::human(&p, false);
+    let head = "Warning: this plan drops databases that hold data, and their data is lost:\n\n";
+    assert!(human.starts_with(head), "{human}");
+    assert!(human.contains("  # database.orders drops database \"orders\", which holds 3 tables\n"), "{human}");
+    assert!(
+        human.contains("  # database.catalog drops database \"catalog\", whose tables could not be counted\n"),
+        "{human}"
+    );
+    assert!(render::markdown(&p, false).contains(head));
+    let v = render::json(&p);
+    conforms(&v, &schema, "plan");
+    let mut lost: Vec<serde_json::Value> = v["data_loss"].as_array().unwrap().clone();
+    lost.sort_by_key(|x| x["address"].to_string());
+    assert_eq!(
+        lost,
+        [
+            json!({ "address": "database.catalog", "database": "catalog", "tables": null }),
+            json!({ "address": "database.orders", "database": "orders", "tables": 3 }),
+        ]
+    );
 }

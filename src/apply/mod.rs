@@ -631,6 +631,7 @@ mod tests {
             notes: vec![],
             steps: sqls.iter().map(|s| step(addr, server, s)).collect(),
             server: server.map(str::to_string),
+            data_loss: None,
         }
     }
 

@@ -154,6 +154,10 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
+    /// Apply a plan that drops databases holding data without asking
+    /// (otherwise asked at a terminal even with --auto-approve, refused elsewhere).
+    #[arg(long)]
+    pub allow_data_loss: bool,
     /// Independent steps on different servers run at most N at a time.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,

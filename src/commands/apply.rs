@@ -20,6 +20,33 @@ fn confirm(what: &str) -> bool {
     ok && line.trim() == "yes"
 }
 
+/// A plan that drops databases holding data runs only with
+/// `--allow-data-loss`, or after a yes typed at a terminal (even with
+/// `--auto-approve`); elsewhere it is refused and nothing is applied.
+fn data_loss_allowed(plan: &Plan, args: &ApplyArgs) -> bool {
+    let lost: Vec<String> = plan.data_loss().map(|(c, d)| d.describe(&c.address)).collect();
+    if lost.is_empty() || args.allow_data_loss {
+        return true;
+    }
+    if std::io::stdin().is_terminal() {
+        println!("\nThis plan drops databases that hold data:");
+        for l in &lost {
+            println!("  {l}");
+        }
+        if confirm("drop them and lose their data") {
+            return true;
+        }
+        println!("\nApply cancelled.");
+        return false;
+    }
+    eprintln!("Error: this plan drops databases that hold data, and their data would be lost:");
+    for l in &lost {
+        eprintln!("  {l}");
+    }
+    eprintln!("Nothing was applied. Run again with --allow-data-loss if that is intended.");
+    false
+}
+
 fn lock_timeout(s: &str) -> Result<Duration, u8> {
     humantime::parse_duration(s).map_err(|e| err(format!("--lock-timeout {s}: {e}")))
 }
@@ -236,6 +263,9 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         if let Err(why) = block_on(stale(&session, &plan, &state)) {
             return err(format!("stale plan: {why}. Nothing was applied; run `dbctl plan` again."));
         }
+        if !data_loss_allowed(&plan, args) {
+            return EXIT_ERROR;
+        }
         plan
     } else {
         let opts = PlanOpts { targets: args.target.clone(), replace: args.replace.clone(), ..Default::default() };
@@ -246,6 +276,11 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         print!("{}", render::human(&plan, false));
         if !plan.has_changes() {
             return EXIT_OK;
+        }
+        // Data loss is approved by the flag or a yes typed at a terminal, never by a pipe.
+        let interactive = !args.auto_approve && std::io::stdin().is_terminal();
+        if !interactive && !data_loss_allowed(&plan, args) {
+            return EXIT_ERROR;
         }
         if !args.auto_approve && !confirm("perform these actions") {
             println!("\nApply cancelled.");

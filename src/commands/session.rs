@@ -271,6 +271,7 @@ impl Session {
         if opts.refresh_only {
             changes.clear();
         }
+        runtime::mark_data_loss(&self.endpoints, &mut changes).await;
         Ok(Plan {
             format_version: FORMAT_VERSION.into(),
             config_hash: self.config_hash.clone(),

@@ -85,6 +85,54 @@ impl Desired {
     }
 }
 
+/// PostgreSQL's own name for a server encoding, from any spelling the server
+/// accepts: it ignores case and every character but letters and digits
+/// (`utf-8`, `UTF_8`, `Utf8`), and knows aliases (`unicode`, `iso-8859-1`,
+/// `windows-1252`, ...). `None` for a name it does not know as a database
+/// encoding (the server then says why at apply).
+pub fn pg_encoding(name: &str) -> Option<&'static str> {
+    let clean: String = name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+    let canonical = match clean.as_str() {
+        "sqlascii" => "SQL_ASCII",
+        "utf8" | "unicode" => "UTF8",
+        "eucjp" => "EUC_JP",
+        "euccn" => "EUC_CN",
+        "euckr" => "EUC_KR",
+        "euctw" => "EUC_TW",
+        "eucjis2004" => "EUC_JIS_2004",
+        "muleinternal" => "MULE_INTERNAL",
+        "latin1" | "iso88591" => "LATIN1",
+        "latin2" | "iso88592" => "LATIN2",
+        "latin3" | "iso88593" => "LATIN3",
+        "latin4" | "iso88594" => "LATIN4",
+        "latin5" | "iso88599" => "LATIN5",
+        "latin6" | "iso885910" => "LATIN6",
+        "latin7" | "iso885913" => "LATIN7",
+        "latin8" | "iso885914" => "LATIN8",
+        "latin9" | "iso885915" => "LATIN9",
+        "latin10" | "iso885916" => "LATIN10",
+        "iso88595" => "ISO_8859_5",
+        "iso88596" => "ISO_8859_6",
+        "iso88597" => "ISO_8859_7",
+        "iso88598" => "ISO_8859_8",
+        "koi8r" | "koi8" => "KOI8R",
+        "koi8u" => "KOI8U",
+        "win866" | "windows866" | "alt" => "WIN866",
+        "win874" | "windows874" => "WIN874",
+        "win1250" | "windows1250" => "WIN1250",
+        "win1251" | "windows1251" | "win" => "WIN1251",
+        "win1252" | "windows1252" => "WIN1252",
+        "win1253" | "windows1253" => "WIN1253",
+        "win1254" | "windows1254" => "WIN1254",
+        "win1255" | "windows1255" => "WIN1255",
+        "win1256" | "windows1256" => "WIN1256",
+        "win1257" | "windows1257" => "WIN1257",
+        "win1258" | "windows1258" | "abc" | "tcvn" | "tcvn5712" | "vscii" => "WIN1258",
+        _ => return None,
+    };
+    Some(canonical)
+}
+
 fn utc(ts: &str) -> String {
     use time::format_description::well_known::Rfc3339;
     match time::OffsetDateTime::parse(ts, &Rfc3339) {
@@ -223,7 +271,9 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     valid_until: u.valid_until.as_deref().map(utc),
                     member_of: u.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: u.password.clone(),
-                    host: (engine_of(&u.server) == Engine::Mysql).then(|| u.host.clone().unwrap_or_else(|| "%".into())),
+                    // The server stores a host in lower case.
+                    host: (engine_of(&u.server) == Engine::Mysql)
+                        .then(|| u.host.as_deref().unwrap_or("%").to_lowercase()),
                 };
                 add_role(&mut d, cfg, &u.server, role, &u.grants);
             }
@@ -233,8 +283,9 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     addr: r.addr.clone(),
                     name: db.name.clone(),
                     owner: String::new(),
-                    encoding: db.encoding.clone(),
-                    collation: db.collation.clone(),
+                    // The server stores character sets and collations in lower case (and utf8 as utf8mb3).
+                    encoding: db.encoding.as_deref().map(crate::engine::mysql::canonical_charset),
+                    collation: db.collation.as_deref().map(crate::engine::mysql::canonical_charset),
                     connection_limit: -1,
                     extensions: BTreeSet::new(),
                 };
@@ -251,7 +302,11 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     addr: r.addr.clone(),
                     name: db.name.clone(),
                     owner,
-                    encoding: db.encoding.clone(),
+                    // As the server names it, so another spelling is no change.
+                    encoding: db
+                        .encoding
+                        .as_deref()
+                        .map(|e| pg_encoding(e).map_or_else(|| e.to_string(), str::to_string)),
                     collation: db.collation.clone(),
                     connection_limit: db.connection_limit,
                     extensions: db.extensions.iter().cloned().collect(),

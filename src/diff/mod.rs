@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use self::desired::{access_privileges, desired, Desired, DesiredDb, DesiredRole, GrantSet, Target};
+pub use self::desired::{access_privileges, desired, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target};
 pub use self::grants::recorded_targets;
 use crate::engine::sql::{pg_ident, pg_literal};
 use crate::engine::{LiveDatabase, LiveServer};
@@ -76,6 +76,7 @@ fn change(addr: &str, kind: &str, name: &str, action: Action) -> ResourceChange 
         notes: Vec::new(),
         steps: Vec::new(),
         server: None,
+        data_loss: None,
     }
 }
 
@@ -96,6 +97,110 @@ fn drift_of(addr: &str, recorded: &Value, live: &Value, out: &mut Vec<Drift>) {
             out.push(Drift { address: addr.to_string(), attribute: ch.name, recorded: ch.before, live: ch.after });
         }
     }
+}
+
+/// Roles and databases (old name, new name) a plan renames on one server.
+#[derive(Debug, Default)]
+struct Renames {
+    roles: Vec<(String, String)>,
+    databases: Vec<(String, String)>,
+}
+
+impl Renames {
+    fn role<'a>(&'a self, name: &'a str) -> &'a str {
+        self.roles.iter().find(|(o, _)| o == name).map_or(name, |(_, n)| n.as_str())
+    }
+    fn database<'a>(&'a self, name: &'a str) -> &'a str {
+        self.databases.iter().find(|(o, _)| o == name).map_or(name, |(_, n)| n.as_str())
+    }
+
+    /// The server as it is once the renames ran: what grants are planned against.
+    fn apply(&self, live: &LiveServer) -> LiveServer {
+        let roles_in = |m: &BTreeMap<String, crate::engine::Privs>| -> BTreeMap<String, crate::engine::Privs> {
+            m.iter().map(|(k, v)| (self.role(k).to_string(), v.clone())).collect()
+        };
+        let mut out = live.clone();
+        out.roles = live
+            .roles
+            .iter()
+            .map(|(k, r)| {
+                let mut r = r.clone();
+                r.member_of = r.member_of.iter().map(|m| self.role(m).to_string()).collect();
+                (self.role(k).to_string(), r)
+            })
+            .collect();
+        out.databases = live
+            .databases
+            .iter()
+            .map(|(k, d)| {
+                let mut d = d.clone();
+                d.owner = self.role(&d.owner).to_string();
+                d.privileges = roles_in(&d.privileges);
+                for sc in d.detail.iter_mut().flat_map(|x| x.schemas.values_mut()) {
+                    sc.owner = self.role(&sc.owner).to_string();
+                    sc.privileges = roles_in(&sc.privileges);
+                    for cp in [&mut sc.tables, &mut sc.sequences] {
+                        cp.any = roles_in(&cp.any);
+                        cp.all = roles_in(&cp.all);
+                    }
+                    for defs in [&mut sc.default_tables, &mut sc.default_sequences] {
+                        *defs = defs.iter().map(|(r, m)| (self.role(r).to_string(), roles_in(m))).collect();
+                    }
+                }
+                (self.database(k).to_string(), d)
+            })
+            .collect();
+        out
+    }
+}
+
+/// The old name a role is renamed from: the state holds it for this address,
+/// the server has it and not the new name, and no resource keeps it.
+fn role_renamed_from(
+    in_state: Option<&crate::state::StateResource>,
+    live: &LiveServer,
+    roles: &BTreeMap<String, DesiredRole>,
+    name: &str,
+) -> Option<String> {
+    in_state
+        .map(|st| &st.name)
+        .filter(|old| {
+            *old != name && !live.roles.contains_key(name) && live.roles.contains_key(*old) && !roles.contains_key(*old)
+        })
+        .cloned()
+}
+
+/// Recorded role names (`owner`, `member_of`) as they are after this plan's renames.
+fn recorded_renamed(recorded: &Value, rn: Option<&Renames>) -> Value {
+    let Some(rn) = rn else { return recorded.clone() };
+    let mut v = recorded.clone();
+    if let Some(o) = v.get("owner").and_then(Value::as_str).map(|o| rn.role(o).to_string()) {
+        v["owner"] = json!(o);
+    }
+    if let Some(m) = v.get("member_of").and_then(Value::as_array).cloned() {
+        v["member_of"] = m.iter().map(|x| x.as_str().map_or(x.clone(), |s| json!(rn.role(s)))).collect();
+    }
+    v
+}
+
+/// Recorded attributes as the server spells them (what older versions
+/// recorded as written: `utf8`, a host in capitals), so a spelling is not drift.
+fn recorded_spelling(recorded: &Value, engine: Engine) -> Value {
+    let mut v = recorded.clone();
+    let Some(o) = v.as_object_mut() else { return v };
+    for key in ["encoding", "collation", "host"] {
+        let Some(Value::String(x)) = o.get(key) else { continue };
+        let canonical = match (engine, key) {
+            (Engine::Postgres, "encoding") => desired::pg_encoding(x).map(str::to_string),
+            (Engine::Mysql, "host") => Some(x.to_lowercase()),
+            (Engine::Mysql, _) => Some(crate::engine::mysql::canonical_charset(x)),
+            _ => None,
+        };
+        if let Some(c) = canonical {
+            o.insert(key.to_string(), Value::String(c));
+        }
+    }
+    v
 }
 
 /// A router's published document: to its file and/or secret when it differs.
@@ -323,6 +428,34 @@ fn without(v: &Value, keys: &[String]) -> Value {
     v
 }
 
+/// The databases of `server` that dbctl manages: in the state or in the configuration.
+fn managed_databases(inp: &Inputs, want: &Desired, server: &Address) -> BTreeSet<String> {
+    let on = server.to_string();
+    inp.state
+        .resources
+        .values()
+        .filter(|st| st.kind == "database" && st.server.as_deref() == Some(on.as_str()))
+        .map(|st| st.name.clone())
+        .chain(want.databases.get(server).into_iter().flat_map(|dbs| dbs.keys().cloned()))
+        .collect()
+}
+
+/// Whether dbctl's admin can open a connection to a database: it admits
+/// connections, and the admin is a superuser, its owner, or holds CONNECT
+/// (itself, through PUBLIC or a role it is a member of).
+fn admin_can_connect(live: &LiveServer, db: &LiveDatabase) -> bool {
+    if db.closed {
+        return false;
+    }
+    let admin = live.roles.get(&live.admin);
+    if admin.is_some_and(|a| a.superuser) || db.owner == live.admin {
+        return true;
+    }
+    let mut who: Vec<&str> = vec![live.admin.as_str(), "PUBLIC"];
+    who.extend(admin.into_iter().flat_map(|a| a.member_of.iter().map(String::as_str)));
+    who.iter().any(|w| db.privileges.get(*w).is_some_and(|p| p.contains("CONNECT")))
+}
+
 pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
     let cfg = inp.config;
     let mut errors = Vec::new();
@@ -352,6 +485,9 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
 
     let mut by_addr: BTreeMap<String, ResourceChange> = BTreeMap::new();
     let mut deletes: Vec<ResourceChange> = Vec::new();
+    // Roles and databases this plan renames, per server: grants are planned
+    // against the server as it is after the renames.
+    let mut renames: BTreeMap<Address, Renames> = BTreeMap::new();
 
     for r in cfg.resources.values() {
         if inp.destroy {
@@ -537,6 +673,19 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         by_addr.insert(addr, c);
     }
 
+    // Roles renamed by this plan, first: memberships in them follow the new names.
+    for (server, roles) in &want.roles {
+        let live = live_of(server);
+        for (name, d) in roles {
+            let in_state = inp.state.resources.get(&d.addr.to_string());
+            if let Some(old) = role_renamed_from(in_state, live, roles, name) {
+                if want.engine(server) == Engine::Postgres || d.login {
+                    renames.entry(server.clone()).or_default().roles.push((old, name.clone()));
+                }
+            }
+        }
+    }
+
     // Roles and users.
     for (server, roles) in &want.roles {
         let live = live_of(server);
@@ -556,7 +705,19 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                 .as_ref()
                 .is_some_and(|s| by_addr.get(&s.to_string()).is_some_and(|sc| sc.action != Action::NoOp));
             fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
-            match live.roles.get(name) {
+            // `name` changed: the managed object still holds the old one. Renamed
+            // in place, so its password, memberships and grants go with it.
+            let renamed_from = role_renamed_from(in_state, live, roles, name);
+            if let Some(old) = &renamed_from {
+                fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
+                if want.engine(server) == Engine::Mysql && !d.login {
+                    errors.push(format!(
+                        "{addr}: role \"{old}\" cannot be renamed to \"{name}\" on MySQL/MariaDB; keep its name, or remove it and add a new role"
+                    ));
+                    continue;
+                }
+            }
+            match live.roles.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.roles.get(o))) {
                 None => {
                     if in_state.is_some() {
                         drift.push(deleted_outside(&addr));
@@ -578,25 +739,88 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         continue;
                     }
                     let ignore = &res.lifecycle.ignore_changes;
-                    let before = live_role_json(name, l);
+                    let rn = renames.get(server);
+                    // Memberships in renamed roles, as they are once the renames ran.
+                    let mapped;
+                    let l = match rn {
+                        Some(rn) => {
+                            mapped = crate::engine::LiveRole {
+                                member_of: l.member_of.iter().map(|m| rn.role(m).to_string()).collect(),
+                                ..l.clone()
+                            };
+                            &mapped
+                        }
+                        None => l,
+                    };
+                    let before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
                     if let Some(st) = in_state {
-                        drift_of(&addr, &without(&st.attributes, ignore), &without(&before, ignore), &mut drift);
+                        drift_of(
+                            &addr,
+                            &without(
+                                &recorded_renamed(&recorded_spelling(&st.attributes, want.engine(server)), rn),
+                                ignore,
+                            ),
+                            &without(&before, ignore),
+                            &mut drift,
+                        );
                     }
                     c.before = Some(before.clone());
                     c.attributes = attr_changes(&without(&before, ignore), &without(&after, ignore), &[], &[]);
                     let members = !ignore.iter().any(|i| i == "member_of");
+                    let mut renamed_l = None;
+                    if let Some(old) = &renamed_from {
+                        c.steps.push(match want.engine(server) {
+                            Engine::Postgres => sql(
+                                &addr,
+                                server,
+                                None,
+                                format!("ALTER ROLE {} RENAME TO {}", pg_ident(old), pg_ident(name)),
+                            ),
+                            // The account moves to its new name and host at once.
+                            Engine::Mysql => {
+                                renamed_l = Some(crate::engine::LiveRole {
+                                    host: d.host.clone().unwrap_or_default(),
+                                    ..l.clone()
+                                });
+                                sql(
+                                    &addr,
+                                    server,
+                                    None,
+                                    format!(
+                                        "RENAME USER {} TO {}",
+                                        crate::engine::sql::mysql_account(old, Some(&l.host)),
+                                        crate::engine::sql::mysql_account(name, d.host.as_deref())
+                                    ),
+                                )
+                            }
+                        });
+                        c.notes
+                            .push(format!("renamed from \"{old}\": its password, memberships and grants go with it"));
+                    }
+                    let l = renamed_l.as_ref().unwrap_or(l);
+                    let changed: Vec<AttrChange> =
+                        c.attributes.iter().filter(|a| renamed_l.is_none() || a.name != "host").cloned().collect();
                     c.steps.extend(match want.engine(server) {
                         Engine::Mysql => {
                             let mysql8 = mysql::is_mysql8(live);
-                            mysql::update_role(&addr, server, d, l, &c.attributes, members, mysql8)
+                            mysql::update_role(&addr, server, d, l, &changed, members, mysql8)
                         }
-                        Engine::Postgres => pg_update_role(&addr, server, d, l, &c.attributes, members),
+                        Engine::Postgres => pg_update_role(&addr, server, d, l, &changed, members),
                     });
                     let recorded = in_state.and_then(|s| s.password_version.clone());
                     if let Some(secret) = &d.password {
-                        if password_pending || (password_version.is_some() && recorded != password_version) {
+                        // PostgreSQL clears an MD5 password on a rename (a SCRAM one survives):
+                        // set it again from its secret, so the login works either way.
+                        let md5_cleared = renamed_from.is_some() && want.engine(server) == Engine::Postgres;
+                        let new_version =
+                            password_pending || (password_version.is_some() && recorded != password_version);
+                        if new_version || md5_cleared {
                             set_password(&mut c, server, d, secret, json!("(sensitive)"));
-                            c.notes.push(format!("password set from a new version of {secret}"));
+                            c.notes.push(if new_version {
+                                format!("password set from a new version of {secret}")
+                            } else {
+                                format!("password set again from {secret} after the rename")
+                            });
                         }
                     }
                     if !c.steps.is_empty() {
@@ -616,13 +840,32 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             let addr = d.addr.to_string();
             let res = cfg.get(&d.addr).expect("desired comes from config");
             let in_state = inp.state.resources.get(&addr);
-            let l = live.databases.get(name);
-            fingerprints.insert(format!("{server}/database/{name}"), hash(&l));
+            // `name` changed: the managed database still has the old one.
+            let renamed_from = in_state
+                .map(|st| &st.name)
+                .filter(|old| {
+                    *old != name
+                        && !live.databases.contains_key(name)
+                        && live.databases.contains_key(*old)
+                        && !dbs.contains_key(*old)
+                })
+                .cloned();
+            if let Some(old) = &renamed_from {
+                fingerprints.insert(format!("{server}/database/{old}"), hash(&live.databases.get(old)));
+            }
+            let l = live.databases.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.databases.get(o)));
+            fingerprints.insert(format!("{server}/database/{name}"), hash(&live.databases.get(name)));
             let after = db_json(d, l);
             let mut c = change(&addr, "database", name, Action::NoOp);
             c.server = Some(server.to_string());
             c.after = Some(after.clone());
             let mysql = want.engine(server) == Engine::Mysql;
+            if let Some(e) = d.encoding.as_deref().filter(|e| !mysql && desired::pg_encoding(e).is_none()) {
+                errors.push(format!(
+                    "{addr}: encoding \"{e}\" is not a PostgreSQL database encoding (for example UTF8, LATIN1, WIN1252, EUC_JP)"
+                ));
+                continue;
+            }
             let create_steps = |c: &mut ResourceChange| {
                 if mysql {
                     c.steps.push(mysql::create_database(&addr, server, d));
@@ -688,18 +931,32 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                                 .filter_map(|v| v.as_str().map(str::to_string)),
                         )
                         .collect();
-                    let before = live_db_json(name, l, &managed_ext);
+                    let mut before = live_db_json(renamed_from.as_deref().unwrap_or(name), l, &managed_ext);
+                    // Its owner, as it is once this plan's role renames ran.
+                    let rn = renames.get(server);
+                    if let (Some(rn), Some(owner)) = (rn, before["owner"].as_str()) {
+                        before["owner"] = json!(rn.role(owner));
+                    }
                     if let Some(st) = in_state {
-                        drift_of(&addr, &without(&st.attributes, ignore), &without(&before, ignore), &mut drift);
+                        drift_of(
+                            &addr,
+                            &without(
+                                &recorded_renamed(&recorded_spelling(&st.attributes, want.engine(server)), rn),
+                                ignore,
+                            ),
+                            &without(&before, ignore),
+                            &mut drift,
+                        );
                     }
                     c.before = Some(before.clone());
                     c.attributes = attr_changes(
                         &without(&before, ignore),
                         &without(&after, ignore),
-                        if mysql { &[] } else { &["encoding", "collation"] },
+                        // MySQL and MariaDB cannot rename a database.
+                        if mysql { &["name"] } else { &["encoding", "collation"] },
                         &[],
                     );
-                    if mysql {
+                    if mysql && !c.attributes.iter().any(|a| a.forces_replacement) {
                         if let Some(step) = mysql::alter_database(&addr, server, d, &c.attributes) {
                             c.steps.push(step);
                             c.action = Action::Update;
@@ -724,10 +981,28 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                             address: addr.clone(),
                             server: Some(server.clone()),
                             database: None,
-                            op: Op::DropDatabase { name: name.clone(), force: inp.force },
+                            op: Op::DropDatabase {
+                                name: renamed_from.clone().unwrap_or_else(|| name.clone()),
+                                force: inp.force,
+                            },
                         });
                         create_steps(&mut c);
+                        if let (Some(old), true) = (&renamed_from, mysql) {
+                            c.notes.push(format!(
+                                "MySQL and MariaDB cannot rename a database: \"{old}\" is dropped and \"{name}\" created empty"
+                            ));
+                        }
                     } else {
+                        if let Some(old) = &renamed_from {
+                            c.steps.push(sql(
+                                &addr,
+                                server,
+                                None,
+                                format!("ALTER DATABASE {} RENAME TO {}", pg_ident(old), pg_ident(name)),
+                            ));
+                            c.notes.push(format!("renamed from \"{old}\": its data, owner and grants go with it"));
+                            renames.entry(server.clone()).or_default().databases.push((old.clone(), name.clone()));
+                        }
                         for ch in &c.attributes {
                             match ch.name.as_str() {
                                 "owner" => c.steps.push(sql(
@@ -793,13 +1068,35 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         }
     }
 
-    // Grants: explicit (user.x.grant / role.x.grant) and router-derived.
+    // Grants: explicit (user.x.grant / role.x.grant) and router-derived,
+    // against each server as it is after this plan's renames.
+    let renamed: BTreeMap<&Address, (&Renames, LiveServer)> =
+        renames.iter().map(|(server, r)| (server, (r, r.apply(live_of(server))))).collect();
     for gs in &want.grants {
-        let live = live_of(&gs.server);
+        let (live, rn) = match renamed.get(&gs.server) {
+            Some((rn, l)) => (l, Some(*rn)),
+            None => (live_of(&gs.server), None),
+        };
         let addr = gs.node.clone();
         let in_state = inp.state.resources.get(&addr);
-        let recorded = in_state.map(|s| grants::recorded_targets(&s.attributes)).unwrap_or_default();
+        let mut recorded = in_state.map(|s| grants::recorded_targets(&s.attributes)).unwrap_or_default();
+        let mut renamed_here = false;
+        if let Some(rn) = rn {
+            let was = recorded.clone();
+            recorded.0 = rn.role(&recorded.0).to_string();
+            recorded.1 = recorded
+                .1
+                .into_iter()
+                .map(|t| Target { database: rn.database(&t.database).to_string(), ..t })
+                .collect();
+            renamed_here = in_state.is_some() && recorded != was;
+        }
         let mut c = grants::diff_grant_set(gs, live, &recorded, &want);
+        if renamed_here && c.action == Action::NoOp {
+            // Nothing to run, but the state must learn the new names.
+            c.action = Action::Update;
+            c.notes.push("follows the rename; recorded under the new names".into());
+        }
         c.server = Some(gs.server.to_string());
         if gs.kind == "router" {
             for (app, db) in in_state.map(|s| grants::recorded_routes(&s.attributes)).unwrap_or_default() {
@@ -857,13 +1154,26 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             }
             ("user" | "role", Some(server), Some(live)) => {
                 if live.roles.contains_key(&st.name) {
-                    for (db, ldb) in &live.databases {
+                    // Clean up only where dbctl manages the database and can connect:
+                    // other databases are not its business, and one that refuses
+                    // connections must never block the removal.
+                    let managed = managed_databases(inp, &want, server);
+                    let mut cleaned = Vec::new();
+                    for (db, ldb) in live.databases.iter().filter(|(db, _)| managed.contains(*db)) {
                         if !live.exists {
                             break;
                         }
                         if dropping.contains(&(st.server.clone(), db.clone())) {
                             continue;
                         }
+                        if !admin_can_connect(live, ldb) {
+                            c.notes.push(format!(
+                                "database \"{db}\" does not admit {} connections: what {} owns there is not reassigned",
+                                live.admin, st.name
+                            ));
+                            continue;
+                        }
+                        cleaned.push(format!("\"{db}\""));
                         let to = if ldb.owner == st.name { live.admin.clone() } else { ldb.owner.clone() };
                         c.steps.push(sql(
                             addr,
@@ -875,6 +1185,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                                 pg_ident(&to),
                                 pg_ident(&st.name)
                             ),
+                        ));
+                    }
+                    if !cleaned.is_empty() {
+                        c.notes.push(format!(
+                            "what it owns is reassigned, and its privileges dropped, in the databases dbctl manages: {}",
+                            cleaned.join(", ")
                         ));
                     }
                     c.steps.push(sql(addr, server, None, format!("DROP ROLE {}", pg_ident(&st.name))));

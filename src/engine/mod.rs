@@ -83,6 +83,9 @@ pub struct LiveDatabase {
     /// Grantee (or PUBLIC) → privileges on the database.
     pub privileges: BTreeMap<String, Privs>,
     pub detail: Option<LiveDbDetail>,
+    /// PostgreSQL: the database refuses every connection (`ALLOW_CONNECTIONS false`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 /// Everything dbctl read from one server.

@@ -75,6 +75,34 @@ pub fn unescape_db(s: &str) -> String {
     out
 }
 
+/// The database a `mysql.db` row names, when it names exactly one: every
+/// `_` and `%` escaped. A pattern (an unescaped wildcard) is `None`.
+pub fn exact_db(s: &str) -> Option<String> {
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '_' | '%' => return None,
+            _ => {}
+        }
+    }
+    Some(unescape_db(s))
+}
+
+/// A character set or collation as current servers name it: in lower case,
+/// and `utf8` by its real name `utf8mb3` (what MariaDB 10.6+ and MySQL 8
+/// report for it), so either spelling compares equal on any server.
+pub fn canonical_charset(name: &str) -> String {
+    let lower = name.to_lowercase();
+    match lower.strip_prefix("utf8") {
+        Some("") => "utf8mb3".to_string(),
+        Some(rest) if rest.starts_with('_') => format!("utf8mb3{rest}"),
+        _ => lower,
+    }
+}
+
 /// `Create_tmp_table_priv` → `CREATE TEMPORARY TABLES`, as GRANT spells them.
 fn privilege_of_column(col: &str) -> Option<String> {
     let base = col.strip_suffix("_priv")?;
@@ -137,10 +165,11 @@ async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>)
     }
     let key_of = |user: &str, host: &str| -> String {
         let hs = by_name.get(user).map(Vec::as_slice).unwrap_or_default();
+        // Host names compare as the server stores them: in lower case.
         let chosen = hosts
             .get(user)
+            .map(|h| h.to_lowercase())
             .filter(|h| hs.contains(h))
-            .cloned()
             .or_else(|| hs.iter().find(|h| *h == "%").cloned())
             .or_else(|| (hs.len() == 1).then(|| hs[0].clone()))
             .unwrap_or_default();
@@ -178,14 +207,23 @@ async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>)
         }
         live.databases.insert(
             name,
-            LiveDatabase { encoding: text(s, 1), collation: text(s, 2), connection_limit: -1, ..Default::default() },
+            LiveDatabase {
+                encoding: canonical_charset(&text(s, 1)),
+                collation: canonical_charset(&text(s, 2)),
+                connection_limit: -1,
+                ..Default::default()
+            },
         );
     }
     for g in &db_grants {
         let cols = g.columns();
         let col = |name: &str| cols.iter().position(|c| c.name().eq_ignore_ascii_case(name));
         let (Some(ui), Some(hi), Some(di)) = (col("User"), col("Host"), col("Db")) else { continue };
-        let (user, host, db) = (text(g, ui), text(g, hi), unescape_db(&text(g, di)));
+        // Only a row that names exactly one database is that database's grant;
+        // a hand-made pattern (`app\_%`, or `app_db` whose `_` matches any
+        // character) is someone else's, and never taken for it.
+        let Some(db) = exact_db(&text(g, di)) else { continue };
+        let (user, host) = (text(g, ui), text(g, hi));
         let Some(d) = live.databases.get_mut(&db) else { continue };
         let privs: BTreeSet<String> = cols
             .iter()
@@ -200,6 +238,20 @@ async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>)
     Ok(live)
 }
 
+/// Tables in a database: what a plan that drops it would lose.
+pub async fn count_tables(server: &str, url: &str, database: &str) -> Result<u64, EngineError> {
+    let mut conn = connect(server, url).await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'",
+    )
+    .bind(database)
+    .fetch_one(&mut conn)
+    .await
+    .map_err(query_err)?;
+    conn.close().await.ok();
+    Ok(n.max(0) as u64)
+}
+
 pub async fn execute(conn: &mut MySqlConnection, sql: String) -> Result<(), EngineError> {
     sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()).map_err(query_err)
 }
@@ -211,6 +263,16 @@ mod tests {
     #[test]
     fn grant_table_names_and_columns() {
         assert_eq!(unescape_db("my\\_db\\%x\\\\y"), "my_db%x\\y");
+        assert_eq!(exact_db("my\\_db\\%x\\\\y").as_deref(), Some("my_db%x\\y"));
+        assert_eq!(exact_db("app"), Some("app".to_string()));
+        assert_eq!(canonical_charset("UTF8"), "utf8mb3");
+        assert_eq!(canonical_charset("utf8_General_CI"), "utf8mb3_general_ci");
+        assert_eq!(canonical_charset("utf8mb4"), "utf8mb4");
+        assert_eq!(canonical_charset("UTF8MB4_bin"), "utf8mb4_bin");
+        assert_eq!(canonical_charset("latin1_swedish_ci"), "latin1_swedish_ci");
+        assert_eq!(exact_db("app\\_%"), None);
+        assert_eq!(exact_db("app_db"), None);
+        assert_eq!(exact_db("app%"), None);
         assert_eq!(privilege_of_column("Create_tmp_table_priv").as_deref(), Some("CREATE TEMPORARY TABLES"));
         assert_eq!(privilege_of_column("Show_view_priv").as_deref(), Some("SHOW VIEW"));
         assert_eq!(privilege_of_column("Grant_priv"), None);

@@ -58,6 +58,23 @@ impl Graph {
                     g.add_edge(from, to, x.loc.clone());
                 }
             }
+            // A route with `access = "owner"` makes the router's user the
+            // database's owner: the database is created (or altered) after it.
+            if let crate::model::Body::Router(rt) = &r.body {
+                let Some(&user) = index.get(&Node::Resource(rt.user.clone())) else { continue };
+                for route in rt.routes.iter().filter(|x| x.access == crate::model::Access::Owner) {
+                    let Some(&db) = index.get(&Node::Resource(route.database.clone())) else { continue };
+                    let loc = r
+                        .refs
+                        .iter()
+                        .find(|x| x.to == route.database)
+                        .map(|x| x.loc.clone())
+                        .unwrap_or_else(|| r.origin.header.clone());
+                    if !g.contains_edge(db, user) {
+                        g.add_edge(db, user, loc);
+                    }
+                }
+            }
         }
         Graph { g, index }
     }

@@ -172,6 +172,29 @@ pub struct ResourceChange {
     /// The server the object lives on (the state records it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// This change drops a database that holds data (read from the server
+    /// when the plan was made): `apply` asks even with `--auto-approve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_loss: Option<DataLoss>,
+}
+
+/// A database a change drops, and what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataLoss {
+    pub database: String,
+    /// User tables in it; `None` when they could not be counted (then it is
+    /// taken to hold data).
+    pub tables: Option<u64>,
+}
+
+impl DataLoss {
+    pub fn describe(&self, address: &str) -> String {
+        match self.tables {
+            Some(1) => format!("{address} drops database \"{}\", which holds 1 table", self.database),
+            Some(n) => format!("{address} drops database \"{}\", which holds {n} tables", self.database),
+            None => format!("{address} drops database \"{}\", whose tables could not be counted", self.database),
+        }
+    }
 }
 
 /// A difference between the state and the live server found on refresh.
@@ -296,6 +319,11 @@ impl Plan {
         }
         let (a, m, d) = self.counts();
         format!("Plan: {a} to add, {m} to change, {d} to destroy.")
+    }
+
+    /// The changes that drop a database holding data.
+    pub fn data_loss(&self) -> impl Iterator<Item = (&ResourceChange, &DataLoss)> {
+        self.changes.iter().filter_map(|c| c.data_loss.as_ref().map(|d| (c, d)))
     }
 
     /// Every step in apply order.

@@ -164,6 +164,13 @@ fn resource(c: &ResourceChange, verbose: bool, out: &mut String) {
 
 pub fn human(plan: &Plan, verbose: bool) -> String {
     let mut out = String::new();
+    if plan.data_loss().next().is_some() && !plan.refresh_only {
+        out.push_str("Warning: this plan drops databases that hold data, and their data is lost:\n\n");
+        for (c, d) in plan.data_loss() {
+            let _ = writeln!(out, "  # {}", d.describe(&c.address));
+        }
+        out.push('\n');
+    }
     if !plan.drift.is_empty() {
         out.push_str("Note: Objects have changed outside of dbctl\n\n");
         for d in &plan.drift {
@@ -256,8 +263,12 @@ pub fn json(plan: &Plan) -> Value {
             })
         })
         .collect();
+    let data_loss: Vec<Value> = plan
+        .data_loss()
+        .map(|(c, d)| json!({ "address": c.address, "database": d.database, "tables": d.tables }))
+        .collect();
     let (add, change, destroy) = plan.counts();
-    json!({
+    let mut doc = json!({
         "format_version": plan.format_version,
         "dbctl_version": env!("CARGO_PKG_VERSION"),
         "refresh_only": plan.refresh_only,
@@ -266,7 +277,11 @@ pub fn json(plan: &Plan) -> Value {
         "steps": steps,
         "notes": plan.notes,
         "summary": { "add": add, "change": change, "destroy": destroy },
-    })
+    });
+    if !data_loss.is_empty() {
+        doc["data_loss"] = json!(data_loss);
+    }
+    doc
 }
 
 pub fn markdown(plan: &Plan, verbose: bool) -> String {

@@ -64,6 +64,7 @@ SELECT json_build_object(
       'encoding', pg_encoding_to_char(d.encoding),
       'collation', d.datcollate,
       'connection_limit', d.datconnlimit,
+      'closed', NOT d.datallowconn,
       'privileges', COALESCE((
         SELECT json_object_agg(g, p) FROM (
           SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS g,
@@ -266,6 +267,20 @@ fn class_mut(sc: &mut LiveSchema, sequences: bool) -> &mut ClassPrivs {
 /// Run one statement (or several separated by `;`, as a simple query).
 pub async fn execute(conn: &mut PgConnection, sql: String) -> Result<(), EngineError> {
     sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await.map(|_| ()).map_err(query_err)
+}
+
+/// User tables in a database (every schema but the system ones): what a
+/// plan that drops it would lose.
+pub async fn count_tables(server: &str, url: &str, database: &str) -> Result<u64, EngineError> {
+    let mut c = connect(server, url, Some(database)).await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_one(&mut c)
+    .await
+    .map_err(query_err)?;
+    c.close().await.ok();
+    Ok(n.max(0) as u64)
 }
 
 /// Connections open to a database other than dbctl's own.
