@@ -306,7 +306,12 @@ fn published_documents_in_each_format() {
     let json_doc = dbctl::router::render(&cfg, &Address::new(Kind::Router, "buildsense"), &hosts()).unwrap();
     insta::assert_snapshot!("publish_json", json_doc);
     let v: serde_json::Value = serde_json::from_str(&json_doc).unwrap();
-    assert_eq!(v["apps"]["accounts"]["database"], "app_users");
+    // One entry per logical database; apps name their database's alias.
+    assert_eq!(v["apps"]["accounts"], "app_users");
+    assert_eq!(v["apps"]["workflow"], "default");
+    assert_eq!(v["databases"]["app_users"]["database"], "app_users");
+    assert_eq!(v["databases"]["app_users"]["access"], "readonly");
+    assert_eq!(v["databases"]["default"]["database"], "app_workflow");
     assert!(!json_doc.contains("\"password\": \""), "a reference to the secret, never a value");
     let django = dbctl::router::render(&cfg, &Address::new(Kind::Router, "billing"), &hosts()).unwrap();
     insta::assert_snapshot!("publish_django", django);
@@ -321,7 +326,9 @@ fn published_documents_in_each_format() {
     let env_cfg = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() }).config.unwrap();
     let env_doc = dbctl::router::render(&env_cfg, &Address::new(Kind::Router, "buildsense"), &hosts()).unwrap();
     insta::assert_snapshot!("publish_env", env_doc);
-    assert!(env_doc.contains("DATABASE_URL_ACCOUNTS=postgres://buildsense@127.0.0.1:5432/app_users\n"));
+    assert!(env_doc.contains("DATABASE_URL_APP_USERS=postgres://buildsense@127.0.0.1:5432/app_users\n"));
+    assert!(env_doc.contains("DATABASE_URL=postgres://buildsense@127.0.0.1:5432/app_workflow\n"));
+    assert!(env_doc.contains("DATABASE_APP_ACCOUNTS=APP_USERS\n"));
 }
 
 #[test]
@@ -352,18 +359,24 @@ class Model:
         self._meta = Meta(label)
 
 r = m.DatabaseRouter()
-assert r.db_for_read(Model("accounts")) == "accounts", r.db_for_read(Model("accounts"))
-assert r.db_for_write(Model("search")) == "search"
-assert r.db_for_read(Model("unlisted")) is None
+# billing has no default: its first route's database is the alias "default".
+assert r.db_for_read(Model("accounts")) == "default", r.db_for_read(Model("accounts"))
+assert r.db_for_write(Model("search")) == "app_search"
+try:
+    r.db_for_read(Model("unlisted"))
+    raise AssertionError("an unrouted app must be an error")
+except Exception as e:
+    assert "'unlisted'" in str(e) and "'billing'" in str(e), e
 assert r.allow_relation(Model("accounts"), Model("accounts"))
 assert not r.allow_relation(Model("accounts"), Model("search"))
-assert r.allow_migrate("accounts", "accounts") is True
-assert r.allow_migrate("search", "accounts") is False
-assert m.DATABASES["accounts"]["NAME"] == "app_billing"
-assert m.DATABASES["search"]["NAME"] == "app_search"
-assert m.DATABASES["accounts"]["PASSWORD"] == "s3cret"
-assert m.DATABASES["accounts"]["ENGINE"] == "django.db.backends.postgresql"
-assert m.DATABASES["default"] == {}
+assert r.allow_migrate("default", "accounts") is True
+assert r.allow_migrate("app_search", "accounts") is False
+assert r.allow_migrate("default", "unlisted") is False
+assert m.DATABASES["default"]["NAME"] == "app_billing"
+assert m.DATABASES["app_search"]["NAME"] == "app_search"
+assert m.DATABASES["default"]["PASSWORD"] == "s3cret"
+assert m.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+assert m.DATABASE_ROUTERS == ["billing_databases.DatabaseRouter"]
 print("ok")
 "#;
     let out = std::process::Command::new("python3")

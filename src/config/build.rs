@@ -168,11 +168,12 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                     access: r.str("access").and_then(|a| Access::parse(&a)).unwrap_or(access),
                 });
             }
-            if routes.is_empty() && seen.is_empty() {
+            let migrates = b.refs("migrates");
+            if routes.is_empty() && seen.is_empty() && migrates.is_empty() {
                 diags.push(
                     Diagnostic::error(format!("{addr} has no route"))
                         .at(&b.header, "routes nothing")
-                        .help("add route \"APP\" { database = database.NAME }"),
+                        .help("add route \"APP\" { database = database.NAME }, or migrates = [router.NAME]"),
                 );
             }
             let default = b.str("default");
@@ -205,6 +206,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                 routes,
                 default,
                 publish,
+                migrates,
             })
         }
         Kind::BackupPolicy => {

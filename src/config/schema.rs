@@ -116,6 +116,7 @@ const USER: &[Kind] = &[Kind::User];
 const ROLE_OR_USER: &[Kind] = &[Kind::Role, Kind::User];
 const DATABASE: &[Kind] = &[Kind::Database];
 const SECRET: &[Kind] = &[Kind::Secret];
+const ROUTER_K: &[Kind] = &[Kind::Router];
 
 pub static LIFECYCLE: BlockSchema = BlockSchema {
     name: "lifecycle",
@@ -333,6 +334,11 @@ pub static ROUTER: BlockSchema = BlockSchema {
         req("user", Ty::Ref(USER), "The service's database user."),
         a("access", Ty::Enum(ACCESS), "Default access for routes (default readwrite)."),
         a("default", Ty::String, "Route used for unlisted apps."),
+        a(
+            "migrates",
+            Ty::RefList(ROUTER_K),
+            "Routers whose databases this router's user owns and migrates (the admin service).",
+        ),
     ],
     blocks: &[Nested { schema: &ROUTE, multiple: true }, Nested { schema: &PUBLISH, multiple: false }, LIFECYCLE_N],
     open: false,

@@ -197,6 +197,15 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     router_owner.entry(route.database.clone()).or_insert(u);
                 }
             }
+            // An admin router's user owns every database the routers it migrates route.
+            for m in &rt.migrates {
+                let (Some(Body::Router(other)), Some(u)) = (cfg.get(m).map(|x| &x.body), name_of(cfg, &rt.user)) else {
+                    continue;
+                };
+                for route in &other.routes {
+                    router_owner.entry(route.database.clone()).or_insert_with(|| u.clone());
+                }
+            }
         }
     }
     for r in cfg.resources.values() {

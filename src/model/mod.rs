@@ -332,6 +332,9 @@ pub struct Router {
     pub routes: Vec<Route>,
     pub default: Option<String>,
     pub publish: Option<Publish>,
+    /// The admin service: routers whose databases this router's user owns
+    /// and whose apps it migrates.
+    pub migrates: Vec<Address>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
