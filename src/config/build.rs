@@ -89,6 +89,11 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
             host: b.str("host"),
             valid_until: b.str("valid_until"),
             grants: grants(&b),
+            flags: crate::engine::ROLE_FLAGS
+                .iter()
+                .filter(|(f, _, _)| b.bool(f).unwrap_or(false))
+                .map(|(f, _, _)| f.to_string())
+                .collect(),
         }),
         Kind::Database => Body::Database(Database {
             name,

@@ -17,6 +17,8 @@ pub struct DesiredRole {
     pub password: Option<Address>,
     /// MySQL/MariaDB users: the account's host part (default `%`).
     pub host: Option<String>,
+    /// PostgreSQL role attributes that are true (of ROLE_FLAGS).
+    pub flags: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +222,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     member_of: ro.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: None,
                     host: None,
+                    flags: BTreeSet::new(),
                 };
                 add_role(&mut d, cfg, &ro.server, role, &ro.grants);
             }
@@ -233,6 +236,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     member_of: u.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: u.password.clone(),
                     host: (engine_of(&u.server) == Engine::Mysql).then(|| u.host.clone().unwrap_or_else(|| "%".into())),
+                    flags: u.flags.iter().cloned().collect(),
                 };
                 add_role(&mut d, cfg, &u.server, role, &u.grants);
             }

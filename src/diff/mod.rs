@@ -201,6 +201,7 @@ fn pg_create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
     if let Some(v) = &d.valid_until {
         opts.push(format!("VALID UNTIL {}", pg_literal(v)));
     }
+    opts.extend(crate::engine::ROLE_FLAGS.iter().filter(|f| d.flags.contains(f.0)).map(|f| f.1.to_string()));
     let name = pg_ident(&d.name);
     let mut steps = vec![sql(addr, server, None, format!("CREATE ROLE {name} WITH {}", opts.join(" ")))];
     for m in &d.member_of {
@@ -227,7 +228,11 @@ fn pg_update_role(
             "valid_until" => {
                 alter.push(format!("VALID UNTIL {}", pg_literal(d.valid_until.as_deref().unwrap_or("infinity"))))
             }
-            _ => {}
+            f => {
+                if let Some((_, on, off)) = crate::engine::ROLE_FLAGS.iter().find(|x| x.0 == f) {
+                    alter.push(if d.flags.contains(f) { on } else { off }.to_string());
+                }
+            }
         }
     }
     if !alter.is_empty() {
@@ -252,6 +257,9 @@ pub fn role_json(r: &DesiredRole) -> Value {
         "valid_until": r.valid_until,
         "member_of": r.member_of,
     });
+    for f in &r.flags {
+        v[f.as_str()] = json!(true);
+    }
     if let Some(h) = &r.host {
         v["host"] = json!(h);
     }
@@ -266,6 +274,9 @@ fn live_role_json(name: &str, r: &crate::engine::LiveRole) -> Value {
         "valid_until": r.valid_until,
         "member_of": r.member_of,
     });
+    for f in &r.flags {
+        v[f.as_str()] = json!(true);
+    }
     if !r.host.is_empty() {
         v["host"] = json!(r.host);
     }

@@ -220,6 +220,9 @@ pub struct User {
     pub host: Option<String>,
     pub valid_until: Option<String>,
     pub grants: Vec<Grant>,
+    /// PostgreSQL role attributes set to true (`createdb`, `createrole`,
+    /// `bypassrls`, `replication`).
+    pub flags: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
