@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{text, Project, SERVER};
+use common::{text, Project};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,93 +28,6 @@ fn python() -> PathBuf {
     );
     bin
 }
-
-const CONFIG: &str = r#"
-database "buildsense" {
-  server = server.main
-}
-
-database "maven" {
-  server = server.main
-}
-
-secret "buildsense" {
-  generate {
-    length = 24
-  }
-}
-
-user "buildsense" {
-  server   = server.main
-  password = secret.buildsense
-  createdb = true
-}
-
-router "buildsense" {
-  user    = user.buildsense
-  default = "workflow"
-  route "workflow" {
-    database = database.buildsense
-  }
-  route "builds" {
-    database = database.buildsense
-  }
-  route "reports" {
-    database = database.maven
-    access   = "readonly"
-  }
-  publish {
-    file   = "out/buildsense.py"
-    format = "django"
-  }
-}
-
-secret "maven" {
-  generate {
-    length = 24
-  }
-}
-
-user "maven" {
-  server   = server.main
-  password = secret.maven
-}
-
-router "maven_crawler" {
-  user = user.maven
-  route "crawler" {
-    database = database.maven
-  }
-  route "workflow" {
-    database = database.maven
-  }
-  publish {
-    file   = "out/maven.py"
-    format = "django"
-  }
-}
-
-secret "toolshed" {
-  generate {
-    length = 24
-  }
-}
-
-user "toolshed" {
-  server   = server.main
-  password = secret.toolshed
-}
-
-router "toolshed" {
-  user     = user.toolshed
-  access   = "owner"
-  migrates = [router.buildsense, router.maven_crawler]
-  publish {
-    file   = "out/toolshed.py"
-    format = "django"
-  }
-}
-"#;
 
 /// Runs in tests/django (not the configuration directory: the modules find
 /// their secret store from their own location).
@@ -145,7 +58,8 @@ fn tables(p: &Project, db: &str) -> String {
 #[test]
 fn a_django_project_runs_on_the_published_modules() {
     let _ = python();
-    let p = Project::new(&format!("{SERVER}{CONFIG}"));
+    // The example is what is tested.
+    let p = Project::example("django");
     p.apply();
     p.converged();
     assert_eq!(p.sql("postgres", "SELECT datname || ':' || pg_get_userbyid(datdba) FROM pg_database WHERE datname IN ('buildsense', 'maven') ORDER BY 1"), "buildsense:toolshed\nmaven:toolshed", "the admin service owns what it migrates");
