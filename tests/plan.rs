@@ -338,7 +338,9 @@ fn the_django_module_compiles_and_routes_each_app_to_its_database() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("billing_databases.py"), &module).unwrap();
     let secrets = json!({ "secrets": { "dev/billing/db": { "address": "secret.billing", "versions": [
-        { "id": "v1", "created": "2026-01-01T00:00:00Z", "value": json!({ "username": "billing", "password": "s3cret" }).to_string() }
+        { "id": "v1", "created": "2026-01-01T00:00:00Z", "value": json!({ "username": "billing", "password": "s3cret" }).to_string() },
+        // A rotation the server has not accepted yet: services keep the current password.
+        { "id": "v2", "created": "2026-01-02T00:00:00Z", "pending": true, "value": json!({ "username": "billing", "password": "next" }).to_string() }
     ]}}});
     std::fs::write(dir.path().join("secrets.json"), secrets.to_string()).unwrap();
     let compile = std::process::Command::new("python3")

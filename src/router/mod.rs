@@ -373,7 +373,11 @@ def _password(store, name):
         value = client.get_secret_value(SecretId=name)["SecretString"]
     else:
         with open(_secrets_file()) as f:
-            value = json.load(f)["secrets"][name]["versions"][-1]["value"]
+            versions = json.load(f)["secrets"][name]["versions"]
+        # The version services use: one marked current, else the newest that
+        # is not pending (a rotation the server has not accepted yet).
+        usable = [v for v in versions if v.get("current")] or [v for v in versions if not v.get("pending")]
+        value = (usable or versions)[-1]["value"]
     try:
         return json.loads(value)["password"]
     except (ValueError, KeyError, TypeError):
