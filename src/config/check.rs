@@ -214,6 +214,7 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
     }
     check_secrets(cfg, diags);
     check_routers(cfg, diags);
+    check_role_flags(cfg, diags);
     warn_unused_databases(cfg, diags);
     crate::graph::check_cycles(cfg, diags);
 }
@@ -501,6 +502,23 @@ fn check_routers(cfg: &Config, diags: &mut Diags) {
             } else {
                 labels.insert(key, r);
             }
+        }
+    }
+}
+
+/// `createdb` and its peers are PostgreSQL role attributes.
+fn check_role_flags(cfg: &Config, diags: &mut Diags) {
+    for r in cfg.of_kind(Kind::User) {
+        let Body::User(u) = &r.body else { continue };
+        if engine_of(cfg, &u.server) != Some(Engine::Mysql) {
+            continue;
+        }
+        for f in &u.flags {
+            diags.push(
+                Diagnostic::error(format!("`{f}` is PostgreSQL-only"))
+                    .at(r.origin.attr(f), "MySQL/MariaDB users have no such attribute")
+                    .help("grant the matching global privilege (e.g. CREATE) from a role instead, or remove it"),
+            );
         }
     }
 }

@@ -82,6 +82,15 @@ def unrouted():
         raise AssertionError("an unrouted app reached a database")
 
 
+def unrouted_never_migrated():
+    from django.db import router
+
+    from builds.models import Build
+
+    for alias in settings.DATABASES:
+        assert not router.allow_migrate_model(alias, Build), alias
+
+
 def password_read_on_connect():
     # The module reads the password when a connection opens: break the copy
     # held in the entry, close, and connect again.
