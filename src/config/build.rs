@@ -72,6 +72,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                 rds_cluster: b.reference("rds_cluster"),
                 admin_password: b.reference("admin_password"),
                 port,
+                allow_superuser: b.bool("allow_superuser").unwrap_or(false),
             })
         }
         Kind::Role => Body::Role(Role {
@@ -89,11 +90,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
             host: b.str("host"),
             valid_until: b.str("valid_until"),
             grants: grants(&b),
-            flags: crate::engine::ROLE_FLAGS
-                .iter()
-                .filter(|(f, _, _)| b.bool(f).unwrap_or(false))
-                .map(|(f, _, _)| f.to_string())
-                .collect(),
+            flags: crate::engine::ROLE_FLAGS.iter().filter_map(|(f, _, _)| Some((f.to_string(), b.bool(f)?))).collect(),
         }),
         Kind::Database => Body::Database(Database {
             name,

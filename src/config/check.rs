@@ -510,10 +510,21 @@ fn check_routers(cfg: &Config, diags: &mut Diags) {
 fn check_role_flags(cfg: &Config, diags: &mut Diags) {
     for r in cfg.of_kind(Kind::User) {
         let Body::User(u) = &r.body else { continue };
-        if engine_of(cfg, &u.server) != Some(Engine::Mysql) {
+        let server = match cfg.get(&u.server).map(|s| &s.body) {
+            Some(Body::Server(s)) => s,
+            _ => continue,
+        };
+        if server.engine != Engine::Mysql {
+            if u.flags.iter().any(|(f, on)| f == "superuser" && *on) && !server.allow_superuser {
+                diags.push(
+                    Diagnostic::error(format!("{} would be a superuser, which {} does not allow", r.addr, u.server))
+                        .at(r.origin.attr("superuser"), "superuser = true")
+                        .help(format!("a superuser bypasses every grant: set allow_superuser = true on {} if this is intended, or use createdb/createrole", u.server)),
+                );
+            }
             continue;
         }
-        for f in &u.flags {
+        for (f, _) in &u.flags {
             diags.push(
                 Diagnostic::error(format!("`{f}` is PostgreSQL-only"))
                     .at(r.origin.attr(f), "MySQL/MariaDB users have no such attribute")

@@ -17,8 +17,8 @@ pub struct DesiredRole {
     pub password: Option<Address>,
     /// MySQL/MariaDB users: the account's host part (default `%`).
     pub host: Option<String>,
-    /// PostgreSQL role attributes that are true (of ROLE_FLAGS).
-    pub flags: BTreeSet<String>,
+    /// PostgreSQL role attributes the configuration sets (of ROLE_FLAGS).
+    pub flags: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,7 +222,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     member_of: ro.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: None,
                     host: None,
-                    flags: BTreeSet::new(),
+                    flags: BTreeMap::new(),
                 };
                 add_role(&mut d, cfg, &ro.server, role, &ro.grants);
             }

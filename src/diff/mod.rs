@@ -201,7 +201,7 @@ fn pg_create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
     if let Some(v) = &d.valid_until {
         opts.push(format!("VALID UNTIL {}", pg_literal(v)));
     }
-    opts.extend(crate::engine::ROLE_FLAGS.iter().filter(|f| d.flags.contains(f.0)).map(|f| f.1.to_string()));
+    opts.extend(crate::engine::ROLE_FLAGS.iter().filter(|f| d.flags.get(f.0) == Some(&true)).map(|f| f.1.to_string()));
     let name = pg_ident(&d.name);
     let mut steps = vec![sql(addr, server, None, format!("CREATE ROLE {name} WITH {}", opts.join(" ")))];
     for m in &d.member_of {
@@ -230,7 +230,7 @@ fn pg_update_role(
             }
             f => {
                 if let Some((_, on, off)) = crate::engine::ROLE_FLAGS.iter().find(|x| x.0 == f) {
-                    alter.push(if d.flags.contains(f) { on } else { off }.to_string());
+                    alter.push(if d.flags.get(f) == Some(&true) { on } else { off }.to_string());
                 }
             }
         }
@@ -257,13 +257,31 @@ pub fn role_json(r: &DesiredRole) -> Value {
         "valid_until": r.valid_until,
         "member_of": r.member_of,
     });
-    for f in &r.flags {
-        v[f.as_str()] = json!(true);
+    for (f, on) in &r.flags {
+        v[f.as_str()] = json!(on);
     }
     if let Some(h) = &r.host {
         v["host"] = json!(h);
     }
     v
+}
+
+/// Role attributes the configuration does not set are left as the server
+/// has them (an admin's own CREATEROLE is never taken away): the live side
+/// shows only the ones `after` sets.
+fn managed_flags(before: &mut Value, after: &Value) {
+    for (f, _, _) in crate::engine::ROLE_FLAGS {
+        match (after.get(*f).is_some(), before.as_object_mut()) {
+            (true, Some(b)) => {
+                let on = b.get(*f).and_then(Value::as_bool).unwrap_or(false);
+                b.insert(f.to_string(), json!(on));
+            }
+            (false, Some(b)) => {
+                b.remove(*f);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn live_role_json(name: &str, r: &crate::engine::LiveRole) -> Value {
@@ -568,7 +586,8 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         continue;
                     }
                     let ignore = &res.lifecycle.ignore_changes;
-                    let before = live_role_json(name, l);
+                    let mut before = live_role_json(name, l);
+                    managed_flags(&mut before, &after);
                     if let Some(st) = in_state {
                         drift_of(&addr, &without(&st.attributes, ignore), &without(&before, ignore), &mut drift);
                     }

@@ -29,6 +29,7 @@ pub type Privs = BTreeSet<String>;
 
 /// PostgreSQL role attributes a user may set: (attribute, on, off).
 pub const ROLE_FLAGS: &[(&str, &str, &str)] = &[
+    ("superuser", "SUPERUSER", "NOSUPERUSER"),
     ("createdb", "CREATEDB", "NOCREATEDB"),
     ("createrole", "CREATEROLE", "NOCREATEROLE"),
     ("bypassrls", "BYPASSRLS", "NOBYPASSRLS"),

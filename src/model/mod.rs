@@ -190,6 +190,8 @@ pub struct Server {
     pub rds_cluster: Option<Address>,
     pub admin_password: Option<Address>,
     pub port: Option<u16>,
+    /// PostgreSQL: users may be superusers (`superuser = true`).
+    pub allow_superuser: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -220,9 +222,10 @@ pub struct User {
     pub host: Option<String>,
     pub valid_until: Option<String>,
     pub grants: Vec<Grant>,
-    /// PostgreSQL role attributes set to true (`createdb`, `createrole`,
-    /// `bypassrls`, `replication`).
-    pub flags: Vec<String>,
+    /// PostgreSQL role attributes the configuration sets (`superuser`,
+    /// `createdb`, `createrole`, `bypassrls`, `replication`) and their
+    /// values; one not written is left as the server has it.
+    pub flags: Vec<(String, bool)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

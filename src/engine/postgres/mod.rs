@@ -53,7 +53,7 @@ SELECT json_build_object(
       'superuser', r.rolsuper,
       'connection_limit', r.rolconnlimit,
       'flags', (SELECT COALESCE(json_agg(f), '[]'::json) FROM unnest(ARRAY[
-                  CASE WHEN r.rolcreatedb THEN 'createdb' END, CASE WHEN r.rolcreaterole THEN 'createrole' END,
+                  CASE WHEN r.rolsuper THEN 'superuser' END, CASE WHEN r.rolcreatedb THEN 'createdb' END, CASE WHEN r.rolcreaterole THEN 'createrole' END,
                   CASE WHEN r.rolbypassrls THEN 'bypassrls' END, CASE WHEN r.rolreplication THEN 'replication' END]) f
                 WHERE f IS NOT NULL),
       'valid_until', CASE WHEN r.rolvaliduntil IS NULL OR r.rolvaliduntil = 'infinity' THEN NULL
