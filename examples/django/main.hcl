@@ -90,6 +90,7 @@ secret "toolshed" {
 user "toolshed" {
   server   = server.main
   password = secret.toolshed
+  inherit  = false
 }
 
 router "toolshed" {

@@ -255,6 +255,7 @@ pub static USER_B: BlockSchema = BlockSchema {
         a("createrole", Ty::Bool, "PostgreSQL: may create roles."),
         a("bypassrls", Ty::Bool, "PostgreSQL: bypasses row-level security."),
         a("replication", Ty::Bool, "PostgreSQL: may connect for replication."),
+        a("inherit", Ty::Bool, "PostgreSQL: uses the privileges of its roles without SET ROLE (default true)."),
         FOR_EACH,
     ],
     blocks: &[GRANT_N, LIFECYCLE_N],

@@ -201,7 +201,14 @@ fn pg_create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
     if let Some(v) = &d.valid_until {
         opts.push(format!("VALID UNTIL {}", pg_literal(v)));
     }
-    opts.extend(crate::engine::ROLE_FLAGS.iter().filter(|f| d.flags.get(f.0) == Some(&true)).map(|f| f.1.to_string()));
+    // Only what differs from PostgreSQL's defaults (all off but INHERIT).
+    for (f, on, off) in crate::engine::ROLE_FLAGS {
+        match (d.flags.get(*f), *f == "inherit") {
+            (Some(true), false) => opts.push(on.to_string()),
+            (Some(false), true) => opts.push(off.to_string()),
+            _ => {}
+        }
+    }
     let name = pg_ident(&d.name);
     let mut steps = vec![sql(addr, server, None, format!("CREATE ROLE {name} WITH {}", opts.join(" ")))];
     for m in &d.member_of {

@@ -34,6 +34,7 @@ pub const ROLE_FLAGS: &[(&str, &str, &str)] = &[
     ("createrole", "CREATEROLE", "NOCREATEROLE"),
     ("bypassrls", "BYPASSRLS", "NOBYPASSRLS"),
     ("replication", "REPLICATION", "NOREPLICATION"),
+    ("inherit", "INHERIT", "NOINHERIT"),
 ];
 
 /// A role as the server has it (users are roles that can log in).
