@@ -446,8 +446,8 @@ fn an_admin_router_owns_what_it_migrates_and_users_take_role_attributes() {
     ] {
         assert!(all.iter().any(|s| s.starts_with(want)), "missing {want}:\n{all:#?}");
     }
-    assert!(all.iter().any(|s| s == r#"CREATE ROLE "maven" WITH LOGIN"#), "{all:#?}");
-    assert!(all.iter().any(|s| s == r#"CREATE ROLE "toolshed" WITH LOGIN NOINHERIT"#), "{all:#?}");
+    assert!(all.iter().any(|s| s == r#"CREATE ROLE "maven" WITH LOGIN NOINHERIT"#), "{all:#?}");
+    assert!(all.iter().any(|s| s == r#"CREATE ROLE "toolshed" WITH LOGIN"#), "{all:#?}");
     // The owner exists before its databases are created.
     let order: Vec<&str> = p.changes.iter().map(|c| c.address.as_str()).collect();
     let pos = |a: &str| order.iter().position(|x| *x == a).unwrap();

@@ -65,6 +65,7 @@ secret "maven" {
 user "maven" {
   server   = server.main
   password = secret.maven
+  inherit  = false # its grants are its own; not for an owner (public schema rights come through pg_database_owner)
 }
 
 router "maven_crawler" {
@@ -90,7 +91,6 @@ secret "toolshed" {
 user "toolshed" {
   server   = server.main
   password = secret.toolshed
-  inherit  = false
 }
 
 router "toolshed" {
