@@ -5,11 +5,25 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // A reader that stops early (`dbctl plan | head`) ends the command quietly,
-    // as with any Unix tool, rather than a panic in `println!`. `apply`
-    // ignores it again while steps run, and stops after the steps in flight.
-    // SAFETY: setting a signal disposition before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // A reader that stops early (`dbctl plan | head`) ends the command
+    // quietly, as with any Unix tool, instead of a panic in `println!`.
+    // SIGPIPE itself stays ignored: a child's pipe that closes (pg_restore
+    // refusing a corrupt backup) must be an error to report, not a death.
+    // `apply` never prints with `println!` while steps run (a closed stdout
+    // stops it after the steps in flight).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe (os error 32)") || msg.contains("kind: BrokenPipe") {
+            std::process::exit(141);
+        }
+        default_hook(info)
+    }));
     // Warnings by default; `DBCTL_LOG=debug` shows where a command spends its time.
     let filter = tracing_subscriber::EnvFilter::try_from_env("DBCTL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -308,7 +308,12 @@ fn published_documents_in_each_format() {
     let json_doc = dbctl::router::render(&cfg, &Address::new(Kind::Router, "buildsense"), &hosts()).unwrap();
     insta::assert_snapshot!("publish_json", json_doc);
     let v: serde_json::Value = serde_json::from_str(&json_doc).unwrap();
-    assert_eq!(v["apps"]["accounts"]["database"], "app_users");
+    // One entry per logical database; apps name their database's alias.
+    assert_eq!(v["apps"]["accounts"], "app_users");
+    assert_eq!(v["apps"]["workflow"], "default");
+    assert_eq!(v["databases"]["app_users"]["database"], "app_users");
+    assert_eq!(v["databases"]["app_users"]["access"], "readonly");
+    assert_eq!(v["databases"]["default"]["database"], "app_workflow");
     assert!(!json_doc.contains("\"password\": \""), "a reference to the secret, never a value");
     let django = dbctl::router::render(&cfg, &Address::new(Kind::Router, "billing"), &hosts()).unwrap();
     insta::assert_snapshot!("publish_django", django);
@@ -323,7 +328,9 @@ fn published_documents_in_each_format() {
     let env_cfg = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() }).config.unwrap();
     let env_doc = dbctl::router::render(&env_cfg, &Address::new(Kind::Router, "buildsense"), &hosts()).unwrap();
     insta::assert_snapshot!("publish_env", env_doc);
-    assert!(env_doc.contains("DATABASE_URL_ACCOUNTS=postgres://buildsense@127.0.0.1:5432/app_users\n"));
+    assert!(env_doc.contains("DATABASE_URL_APP_USERS=postgres://buildsense@127.0.0.1:5432/app_users\n"));
+    assert!(env_doc.contains("DATABASE_URL=postgres://buildsense@127.0.0.1:5432/app_workflow\n"));
+    assert!(env_doc.contains("DATABASE_APP_ACCOUNTS=APP_USERS\n"));
 }
 
 #[test]
@@ -333,7 +340,9 @@ fn the_django_module_compiles_and_routes_each_app_to_its_database() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("billing_databases.py"), &module).unwrap();
     let secrets = json!({ "secrets": { "dev/billing/db": { "address": "secret.billing", "versions": [
-        { "id": "v1", "created": "2026-01-01T00:00:00Z", "value": json!({ "username": "billing", "password": "s3cret" }).to_string() }
+        { "id": "v1", "created": "2026-01-01T00:00:00Z", "value": json!({ "username": "billing", "password": "s3cret" }).to_string() },
+        // A rotation the server has not accepted yet: services keep the current password.
+        { "id": "v2", "created": "2026-01-02T00:00:00Z", "pending": true, "value": json!({ "username": "billing", "password": "next" }).to_string() }
     ]}}});
     std::fs::write(dir.path().join("secrets.json"), secrets.to_string()).unwrap();
     let compile = std::process::Command::new("python3")
@@ -354,18 +363,24 @@ class Model:
         self._meta = Meta(label)
 
 r = m.DatabaseRouter()
-assert r.db_for_read(Model("accounts")) == "accounts", r.db_for_read(Model("accounts"))
-assert r.db_for_write(Model("search")) == "search"
-assert r.db_for_read(Model("unlisted")) is None
+# billing has no default: its first route's database is the alias "default".
+assert r.db_for_read(Model("accounts")) == "default", r.db_for_read(Model("accounts"))
+assert r.db_for_write(Model("search")) == "app_search"
+try:
+    r.db_for_read(Model("unlisted"))
+    raise AssertionError("an unrouted app must be an error")
+except Exception as e:
+    assert "'unlisted'" in str(e) and "'billing'" in str(e), e
 assert r.allow_relation(Model("accounts"), Model("accounts"))
 assert not r.allow_relation(Model("accounts"), Model("search"))
-assert r.allow_migrate("accounts", "accounts") is True
-assert r.allow_migrate("search", "accounts") is False
-assert m.DATABASES["accounts"]["NAME"] == "app_billing"
-assert m.DATABASES["search"]["NAME"] == "app_search"
-assert m.DATABASES["accounts"]["PASSWORD"] == "s3cret"
-assert m.DATABASES["accounts"]["ENGINE"] == "django.db.backends.postgresql"
-assert m.DATABASES["default"] == {}
+assert r.allow_migrate("default", "accounts") is True
+assert r.allow_migrate("app_search", "accounts") is False
+assert r.allow_migrate("default", "unlisted") is False
+assert m.DATABASES["default"]["NAME"] == "app_billing"
+assert m.DATABASES["app_search"]["NAME"] == "app_search"
+assert m.DATABASES["default"]["PASSWORD"] == "s3cret"
+assert m.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+assert m.DATABASE_ROUTERS == ["billing_databases.DatabaseRouter"]
 print("ok")
 "#;
     let out = std::process::Command::new("python3")
@@ -456,4 +471,149 @@ fn a_plan_that_drops_data_says_so_first_in_every_format() {
             json!({ "address": "database.orders", "database": "orders", "tables": 3 }),
         ]
     );
+}
+
+#[test]
+fn an_admin_router_owns_what_it_migrates_and_users_take_role_attributes() {
+    let cfg = config("examples/django");
+    let p = plan(&cfg, &BTreeMap::new(), &State::new(), false);
+    let all = steps_of(&p);
+    for want in [
+        r#"CREATE DATABASE "buildsense" OWNER "toolshed""#,
+        r#"CREATE DATABASE "maven" OWNER "toolshed""#,
+        r#"CREATE ROLE "buildsense" WITH LOGIN CREATEDB"#,
+    ] {
+        assert!(all.iter().any(|s| s.starts_with(want)), "missing {want}:\n{all:#?}");
+    }
+    assert!(all.iter().any(|s| s == r#"CREATE ROLE "maven" WITH LOGIN NOINHERIT"#), "{all:#?}");
+    assert!(all.iter().any(|s| s == r#"CREATE ROLE "toolshed" WITH LOGIN"#), "{all:#?}");
+    // The owner exists before its databases are created.
+    let order: Vec<&str> = p.changes.iter().map(|c| c.address.as_str()).collect();
+    let pos = |a: &str| order.iter().position(|x| *x == a).unwrap();
+    assert!(pos("user.toolshed") < pos("database.buildsense"), "{order:?}");
+    assert!(pos("user.toolshed") < pos("database.maven"), "{order:?}");
+
+    // A user created without createdb is altered; read back with it, it converges.
+    let mut state = State::new();
+    let attrs =
+        json!({"name": "buildsense", "login": true, "connection_limit": -1, "valid_until": null, "member_of": []});
+    managed(&mut state, "user.buildsense", "user", "buildsense", attrs);
+    let mut live = LiveServer { exists: true, version: "16.4".into(), admin: "postgres".into(), ..Default::default() };
+    live.roles.insert("buildsense".into(), LiveRole { login: true, connection_limit: -1, ..Default::default() });
+    let lives = BTreeMap::from([(Address::new(Kind::Server, "main"), live.clone())]);
+    let p = plan(&cfg, &lives, &state, true);
+    let user = p.changes.iter().find(|c| c.address == "user.buildsense").unwrap();
+    let sql = steps_of_change(user);
+    assert_eq!(sql, vec![r#"ALTER ROLE "buildsense" WITH CREATEDB"#.to_string()]);
+    live.roles.get_mut("buildsense").unwrap().flags.insert("createdb".into());
+    // An attribute the configuration does not set is left as the server has it.
+    live.roles.get_mut("buildsense").unwrap().flags.insert("createrole".into());
+    let lives = BTreeMap::from([(Address::new(Kind::Server, "main"), live)]);
+    let p = plan(&cfg, &lives, &state, true);
+    let user = p.changes.iter().find(|c| c.address == "user.buildsense").unwrap();
+    assert!(steps_of_change(user).is_empty(), "{:?}", steps_of_change(user));
+}
+
+fn steps_of_change(c: &dbctl::plan::ResourceChange) -> Vec<String> {
+    c.steps
+        .iter()
+        .filter_map(|s| match &s.op {
+            dbctl::plan::Op::Sql { sql } => Some(sql.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn steps_of(p: &Plan) -> Vec<String> {
+    p.changes.iter().flat_map(steps_of_change).collect()
+}
+
+#[test]
+fn every_format_is_per_database_and_carries_connection_options_and_the_aws_store() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        r#"
+provider "aws" {
+  region   = "eu-west-1"
+  endpoint = "http://127.0.0.1:5000"
+}
+
+server "main" {
+  engine = "postgres"
+  url    = "postgres://admin@db.example.com/postgres?sslmode=verify-full&sslrootcert=%2Fetc%2Fssl%2Frds.pem"
+}
+
+database "orders" {
+  server = server.main
+}
+
+secret "svc" {
+  store = "aws"
+  name  = "prod/svc/db"
+  generate {
+    length = 32
+  }
+}
+
+user "svc" {
+  server   = server.main
+  password = secret.svc
+}
+
+router "svc" {
+  user = user.svc
+  route "orders" {
+    database = database.orders
+  }
+  route "invoices" {
+    database = database.orders
+  }
+  publish {
+    file   = "svc.json"
+    format = "json"
+  }
+}
+"#,
+    )
+    .unwrap();
+    let load_as = |format: &str| {
+        let text = std::fs::read_to_string(dir.path().join("main.hcl")).unwrap();
+        std::fs::write(
+            dir.path().join("main.hcl"),
+            text.replace("\"json\"", &format!("\"{format}\""))
+                .replace("\"env\"", &format!("\"{format}\""))
+                .replace("\"django\"", &format!("\"{format}\"")),
+        )
+        .unwrap();
+        let cfg = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() }).config.unwrap();
+        dbctl::router::render(&cfg, &Address::new(Kind::Router, "svc"), &hosts()).unwrap()
+    };
+    let doc: serde_json::Value = serde_json::from_str(&load_as("json")).unwrap();
+    // Two apps, one database: one entry, both apps on it.
+    assert_eq!(doc["databases"].as_object().unwrap().len(), 1, "{doc:#}");
+    assert_eq!(doc["apps"], json!({ "orders": "default", "invoices": "default" }));
+    let db = &doc["databases"]["default"];
+    assert_eq!(db["options"], json!({ "sslmode": "verify-full", "sslrootcert": "/etc/ssl/rds.pem" }));
+    assert_eq!(
+        db["password"],
+        json!({ "store": "aws", "secret": "prod/svc/db", "key": "password", "region": "eu-west-1", "endpoint": "http://127.0.0.1:5000" })
+    );
+    assert_eq!(doc["default"], serde_json::Value::Null, "no default route: unrouted apps are an error");
+
+    let env = load_as("env");
+    assert!(
+        env.contains("DATABASE_URL=postgres://svc@127.0.0.1:5432/orders?sslmode=verify-full&sslrootcert=%2Fetc%2Fssl%2Frds.pem\n"),
+        "{env}"
+    );
+    assert!(env.contains("DATABASE_APP_ORDERS=DEFAULT\nDATABASE_APP_INVOICES=DEFAULT\n"), "{env}");
+    assert!(env.contains("DBCTL_AWS_REGION=eu-west-1\nDBCTL_AWS_ENDPOINT=http://127.0.0.1:5000\n"), "{env}");
+
+    let module = load_as("django");
+    assert!(module.contains(r#"{"sslmode": "verify-full", "sslrootcert": "/etc/ssl/rds.pem"}"#), "{module}");
+    assert!(
+        module.contains(r#"_AWS = {"region_name": "eu-west-1", "endpoint_url": "http://127.0.0.1:5000"}"#),
+        "{module}"
+    );
+    assert_eq!(module.matches("_database(\"django.db.backends.postgresql\"").count(), 1, "one alias per database");
 }

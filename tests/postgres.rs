@@ -525,8 +525,10 @@ fn routes_publish_documents_and_a_removed_route_revokes_exactly_its_grants() {
     p.apply();
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.path().join("deploy/shop/databases.json")).unwrap()).unwrap();
-    assert_eq!(doc["apps"]["orders"]["port"], p.port());
-    assert_eq!(doc["apps"]["catalog"]["access"], "readonly");
+    assert_eq!(doc["apps"]["orders"], "default", "the default route's database is the alias default");
+    assert_eq!(doc["apps"]["catalog"], "catalog");
+    assert_eq!(doc["databases"]["default"]["port"], p.port());
+    assert_eq!(doc["databases"]["catalog"]["access"], "readonly");
     assert!(!doc.to_string().contains(&p.secret("secret.shop")));
     p.converged();
 

@@ -165,10 +165,6 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
         progress: Progress::new(total, std::io::stdout().is_terminal()),
         interrupt: interrupt.clone(),
     };
-    // While steps run, a closed stdout is an error to handle (stop after the
-    // steps in flight), not a signal that kills between a step and its record.
-    // SAFETY: setting a signal disposition; no handler code runs.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let report = block_on(async {
         let watcher = tokio::spawn(watch_signals(interrupt));
         let report = exec.execute(&session.config, plan).await;

@@ -75,7 +75,10 @@ pub fn run(cli: Cli) -> u8 {
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "dbctl", &mut std::io::stdout());
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "dbctl", &mut out);
+            // A reader that stops early is not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
             EXIT_OK
         }
         Command::Plan(a) => plan::run(&ctx, &a),

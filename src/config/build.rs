@@ -72,6 +72,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                 rds_cluster: b.reference("rds_cluster"),
                 admin_password: b.reference("admin_password"),
                 port,
+                allow_superuser: b.bool("allow_superuser").unwrap_or(false),
             })
         }
         Kind::Role => Body::Role(Role {
@@ -89,6 +90,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
             host: b.str("host"),
             valid_until: b.str("valid_until"),
             grants: grants(&b),
+            flags: crate::engine::ROLE_FLAGS.iter().filter_map(|(f, _, _)| Some((f.to_string(), b.bool(f)?))).collect(),
         }),
         Kind::Database => Body::Database(Database {
             name,
@@ -168,11 +170,12 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                     access: r.str("access").and_then(|a| Access::parse(&a)).unwrap_or(access),
                 });
             }
-            if routes.is_empty() && seen.is_empty() {
+            let migrates = b.refs("migrates");
+            if routes.is_empty() && seen.is_empty() && migrates.is_empty() {
                 diags.push(
                     Diagnostic::error(format!("{addr} has no route"))
                         .at(&b.header, "routes nothing")
-                        .help("add route \"APP\" { database = database.NAME }"),
+                        .help("add route \"APP\" { database = database.NAME }, or migrates = [router.NAME]"),
                 );
             }
             let default = b.str("default");
@@ -205,6 +208,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                 routes,
                 default,
                 publish,
+                migrates,
             })
         }
         Kind::BackupPolicy => {

@@ -214,6 +214,7 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
     }
     check_secrets(cfg, diags);
     check_routers(cfg, diags);
+    check_role_flags(cfg, diags);
     warn_unused_databases(cfg, diags);
     crate::graph::check_cycles(cfg, diags);
 }
@@ -414,8 +415,10 @@ fn check_secrets(cfg: &Config, diags: &mut Diags) {
 
 fn check_routers(cfg: &Config, diags: &mut Diags) {
     let mut labels: HashMap<(String, String), &Resource> = HashMap::new();
+    check_migrates(cfg, diags);
     for r in cfg.of_kind(Kind::Router) {
         let Body::Router(rt) = &r.body else { continue };
+        check_route_access(r, rt, diags);
         // Derived grants and the user's own grant blocks must not share a target:
         // both are authoritative, and would undo each other on every apply.
         if let Some(user) = cfg.get(&rt.user) {
@@ -498,6 +501,151 @@ fn check_routers(cfg: &Config, diags: &mut Diags) {
                 }
             } else {
                 labels.insert(key, r);
+            }
+        }
+    }
+}
+
+/// `createdb` and its peers are PostgreSQL role attributes.
+fn check_role_flags(cfg: &Config, diags: &mut Diags) {
+    for r in cfg.of_kind(Kind::User) {
+        let Body::User(u) = &r.body else { continue };
+        let server = match cfg.get(&u.server).map(|s| &s.body) {
+            Some(Body::Server(s)) => s,
+            _ => continue,
+        };
+        if server.engine != Engine::Mysql {
+            if u.flags.iter().any(|(f, on)| f == "superuser" && *on) && !server.allow_superuser {
+                diags.push(
+                    Diagnostic::error(format!("{} would be a superuser, which {} does not allow", r.addr, u.server))
+                        .at(r.origin.attr("superuser"), "superuser = true")
+                        .help(format!("a superuser bypasses every grant: set allow_superuser = true on {} if this is intended, or use createdb/createrole", u.server)),
+                );
+            }
+            continue;
+        }
+        for (f, _) in &u.flags {
+            diags.push(
+                Diagnostic::error(format!("`{f}` is PostgreSQL-only"))
+                    .at(r.origin.attr(f), "MySQL/MariaDB users have no such attribute")
+                    .help("grant the matching global privilege (e.g. CREATE) from a role instead, or remove it"),
+            );
+        }
+    }
+}
+
+/// Within one service, a database is reached with one access: one login
+/// cannot be both readonly and readwrite on it.
+fn check_route_access(r: &Resource, rt: &crate::model::Router, diags: &mut Diags) {
+    let route_locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "route.database").map(|x| &x.loc).collect();
+    let loc = |i: usize| route_locs.get(i).copied().unwrap_or(&r.origin.header);
+    let mut reported: Vec<&Address> = Vec::new();
+    for (i, a) in rt.routes.iter().enumerate() {
+        for (j, b) in rt.routes.iter().enumerate().skip(i + 1) {
+            if a.database == b.database && a.access != b.access && !reported.contains(&&a.database) {
+                reported.push(&a.database);
+                let acc = |x: crate::model::Access| format!("{x:?}").to_lowercase();
+                diags.push(
+                    Diagnostic::error(format!(
+                        "routes \"{}\" and \"{}\" of {} reach {} with different access ({} and {})",
+                        a.app,
+                        b.app,
+                        r.addr,
+                        a.database,
+                        acc(a.access),
+                        acc(b.access)
+                    ))
+                    .at(loc(j), format!("{} here", acc(b.access)))
+                    .also(loc(i), format!("{} here", acc(a.access)))
+                    .help("one login has one access to a database: give both routes the same access, or use another router (and user) for the other access"),
+                );
+            }
+        }
+    }
+}
+
+/// `migrates`: routers only, on the admin's server, and the admin's user is
+/// the only owner of every database they route.
+fn check_migrates(cfg: &Config, diags: &mut Diags) {
+    // Database → (owning user, the router that makes it the owner).
+    let mut owners: HashMap<&Address, (&Address, &Resource)> = HashMap::new();
+    for r in cfg.of_kind(Kind::Router) {
+        let Body::Router(rt) = &r.body else { continue };
+        let locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "migrates").map(|x| &x.loc).collect();
+        let admin_server = cfg.get(&rt.user).and_then(|u| u.server()).cloned();
+        for (i, m) in rt.migrates.iter().enumerate() {
+            let loc = locs.get(i).copied().unwrap_or(&r.origin.header);
+            if *m == r.addr {
+                diags.push(
+                    Diagnostic::error(format!("{} migrates itself", r.addr))
+                        .at(loc, "this router")
+                        .help("list the routers of the services whose databases this one migrates"),
+                );
+                continue;
+            }
+            let Some(Body::Router(other)) = cfg.get(m).map(|x| &x.body) else { continue };
+            for route in &other.routes {
+                let Some(db) = cfg.get(&route.database) else { continue };
+                if let (Some(us), Some(ds)) = (&admin_server, db.server()) {
+                    if us != ds {
+                        diags.push(
+                            Diagnostic::error(format!(
+                                "{} migrates {m}, whose route \"{}\" uses a database on {ds}, but {} is on {us}",
+                                r.addr, route.app, rt.user
+                            ))
+                            .at(loc, format!("{} is on {ds}", route.database))
+                            .help("an admin router migrates the databases of its own server only"),
+                        );
+                        continue;
+                    }
+                }
+                if let Body::Database(d) = &db.body {
+                    if let Some(owner) = d.owner.as_ref().filter(|o| **o != rt.user) {
+                        diags.push(
+                            Diagnostic::error(format!(
+                                "{} would own {} (routed by {m}), whose owner is {owner}",
+                                r.addr, route.database
+                            ))
+                            .at(loc, "migrates makes its user the owner")
+                            .help("remove the database's owner: the admin router's user owns what it migrates"),
+                        );
+                        continue;
+                    }
+                }
+                match owners.get(&route.database) {
+                    Some((u, first)) if **u != rt.user => diags.push(
+                        Diagnostic::error(format!(
+                            "{} is owned through both {} and {}, by different users",
+                            route.database, first.addr, r.addr
+                        ))
+                        .at(loc, format!("{} would own it", rt.user))
+                        .also(&first.origin.header, format!("{u} would own it"))
+                        .help("one admin router migrates a database"),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        owners.insert(&route.database, (&rt.user, r));
+                    }
+                }
+            }
+        }
+    }
+    // Routes with access = "owner" must agree with the admin routers.
+    for r in cfg.of_kind(Kind::Router) {
+        let Body::Router(rt) = &r.body else { continue };
+        for route in rt.routes.iter().filter(|x| x.access == crate::model::Access::Owner) {
+            if let Some((u, admin)) = owners.get(&route.database) {
+                if **u != rt.user {
+                    diags.push(
+                        Diagnostic::error(format!(
+                            "route \"{}\" of {} would own {}, which {} migrates as {u}",
+                            route.app, r.addr, route.database, admin.addr
+                        ))
+                        .at(&r.origin.header, "access = \"owner\"")
+                        .also(&admin.origin.header, "the admin router")
+                        .help("give the route readwrite access: the admin router's user owns the database"),
+                    );
+                }
             }
         }
     }

@@ -116,6 +116,7 @@ const USER: &[Kind] = &[Kind::User];
 const ROLE_OR_USER: &[Kind] = &[Kind::Role, Kind::User];
 const DATABASE: &[Kind] = &[Kind::Database];
 const SECRET: &[Kind] = &[Kind::Secret];
+const ROUTER_K: &[Kind] = &[Kind::Router];
 
 pub static LIFECYCLE: BlockSchema = BlockSchema {
     name: "lifecycle",
@@ -198,6 +199,7 @@ pub static SERVER_B: BlockSchema = BlockSchema {
         a("rds_cluster", Ty::Ref(&[Kind::RdsCluster]), "Endpoint and master credentials from a managed cluster."),
         a("admin_password", Ty::Ref(SECRET), "Admin password when the URL carries none."),
         a("port", Ty::Int, "Port of an embedded server (default: a free port chosen once and kept)."),
+        a("allow_superuser", Ty::Bool, "PostgreSQL: users of this server may set superuser = true (default false)."),
     ],
     blocks: &[LIFECYCLE_N],
     open: false,
@@ -248,6 +250,12 @@ pub static USER_B: BlockSchema = BlockSchema {
         a("connection_limit", Ty::Int, "Maximum concurrent connections; -1 = unlimited (default)."),
         a("host", Ty::String, "MySQL only: the user's host part (default \"%\")."),
         a("valid_until", Ty::Timestamp, "Password expiry (Postgres)."),
+        a("createdb", Ty::Bool, "PostgreSQL: may create databases (Django's test runner needs it)."),
+        a("superuser", Ty::Bool, "PostgreSQL: superuser; only where the server has allow_superuser = true."),
+        a("createrole", Ty::Bool, "PostgreSQL: may create roles."),
+        a("bypassrls", Ty::Bool, "PostgreSQL: bypasses row-level security."),
+        a("replication", Ty::Bool, "PostgreSQL: may connect for replication."),
+        a("inherit", Ty::Bool, "PostgreSQL: uses the privileges of its roles without SET ROLE (default true)."),
         FOR_EACH,
     ],
     blocks: &[GRANT_N, LIFECYCLE_N],
@@ -333,6 +341,11 @@ pub static ROUTER: BlockSchema = BlockSchema {
         req("user", Ty::Ref(USER), "The service's database user."),
         a("access", Ty::Enum(ACCESS), "Default access for routes (default readwrite)."),
         a("default", Ty::String, "Route used for unlisted apps."),
+        a(
+            "migrates",
+            Ty::RefList(ROUTER_K),
+            "Routers whose databases this router's user owns and migrates (the admin service).",
+        ),
     ],
     blocks: &[Nested { schema: &ROUTE, multiple: true }, Nested { schema: &PUBLISH, multiple: false }, LIFECYCLE_N],
     open: false,

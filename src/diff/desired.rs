@@ -17,6 +17,8 @@ pub struct DesiredRole {
     pub password: Option<Address>,
     /// MySQL/MariaDB users: the account's host part (default `%`).
     pub host: Option<String>,
+    /// PostgreSQL role attributes the configuration sets (of ROLE_FLAGS).
+    pub flags: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -245,6 +247,15 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     router_owner.entry(route.database.clone()).or_insert(u);
                 }
             }
+            // An admin router's user owns every database the routers it migrates route.
+            for m in &rt.migrates {
+                let (Some(Body::Router(other)), Some(u)) = (cfg.get(m).map(|x| &x.body), name_of(cfg, &rt.user)) else {
+                    continue;
+                };
+                for route in &other.routes {
+                    router_owner.entry(route.database.clone()).or_insert_with(|| u.clone());
+                }
+            }
         }
     }
     for r in cfg.resources.values() {
@@ -259,6 +270,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     member_of: ro.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: None,
                     host: None,
+                    flags: BTreeMap::new(),
                 };
                 add_role(&mut d, cfg, &ro.server, role, &ro.grants);
             }
@@ -274,6 +286,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     // The server stores a host in lower case.
                     host: (engine_of(&u.server) == Engine::Mysql)
                         .then(|| u.host.as_deref().unwrap_or("%").to_lowercase()),
+                    flags: u.flags.iter().cloned().collect(),
                 };
                 add_role(&mut d, cfg, &u.server, role, &u.grants);
             }

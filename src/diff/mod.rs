@@ -309,6 +309,14 @@ fn pg_create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
     if let Some(v) = &d.valid_until {
         opts.push(format!("VALID UNTIL {}", pg_literal(v)));
     }
+    // Only what differs from PostgreSQL's defaults (all off but INHERIT).
+    for (f, on, off) in crate::engine::ROLE_FLAGS {
+        match (d.flags.get(*f), *f == "inherit") {
+            (Some(true), false) => opts.push(on.to_string()),
+            (Some(false), true) => opts.push(off.to_string()),
+            _ => {}
+        }
+    }
     let name = pg_ident(&d.name);
     let mut steps = vec![sql(addr, server, None, format!("CREATE ROLE {name} WITH {}", opts.join(" ")))];
     for m in &d.member_of {
@@ -335,7 +343,11 @@ fn pg_update_role(
             "valid_until" => {
                 alter.push(format!("VALID UNTIL {}", pg_literal(d.valid_until.as_deref().unwrap_or("infinity"))))
             }
-            _ => {}
+            f => {
+                if let Some((_, on, off)) = crate::engine::ROLE_FLAGS.iter().find(|x| x.0 == f) {
+                    alter.push(if d.flags.get(f) == Some(&true) { on } else { off }.to_string());
+                }
+            }
         }
     }
     if !alter.is_empty() {
@@ -360,10 +372,31 @@ pub fn role_json(r: &DesiredRole) -> Value {
         "valid_until": r.valid_until,
         "member_of": r.member_of,
     });
+    for (f, on) in &r.flags {
+        v[f.as_str()] = json!(on);
+    }
     if let Some(h) = &r.host {
         v["host"] = json!(h);
     }
     v
+}
+
+/// Role attributes the configuration does not set are left as the server
+/// has them (an admin's own CREATEROLE is never taken away): the live side
+/// shows only the ones `after` sets.
+fn managed_flags(before: &mut Value, after: &Value) {
+    for (f, _, _) in crate::engine::ROLE_FLAGS {
+        match (after.get(*f).is_some(), before.as_object_mut()) {
+            (true, Some(b)) => {
+                let on = b.get(*f).and_then(Value::as_bool).unwrap_or(false);
+                b.insert(f.to_string(), json!(on));
+            }
+            (false, Some(b)) => {
+                b.remove(*f);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn live_role_json(name: &str, r: &crate::engine::LiveRole) -> Value {
@@ -374,6 +407,9 @@ fn live_role_json(name: &str, r: &crate::engine::LiveRole) -> Value {
         "valid_until": r.valid_until,
         "member_of": r.member_of,
     });
+    for f in &r.flags {
+        v[f.as_str()] = json!(true);
+    }
     if !r.host.is_empty() {
         v["host"] = json!(r.host);
     }
@@ -752,7 +788,8 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         }
                         None => l,
                     };
-                    let before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
+                    let mut before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
+                    managed_flags(&mut before, &after);
                     if let Some(st) = in_state {
                         drift_of(
                             &addr,

@@ -157,6 +157,7 @@ mod tests {
             member_of: ["b".to_string(), "a".to_string()].into_iter().collect(),
             password: None,
             host: Some("%".into()),
+            flags: Default::default(),
         };
         assert_eq!(default_role(&d, false), "SET DEFAULT ROLE 'a' FOR 'u'@'%'");
         assert_eq!(default_role(&d, true), "SET DEFAULT ROLE ALL TO 'u'@'%'");

@@ -27,6 +27,16 @@ pub enum EngineError {
 
 pub type Privs = BTreeSet<String>;
 
+/// PostgreSQL role attributes a user may set: (attribute, on, off).
+pub const ROLE_FLAGS: &[(&str, &str, &str)] = &[
+    ("superuser", "SUPERUSER", "NOSUPERUSER"),
+    ("createdb", "CREATEDB", "NOCREATEDB"),
+    ("createrole", "CREATEROLE", "NOCREATEROLE"),
+    ("bypassrls", "BYPASSRLS", "NOBYPASSRLS"),
+    ("replication", "REPLICATION", "NOREPLICATION"),
+    ("inherit", "INHERIT", "NOINHERIT"),
+];
+
 /// A role as the server has it (users are roles that can log in).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -36,6 +46,9 @@ pub struct LiveRole {
     pub connection_limit: i64,
     pub valid_until: Option<String>,
     pub member_of: BTreeSet<String>,
+    /// PostgreSQL role attributes that are true (of ROLE_FLAGS).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub flags: BTreeSet<String>,
     /// MySQL/MariaDB users: the account's host part.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,

@@ -189,6 +189,7 @@ async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>)
             connection_limit: if max == 0 { -1 } else { max },
             valid_until: None,
             member_of: BTreeSet::new(),
+            flags: BTreeSet::new(),
             host: if is_role { String::new() } else { host.clone() },
         };
         live.roles.insert(key_of(&user, if is_role { "" } else { &host }), role);

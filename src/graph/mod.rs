@@ -76,6 +76,25 @@ impl Graph {
                 }
             }
         }
+        // A router that makes its user a database's owner (an owner route,
+        // or `migrates`): the database is created after that user.
+        for r in cfg.resources.values() {
+            let crate::model::Body::Router(rt) = &r.body else { continue };
+            let mut owned: Vec<&Address> =
+                rt.routes.iter().filter(|x| x.access == crate::model::Access::Owner).map(|x| &x.database).collect();
+            for m in &rt.migrates {
+                if let Some(crate::model::Body::Router(other)) = cfg.get(m).map(|x| &x.body) {
+                    owned.extend(other.routes.iter().map(|x| &x.database));
+                }
+            }
+            let Some(&user) = index.get(&Node::Resource(rt.user.clone())) else { continue };
+            for db in owned {
+                let Some(&from) = index.get(&Node::Resource(db.clone())) else { continue };
+                if !g.contains_edge(from, user) {
+                    g.add_edge(from, user, r.origin.header.clone());
+                }
+            }
+        }
         Graph { g, index }
     }
 

@@ -190,6 +190,8 @@ pub struct Server {
     pub rds_cluster: Option<Address>,
     pub admin_password: Option<Address>,
     pub port: Option<u16>,
+    /// PostgreSQL: users may be superusers (`superuser = true`).
+    pub allow_superuser: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -220,6 +222,10 @@ pub struct User {
     pub host: Option<String>,
     pub valid_until: Option<String>,
     pub grants: Vec<Grant>,
+    /// PostgreSQL role attributes the configuration sets (`superuser`,
+    /// `createdb`, `createrole`, `bypassrls`, `replication`) and their
+    /// values; one not written is left as the server has it.
+    pub flags: Vec<(String, bool)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -332,6 +338,9 @@ pub struct Router {
     pub routes: Vec<Route>,
     pub default: Option<String>,
     pub publish: Option<Publish>,
+    /// The admin service: routers whose databases this router's user owns
+    /// and whose apps it migrates.
+    pub migrates: Vec<Address>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -52,6 +52,11 @@ SELECT json_build_object(
       'login', r.rolcanlogin,
       'superuser', r.rolsuper,
       'connection_limit', r.rolconnlimit,
+      'flags', (SELECT COALESCE(json_agg(f), '[]'::json) FROM unnest(ARRAY[
+                  CASE WHEN r.rolsuper THEN 'superuser' END, CASE WHEN r.rolcreatedb THEN 'createdb' END, CASE WHEN r.rolcreaterole THEN 'createrole' END,
+                  CASE WHEN r.rolbypassrls THEN 'bypassrls' END, CASE WHEN r.rolreplication THEN 'replication' END,
+                  CASE WHEN r.rolinherit THEN 'inherit' END]) f
+                WHERE f IS NOT NULL),
       'valid_until', CASE WHEN r.rolvaliduntil IS NULL OR r.rolvaliduntil = 'infinity' THEN NULL
                      ELSE to_char(r.rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END,
       'member_of', COALESCE((SELECT json_agg(g.rolname ORDER BY g.rolname)
