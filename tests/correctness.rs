@@ -379,3 +379,48 @@ fn at_terminal(p: &Project, args: &str, input: &str) -> (Option<i32>, String) {
     let out = child.wait_with_output().unwrap();
     (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
 }
+
+/// Users removed and databases renamed in one apply: the rename runs after
+/// the departed users' REASSIGN OWNED inside those databases, whose session
+/// dbctl must have closed first.
+#[test]
+fn removing_users_and_renaming_their_databases_in_one_apply() {
+    let gen = |n: usize, suffix: &str| {
+        let mut s = SERVER.to_string();
+        for i in 0..n {
+            s.push_str(&format!(
+                "\nsecret \"s{i}\" {{\n}}\n\nuser \"u{i}\" {{\n  server   = server.main\n  name     = \"u{i}{suffix}\"\n  password = secret.s{i}\n  grant {{\n    database   = database.d{i}\n    privileges = [\"CONNECT\"]\n  }}\n}}\n\ndatabase \"d{i}\" {{\n  server = server.main\n  name   = \"d{i}{suffix}\"\n}}\n"
+            ));
+        }
+        s
+    };
+    let p = Project::new(&gen(5, "x"));
+    p.apply();
+    p.write(&gen(3, ""));
+    let out = p.ok(&["apply", "--auto-approve"], 0);
+    assert!(out.contains("RENAME TO \"d2\""), "{out}");
+    p.converged();
+    assert_eq!(
+        p.sql("postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname ~ '^d'"),
+        "d0,d1,d2"
+    );
+}
+
+/// A `DROP DATABASE` whose client was killed leaves the database invalid
+/// (PostgreSQL 15.4+): it cannot be entered, so its tables cannot be
+/// counted, but it holds nothing anyone can read. The rerun drops it without
+/// asking for --allow-data-loss.
+#[test]
+fn a_database_left_invalid_by_a_killed_drop_is_dropped_on_the_rerun() {
+    let two = format!("{SERVER}\ndatabase \"keep\" {{\n  server = server.main\n}}\n\ndatabase \"gone\" {{\n  server = server.main\n}}\n");
+    let p = Project::new(&two);
+    p.apply();
+    p.sql("gone", "CREATE TABLE t (id int)");
+    // What the killed DROP DATABASE leaves behind.
+    p.sql("postgres", "UPDATE pg_database SET datconnlimit = -2 WHERE datname = 'gone'");
+    p.write(&format!("{SERVER}\ndatabase \"keep\" {{\n  server = server.main\n}}\n"));
+    let out = p.ok(&["apply", "--auto-approve"], 0);
+    assert!(!out.contains("hold data"), "{out}");
+    p.converged();
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'gone'"), "0");
+}

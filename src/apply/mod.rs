@@ -425,6 +425,16 @@ impl PgRunner {
                 Ok(None)
             }
             Op::Sql { sql } => {
+                if step.database.is_none() && sql.starts_with("ALTER DATABASE ") && sql.contains(" RENAME TO ") {
+                    // A database being renamed must have no session: dbctl's own from
+                    // the steps before (REASSIGN OWNED, grants) goes first.
+                    let others: Vec<Option<String>> = conns.keys().filter(|k| k.is_some()).cloned().collect();
+                    for k in others {
+                        if let Some(c) = conns.remove(&k) {
+                            let _ = c.close().await;
+                        }
+                    }
+                }
                 let conn = self.conn(step, conns).await?;
                 postgres::execute(conn, sql.clone()).await.map_err(|e| e.to_string())?;
                 Ok(None)

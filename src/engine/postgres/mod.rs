@@ -277,6 +277,19 @@ pub async fn execute(conn: &mut PgConnection, sql: String) -> Result<(), EngineE
 /// User tables in a database (every schema but the system ones): what a
 /// plan that drops it would lose.
 pub async fn count_tables(server: &str, url: &str, database: &str) -> Result<u64, EngineError> {
+    // A DROP DATABASE that was interrupted (its client killed) leaves the
+    // database invalid (datconnlimit -2, PostgreSQL 15.4+): it cannot be
+    // entered, only dropped, and holds nothing anyone can read.
+    let mut admin = connect(server, url, None).await?;
+    let invalid: Option<bool> = sqlx::query_scalar("SELECT datconnlimit = -2 FROM pg_database WHERE datname = $1")
+        .bind(database)
+        .fetch_optional(&mut admin)
+        .await
+        .map_err(query_err)?;
+    admin.close().await.ok();
+    if invalid == Some(true) {
+        return Ok(0);
+    }
     let mut c = connect(server, url, Some(database)).await?;
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
