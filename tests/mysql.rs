@@ -473,3 +473,30 @@ user "app" {{
     assert_eq!(my_as(&p, "app2", &pw, "SELECT x FROM shop_b.t").unwrap(), "8");
     assert_eq!(my(&p, "SELECT count(*) FROM mysql.db WHERE Db LIKE 'shop%a'"), "0");
 }
+
+/// With the general log on, every statement dbctl sends is logged: a create
+/// and a rotation leave only the native-password hash there, and the users
+/// still log in with their passwords.
+#[test]
+fn passwords_reach_mariadb_only_hashed() {
+    let p = Project::new(&config("shop", "app", "", "[\"SELECT\"]", "utf8mb4_general_ci"));
+    p.ok(&["dev", "up"], 0);
+    // In the server's own data directory: the only place its system user surely may write.
+    my(&p, "SET GLOBAL general_log_file = 'dbctl-general.log'");
+    my(&p, "SET GLOBAL general_log = ON");
+    let log = std::path::Path::new(&my(&p, "SELECT @@datadir")).join("dbctl-general.log");
+    p.apply();
+    let first = p.secret("app-pw");
+    assert_eq!(my_as(&p, "app", &first, "SELECT 1").unwrap(), "1");
+    p.ok(&["secret", "rotate", "secret.app_pw"], 0);
+    p.apply();
+    let second = p.secret("app-pw");
+    assert_ne!(first, second);
+    assert_eq!(my_as(&p, "app", &second, "SELECT 1").unwrap(), "1");
+    assert!(my_as(&p, "app", &first, "SELECT 1").is_err(), "the old password no longer works");
+    let text = std::fs::read_to_string(&log).expect("the general log");
+    assert!(text.contains("IDENTIFIED WITH mysql_native_password AS '*"), "the password statements are logged");
+    for pw in [&first, &second] {
+        assert!(!text.contains(pw.as_str()), "a password reached the general log");
+    }
+}

@@ -292,3 +292,31 @@ fn a_rotation_started_during_an_apply_waits_and_both_are_kept() {
     assert_eq!(p.psql_as("u0", Some(&p.secret("secret.u0")), "postgres", "SELECT current_user").unwrap(), "u0");
     p.converged();
 }
+
+/// Every statement logged (`log_statement = 'all'`, and every duration):
+/// after a create and a rotation, the server's log holds no password, only
+/// SCRAM verifiers; the users still log in with their passwords.
+#[test]
+fn passwords_reach_the_server_only_as_scram_verifiers() {
+    let p = Project::example("quickstart");
+    p.ok(&["dev", "up"], 0);
+    p.sql("postgres", "ALTER SYSTEM SET log_statement = 'all'");
+    p.sql("postgres", "ALTER SYSTEM SET log_min_duration_statement = 0");
+    p.sql("postgres", "SELECT pg_reload_conf()");
+    p.apply();
+    let first = p.secret("secret.shop");
+    assert_eq!(p.psql_as("shop", Some(&first), "orders", "SELECT current_user").unwrap(), "shop");
+    p.ok(&["secret", "rotate", "secret.shop"], 0);
+    p.apply();
+    let second = p.secret("secret.shop");
+    assert_ne!(first, second);
+    assert_eq!(p.psql_as("shop", Some(&second), "orders", "SELECT current_user").unwrap(), "shop");
+    let status = p.ok(&["dev", "status"], 0);
+    let data =
+        status.split("data ").nth(1).and_then(|s| s.split_whitespace().next()).expect("dev status names the data");
+    let log = std::fs::read_to_string(std::path::Path::new(data).parent().unwrap().join("server.log")).unwrap();
+    assert!(log.contains("PASSWORD 'SCRAM-SHA-256$4096:"), "the statement is logged, with a verifier");
+    for pw in [&first, &second] {
+        assert!(!log.contains(pw.as_str()), "a password reached the server's log");
+    }
+}

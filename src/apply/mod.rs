@@ -442,10 +442,13 @@ impl PgRunner {
             Op::SetPassword { role, secret, .. } => {
                 let (password, version) = self.current_password(cfg, secret).await?;
                 let conn = self.conn(step, conns).await?;
+                // Only the SCRAM-SHA-256 verifier reaches the server (what psql's
+                // \password sends): its statement and error logs never see the password.
+                let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
                 let sql = format!(
                     "ALTER ROLE {} PASSWORD {}",
                     crate::engine::sql::pg_ident(role),
-                    crate::engine::sql::pg_literal(password.expose())
+                    crate::engine::sql::pg_literal(&verifier)
                 );
                 // The server's error never echoes the statement; ours names only the role.
                 postgres::execute(conn, sql)
