@@ -208,3 +208,19 @@ fn commands_not_built_yet_say_so() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not built yet"));
 }
+
+#[test]
+fn identical_warnings_print_once_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = String::from("server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n");
+    for i in 0..50 {
+        src.push_str(&format!("\nsecret \"s{i}\" {{\n  value = \"literal-{i}\"\n}}\n"));
+    }
+    std::fs::write(dir.path().join("main.hcl"), src).unwrap();
+    let out = dbctl(dir.path(), &["validate"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(text(&out.stdout).contains("50 warning(s)"));
+    assert_eq!(stderr.matches("⚠").count(), 1, "one report for 50 identical warnings\n{stderr}");
+    insta::assert_snapshot!("grouped_warnings", stderr);
+}

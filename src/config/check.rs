@@ -520,7 +520,8 @@ fn warn_unused_databases(cfg: &Config, diags: &mut Diags) {
             diags.push(
                 Diagnostic::warning(format!("{} is not routed by any router and no user is granted it", r.addr))
                     .at(&r.origin.header, "only the server's admin can use it")
-                    .help("route it from a router, or grant it to a user or role"),
+                    .help("route it from a router, or grant it to a user or role")
+                    .about(&r.addr),
             );
         }
     }
