@@ -224,3 +224,33 @@ fn identical_warnings_print_once_with_a_count() {
     assert_eq!(stderr.matches("⚠").count(), 1, "one report for 50 identical warnings\n{stderr}");
     insta::assert_snapshot!("grouped_warnings", stderr);
 }
+
+#[test]
+fn file_of_more_than_a_mebibyte_is_a_located_diagnostic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.txt"), vec![b'x'; 1024 * 1024 + 1]).unwrap();
+    std::fs::write(dir.path().join("small.txt"), "ok").unwrap();
+    let src = "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n\n\
+               secret \"a\" {\n  value = file(\"big.txt\")\n}\n\n\
+               secret \"b\" {\n  value = file(\"small.txt\")\n}\n";
+    std::fs::write(dir.path().join("main.hcl"), src).unwrap();
+    let out = dbctl(dir.path(), &["validate"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("[main.hcl:7:11]"), "{stderr}");
+    assert!(stderr.contains("1048577 bytes"), "{stderr}");
+    assert_eq!(stderr.matches("× ").count(), 1, "the small file reads fine\n{stderr}");
+}
+
+#[test]
+fn arithmetic_the_evaluator_cannot_do_is_a_diagnostic_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n\n\
+               locals {\n  limits = [for n in [0, 1]: 7 % n]\n}\n";
+    std::fs::write(dir.path().join("main.hcl"), src).unwrap();
+    let out = dbctl(dir.path(), &["validate"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("[main.hcl:7:12]") && stderr.contains("division by zero"), "{stderr}");
+}
