@@ -42,7 +42,7 @@ fn quickstart_applies_converges_and_enforces_access() {
 
     // destroy needs no --force when nobody else is connected (dbctl's own connections do not count).
     let out = p.ok(&["destroy", "--auto-approve"], 0);
-    assert!(out.contains("Apply complete! Resources: 0 added, 0 changed, 7 destroyed."), "{out}");
+    assert!(out.contains("Apply complete! Resources: 0 added, 0 changed, 6 destroyed, 1 forgotten."), "{out}");
     assert!(!p.path().join("deploy/shop/databases.json").exists(), "the published document is removed with its router");
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('orders', 'catalog')"), "0");
 }
@@ -581,4 +581,53 @@ fn routes_publish_documents_and_a_removed_route_revokes_exactly_its_grants() {
     p.apply();
     p.converged();
     assert_eq!(p.secret_document("secret.routing"), doc);
+}
+
+#[test]
+fn targets_are_checked_and_destroy_touches_only_what_it_targets() {
+    let guarded = "database \"keep\" {\n  server = server.main\n  lifecycle {\n    prevent_destroy = true\n  }\n}\n";
+    let config = |keep: &str| {
+        format!(
+            "{SERVER}\ndatabase \"app\" {{\n  for_each = toset([\"a\", \"b\"])\n  server   = server.main\n}}\n\n\
+             user \"svc\" {{\n  server = server.main\n  grant {{\n    database   = database.app[\"a\"]\n    \
+             privileges = [\"CONNECT\"]\n  }}\n}}\n\n{keep}"
+        )
+    };
+    let p = Project::new(&config(guarded));
+
+    // A mistyped target is an error that names it, not "No changes"; nothing is reached.
+    let out = p.ok(&["plan", "--target", "database.kepe"], 1);
+    assert!(out.contains("--target database.kepe") && out.contains("did you mean `database.keep`?"), "{out}");
+    assert!(!out.contains("No changes"), "{out}");
+    p.ok(&["plan", "--target", "database.app[\"c\"]"], 1);
+
+    // A for_each resource named without a key is all its instances.
+    let plan: serde_json::Value =
+        serde_json::from_slice(&p.dbctl(&["plan", "--format", "json", "--target", "database.app"]).stdout).unwrap();
+    let mut addrs: Vec<&str> =
+        plan["resource_changes"].as_array().unwrap().iter().map(|c| c["address"].as_str().unwrap()).collect();
+    addrs.sort();
+    assert_eq!(addrs, ["database.app[\"a\"]", "database.app[\"b\"]", "server.main"]);
+    p.apply();
+
+    // destroy --target checks prevent_destroy only on what it destroys: the
+    // instances and the grants that depend on them, never their server.
+    let out = p.ok(&["destroy", "--auto-approve", "--target", "database.app"], 0);
+    assert!(out.contains("user.svc.grant will be destroyed"), "{out}");
+    assert!(out.contains("Resources: 0 added, 0 changed, 3 destroyed."), "{out}");
+    assert!(!out.contains("server.main will"), "{out}");
+    let left = p.ok(&["state", "list"], 0);
+    assert_eq!(left.trim(), "database.keep\nserver.main\nuser.svc", "{left}");
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('a', 'b')"), "0");
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'keep'"), "1");
+    let out = p.ok(&["destroy", "--auto-approve", "--target", "database.keep"], 1);
+    assert!(out.contains("database.keep has lifecycle.prevent_destroy"), "{out}");
+
+    // A server is forgotten, not reported as destroyed: it is left as it is.
+    p.write(&config("database \"keep\" {\n  server = server.main\n}\n"));
+    let out = p.ok(&["destroy", "--auto-approve"], 0);
+    assert!(out.contains("server.main will be forgotten"), "{out}");
+    assert!(!out.contains("server.main will be destroyed"), "{out}");
+    assert!(out.contains("Resources: 0 added, 0 changed, 2 destroyed, 1 forgotten."), "{out}");
+    assert_eq!(p.ok(&["state", "list"], 0).trim(), "");
 }

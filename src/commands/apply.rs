@@ -46,7 +46,11 @@ async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> R
 fn print_report(r: &Report, plan: &Plan) {
     if r.ok() {
         let (a, m, d) = plan.counts();
-        println!("\nApply complete! Resources: {a} added, {m} changed, {d} destroyed.");
+        let forgotten = match plan.forgotten() {
+            0 => String::new(),
+            f => format!(", {f} forgotten"),
+        };
+        println!("\nApply complete! Resources: {a} added, {m} changed, {d} destroyed{forgotten}.");
         return;
     }
     eprintln!("\nApply failed. Nothing more was started.");

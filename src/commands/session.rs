@@ -80,30 +80,108 @@ pub fn open_with_state(ctx: &Ctx) -> Result<(Session, State), u8> {
     Ok((session, state))
 }
 
-/// Addresses named by --target and everything they depend on.
-fn target_closure(cfg: &Config, targets: &[String]) -> Result<BTreeSet<String>, String> {
-    let mut out = BTreeSet::new();
-    let mut todo: Vec<Address> = Vec::new();
+/// The addresses `--target` names, each checked against the configuration
+/// and the state: an unknown address is an error (a typo must not plan "No
+/// changes"), and `database.app` without a key names every instance of a
+/// resource with `for_each`. A trailing `.grant` names a grant set.
+fn resolve_targets(cfg: &Config, state: &State, targets: &[String]) -> Result<Vec<(Address, bool)>, String> {
+    let known: BTreeSet<String> = cfg
+        .resources
+        .keys()
+        .map(|a| a.to_string())
+        .chain(state.resources.keys().map(|a| a.strip_suffix(".grant").unwrap_or(a).to_string()))
+        .collect();
+    let mut out = Vec::new();
     for t in targets {
-        let base = t.strip_suffix(".grant").unwrap_or(t);
-        let a = Address::parse(base)?;
-        out.insert(t.clone());
-        todo.push(a);
-    }
-    while let Some(a) = todo.pop() {
-        if !out.insert(a.to_string()) && out.contains(&format!("{a}#seen")) {
+        let (base, grant) = match t.strip_suffix(".grant") {
+            Some(b) => (b, true),
+            None => (t.as_str(), false),
+        };
+        let a = Address::parse(base).map_err(|e| format!("--target {e}"))?;
+        if known.contains(&a.to_string()) {
+            out.push((a, grant));
             continue;
         }
-        out.insert(format!("{a}#seen"));
-        out.insert(format!("{a}.grant"));
-        if let Some(r) = cfg.get(&a) {
-            todo.extend(r.refs.iter().map(|x| x.to.clone()));
-            if let Body::Router(_) = r.body {
-                out.insert(a.to_string());
+        let instances: Vec<Address> = if a.key.is_none() {
+            known
+                .iter()
+                .filter_map(|k| Address::parse(k).ok())
+                .filter(|k| k.kind == a.kind && k.name == a.name && k.key.is_some())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if instances.is_empty() {
+            let mut msg = format!("--target {t}: no resource in the configuration or the state has this address");
+            if let Some(h) = crate::diag::did_you_mean(base, known.iter().map(String::as_str)) {
+                msg.push_str(&format!("; {h}"));
+            }
+            return Err(msg);
+        }
+        out.extend(instances.into_iter().map(|i| (i, grant)));
+    }
+    Ok(out)
+}
+
+/// Addresses of the changes a targeted plan keeps. Planning: the targets and
+/// everything they depend on. Destroying: the targets and everything that
+/// depends on them (a router goes with its user, a grant set with the
+/// database it grants on), never what they depend on (their server).
+fn target_closure(cfg: &Config, targets: &[(Address, bool)], destroy: bool) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo: Vec<Address> = Vec::new();
+    for (a, grant) in targets {
+        if *grant {
+            out.insert(format!("{a}.grant"));
+            if !destroy {
+                todo.extend(cfg.get(a).into_iter().flat_map(|r| r.refs.iter()).map(|x| x.to.clone()));
+            }
+        } else {
+            todo.push(a.clone());
+        }
+    }
+    let mut seen: BTreeSet<Address> = BTreeSet::new();
+    // Who refers to whom, for walking towards dependents.
+    let mut dependents: BTreeMap<&Address, Vec<(&Address, bool)>> = BTreeMap::new();
+    if destroy {
+        for r in cfg.resources.values() {
+            for x in &r.refs {
+                dependents.entry(&x.to).or_default().push((&r.addr, x.attr.starts_with("grant.")));
             }
         }
     }
-    Ok(out)
+    while let Some(a) = todo.pop() {
+        if !seen.insert(a.clone()) {
+            continue;
+        }
+        out.insert(a.to_string());
+        out.insert(format!("{a}.grant"));
+        if destroy {
+            for (d, through_grant) in dependents.get(&a).into_iter().flatten() {
+                if *through_grant {
+                    out.insert(format!("{d}.grant"));
+                } else {
+                    todo.push((*d).clone());
+                }
+            }
+        } else if let Some(r) = cfg.get(&a) {
+            todo.extend(r.refs.iter().map(|x| x.to.clone()));
+        }
+    }
+    out
+}
+
+/// A copy of the configuration in which only the resources a targeted plan
+/// touches keep `prevent_destroy`: it guards what the plan would destroy or
+/// replace, and must not refuse a plan for a resource it leaves alone.
+fn guard_only(cfg: &Config, keep: &BTreeSet<String>) -> Config {
+    let mut resources = cfg.resources.clone();
+    for r in resources.values_mut() {
+        if !keep.contains(&r.addr.to_string()) {
+            r.lifecycle.prevent_destroy = false;
+        }
+    }
+    Config { resources, aws: cfg.aws.clone(), state: cfg.state.clone() }
 }
 
 impl Session {
@@ -165,6 +243,14 @@ impl Session {
     }
 
     pub async fn plan(&self, state: &State, opts: &PlanOpts) -> Result<Plan, u8> {
+        // Targets are checked before any server is reached.
+        let keep = if opts.targets.is_empty() {
+            None
+        } else {
+            let targets = resolve_targets(&self.config, state, &opts.targets).map_err(err)?;
+            Some(target_closure(&self.config, &targets, opts.destroy))
+        };
+        let guarded = keep.as_ref().map(|k| guard_only(&self.config, k));
         let live = self.refresh(state).await?;
         let stores = self.stores().await?;
         let secrets = self.secret_meta(&stores).await?;
@@ -184,7 +270,7 @@ impl Session {
             })
             .collect();
         let inputs = Inputs {
-            config: &self.config,
+            config: guarded.as_ref().unwrap_or(&self.config),
             live: &live,
             state,
             secrets: &secrets,
@@ -206,8 +292,7 @@ impl Session {
             EXIT_ERROR
         })?;
         let mut changes = d.changes;
-        if !opts.targets.is_empty() {
-            let keep = target_closure(&self.config, &opts.targets).map_err(err)?;
+        if let Some(keep) = &keep {
             changes.retain(|c| keep.contains(&c.address));
         }
         if opts.refresh_only {
