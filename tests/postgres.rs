@@ -631,3 +631,27 @@ fn targets_are_checked_and_destroy_touches_only_what_it_targets() {
     assert!(out.contains("Resources: 0 added, 0 changed, 2 destroyed, 1 forgotten."), "{out}");
     assert_eq!(p.ok(&["state", "list"], 0).trim(), "");
 }
+
+#[test]
+fn server_errors_keep_the_servers_words_and_never_the_statement() {
+    // The server's message (and its detail and hint), without PostgreSQL's source line.
+    let p = Project::new(&format!(
+        "{SERVER}\ndatabase \"app\" {{\n  server     = server.main\n  extensions = [\"no_such_extension\"]\n}}\n"
+    ));
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(out.contains("no_such_extension.control\": No such file or directory"), "{out}");
+    assert!(!out.contains(" at line "), "{out}");
+    assert!(!out.contains("error returned from database"), "{out}");
+
+    // A password-check hook's reason is kept; the password and the statement are not shown.
+    p.sql("postgres", "ALTER SYSTEM SET shared_preload_libraries = 'passwordcheck'");
+    p.ok(&["dev", "down"], 0);
+    p.ok(&["dev", "up"], 0);
+    p.write(&format!(
+        "{SERVER}\nvariable \"pw\" {{\n  default   = \"Zq9\"\n  sensitive = true\n}}\n\n\
+         secret \"pw\" {{\n  value = var.pw\n}}\n\nuser \"svc\" {{\n  server   = server.main\n  password = secret.pw\n}}\n"
+    ));
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(out.contains("setting the password of role \"svc\" failed: password is too short"), "{out}");
+    assert!(!out.contains("Zq9"), "{out}");
+}

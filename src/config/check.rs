@@ -340,6 +340,13 @@ fn check_server(cfg: &Config, r: &Resource, s: &Server, diags: &mut Diags) {
                 .at(&r.origin.header, "choose one way to reach the server"),
         ),
     }
+    if s.admin_password.is_some() {
+        diags.push(
+            Diagnostic::error(format!("{}: admin_password is not supported yet", r.addr))
+                .at(r.origin.attr("admin_password"), "not supported yet")
+                .help("put the admin password in url, for example url = env(\"DB_URL\")"),
+        );
+    }
     if s.port.is_some() && !s.embedded {
         diags.push(
             Diagnostic::error("`port` applies only to embedded servers")
