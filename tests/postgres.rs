@@ -655,3 +655,24 @@ fn server_errors_keep_the_servers_words_and_never_the_statement() {
     assert!(out.contains("setting the password of role \"svc\" failed: password is too short"), "{out}");
     assert!(!out.contains("Zq9"), "{out}");
 }
+
+#[test]
+fn a_grant_on_a_schema_a_new_database_lacks_is_refused_at_plan() {
+    let config = |schema: &str| {
+        format!(
+            "{SERVER}\ndatabase \"app\" {{\n  server = server.main\n}}\n\nuser \"svc\" {{\n  server = server.main\n  \
+             grant {{\n    database   = database.app\n    schema     = \"{schema}\"\n    privileges = [\"USAGE\"]\n  }}\n}}\n"
+        )
+    };
+    let p = Project::new(&config("sales"));
+    for cmd in [&["plan"][..], &["apply", "--auto-approve"]] {
+        let out = p.ok(cmd, 1);
+        assert!(out.contains("user.svc: schema \"sales\" does not exist in database \"app\", which this plan creates"));
+        assert!(out.contains("[main.hcl:13:18]"), "points at the grant\n{out}");
+    }
+    assert_eq!(p.ok(&["state", "list"], 0).trim(), "", "nothing was created");
+    // The public schema every new database has is fine.
+    p.write(&config("public"));
+    p.apply();
+    p.converged();
+}

@@ -10,7 +10,7 @@ use super::{Ctx, EXIT_ERROR};
 use crate::diff::{diff, Inputs};
 use crate::engine::LiveServer;
 use crate::model::{Address, Body, Config};
-use crate::plan::{Plan, FORMAT_VERSION};
+use crate::plan::{Action, Plan, FORMAT_VERSION};
 use crate::runtime::{self, Endpoint};
 use crate::secrets::{SecretMeta, Stores};
 use crate::state::{LocalState, State};
@@ -294,6 +294,17 @@ impl Session {
         let mut changes = d.changes;
         if let Some(keep) = &keep {
             changes.retain(|c| keep.contains(&c.address));
+        }
+        let created: BTreeSet<Address> = changes
+            .iter()
+            .filter(|c| c.kind == "database" && matches!(c.action, Action::Create | Action::Replace))
+            .filter_map(|c| Address::parse(&c.address).ok())
+            .collect();
+        let planned = |a: &str| changes.iter().any(|c| c.address == a && c.action != Action::NoOp);
+        let missing = crate::config::check::grants_on_missing_schemas(&self.config, &created, &planned);
+        if !missing.is_empty() {
+            eprint!("{}", crate::diag::render(&missing, false));
+            return Err(EXIT_ERROR);
         }
         if opts.refresh_only {
             changes.clear();

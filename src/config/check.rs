@@ -622,3 +622,46 @@ fn warn_unused_databases(cfg: &Config, diags: &mut Diags) {
         }
     }
 }
+
+/// Grants on a schema other than `public` in databases a plan creates: a new
+/// database has only the schemas of its template (`public`), so the grant
+/// would fail halfway through the apply, after the database was created.
+/// Known only at plan time (validate does not read the servers).
+pub fn grants_on_missing_schemas(
+    cfg: &Config,
+    created: &std::collections::BTreeSet<Address>,
+    planned: &dyn Fn(&str) -> bool,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for r in cfg.resources.values() {
+        let grants = match &r.body {
+            Body::User(u) => &u.grants,
+            Body::Role(ro) => &ro.grants,
+            _ => continue,
+        };
+        if !planned(&format!("{}.grant", r.addr)) {
+            continue;
+        }
+        let grant_locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();
+        for (i, g) in grants.iter().enumerate() {
+            let Some(schema) = g.schema.as_deref().filter(|s| *s != "public") else { continue };
+            if !created.contains(&g.database) {
+                continue;
+            }
+            let db_name = cfg.get(&g.database).and_then(|d| d.object_name()).unwrap_or(&g.database.name);
+            out.push(
+                Diagnostic::error(format!(
+                    "{}: schema \"{schema}\" does not exist in database \"{db_name}\", which this plan creates",
+                    r.addr
+                ))
+                .at(grant_locs.get(i).copied().unwrap_or(&r.origin.header), format!("a grant on schema \"{schema}\""))
+                .help(format!(
+                    "a new database has only the schema \"public\": create the database first \
+                     (dbctl apply --target {}), then the schema, then grant on it",
+                    g.database
+                )),
+            );
+        }
+    }
+    out
+}
