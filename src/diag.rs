@@ -75,17 +75,18 @@ impl Loc {
     }
 }
 
+/// Kept at 128 bytes (clippy's `result_large_err`): rarely used text is boxed.
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
     pub severity: Severity,
     pub message: String,
     pub loc: Option<Loc>,
-    pub label: String,
+    pub label: Box<str>,
     pub secondary: Vec<(Range<usize>, String)>,
-    pub help: Option<String>,
+    pub help: Option<Box<str>>,
     /// The address the diagnostic is about, when it is about one resource:
     /// identical warnings about different resources are shown as one.
-    pub subject: Option<String>,
+    pub subject: Option<Box<str>>,
 }
 
 impl Diagnostic {
@@ -94,7 +95,7 @@ impl Diagnostic {
             severity: Severity::Error,
             message: message.into(),
             loc: None,
-            label: String::new(),
+            label: "".into(),
             secondary: Vec::new(),
             help: None,
             subject: None,
@@ -107,7 +108,7 @@ impl Diagnostic {
 
     pub fn at(mut self, loc: &Loc, label: impl Into<String>) -> Self {
         self.loc = Some(loc.clone());
-        self.label = label.into();
+        self.label = label.into().into_boxed_str();
         self
     }
 
@@ -120,8 +121,8 @@ impl Diagnostic {
             _ => {
                 let note = format!("{} ({})", label.into(), loc.describe());
                 self.help = Some(match self.help.take() {
-                    Some(h) => format!("{h}\n{note}"),
-                    None => note,
+                    Some(h) => format!("{h}\n{note}").into(),
+                    None => note.into(),
                 });
             }
         }
@@ -131,15 +132,15 @@ impl Diagnostic {
     pub fn help(mut self, help: impl Into<String>) -> Self {
         let help = help.into();
         self.help = Some(match self.help.take() {
-            Some(h) => format!("{help}\n{h}"),
-            None => help,
+            Some(h) => format!("{help}\n{h}").into(),
+            None => help.into(),
         });
         self
     }
 
     /// Name the resource this diagnostic is about (see `subject`).
     pub fn about(mut self, subject: impl ToString) -> Self {
-        self.subject = Some(subject.to_string());
+        self.subject = Some(subject.to_string().into());
         self
     }
 
@@ -274,7 +275,7 @@ impl miette::Diagnostic for Rendered<'_> {
         let loc = self.d.loc.as_ref()?;
         let len = loc.span.end.saturating_sub(loc.span.start);
         let primary = LabeledSpan::new_primary_with_span(
-            (!self.d.label.is_empty()).then(|| self.d.label.clone()),
+            (!self.d.label.is_empty()).then(|| self.d.label.to_string()),
             (loc.span.start, len),
         );
         let rest = self
@@ -302,10 +303,10 @@ fn group(diags: &[Diagnostic]) -> Vec<Vec<&Diagnostic>> {
         // The message with its own subject taken out: "database.a is not
         // routed" and "database.b is not routed" are the same warning.
         let message = match &d.subject {
-            Some(s) => d.message.replace(s.as_str(), "\u{0}"),
+            Some(s) => d.message.replace(&**s, "\u{0}"),
             None => d.message.clone(),
         };
-        let key = (message, d.label.as_str(), d.help.as_deref());
+        let key = (message, &*d.label, d.help.as_deref());
         match index.get(&key) {
             Some(&i) => groups[i].push(d),
             None => {
@@ -322,7 +323,7 @@ fn place(d: &Diagnostic) -> String {
     let at = d.loc.as_ref().map(Loc::describe);
     match (&d.subject, at) {
         (Some(s), Some(at)) => format!("{s} ({at})"),
-        (Some(s), None) => s.clone(),
+        (Some(s), None) => s.to_string(),
         (None, Some(at)) => at,
         (None, None) => "elsewhere".into(),
     }
@@ -357,7 +358,7 @@ pub fn render(diags: &[Diagnostic], color: bool) -> String {
     let mut out = String::new();
     for g in group(diags) {
         let d = g[0];
-        let mut help = d.help.clone();
+        let mut help = d.help.as_deref().map(str::to_string);
         if g.len() > 1 {
             let note = group_note(&g[1..]);
             help = Some(match help {
