@@ -31,7 +31,9 @@ pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server) -> Result<Endpoint, En
         return Err(EngineError::Setup(format!("{addr}: servers on RDS clusters are not built yet")));
     }
     if s.admin_password.is_some() {
-        return Err(EngineError::Setup(format!("{addr}: admin_password arrives with issue [3] (secrets)")));
+        return Err(EngineError::Setup(format!(
+            "{addr}: admin_password is not supported yet; put the admin password in url, for example url = env(\"DB_URL\")"
+        )));
     }
     if s.embedded {
         let e = Embedded::for_engine(dbctl, &addr.name, s.port, s.engine)?;

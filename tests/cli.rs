@@ -206,5 +206,80 @@ user "u" {
 fn commands_not_built_yet_say_so() {
     let out = dbctl(&root().join("examples/quickstart"), &["migrate", "status"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not built yet"));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("is not available in this version of dbctl"), "{stderr}");
+    assert!(!stderr.contains("issue"), "{stderr}");
+}
+
+#[test]
+fn identical_warnings_print_once_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = String::from("server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n");
+    for i in 0..50 {
+        src.push_str(&format!("\nsecret \"s{i}\" {{\n  value = \"literal-{i}\"\n}}\n"));
+    }
+    std::fs::write(dir.path().join("main.hcl"), src).unwrap();
+    let out = dbctl(dir.path(), &["validate"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(text(&out.stdout).contains("50 warning(s)"));
+    assert_eq!(stderr.matches("⚠").count(), 1, "one report for 50 identical warnings\n{stderr}");
+    insta::assert_snapshot!("grouped_warnings", stderr);
+}
+
+#[test]
+fn file_of_more_than_a_mebibyte_is_a_located_diagnostic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.txt"), vec![b'x'; 1024 * 1024 + 1]).unwrap();
+    std::fs::write(dir.path().join("small.txt"), "ok").unwrap();
+    let src = "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n\n\
+               secret \"a\" {\n  value = file(\"big.txt\")\n}\n\n\
+               secret \"b\" {\n  value = file(\"small.txt\")\n}\n";
+    std::fs::write(dir.path().join("main.hcl"), src).unwrap();
+    let out = dbctl(dir.path(), &["validate"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("[main.hcl:7:11]"), "{stderr}");
+    assert!(stderr.contains("1048577 bytes"), "{stderr}");
+    assert_eq!(stderr.matches("× ").count(), 1, "the small file reads fine\n{stderr}");
+}
+
+#[test]
+fn arithmetic_the_evaluator_cannot_do_is_a_diagnostic_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n\n\
+               locals {\n  limits = [for n in [0, 1]: 7 % n]\n}\n";
+    std::fs::write(dir.path().join("main.hcl"), src).unwrap();
+    let out = dbctl(dir.path(), &["validate"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("[main.hcl:7:12]") && stderr.contains("division by zero"), "{stderr}");
+}
+
+#[test]
+fn messages_never_mention_issue_numbers() {
+    // Every string literal in the sources: none may point users at an issue.
+    let mut files = vec![root().join("src")];
+    let mut offending = Vec::new();
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if p.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        for (i, line) in std::fs::read_to_string(&p).unwrap().lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            let quoted: String = code.split('"').skip(1).step_by(2).collect::<Vec<_>>().join(" ");
+            if quoted.to_lowercase().contains("issue") {
+                offending.push(format!("{}:{}: {code}", p.display(), i + 1));
+            }
+        }
+    }
+    assert!(offending.is_empty(), "user-facing text mentions an issue:\n{}", offending.join("\n"));
 }

@@ -42,7 +42,7 @@ fn quickstart_applies_converges_and_enforces_access() {
 
     // destroy needs no --force when nobody else is connected (dbctl's own connections do not count).
     let out = p.ok(&["destroy", "--auto-approve"], 0);
-    assert!(out.contains("Apply complete! Resources: 0 added, 0 changed, 7 destroyed."), "{out}");
+    assert!(out.contains("Apply complete! Resources: 0 added, 0 changed, 6 destroyed, 1 forgotten."), "{out}");
     assert!(!p.path().join("deploy/shop/databases.json").exists(), "the published document is removed with its router");
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('orders', 'catalog')"), "0");
 }
@@ -584,4 +584,98 @@ fn routes_publish_documents_and_a_removed_route_revokes_exactly_its_grants() {
     p.apply();
     p.converged();
     assert_eq!(p.secret_document("secret.routing"), doc);
+}
+
+#[test]
+fn targets_are_checked_and_destroy_touches_only_what_it_targets() {
+    let guarded = "database \"keep\" {\n  server = server.main\n  lifecycle {\n    prevent_destroy = true\n  }\n}\n";
+    let config = |keep: &str| {
+        format!(
+            "{SERVER}\ndatabase \"app\" {{\n  for_each = toset([\"a\", \"b\"])\n  server   = server.main\n}}\n\n\
+             user \"svc\" {{\n  server = server.main\n  grant {{\n    database   = database.app[\"a\"]\n    \
+             privileges = [\"CONNECT\"]\n  }}\n}}\n\n{keep}"
+        )
+    };
+    let p = Project::new(&config(guarded));
+
+    // A mistyped target is an error that names it, not "No changes"; nothing is reached.
+    let out = p.ok(&["plan", "--target", "database.kepe"], 1);
+    assert!(out.contains("--target database.kepe") && out.contains("did you mean `database.keep`?"), "{out}");
+    assert!(!out.contains("No changes"), "{out}");
+    p.ok(&["plan", "--target", "database.app[\"c\"]"], 1);
+
+    // A for_each resource named without a key is all its instances.
+    let plan: serde_json::Value =
+        serde_json::from_slice(&p.dbctl(&["plan", "--format", "json", "--target", "database.app"]).stdout).unwrap();
+    let mut addrs: Vec<&str> =
+        plan["resource_changes"].as_array().unwrap().iter().map(|c| c["address"].as_str().unwrap()).collect();
+    addrs.sort();
+    assert_eq!(addrs, ["database.app[\"a\"]", "database.app[\"b\"]", "server.main"]);
+    p.apply();
+
+    // destroy --target checks prevent_destroy only on what it destroys: the
+    // instances and the grants that depend on them, never their server.
+    let out = p.ok(&["destroy", "--auto-approve", "--target", "database.app"], 0);
+    assert!(out.contains("user.svc.grant will be destroyed"), "{out}");
+    assert!(out.contains("Resources: 0 added, 0 changed, 3 destroyed."), "{out}");
+    assert!(!out.contains("server.main will"), "{out}");
+    let left = p.ok(&["state", "list"], 0);
+    assert_eq!(left.trim(), "database.keep\nserver.main\nuser.svc", "{left}");
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('a', 'b')"), "0");
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'keep'"), "1");
+    let out = p.ok(&["destroy", "--auto-approve", "--target", "database.keep"], 1);
+    assert!(out.contains("database.keep has lifecycle.prevent_destroy"), "{out}");
+
+    // A server is forgotten, not reported as destroyed: it is left as it is.
+    p.write(&config("database \"keep\" {\n  server = server.main\n}\n"));
+    let out = p.ok(&["destroy", "--auto-approve"], 0);
+    assert!(out.contains("server.main will be forgotten"), "{out}");
+    assert!(!out.contains("server.main will be destroyed"), "{out}");
+    assert!(out.contains("Resources: 0 added, 0 changed, 2 destroyed, 1 forgotten."), "{out}");
+    assert_eq!(p.ok(&["state", "list"], 0).trim(), "");
+}
+
+#[test]
+fn server_errors_keep_the_servers_words_and_never_the_statement() {
+    // The server's message (and its detail and hint), without PostgreSQL's source line.
+    let p = Project::new(&format!(
+        "{SERVER}\ndatabase \"app\" {{\n  server     = server.main\n  extensions = [\"no_such_extension\"]\n}}\n"
+    ));
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(out.contains("no_such_extension.control\": No such file or directory"), "{out}");
+    assert!(!out.contains(" at line "), "{out}");
+    assert!(!out.contains("error returned from database"), "{out}");
+
+    // A password-check hook's reason is kept; the password and the statement are not shown.
+    p.sql("postgres", "ALTER SYSTEM SET shared_preload_libraries = 'passwordcheck'");
+    p.ok(&["dev", "down"], 0);
+    p.ok(&["dev", "up"], 0);
+    p.write(&format!(
+        "{SERVER}\nvariable \"pw\" {{\n  default   = \"Zq9\"\n  sensitive = true\n}}\n\n\
+         secret \"pw\" {{\n  value = var.pw\n}}\n\nuser \"svc\" {{\n  server   = server.main\n  password = secret.pw\n}}\n"
+    ));
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(out.contains("setting the password of role \"svc\" failed: password is too short"), "{out}");
+    assert!(!out.contains("Zq9"), "{out}");
+}
+
+#[test]
+fn a_grant_on_a_schema_a_new_database_lacks_is_refused_at_plan() {
+    let config = |schema: &str| {
+        format!(
+            "{SERVER}\ndatabase \"app\" {{\n  server = server.main\n}}\n\nuser \"svc\" {{\n  server = server.main\n  \
+             grant {{\n    database   = database.app\n    schema     = \"{schema}\"\n    privileges = [\"USAGE\"]\n  }}\n}}\n"
+        )
+    };
+    let p = Project::new(&config("sales"));
+    for cmd in [&["plan"][..], &["apply", "--auto-approve"]] {
+        let out = p.ok(cmd, 1);
+        assert!(out.contains("user.svc: schema \"sales\" does not exist in database \"app\", which this plan creates"));
+        assert!(out.contains("[main.hcl:13:18]"), "points at the grant\n{out}");
+    }
+    assert_eq!(p.ok(&["state", "list"], 0).trim(), "", "nothing was created");
+    // The public schema every new database has is fine.
+    p.write(&config("public"));
+    p.apply();
+    p.converged();
 }

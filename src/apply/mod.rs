@@ -450,10 +450,11 @@ impl PgRunner {
                     crate::engine::sql::pg_ident(role),
                     crate::engine::sql::pg_literal(&verifier)
                 );
-                // The server's error never echoes the statement; ours names only the role.
+                // The statement holds the password and is never shown; the
+                // server's reason (say, a password-check hook's) is kept.
                 postgres::execute(conn, sql)
                     .await
-                    .map_err(|_| format!("setting the password of role \"{role}\" failed"))?;
+                    .map_err(|e| format!("setting the password of role \"{role}\" failed: {e}"))?;
                 Ok(Some(version))
             }
             Op::DropDatabase { name, force } => {
@@ -539,8 +540,9 @@ impl PgRunner {
             let conn = queue.my.as_mut().expect("connected");
             match mysql::execute(conn, sql).await {
                 Ok(()) => Ok(version),
-                // The server's error never echoes the statement; ours names only the account.
-                Err(_) if version.is_some() => Err(format!("setting the password of {} failed", step.address)),
+                // The statement holds the password and is never shown; the
+                // server's reason is kept unless it quotes the statement.
+                Err(e) if version.is_some() => Err(crate::engine::mysql::password_error(&step.address, &e.to_string())),
                 Err(e) => Err(e.to_string()),
             }
         };

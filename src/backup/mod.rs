@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
 use self::storage::Storage;
+use crate::engine::postgres::server_message as pg_msg;
 use crate::engine::sql::pg_ident;
 use crate::runtime::Endpoint;
 
@@ -207,11 +208,11 @@ async fn table_stats(
     conn: &mut sqlx::PgConnection,
     recorded: Option<&BTreeMap<String, TableStat>>,
 ) -> Result<BTreeMap<String, TableStat>, String> {
-    let tables: Vec<String> = sqlx::query_scalar(TABLES).fetch_all(&mut *conn).await.map_err(|e| e.to_string())?;
+    let tables: Vec<String> = sqlx::query_scalar(TABLES).fetch_all(&mut *conn).await.map_err(|e| pg_msg(&e))?;
     let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| pg_msg(&e))?;
     let mut out = BTreeMap::new();
     for t in tables {
         let methods: Vec<&str> = match recorded.and_then(|r| r.get(&t)).and_then(|s| s.checksum.split_once(':')) {
@@ -226,7 +227,7 @@ async fn table_stats(
         let exec = |sql: &'static str| sqlx::raw_sql(sql);
         for m in methods {
             if guarded {
-                exec("SAVEPOINT dbctl_stat").execute(&mut *conn).await.map_err(|e| e.to_string())?;
+                exec("SAVEPOINT dbctl_stat").execute(&mut *conn).await.map_err(|e| pg_msg(&e))?;
             }
             let r = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(checksum_sql(m, &t)))
                 .fetch_one(&mut *conn)
@@ -236,14 +237,14 @@ async fn table_stats(
                 Err(_) => "ROLLBACK TO SAVEPOINT dbctl_stat",
             };
             if guarded {
-                exec(end).execute(&mut *conn).await.map_err(|e| e.to_string())?;
+                exec(end).execute(&mut *conn).await.map_err(|e| pg_msg(&e))?;
             }
             match r {
                 Ok((rows, sum)) => {
                     done = Some(TableStat { rows, checksum: format!("{m}:{sum}") });
                     break;
                 }
-                Err(e) => last_err = e.to_string(),
+                Err(e) => last_err = pg_msg(&e),
             }
         }
         out.insert(t.clone(), done.ok_or_else(|| format!("{t}: {last_err}"))?);
@@ -267,18 +268,21 @@ async fn copy_stats(
     conn: &mut sqlx::PgConnection,
     tables: &BTreeMap<String, TableStat>,
 ) -> Result<BTreeMap<String, TableStat>, String> {
-    sqlx::raw_sql(COPY_SETTINGS).execute(&mut *conn).await.map_err(|e| e.to_string())?;
+    sqlx::raw_sql(COPY_SETTINGS).execute(&mut *conn).await.map_err(|e| pg_msg(&e))?;
     let mut out = BTreeMap::new();
     for name in tables.keys() {
         // The statement is built by the server from the restored table, never taken from
         // the manifest (which anyone with write access to the storage could edit).
-        let statement: Option<String> =
-            sqlx::query_scalar(COPY_OUT).bind(name).fetch_one(&mut *conn).await.map_err(|e| format!("{name}: {e}"))?;
+        let statement: Option<String> = sqlx::query_scalar(COPY_OUT)
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| format!("{name}: {}", pg_msg(&e)))?;
         let Some(statement) = statement else { continue };
         let mut hasher = pgdump::LineHasher::default();
-        let mut rows = conn.copy_out_raw(&statement).await.map_err(|e| format!("{name}: {e}"))?;
+        let mut rows = conn.copy_out_raw(&statement).await.map_err(|e| format!("{name}: {}", pg_msg(&e)))?;
         while let Some(chunk) = rows.next().await {
-            hasher.feed(&chunk.map_err(|e| format!("{name}: {e}"))?);
+            hasher.feed(&chunk.map_err(|e| format!("{name}: {}", pg_msg(&e)))?);
         }
         drop(rows);
         out.insert(name.clone(), hasher.finish());

@@ -104,9 +104,13 @@ async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> R
 fn print_report(r: &Report, plan: &Plan) {
     if r.ok() {
         let (a, m, d) = plan.counts();
+        let forgotten = match plan.forgotten() {
+            0 => String::new(),
+            f => format!(", {f} forgotten"),
+        };
         // Never a panic on a closed stdout: the state is already saved, but say nothing more.
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "\nApply complete! Resources: {a} added, {m} changed, {d} destroyed.");
+        let _ = writeln!(out, "\nApply complete! Resources: {a} added, {m} changed, {d} destroyed{forgotten}.");
         return;
     }
     if r.interrupted {

@@ -91,7 +91,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Dev(c) => dev::run(&ctx, &c),
         Command::Backup(c) => backup::run(&ctx, &c),
         Command::Secret(c) => secret::run(&ctx, &c),
-        Command::Migrate(_) => not_built("migrate status|lint", "a later issue (migrations)"),
+        Command::Migrate(_) => not_built("migrate status|lint"),
     }
 }
 
@@ -100,8 +100,8 @@ pub fn schema_text() -> String {
     serde_json::to_string_pretty(&config::jsonschema::config_schema()).expect("schema serialises")
 }
 
-fn not_built(what: &str, issue: &str) -> u8 {
-    eprintln!("error: `dbctl {what}` is not built yet; it arrives with issue {issue}.");
+fn not_built(what: &str) -> u8 {
+    eprintln!("error: `dbctl {what}` is not available in this version of dbctl.");
     eprintln!("       See the README, \"Status\", for what works today.");
     EXIT_ERROR
 }

@@ -10,7 +10,7 @@ use super::{Ctx, EXIT_ERROR};
 use crate::diff::{diff, Inputs};
 use crate::engine::LiveServer;
 use crate::model::{Address, Body, Config};
-use crate::plan::{Plan, FORMAT_VERSION};
+use crate::plan::{Action, Plan, FORMAT_VERSION};
 use crate::runtime::{self, Endpoint};
 use crate::secrets::{SecretMeta, Stores};
 use crate::state::{LocalState, State};
@@ -92,30 +92,108 @@ pub fn open_with_state(ctx: &Ctx) -> Result<(Session, State), u8> {
     Ok((session, state))
 }
 
-/// Addresses named by --target and everything they depend on.
-fn target_closure(cfg: &Config, targets: &[String]) -> Result<BTreeSet<String>, String> {
-    let mut out = BTreeSet::new();
-    let mut todo: Vec<Address> = Vec::new();
+/// The addresses `--target` names, each checked against the configuration
+/// and the state: an unknown address is an error (a typo must not plan "No
+/// changes"), and `database.app` without a key names every instance of a
+/// resource with `for_each`. A trailing `.grant` names a grant set.
+fn resolve_targets(cfg: &Config, state: &State, targets: &[String]) -> Result<Vec<(Address, bool)>, String> {
+    let known: BTreeSet<String> = cfg
+        .resources
+        .keys()
+        .map(|a| a.to_string())
+        .chain(state.resources.keys().map(|a| a.strip_suffix(".grant").unwrap_or(a).to_string()))
+        .collect();
+    let mut out = Vec::new();
     for t in targets {
-        let base = t.strip_suffix(".grant").unwrap_or(t);
-        let a = Address::parse(base)?;
-        out.insert(t.clone());
-        todo.push(a);
-    }
-    while let Some(a) = todo.pop() {
-        if !out.insert(a.to_string()) && out.contains(&format!("{a}#seen")) {
+        let (base, grant) = match t.strip_suffix(".grant") {
+            Some(b) => (b, true),
+            None => (t.as_str(), false),
+        };
+        let a = Address::parse(base).map_err(|e| format!("--target {e}"))?;
+        if known.contains(&a.to_string()) {
+            out.push((a, grant));
             continue;
         }
-        out.insert(format!("{a}#seen"));
-        out.insert(format!("{a}.grant"));
-        if let Some(r) = cfg.get(&a) {
-            todo.extend(r.refs.iter().map(|x| x.to.clone()));
-            if let Body::Router(_) = r.body {
-                out.insert(a.to_string());
+        let instances: Vec<Address> = if a.key.is_none() {
+            known
+                .iter()
+                .filter_map(|k| Address::parse(k).ok())
+                .filter(|k| k.kind == a.kind && k.name == a.name && k.key.is_some())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if instances.is_empty() {
+            let mut msg = format!("--target {t}: no resource in the configuration or the state has this address");
+            if let Some(h) = crate::diag::did_you_mean(base, known.iter().map(String::as_str)) {
+                msg.push_str(&format!("; {h}"));
+            }
+            return Err(msg);
+        }
+        out.extend(instances.into_iter().map(|i| (i, grant)));
+    }
+    Ok(out)
+}
+
+/// Addresses of the changes a targeted plan keeps. Planning: the targets and
+/// everything they depend on. Destroying: the targets and everything that
+/// depends on them (a router goes with its user, a grant set with the
+/// database it grants on), never what they depend on (their server).
+fn target_closure(cfg: &Config, targets: &[(Address, bool)], destroy: bool) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo: Vec<Address> = Vec::new();
+    for (a, grant) in targets {
+        if *grant {
+            out.insert(format!("{a}.grant"));
+            if !destroy {
+                todo.extend(cfg.get(a).into_iter().flat_map(|r| r.refs.iter()).map(|x| x.to.clone()));
+            }
+        } else {
+            todo.push(a.clone());
+        }
+    }
+    let mut seen: BTreeSet<Address> = BTreeSet::new();
+    // Who refers to whom, for walking towards dependents.
+    let mut dependents: BTreeMap<&Address, Vec<(&Address, bool)>> = BTreeMap::new();
+    if destroy {
+        for r in cfg.resources.values() {
+            for x in &r.refs {
+                dependents.entry(&x.to).or_default().push((&r.addr, x.attr.starts_with("grant.")));
             }
         }
     }
-    Ok(out)
+    while let Some(a) = todo.pop() {
+        if !seen.insert(a.clone()) {
+            continue;
+        }
+        out.insert(a.to_string());
+        out.insert(format!("{a}.grant"));
+        if destroy {
+            for (d, through_grant) in dependents.get(&a).into_iter().flatten() {
+                if *through_grant {
+                    out.insert(format!("{d}.grant"));
+                } else {
+                    todo.push((*d).clone());
+                }
+            }
+        } else if let Some(r) = cfg.get(&a) {
+            todo.extend(r.refs.iter().map(|x| x.to.clone()));
+        }
+    }
+    out
+}
+
+/// A copy of the configuration in which only the resources a targeted plan
+/// touches keep `prevent_destroy`: it guards what the plan would destroy or
+/// replace, and must not refuse a plan for a resource it leaves alone.
+fn guard_only(cfg: &Config, keep: &BTreeSet<String>) -> Config {
+    let mut resources = cfg.resources.clone();
+    for r in resources.values_mut() {
+        if !keep.contains(&r.addr.to_string()) {
+            r.lifecycle.prevent_destroy = false;
+        }
+    }
+    Config { resources, aws: cfg.aws.clone(), state: cfg.state.clone() }
 }
 
 impl Session {
@@ -209,6 +287,14 @@ impl Session {
     }
 
     pub async fn plan(&self, state: &State, opts: &PlanOpts) -> Result<Plan, u8> {
+        // Targets are checked before any server is reached.
+        let keep = if opts.targets.is_empty() {
+            None
+        } else {
+            let targets = resolve_targets(&self.config, state, &opts.targets).map_err(err)?;
+            Some(target_closure(&self.config, &targets, opts.destroy))
+        };
+        let guarded = keep.as_ref().map(|k| guard_only(&self.config, k));
         self.settle_intents(state).await;
         let live = self.refresh(state).await?;
         let (adopted, view) = resolve_intents(state, &live);
@@ -232,7 +318,7 @@ impl Session {
             .collect();
         let replace = crate::diff::secret::replace_set(&self.config, &opts.replace).map_err(err)?;
         let inputs = Inputs {
-            config: &self.config,
+            config: guarded.as_ref().unwrap_or(&self.config),
             live: &live,
             state,
             secrets: &secrets,
@@ -264,9 +350,19 @@ impl Session {
                 "adopted: an interrupted apply created it and stopped before recording it; dbctl manages it now".into(),
             );
         }
-        if !opts.targets.is_empty() {
-            let keep = target_closure(&self.config, &opts.targets).map_err(err)?;
+        if let Some(keep) = &keep {
             changes.retain(|c| keep.contains(&c.address));
+        }
+        let created: BTreeSet<Address> = changes
+            .iter()
+            .filter(|c| c.kind == "database" && matches!(c.action, Action::Create | Action::Replace))
+            .filter_map(|c| Address::parse(&c.address).ok())
+            .collect();
+        let planned = |a: &str| changes.iter().any(|c| c.address == a && c.action != Action::NoOp);
+        let missing = crate::config::check::grants_on_missing_schemas(&self.config, &created, &planned);
+        if !missing.is_empty() {
+            eprint!("{}", crate::diag::render(&missing, false));
+            return Err(EXIT_ERROR);
         }
         if opts.refresh_only {
             changes.clear();

@@ -7,16 +7,15 @@ use crate::config;
 pub fn run(ctx: &Ctx, args: &ValidateArgs) -> u8 {
     if args.format == Format::Json {
         let loaded = config::load(&ctx.load_options());
+        let places = crate::diag::locate(&loaded.diags.0);
         let diags: Vec<_> = loaded
             .diags
             .0
             .iter()
-            .map(|d| {
-                let (file, line, column) = match &d.loc {
-                    Some(l) => {
-                        let (line, col) = l.file.line_col(l.span.start);
-                        (Some(l.file.name.clone()), Some(line), Some(col))
-                    }
+            .zip(places)
+            .map(|(d, place)| {
+                let (file, line, column) = match place {
+                    Some((file, line, col)) => (Some(file), Some(line), Some(col)),
                     None => (None, None, None),
                 };
                 json!({

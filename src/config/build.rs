@@ -115,7 +115,8 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                 diags.push(
                     Diagnostic::warning("this secret's value does not come from a sensitive variable")
                         .at(b.loc("value").unwrap_or(&b.header), "may be shown or committed in plain text")
-                        .help("declare variable \"...\" { sensitive = true } and write value = var.NAME"),
+                        .help("declare variable \"...\" { sensitive = true } and write value = var.NAME")
+                        .about(&addr),
                 );
             }
             let generate = if value.is_some() {

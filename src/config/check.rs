@@ -71,6 +71,46 @@ pub fn name_problem(engine: Engine, kind: Kind, name: &str) -> Option<String> {
     }
 }
 
+/// Why `name` is a name the engine keeps for itself, if it is one. Names are
+/// compared as the server compares them: PostgreSQL role names as written
+/// (dbctl quotes them), MySQL/MariaDB role and database names without case.
+pub fn reserved_name(engine: Engine, kind: Kind, name: &str) -> Option<String> {
+    match (engine, kind) {
+        (Engine::Postgres, Kind::User | Kind::Role) => {
+            if ["public", "none"].contains(&name) {
+                Some(format!("\"{name}\" is reserved by PostgreSQL and cannot name a role"))
+            } else if name.starts_with("pg_") {
+                Some("role names starting with \"pg_\" are reserved for PostgreSQL's own roles".into())
+            } else if ["current_user", "session_user", "current_role"].contains(&name.to_lowercase().as_str()) {
+                Some(format!(
+                    "\"{name}\" reads as the SQL keyword {} in grants and ownership: it cannot name a role",
+                    name.to_uppercase()
+                ))
+            } else {
+                None
+            }
+        }
+        (Engine::Postgres, Kind::Database) if ["template0", "template1"].contains(&name) => Some(format!(
+            "\"{name}\" is a template database PostgreSQL copies every new database from; dbctl does not manage it"
+        )),
+        (Engine::Mysql, Kind::Role) if ["none", "public"].contains(&name.to_lowercase().as_str()) => {
+            Some(format!("\"{name}\" is reserved by MySQL/MariaDB and cannot name a role"))
+        }
+        (Engine::Mysql, Kind::Database)
+            if ["mysql", "information_schema", "performance_schema", "sys"].contains(&name.to_lowercase().as_str()) =>
+        {
+            Some(format!("\"{name}\" is a system database of MySQL/MariaDB; dbctl does not manage it"))
+        }
+        _ => None,
+    }
+}
+
+/// The shortest `rotate_every`: a shorter one rotates on nearly every apply.
+pub const MIN_ROTATION: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The longest MySQL/MariaDB host part (`mysql.user.Host` is 255 characters).
+pub const MYSQL_HOST_MAX: usize = 255;
+
 /// What a grant is on, in the engine's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GrantClass {
@@ -159,6 +199,29 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
             diags.push(
                 Diagnostic::error(format!("{}: {} cannot hold this name", r.addr, engine.as_str())).at(at, problem),
             );
+        } else if let Some(problem) = reserved_name(engine, r.addr.kind, name) {
+            let at = if r.origin.attrs.contains_key("name") { r.origin.attr("name") } else { &r.origin.header };
+            diags.push(
+                Diagnostic::error(format!("{}: the name \"{name}\" is reserved", r.addr))
+                    .at(at, problem)
+                    .help("choose another name (set name = \"...\" to keep this label)"),
+            );
+        }
+        let limit = match &r.body {
+            Body::User(u) => Some(u.connection_limit),
+            Body::Database(d) => Some(d.connection_limit),
+            _ => None,
+        };
+        if let Some(limit) = limit.filter(|l| *l < -1) {
+            diags.push(
+                Diagnostic::error(format!("{}: connection_limit = {limit} is not a limit", r.addr))
+                    .at(r.origin.attr("connection_limit"), "-1 (unlimited), 0 or more")
+                    .help(if engine == Engine::Mysql {
+                        "MySQL/MariaDB would take a negative limit as unlimited"
+                    } else {
+                        "PostgreSQL refuses a negative limit other than -1"
+                    }),
+            );
         }
         // Users and roles share one namespace on both engines.
         let ns = if r.addr.kind == Kind::Database { "database" } else { "role" };
@@ -184,6 +247,17 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
                             .at(r.origin.attr("host"), "PostgreSQL users have no host part")
                             .help("control where a Postgres user may connect from in pg_hba.conf"),
                     );
+                }
+                if let Some(host) = u.host.as_ref().filter(|_| engine == Engine::Mysql) {
+                    let chars = host.chars().count();
+                    if chars > MYSQL_HOST_MAX {
+                        diags.push(
+                            Diagnostic::error(format!("{}: the host is {chars} characters long", r.addr)).at(
+                                r.origin.attr("host"),
+                                format!("MySQL/MariaDB hosts hold at most {MYSQL_HOST_MAX}"),
+                            ),
+                        );
+                    }
                 }
                 if engine == Engine::Mysql && u.valid_until.is_some() {
                     diags.push(
@@ -266,6 +340,13 @@ fn check_server(cfg: &Config, r: &Resource, s: &Server, diags: &mut Diags) {
             Diagnostic::error(format!("{} sets more than one of embedded, url and rds_cluster", r.addr))
                 .at(&r.origin.header, "choose one way to reach the server"),
         ),
+    }
+    if s.admin_password.is_some() {
+        diags.push(
+            Diagnostic::error(format!("{}: admin_password is not supported yet", r.addr))
+                .at(r.origin.attr("admin_password"), "not supported yet")
+                .help("put the admin password in url, for example url = env(\"DB_URL\")"),
+        );
     }
     if s.port.is_some() && !s.embedded {
         diags.push(
@@ -402,6 +483,21 @@ fn check_secrets(cfg: &Config, diags: &mut Diags) {
     }
     for r in cfg.of_kind(Kind::Secret) {
         if let Body::Secret(s) = &r.body {
+            let every = s.rotate_every.as_deref().and_then(|e| humantime::parse_duration(e).ok());
+            if let Some(every) = every.filter(|e| *e < MIN_ROTATION) {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "{}: rotate_every = \"{}\" would rotate the password on nearly every apply",
+                        r.addr,
+                        s.rotate_every.as_deref().unwrap_or_default()
+                    ))
+                    .at(r.origin.attr("rotate_every"), "at least \"1h\"")
+                    .help(format!(
+                        "a rotation changes the password every client holds; {} is shorter than an hour",
+                        humantime::format_duration(every)
+                    )),
+                );
+            }
             if s.value.is_some() && s.rotate_every.is_some() {
                 diags.push(
                     Diagnostic::error(format!("{} has a given value and rotate_every", r.addr))
@@ -668,8 +764,52 @@ fn warn_unused_databases(cfg: &Config, diags: &mut Diags) {
             diags.push(
                 Diagnostic::warning(format!("{} is not routed by any router and no user is granted it", r.addr))
                     .at(&r.origin.header, "only the server's admin can use it")
-                    .help("route it from a router, or grant it to a user or role"),
+                    .help("route it from a router, or grant it to a user or role")
+                    .about(&r.addr),
             );
         }
     }
+}
+
+/// Grants on a schema other than `public` in databases a plan creates: a new
+/// database has only the schemas of its template (`public`), so the grant
+/// would fail halfway through the apply, after the database was created.
+/// Known only at plan time (validate does not read the servers).
+pub fn grants_on_missing_schemas(
+    cfg: &Config,
+    created: &std::collections::BTreeSet<Address>,
+    planned: &dyn Fn(&str) -> bool,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for r in cfg.resources.values() {
+        let grants = match &r.body {
+            Body::User(u) => &u.grants,
+            Body::Role(ro) => &ro.grants,
+            _ => continue,
+        };
+        if !planned(&format!("{}.grant", r.addr)) {
+            continue;
+        }
+        let grant_locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();
+        for (i, g) in grants.iter().enumerate() {
+            let Some(schema) = g.schema.as_deref().filter(|s| *s != "public") else { continue };
+            if !created.contains(&g.database) {
+                continue;
+            }
+            let db_name = cfg.get(&g.database).and_then(|d| d.object_name()).unwrap_or(&g.database.name);
+            out.push(
+                Diagnostic::error(format!(
+                    "{}: schema \"{schema}\" does not exist in database \"{db_name}\", which this plan creates",
+                    r.addr
+                ))
+                .at(grant_locs.get(i).copied().unwrap_or(&r.origin.header), format!("a grant on schema \"{schema}\""))
+                .help(format!(
+                    "a new database has only the schema \"public\": create the database first \
+                     (dbctl apply --target {}), then the schema, then grant on it",
+                    g.database
+                )),
+            );
+        }
+    }
+    out
 }

@@ -287,11 +287,89 @@ fn fast_reference(expr: &Expression, scope: &Scope) -> Option<Value> {
     }
 }
 
+/// Every `/` and `%` whose right side evaluates to zero: hcl's evaluator
+/// panics on an integer `%` by zero and makes an infinite number of `/`.
+struct DivisorCheck<'a, 'c> {
+    ctx: &'a Context<'c>,
+    zero: Option<(Range<usize>, &'static str)>,
+}
+
+impl Visit for DivisorCheck<'_, '_> {
+    fn visit_binary_op(&mut self, node: &hcl::edit::expr::BinaryOp) {
+        use hcl::edit::expr::BinaryOperator;
+        visit::visit_binary_op(self, node);
+        let what = match node.operator.value() {
+            BinaryOperator::Div => "division",
+            BinaryOperator::Mod => "remainder",
+            _ => return,
+        };
+        if self.zero.is_some() {
+            return;
+        }
+        // The right side is checked first (the visit above), so evaluating it
+        // cannot reach a zero divisor of its own. A right side that needs a
+        // `for` variable cannot be evaluated here: the guard in `evaluate` catches it.
+        let rhs: hcl::Expression = node.rhs_expr.clone().into();
+        if let Ok(Value::Number(n)) = rhs.evaluate(self.ctx) {
+            if n.as_f64() == Some(0.0) {
+                self.zero = Some((span_of(&node.rhs_expr), what));
+            }
+        }
+    }
+}
+
+/// A number the evaluator made that is not finite (from a division by zero
+/// it could not see coming).
+fn has_non_finite(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.as_f64().is_some_and(|f| !f.is_finite()),
+        Value::Array(a) => a.iter().any(has_non_finite),
+        Value::Object(o) => o.values().any(has_non_finite),
+        _ => false,
+    }
+}
+
+thread_local! {
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run hcl's evaluator, turning a panic inside it into an error (it panics on
+/// arithmetic it cannot do, such as an integer `%` by zero inside a `for`).
+fn evaluate_guarded(e: &hcl::Expression, ctx: &Context) -> Result<Result<Value, hcl::eval::Error>, ()> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET_PANICS.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.evaluate(ctx)));
+    QUIET_PANICS.with(|q| q.set(false));
+    r.map_err(|_| ())
+}
+
 /// Evaluate an expression; errors carry the expression's span.
 pub fn evaluate(expr: &Expression, file: &Arc<SourceFile>, ctx: &Context) -> Result<Value, Diagnostic> {
     let loc = Loc::new(file, span_of(expr));
+    let mut divisors = DivisorCheck { ctx, zero: None };
+    divisors.visit_expr(expr);
+    if let Some((span, what)) = divisors.zero {
+        return Err(Diagnostic::error(format!("cannot evaluate this expression: {what} by zero"))
+            .at(&Loc::new(file, span), "this is zero"));
+    }
     let e: hcl::Expression = expr.clone().into();
-    e.evaluate(ctx).map_err(|err| {
+    let arithmetic = || {
+        Diagnostic::error("cannot evaluate this expression: a division by zero or a number too large")
+            .at(&loc, "while evaluating this")
+    };
+    let value = evaluate_guarded(&e, ctx).map_err(|()| arithmetic())?;
+    if matches!(&value, Ok(v) if has_non_finite(v)) {
+        return Err(arithmetic());
+    }
+    value.map_err(|err| {
         let mut d = Diagnostic::error(format!("cannot evaluate this expression: {}", err.kind()))
             .at(&loc, "while evaluating this");
         if let hcl::eval::ErrorKind::UndefinedFunc(f) = err.kind() {

@@ -84,10 +84,33 @@ fn f_env(args: FuncArgs) -> Result<Value, String> {
     }
 }
 
+/// The largest file `file()` reads: it is for a certificate or a small text,
+/// and reading a device or a huge file would hang or exhaust memory.
+pub const FILE_MAX_BYTES: u64 = 1024 * 1024;
+
 fn f_file(args: FuncArgs) -> Result<Value, String> {
+    use std::io::Read;
     let rel = str_arg(&args, 0);
     let path = BASE_DIR.with(|b| b.borrow().join(rel));
-    std::fs::read_to_string(&path).map(Value::String).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let meta = std::fs::metadata(&path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!("not a regular file: {}", path.display()));
+    }
+    if meta.len() > FILE_MAX_BYTES {
+        return Err(format!(
+            "{} is {} bytes; file() reads files of at most {FILE_MAX_BYTES} bytes (1 MiB)",
+            path.display(),
+            meta.len()
+        ));
+    }
+    // Read at most one byte more than the limit, in case the file grew.
+    let mut text = String::new();
+    std::fs::File::open(&path).map_err(cannot)?.take(FILE_MAX_BYTES + 1).read_to_string(&mut text).map_err(cannot)?;
+    if text.len() as u64 > FILE_MAX_BYTES {
+        return Err(format!("{} is over {FILE_MAX_BYTES} bytes (1 MiB)", path.display()));
+    }
+    Ok(Value::String(text))
 }
 
 fn f_lower(args: FuncArgs) -> Result<Value, String> {

@@ -42,6 +42,18 @@ pub async fn connect(server: &str, url: &str) -> Result<MySqlConnection, EngineE
     Ok(conn)
 }
 
+/// The error of a failed password statement: the server's reason (a
+/// validation plugin's "does not satisfy the current policy requirements"),
+/// except when it quotes the statement, which holds the password (a syntax
+/// error's "near '...'").
+pub fn password_error(address: &str, server: &str) -> String {
+    if server.contains("near '") || server.contains("IDENTIFIED") {
+        format!("setting the password of {address} failed (the server's message quotes the statement and is not shown)")
+    } else {
+        format!("setting the password of {address} failed: {server}")
+    }
+}
+
 fn query_err(e: sqlx::Error) -> EngineError {
     EngineError::Query(match e {
         sqlx::Error::Database(d) => d.message().to_string(),

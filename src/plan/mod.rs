@@ -197,6 +197,15 @@ impl DataLoss {
     }
 }
 
+impl ResourceChange {
+    /// A server leaving the configuration: dbctl stops managing it and
+    /// removes nothing on it (an embedded server keeps its data directory),
+    /// so it is forgotten, not destroyed.
+    pub fn only_forgets(&self) -> bool {
+        self.action == Action::Delete && self.kind == "server" && self.steps.is_empty()
+    }
+}
+
 /// A difference between the state and the live server found on refresh.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Drift {
@@ -292,9 +301,10 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Added, changed and destroyed; a forgotten server is none of them.
     pub fn counts(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);
-        for ch in &self.changes {
+        for ch in self.changes.iter().filter(|ch| !ch.only_forgets()) {
             match ch.action {
                 Action::Create => c.0 += 1,
                 Action::Update => c.1 += 1,
@@ -318,7 +328,15 @@ impl Plan {
             return "No changes. Live state matches the configuration.".to_string();
         }
         let (a, m, d) = self.counts();
-        format!("Plan: {a} to add, {m} to change, {d} to destroy.")
+        match self.forgotten() {
+            0 => format!("Plan: {a} to add, {m} to change, {d} to destroy."),
+            f => format!("Plan: {a} to add, {m} to change, {d} to destroy, {f} to forget."),
+        }
+    }
+
+    /// Servers the plan stops managing without touching them.
+    pub fn forgotten(&self) -> usize {
+        self.changes.iter().filter(|c| c.only_forgets()).count()
     }
 
     /// The changes that drop a database holding data.

@@ -32,6 +32,9 @@ fn shown(c: &ResourceChange, name: &str, v: &Value) -> String {
 }
 
 fn header(c: &ResourceChange) -> String {
+    if c.only_forgets() {
+        return format!("  # {} will be forgotten: dbctl stops managing it and leaves the server as it is", c.address);
+    }
     let what = match c.action {
         Action::Create => "will be created",
         Action::Update => "will be updated in place",
@@ -236,7 +239,7 @@ pub fn json(plan: &Plan) -> Value {
                 "name": c.name,
                 "server": c.server,
                 "change": {
-                    "actions": c.action.actions(),
+                    "actions": if c.only_forgets() { vec!["forget"] } else { c.action.actions() },
                     "before": c.before,
                     "after": c.after,
                     "after_sensitive": c.after_sensitive,

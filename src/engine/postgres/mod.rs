@@ -38,7 +38,7 @@ pub async fn connect(server: &str, url: &str, database: Option<&str>) -> Result<
     let port = o.get_port();
     o.connect().await.map_err(|e| EngineError::Connect {
         server: format!("{server} ({host}:{port}{})", database.map(|d| format!(", database {d}")).unwrap_or_default()),
-        message: e.to_string(),
+        message: server_message(&e),
     })
 }
 
@@ -116,7 +116,26 @@ struct OwnerDefaults {
 }
 
 fn query_err(e: sqlx::Error) -> EngineError {
-    EngineError::Query(e.to_string())
+    EngineError::Query(server_message(&e))
+}
+
+/// What the server said, as a user reads it: its message, detail and hint.
+/// sqlx's own text adds "error returned from database:" and the line of
+/// PostgreSQL's C source that raised the error, which mean nothing to a user.
+/// The server's error never holds the statement that failed.
+pub fn server_message(e: &sqlx::Error) -> String {
+    let sqlx::Error::Database(d) = e else { return e.to_string() };
+    let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else {
+        return d.message().to_string();
+    };
+    let mut out = pg.message().to_string();
+    if let Some(detail) = pg.detail() {
+        out.push_str(&format!("\n  detail: {detail}"));
+    }
+    if let Some(hint) = pg.hint() {
+        out.push_str(&format!("\n  hint: {hint}"));
+    }
+    out
 }
 
 /// Read one server: its roles and databases, then (in parallel, a few at a
