@@ -276,3 +276,66 @@ fn a_plan_file_edited_by_hand_is_refused() {
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_roles WHERE rolname = 'extra'"), "0");
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_roles WHERE rolsuper AND rolname = 'extra'"), "0");
 }
+
+fn server_with_users_and_databases() -> String {
+    let mut hcl = SERVER.to_string();
+    for i in 1..=2 {
+        hcl.push_str(&format!(
+            "\nsecret \"s{i}\" {{\n  generate {{\n    length = 20\n  }}\n}}\n\n\
+             user \"u{i}\" {{\n  server   = server.main\n  password = secret.s{i}\n}}\n\n\
+             database \"d{i}\" {{\n  server = server.main\n}}\n"
+        ));
+    }
+    hcl
+}
+
+/// A kill while the embedded server is being initialised or started leaves
+/// a half-made data directory, an initdb still running, or a server not yet
+/// accepting connections: the plain rerun finishes the job, and the server
+/// is in the state (so `destroy` stops it).
+#[test]
+fn a_kill_while_the_embedded_server_initialises_never_fails_the_rerun() {
+    for delay in [0.0, 0.1, 0.4, 0.8, 1.5] {
+        let p = Project::new(&server_with_users_and_databases());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dbctl"))
+            .arg("--no-color")
+            .arg("-C")
+            .arg(p.path())
+            .args(["apply", "--auto-approve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while out.read_line(&mut line).unwrap() > 0 && !line.contains("initialise and start") {
+            line.clear();
+        }
+        assert!(line.contains("initialise and start"), "the apply never reached the server's start");
+        std::thread::sleep(std::time::Duration::from_secs_f64(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let out = p.dbctl(&["apply", "--auto-approve"]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "rerun after a kill at {delay} s:\n{all}");
+        p.converged();
+        let list = p.ok(&["state", "list"], 0);
+        assert!(list.lines().any(|l| l == "server.main"), "killed at {delay} s:\n{list}");
+        assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('d1', 'd2')"), "2");
+    }
+}
+
+/// A server that exists but is missing from the state is recorded by the
+/// next apply, not left out for good (a kill between its start and the
+/// state write leaves this).
+#[test]
+fn an_embedded_server_missing_from_the_state_is_recorded_again() {
+    let p = Project::new(&server_with_users_and_databases());
+    p.apply();
+    p.ok(&["state", "rm", "server.main"], 0);
+    let plan = p.ok(&["plan"], 0);
+    assert!(plan.contains("exists already: an interrupted apply made it"), "{plan}");
+    p.apply();
+    p.converged();
+    assert!(p.ok(&["state", "list"], 0).lines().any(|l| l == "server.main"));
+}
