@@ -278,7 +278,11 @@ fn a_plan_file_edited_by_hand_is_refused() {
 }
 
 fn server_with_users_and_databases() -> String {
-    let mut hcl = SERVER.to_string();
+    with_users_and_databases(SERVER)
+}
+
+fn with_users_and_databases(server: &str) -> String {
+    let mut hcl = server.to_string();
     for i in 1..=2 {
         hcl.push_str(&format!(
             "\nsecret \"s{i}\" {{\n  generate {{\n    length = 20\n  }}\n}}\n\n\
@@ -295,8 +299,31 @@ fn server_with_users_and_databases() -> String {
 /// is in the state (so `destroy` stops it).
 #[test]
 fn a_kill_while_the_embedded_server_initialises_never_fails_the_rerun() {
-    for delay in [0.0, 0.1, 0.4, 0.8, 1.5] {
-        let p = Project::new(&server_with_users_and_databases());
+    kill_during_server_start(&server_with_users_and_databases(), &[0.0, 0.1, 0.4, 0.8, 1.5], |p| {
+        p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('d1', 'd2')")
+    });
+}
+
+/// The same for an embedded MariaDB (mariadb-install-db killed, or mariadbd
+/// not yet answering).
+#[test]
+fn a_kill_while_the_embedded_mariadb_initialises_never_fails_the_rerun() {
+    let server = "server \"main\" {\n  engine   = \"mysql\"\n  embedded = true\n}\n";
+    kill_during_server_start(&with_users_and_databases(server), &[0.1, 0.8, 2.0], |p| {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root", "-N", "-B", "-e"])
+            .arg("SELECT count(*) FROM information_schema.schemata WHERE schema_name IN ('d1', 'd2')")
+            .arg(format!("--port={}", p.port()))
+            .env("MYSQL_PWD", p.admin_password())
+            .output()
+            .unwrap();
+        text(&out.stdout).trim().to_string()
+    });
+}
+
+fn kill_during_server_start(hcl: &str, delays: &[f64], databases: impl Fn(&Project) -> String) {
+    for &delay in delays {
+        let p = Project::new(hcl);
         let mut child = Command::new(env!("CARGO_BIN_EXE_dbctl"))
             .arg("--no-color")
             .arg("-C")
@@ -321,7 +348,7 @@ fn a_kill_while_the_embedded_server_initialises_never_fails_the_rerun() {
         p.converged();
         let list = p.ok(&["state", "list"], 0);
         assert!(list.lines().any(|l| l == "server.main"), "killed at {delay} s:\n{list}");
-        assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('d1', 'd2')"), "2");
+        assert_eq!(databases(&p), "2", "killed at {delay} s");
     }
 }
 

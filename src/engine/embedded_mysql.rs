@@ -103,7 +103,7 @@ pub fn init(e: &Embedded, home: &Path, data: &Path, lock: &std::fs::File) -> Res
         .arg(format!("--tmpdir={}", home.join("tmp").display()))
         .arg(format!("--extra-file={}", extra.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-        .current_dir(&home);
+        .current_dir(home);
     if is_root() {
         c.arg("--user=mysql");
     }
