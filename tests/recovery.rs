@@ -366,3 +366,25 @@ fn an_embedded_server_missing_from_the_state_is_recorded_again() {
     p.converged();
     assert!(p.ok(&["state", "list"], 0).lines().any(|l| l == "server.main"));
 }
+
+/// A server killed hard leaves its postmaster.pid behind: the next apply
+/// starts it again (crash recovery included) and converges.
+#[test]
+fn a_stale_postmaster_pid_of_a_killed_server_does_not_block_the_next_apply() {
+    let p = Project::new(&server_with_users_and_databases());
+    p.apply();
+    let pid_file = p.path().join(".dbctl/servers/main/data/postmaster.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    // The postmaster is gone; its children follow it.
+    let since = std::time::Instant::now();
+    while Command::new("kill").args(["-0", &pid.to_string()]).stderr(Stdio::null()).status().unwrap().success() {
+        assert!(since.elapsed().as_secs() < 10, "the server did not die");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(pid_file.exists(), "a hard kill leaves postmaster.pid");
+    let out = p.apply();
+    assert!(out.contains("started embedded server main"), "{out}");
+    p.converged();
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('d1', 'd2')"), "2");
+}
