@@ -131,11 +131,13 @@ pub async fn refresh(
             if !e.is_initialised() {
                 continue;
             }
-            if !e.is_running() {
-                let e2 = e.clone();
-                tokio::task::spawn_blocking(move || e2.start())
-                    .await
-                    .map_err(|err| EngineError::Setup(err.to_string()))??;
+            // Started when stopped; waited for when a killed dbctl started it and it is not ready yet.
+            let was_running = e.is_running();
+            let e2 = e.clone();
+            tokio::task::spawn_blocking(move || e2.start())
+                .await
+                .map_err(|err| EngineError::Setup(err.to_string()))??;
+            if !was_running {
                 started.push(format!("started embedded server {} on 127.0.0.1:{}", addr.name, e.port));
             }
         }

@@ -276,3 +276,115 @@ fn a_plan_file_edited_by_hand_is_refused() {
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_roles WHERE rolname = 'extra'"), "0");
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_roles WHERE rolsuper AND rolname = 'extra'"), "0");
 }
+
+fn server_with_users_and_databases() -> String {
+    with_users_and_databases(SERVER)
+}
+
+fn with_users_and_databases(server: &str) -> String {
+    let mut hcl = server.to_string();
+    for i in 1..=2 {
+        hcl.push_str(&format!(
+            "\nsecret \"s{i}\" {{\n  generate {{\n    length = 20\n  }}\n}}\n\n\
+             user \"u{i}\" {{\n  server   = server.main\n  password = secret.s{i}\n}}\n\n\
+             database \"d{i}\" {{\n  server = server.main\n}}\n"
+        ));
+    }
+    hcl
+}
+
+/// A kill while the embedded server is being initialised or started leaves
+/// a half-made data directory, an initdb still running, or a server not yet
+/// accepting connections: the plain rerun finishes the job, and the server
+/// is in the state (so `destroy` stops it).
+#[test]
+fn a_kill_while_the_embedded_server_initialises_never_fails_the_rerun() {
+    kill_during_server_start(&server_with_users_and_databases(), &[0.0, 0.1, 0.4, 0.8, 1.5], |p| {
+        p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('d1', 'd2')")
+    });
+}
+
+/// The same for an embedded MariaDB (mariadb-install-db killed, or mariadbd
+/// not yet answering).
+#[test]
+fn a_kill_while_the_embedded_mariadb_initialises_never_fails_the_rerun() {
+    let server = "server \"main\" {\n  engine   = \"mysql\"\n  embedded = true\n}\n";
+    kill_during_server_start(&with_users_and_databases(server), &[0.1, 0.8, 2.0], |p| {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root", "-N", "-B", "-e"])
+            .arg("SELECT count(*) FROM information_schema.schemata WHERE schema_name IN ('d1', 'd2')")
+            .arg(format!("--port={}", p.port()))
+            .env("MYSQL_PWD", p.admin_password())
+            .output()
+            .unwrap();
+        text(&out.stdout).trim().to_string()
+    });
+}
+
+fn kill_during_server_start(hcl: &str, delays: &[f64], databases: impl Fn(&Project) -> String) {
+    for &delay in delays {
+        let p = Project::new(hcl);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dbctl"))
+            .arg("--no-color")
+            .arg("-C")
+            .arg(p.path())
+            .args(["apply", "--auto-approve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while out.read_line(&mut line).unwrap() > 0 && !line.contains("initialise and start") {
+            line.clear();
+        }
+        assert!(line.contains("initialise and start"), "the apply never reached the server's start");
+        std::thread::sleep(std::time::Duration::from_secs_f64(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let out = p.dbctl(&["apply", "--auto-approve"]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "rerun after a kill at {delay} s:\n{all}");
+        p.converged();
+        let list = p.ok(&["state", "list"], 0);
+        assert!(list.lines().any(|l| l == "server.main"), "killed at {delay} s:\n{list}");
+        assert_eq!(databases(&p), "2", "killed at {delay} s");
+    }
+}
+
+/// A server that exists but is missing from the state is recorded by the
+/// next apply, not left out for good (a kill between its start and the
+/// state write leaves this).
+#[test]
+fn an_embedded_server_missing_from_the_state_is_recorded_again() {
+    let p = Project::new(&server_with_users_and_databases());
+    p.apply();
+    p.ok(&["state", "rm", "server.main"], 0);
+    let plan = p.ok(&["plan"], 0);
+    assert!(plan.contains("exists already: an interrupted apply made it"), "{plan}");
+    p.apply();
+    p.converged();
+    assert!(p.ok(&["state", "list"], 0).lines().any(|l| l == "server.main"));
+}
+
+/// A server killed hard leaves its postmaster.pid behind: the next apply
+/// starts it again (crash recovery included) and converges.
+#[test]
+fn a_stale_postmaster_pid_of_a_killed_server_does_not_block_the_next_apply() {
+    let p = Project::new(&server_with_users_and_databases());
+    p.apply();
+    let pid_file = p.path().join(".dbctl/servers/main/data/postmaster.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    // The postmaster is gone; its children follow it.
+    let since = std::time::Instant::now();
+    while Command::new("kill").args(["-0", &pid.to_string()]).stderr(Stdio::null()).status().unwrap().success() {
+        assert!(since.elapsed().as_secs() < 10, "the server did not die");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(pid_file.exists(), "a hard kill leaves postmaster.pid");
+    let out = p.apply();
+    assert!(out.contains("started embedded server main"), "{out}");
+    p.converged();
+    assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('d1', 'd2')"), "2");
+}

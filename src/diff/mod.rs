@@ -545,7 +545,13 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         let after = json!({ "engine": s.engine.as_str(), "embedded": s.embedded });
         let mut c = change(&addr, "server", &r.addr.name, Action::NoOp);
         c.server = Some(addr.clone());
-        if !live.exists && s.embedded {
+        // An embedded server that exists but is not in the state (an apply killed while it
+        // started it): the idempotent start records it.
+        let unrecorded = live.exists && !inp.state.resources.contains_key(&addr);
+        if s.embedded && (!live.exists || unrecorded) {
+            if unrecorded {
+                c.notes.push("exists already: an interrupted apply made it; dbctl records it".into());
+            }
             c.action = Action::Create;
             c.steps.push(Step {
                 address: addr.clone(),

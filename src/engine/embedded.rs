@@ -94,6 +94,13 @@ const HBA: &str = "# Written by dbctl for an embedded server: loopback only, pas
                    local all all scram-sha-256\n\
                    host all all 127.0.0.1/32 scram-sha-256\n";
 
+/// How long a server that runs may take to accept connections (crash
+/// recovery after a kill included).
+const READY_TIMEOUT_SECS: u64 = 120;
+
+/// The line dbctl adds before its settings in postgresql.conf.
+const CONF_MARK: &str = "# Added by dbctl for the embedded server";
+
 /// SCRAM iterations of the admin's verifier. PostgreSQL's default, 4096, is
 /// there to slow down guessing a person's password from a stolen verifier;
 /// the admin's password is 32 random letters and digits (190 bits), which no
@@ -442,21 +449,78 @@ impl Embedded {
     }
 
     /// Create the cluster (once), with a generated admin password.
+    ///
+    /// initdb writes into `data.init` beside the data directory, which is
+    /// configured and then renamed to `data`: a data directory exists only
+    /// once it is complete. A `data.init` left by a killed dbctl is not a
+    /// server (no server ever ran on it, so it holds no data) and is made
+    /// again; an initdb that a killed dbctl left running is waited for
+    /// first (it holds `init.lock`).
     pub fn init(&self) -> Result<(), EngineError> {
         if self.is_initialised() {
             return Ok(());
         }
-        if self.engine == crate::model::Engine::Mysql {
-            return super::embedded_mysql::init(self);
-        }
         std::fs::create_dir_all(&self.root).map_err(|e| io("create", &self.root, e))?;
         let home = self.prepare_home()?;
+        let lock = self.init_lock(&home)?;
+        if self.is_initialised() {
+            return Ok(());
+        }
+        let staging = home.join("data.init");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| io("remove the half-made", &staging, e))?;
+        }
+        // A `data` that is not a cluster (no PG_VERSION / no `mysql`): an older dbctl's
+        // initialisation killed early. No server ever ran on it.
+        let data = home.join("data");
+        if data.is_dir() {
+            std::fs::remove_dir_all(&data).map_err(|e| io("remove the half-made", &data, e))?;
+        }
+        if self.engine == crate::model::Engine::Mysql {
+            super::embedded_mysql::init(self, &home, &staging, &lock)?;
+        } else {
+            self.initdb(&home, &staging, &lock)?;
+        }
+        std::fs::rename(&staging, &data).map_err(|e| io("rename", &staging, e))?;
+        Ok(())
+    }
+
+    /// Wait for (then hold) `init.lock` in the server's home: a killed
+    /// dbctl's initdb or mariadb-install-db holds it until it ends.
+    fn init_lock(&self, home: &Path) -> Result<std::fs::File, EngineError> {
+        use std::os::fd::AsRawFd;
+        let path = home.join("init.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io("open", &path, e))?;
+        let since = std::time::Instant::now();
+        loop {
+            // SAFETY: flock on a file descriptor this function owns.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(f);
+            }
+            if since.elapsed() > std::time::Duration::from_secs(300) {
+                return Err(EngineError::Setup(format!(
+                    "the embedded server {} is still being initialised by another process after 5 minutes \
+                     (it holds {}); wait for it to end, or stop it, and run dbctl again",
+                    self.name,
+                    path.display()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn initdb(&self, home: &Path, staging: &Path, lock: &std::fs::File) -> Result<(), EngineError> {
         let password = self.ensure_password()?;
         // initdb reads the password from a file: one only the server's user can read, removed at once.
         let pwfile = home.join("initdb.pw");
         write_private(&pwfile, &admin_verifier(&password), is_root().then(|| nix_user(self.os_user())).flatten())?;
         let mut c = self.command("initdb");
-        c.arg("-D").arg(home.join("data")).arg(format!("--pwfile={}", pwfile.display())).args([
+        c.arg("-D").arg(staging).arg(format!("--pwfile={}", pwfile.display())).args([
             "-U",
             "postgres",
             "-A",
@@ -467,20 +531,27 @@ impl Embedded {
             "--no-sync",
             "--no-instructions",
         ]);
+        inherit_lock(&mut c, lock);
         let done = self.run(c, "initdb");
         let _ = std::fs::remove_file(&pwfile);
         done?;
-        let conf = self.data_dir().join("postgresql.conf");
+        self.configure(staging)
+    }
+
+    /// dbctl's settings in a PostgreSQL data directory: loopback only on
+    /// the server's port, no Unix socket, passwords for every login.
+    fn configure(&self, data: &Path) -> Result<(), EngineError> {
+        let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).map_err(|e| io("read", &conf, e))?;
         text.push_str(&format!(
-            "\n# Added by dbctl for the embedded server `{}`.\nlisten_addresses = '127.0.0.1'\nport = {}\n\
+            "\n{CONF_MARK} `{}`.\nlisten_addresses = '127.0.0.1'\nport = {}\n\
              unix_socket_directories = ''\nmax_connections = 200\npassword_encryption = 'scram-sha-256'\n",
             self.name, self.port
         ));
         std::fs::write(&conf, text).map_err(|e| io("write", &conf, e))?;
         // Every role, the admin included, logs in with its password: other
         // users of this machine reach the loopback port too.
-        let hba = self.data_dir().join("pg_hba.conf");
+        let hba = data.join("pg_hba.conf");
         std::fs::write(&hba, HBA).map_err(|e| io("write", &hba, e))?;
         Ok(())
     }
@@ -540,10 +611,16 @@ impl Embedded {
     pub fn start(&self) -> Result<(), EngineError> {
         self.init()?;
         if self.is_running() {
-            return Ok(());
+            // Perhaps started by a dbctl killed before the server was ready.
+            return self.wait_ready();
         }
         if self.engine == crate::model::Engine::Mysql {
             return super::embedded_mysql::start(self);
+        }
+        // A cluster an older dbctl made and was killed before configuring.
+        let conf = self.data_dir().join("postgresql.conf");
+        if std::fs::read_to_string(&conf).is_ok_and(|t| !t.contains(CONF_MARK)) {
+            self.configure(&self.data_dir())?;
         }
         self.require_passwords()?;
         // The port may have been configured differently since initdb.
@@ -564,7 +641,47 @@ impl Embedded {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             ))
         })?;
-        Ok(())
+        self.wait_ready()
+    }
+
+    /// Wait until a running server accepts connections: one that a killed
+    /// dbctl started may still be recovering or starting up.
+    pub fn wait_ready(&self) -> Result<(), EngineError> {
+        if self.engine == crate::model::Engine::Mysql {
+            // Running means it answered a ping.
+            return Ok(());
+        }
+        let limit = std::time::Duration::from_secs(READY_TIMEOUT_SECS);
+        let since = std::time::Instant::now();
+        let pid_file = self.data_dir().join("postmaster.pid");
+        loop {
+            // Line 8 of postmaster.pid is the server's status: "starting", then "ready".
+            let status =
+                std::fs::read_to_string(&pid_file).ok().and_then(|t| t.lines().nth(7).map(|l| l.trim().to_string()));
+            let ready = status.as_deref() == Some("ready")
+                && std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+                    std::time::Duration::from_secs(1),
+                )
+                .is_ok();
+            if ready {
+                return Ok(());
+            }
+            if since.elapsed() > limit {
+                let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(EngineError::Setup(format!(
+                    "the embedded server {} is running but does not accept connections on 127.0.0.1:{} \
+                     after {READY_TIMEOUT_SECS} s (status: {}); last lines of {}:\n{}",
+                    self.name,
+                    self.port,
+                    status.as_deref().unwrap_or("stopped"),
+                    self.log_file().display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     pub fn stop(&self) -> Result<(), EngineError> {
@@ -620,6 +737,23 @@ pub(crate) fn write_private(p: &Path, text: &str, owner: Option<(u32, u32)>) -> 
         chown(p, o)?;
     }
     Ok(())
+}
+
+/// Let `c`'s process inherit `lock` (Rust opens files close-on-exec), so
+/// the lock is held for as long as that process runs, even when dbctl dies.
+pub(crate) fn inherit_lock(c: &mut Command, lock: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = lock.as_raw_fd();
+    // SAFETY: fcntl is async-signal-safe; it changes only the child's descriptor table.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 pub(crate) fn io(what: &str, p: &Path, e: std::io::Error) -> EngineError {

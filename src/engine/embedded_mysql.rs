@@ -11,7 +11,7 @@
 //! `mysql` user can reach them (see `Embedded::prepare_home`).
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,11 +73,11 @@ fn run(mut c: Command, what: &str) -> Result<String, EngineError> {
     }
 }
 
-pub fn init(e: &Embedded) -> Result<(), EngineError> {
-    let home = e.prepare_home()?;
+/// mariadb-install-db into `data` (the staging directory `Embedded::init`
+/// renames once complete), holding `lock` while it runs.
+pub fn init(e: &Embedded, home: &Path, data: &Path, lock: &std::fs::File) -> Result<(), EngineError> {
     let owner = if is_root() { nix_user("mysql") } else { None };
-    let data = home.join("data");
-    for dir in [&data, &home.join("tmp")] {
+    for dir in [data, &home.join("tmp")] {
         match owner {
             Some(o) => make_private_dir(dir, o)?,
             None => std::fs::create_dir_all(dir).map_err(|x| io("create", dir, x))?,
@@ -103,10 +103,11 @@ pub fn init(e: &Embedded) -> Result<(), EngineError> {
         .arg(format!("--tmpdir={}", home.join("tmp").display()))
         .arg(format!("--extra-file={}", extra.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-        .current_dir(&home);
+        .current_dir(home);
     if is_root() {
         c.arg("--user=mysql");
     }
+    super::embedded::inherit_lock(&mut c, lock);
     let done = run(c, "mariadb-install-db").map(|_| ());
     let _ = std::fs::remove_file(&extra);
     done
