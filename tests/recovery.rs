@@ -361,7 +361,10 @@ fn an_embedded_server_missing_from_the_state_is_recorded_again() {
     p.apply();
     p.ok(&["state", "rm", "server.main"], 0);
     let plan = p.ok(&["plan"], 0);
-    assert!(plan.contains("exists already: an interrupted apply made it"), "{plan}");
+    assert!(
+        plan.contains("exists already (made by `dbctl dev up`, or by an apply interrupted before recording it)"),
+        "{plan}"
+    );
     p.apply();
     p.converged();
     assert!(p.ok(&["state", "list"], 0).lines().any(|l| l == "server.main"));

@@ -550,7 +550,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         let unrecorded = live.exists && !inp.state.resources.contains_key(&addr);
         if s.embedded && (!live.exists || unrecorded) {
             if unrecorded {
-                c.notes.push("exists already: an interrupted apply made it; dbctl records it".into());
+                c.notes.push("exists already (made by `dbctl dev up`, or by an apply interrupted before recording it): dbctl records it".into());
             }
             c.action = Action::Create;
             c.steps.push(Step {
