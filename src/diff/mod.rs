@@ -170,6 +170,22 @@ fn role_renamed_from(
         .cloned()
 }
 
+/// Drift of a role or database: what the state recorded (as the server spells
+/// it, and after this plan's renames) against what the server holds now,
+/// both without the `ignore_changes` attributes.
+fn drift_since_applied(
+    addr: &str,
+    recorded: &Value,
+    engine: Engine,
+    rn: Option<&Renames>,
+    live: &Value,
+    ignore: &[String],
+    out: &mut Vec<Drift>,
+) {
+    let recorded = recorded_renamed(&recorded_spelling(recorded, engine), rn);
+    drift_of(addr, &without(&recorded, ignore), &without(live, ignore), out);
+}
+
 /// Recorded role names (`owner`, `member_of`) as they are after this plan's renames.
 fn recorded_renamed(recorded: &Value, rn: Option<&Renames>) -> Value {
     let Some(rn) = rn else { return recorded.clone() };
@@ -797,13 +813,13 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     let mut before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
                     managed_flags(&mut before, &after);
                     if let Some(st) = in_state {
-                        drift_of(
+                        drift_since_applied(
                             &addr,
-                            &without(
-                                &recorded_renamed(&recorded_spelling(&st.attributes, want.engine(server)), rn),
-                                ignore,
-                            ),
-                            &without(&before, ignore),
+                            &st.attributes,
+                            want.engine(server),
+                            rn,
+                            &before,
+                            ignore,
                             &mut drift,
                         );
                     }
@@ -981,13 +997,13 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         before["owner"] = json!(rn.role(owner));
                     }
                     if let Some(st) = in_state {
-                        drift_of(
+                        drift_since_applied(
                             &addr,
-                            &without(
-                                &recorded_renamed(&recorded_spelling(&st.attributes, want.engine(server)), rn),
-                                ignore,
-                            ),
-                            &without(&before, ignore),
+                            &st.attributes,
+                            want.engine(server),
+                            rn,
+                            &before,
+                            ignore,
                             &mut drift,
                         );
                     }
