@@ -41,6 +41,7 @@ fn plan_at(
                         version: "v1".into(),
                         created: created.into(),
                         pending: false,
+                        rotation: None,
                         value_hash: String::new(),
                     },
                 )

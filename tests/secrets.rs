@@ -81,6 +81,7 @@ fn diff_lost(extra: &str, present: &[&str], replace: &[&str]) -> Result<dbctl::d
                 version: "v1".into(),
                 created: "2026-01-01T00:00:00Z".into(),
                 pending: false,
+                rotation: None,
                 value_hash: String::new(),
             };
             (Address::new(Kind::Secret, *n), meta)

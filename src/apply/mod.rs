@@ -379,7 +379,7 @@ impl PgRunner {
         }
         let conns = &mut queue.pg;
         match &step.op {
-            Op::WriteSecret { secret, rds } => {
+            Op::WriteSecret { secret, rds, pending } => {
                 let s = self.secret(cfg, secret)?;
                 let value = match (&s.value, &s.generate) {
                     (Some(v), _) => v.clone(),
@@ -387,7 +387,14 @@ impl PgRunner {
                     (None, None) => crate::secrets::generate(&crate::model::Generate { length: 32, special: false }),
                 };
                 let doc = crate::secrets::document(&value, rds.as_ref());
-                self.stores.put(s.store, &s.name, &secret.to_string(), doc).await.map_err(|e| e.to_string())?;
+                if *pending {
+                    self.stores
+                        .put_pending(s.store, &s.name, &secret.to_string(), doc)
+                        .await
+                        .map_err(|e| e.for_secret(secret).to_string())?;
+                } else {
+                    self.stores.put(s.store, &s.name, &secret.to_string(), doc).await.map_err(|e| e.to_string())?;
+                }
                 Ok(None)
             }
             Op::Publish { path, content } => {
@@ -440,7 +447,7 @@ impl PgRunner {
                 Ok(None)
             }
             Op::SetPassword { role, secret, .. } => {
-                let (password, version) = self.current_password(cfg, secret).await?;
+                let (password, version, pending) = self.password_to_set(cfg, secret).await?;
                 let conn = self.conn(step, conns).await?;
                 // Only the SCRAM-SHA-256 verifier reaches the server (what psql's
                 // \password sends): its statement and error logs never see the password.
@@ -455,6 +462,9 @@ impl PgRunner {
                 postgres::execute(conn, sql)
                     .await
                     .map_err(|e| format!("setting the password of role \"{role}\" failed: {e}"))?;
+                if pending {
+                    self.promote(cfg, secret, &version).await?;
+                }
                 Ok(Some(version))
             }
             Op::DropDatabase { name, force } => {
@@ -489,20 +499,41 @@ impl PgRunner {
         }
     }
 
-    /// The password in a secret's current version, and that version; read only while the step runs.
-    async fn current_password(
+    /// The password to set from a secret, read only while the step runs:
+    /// a staged rotation's pending version if there is one, else the current
+    /// one; that version, and whether it is pending (to `promote` once set).
+    async fn password_to_set(
         &self,
         cfg: &Config,
         secret: &Address,
-    ) -> Result<(crate::model::Sensitive, String), String> {
+    ) -> Result<(crate::model::Sensitive, String, bool), String> {
         let s = self.secret(cfg, secret)?;
+        let pending = self.stores.pending(s.store, &s.name).await.map_err(|e| e.for_secret(secret).to_string())?;
+        if let Some(p) = pending {
+            return Ok((crate::secrets::password_of(&p.value), p.version, true));
+        }
         let current = self
             .stores
             .current(s.store, &s.name)
             .await
             .map_err(|e| e.for_secret(secret).to_string())?
             .ok_or_else(|| format!("{secret} has no value in its store yet"))?;
-        Ok((crate::secrets::password_of(&current.value), current.version))
+        Ok((crate::secrets::password_of(&current.value), current.version, false))
+    }
+
+    /// The server accepted a rotation's pending version: make it the one
+    /// services read. If this fails, the server already has the new password
+    /// and the published modules fall back to the pending version; the next
+    /// apply sets it again (the same value) and makes it current.
+    async fn promote(&self, cfg: &Config, secret: &Address, version: &str) -> Result<(), String> {
+        let s = self.secret(cfg, secret)?;
+        self.stores.promote(s.store, &s.name, version).await.map_err(|e| {
+            format!(
+                "the server accepted the new version of {secret}, but making it current in its store failed: {}; \
+                 run `dbctl apply` again to finish the rotation",
+                e.for_secret(secret)
+            )
+        })
     }
 
     fn is_mysql(&self, step: &Step) -> bool {
@@ -526,8 +557,8 @@ impl PgRunner {
                 Op::SetPassword { secret, account, .. } => {
                     // The plan names the account ('user'@'host') of every MySQL password step.
                     let account = account.as_deref().ok_or("a MySQL password step without its account")?;
-                    let (password, version) = self.current_password(cfg, secret).await?;
-                    (crate::diff::mysql::set_password_sql(account, password.expose()), Some(version))
+                    let (password, version, pending) = self.password_to_set(cfg, secret).await?;
+                    (crate::diff::mysql::set_password_sql(account, password.expose()), Some((version, pending, secret)))
                 }
                 Op::Sql { sql } => (sql.clone(), None),
                 _ => unreachable!("matched above"),
@@ -539,7 +570,15 @@ impl PgRunner {
             }
             let conn = queue.my.as_mut().expect("connected");
             match mysql::execute(conn, sql).await {
-                Ok(()) => Ok(version),
+                Ok(()) => match version {
+                    Some((version, pending, secret)) => {
+                        if pending {
+                            self.promote(cfg, secret, &version).await?;
+                        }
+                        Ok(Some(version))
+                    }
+                    None => Ok(None),
+                },
                 // The statement holds the password and is never shown; the
                 // server's reason is kept unless it quotes the statement.
                 Err(e) if version.is_some() => Err(crate::engine::mysql::password_error(&step.address, &e.to_string())),

@@ -62,6 +62,40 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
         };
         let rds = crate::runtime::rds_shapes(&session.config, &session.endpoints);
         let doc = crate::secrets::document(&crate::secrets::generate(g), rds.get(&a));
+        let meta = match block_on(stores.meta(s.store, &s.name)) {
+            Ok(m) => m,
+            Err(e) => return err(e.for_secret(&a)),
+        };
+        // A user's password that is already set: the new version is staged
+        // pending, so services keep reading the password the server accepts
+        // until `dbctl apply` has set the new one.
+        if let (false, Some(meta)) = (users.is_empty(), &meta) {
+            if let Some(v) = &meta.rotation {
+                return err(format!(
+                    "{addr}: a rotation is already pending (version {v}); run `dbctl apply` to set it as the \
+                     password of {}, then rotate again if you need another value",
+                    users.join(", ")
+                ));
+            }
+            if meta.pending {
+                return err(format!(
+                    "{addr}: a rotation is in progress in AWS Secrets Manager (AWSPENDING) that dbctl did not \
+                     start; let it finish first"
+                ));
+            }
+            return match block_on(stores.put_pending(s.store, &s.name, addr, doc)) {
+                Ok(version) => {
+                    println!("{addr}: new version {version} in its store, pending.");
+                    println!(
+                        "Services keep reading the current version until `dbctl apply` sets the new one as the \
+                         password of {} on its server; then it becomes current.",
+                        users.join(", ")
+                    );
+                    EXIT_OK
+                }
+                Err(e) => err(e.for_secret(&a)),
+            };
+        }
         return match block_on(stores.put(s.store, &s.name, addr, doc)) {
             Ok(version) => {
                 println!("{addr}: new version {version} in its store.");
@@ -87,6 +121,16 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
     println!("  name:    {}", s.name);
     println!("  version: {}", current.version);
     println!("  created: {} ({})", current.created, age(&current.created));
+    match block_on(stores.pending(s.store, &s.name)) {
+        Ok(Some(p)) => println!(
+            "  pending: version {} created {} ({}): a rotation `dbctl apply` sets on the server, then makes current",
+            p.version,
+            p.created,
+            age(&p.created)
+        ),
+        Ok(None) => {}
+        Err(e) => return err(e.for_secret(&a)),
+    }
     println!(
         "  rotate:  {}",
         s.rotate_every.as_deref().map(|r| format!("every {r}")).unwrap_or_else(|| "not on a schedule".into())

@@ -609,11 +609,14 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         let after = json!({ "store": s.store, "name": s.name, "value": "(sensitive)" });
         let mut c = change(&addr, "secret", &s.name, Action::NoOp);
         c.after_sensitive = json!({ "value": true });
-        let write = Step {
+        // A new value of a user's password is staged pending: the user's
+        // password step sets it on the server, then makes it current.
+        let user = secret::user_of(cfg, &r.addr);
+        let write = |pending: bool| Step {
             address: addr.clone(),
             server: None,
             database: None,
-            op: Op::WriteSecret { secret: r.addr.clone(), rds: inp.rds.get(&r.addr).cloned() },
+            op: Op::WriteSecret { secret: r.addr.clone(), rds: inp.rds.get(&r.addr).cloned(), pending },
         };
         match inp.secrets.get(&r.addr) {
             None => {
@@ -623,7 +626,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     c.notes.push("its value is gone from the store: a new value is generated".into());
                 }
                 c.action = Action::Create;
-                c.steps.push(write);
+                c.steps.push(write(false));
             }
             Some(meta) if inp.replace.contains(&r.addr) && !meta.pending => {
                 c.before = Some(after.clone());
@@ -636,7 +639,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     sensitive: true,
                 });
                 c.notes.push("a new value, as asked with --replace".into());
-                c.steps.push(write);
+                if let Some(u) = &user {
+                    c.notes.push(format!(
+                        "pending until {u}'s server accepts it; services read the current one until then"
+                    ));
+                }
+                c.steps.push(write(user.is_some()));
             }
             Some(meta) => {
                 c.before = Some(after.clone());
@@ -656,7 +664,14 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                 });
                 let value_changed =
                     s.value.as_ref().is_some_and(|v| crate::secrets::sha(v.expose()) != meta.value_hash);
-                if meta.pending {
+                if let Some(version) = &meta.rotation {
+                    c.notes.push(match &user {
+                        Some(u) => format!(
+                            "rotation pending: version {version} becomes current once {u}'s password is set from it"
+                        ),
+                        None => format!("rotation pending: version {version} has no user to set it on"),
+                    });
+                } else if meta.pending {
                     c.notes.push("a rotation is in progress in the store (AWSPENDING): left alone".into());
                     notes.push(format!(
                         "{addr}: a rotation is in progress in AWS Secrets Manager (AWSPENDING); dbctl leaves it alone."
@@ -670,8 +685,14 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         forces_replacement: false,
                         sensitive: true,
                     });
+                    let pending = user.is_some() && rotation_due.is_some();
                     c.notes.push(rotation_due.unwrap_or_else(|| "the given value changed".into()));
-                    c.steps.push(write);
+                    if let (true, Some(u)) = (pending, &user) {
+                        c.notes.push(format!(
+                            "pending until {u}'s server accepts it; services read the current one until then"
+                        ));
+                    }
+                    c.steps.push(write(pending));
                 }
             }
         }
@@ -762,6 +783,8 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                 .password
                 .as_ref()
                 .is_some_and(|s| by_addr.get(&s.to_string()).is_some_and(|sc| sc.action != Action::NoOp));
+            // A rotation staged in the store (`dbctl secret rotate`): set, then made current.
+            let rotation = d.password.as_ref().and_then(|s| inp.secrets.get(s)).and_then(|m| m.rotation.clone());
             fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
             // `name` changed: the managed object still holds the old one. Renamed
             // in place, so its password, memberships and grants go with it.
@@ -873,7 +896,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         let md5_cleared = renamed_from.is_some() && want.engine(server) == Engine::Postgres;
                         let new_version =
                             password_pending || (password_version.is_some() && recorded != password_version);
-                        if new_version || md5_cleared {
+                        if let (Some(v), false) = (&rotation, password_pending) {
+                            set_password(&mut c, server, d, secret, json!("(sensitive)"));
+                            c.notes.push(format!(
+                                "rotation pending: password set from version {v} of {secret}, which then becomes current"
+                            ));
+                        } else if new_version || md5_cleared {
                             set_password(&mut c, server, d, secret, json!("(sensitive)"));
                             c.notes.push(if new_version {
                                 format!("password set from a new version of {secret}")

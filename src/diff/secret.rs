@@ -51,6 +51,13 @@ pub fn lost(inp: &Inputs, addr: &Address, s: &Secret) -> Option<(Drift, Option<S
     Some((drift, Some(error)))
 }
 
+/// The user whose password the secret is (at most one: the configuration checks it).
+pub fn user_of(cfg: &crate::model::Config, secret: &Address) -> Option<Address> {
+    cfg.of_kind(Kind::User)
+        .find(|u| matches!(&u.body, Body::User(x) if x.password.as_ref() == Some(secret)))
+        .map(|u| u.addr.clone())
+}
+
 /// The `--replace` addresses, checked against the configuration: only secrets.
 pub fn replace_set(
     cfg: &crate::model::Config,

@@ -57,6 +57,11 @@ pub enum Op {
     WriteSecret {
         secret: Address,
         rds: Option<crate::secrets::RdsShape>,
+        /// A rotation of a user's password: the version is staged pending,
+        /// and the user's password step sets it on the server, then makes it
+        /// current, so services never read a password the server refuses.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pending: bool,
     },
     /// Write a router's published document to a file (relative to the configuration).
     Publish {
@@ -117,9 +122,10 @@ impl Step {
             Op::Publish { path, .. } => format!("write the routing document to {path}"),
             Op::PublishSecret { secret, .. } => format!("write the routing document to {secret}"),
             Op::Unpublish { path } => format!("remove {path}"),
-            Op::WriteSecret { secret, rds } => format!(
-                "write a new version of {secret} to its store{}",
-                if rds.is_some() { " (RDS credentials shape)" } else { "" }
+            Op::WriteSecret { secret, rds, pending } => format!(
+                "write a new version of {secret} to its store{}{}",
+                if rds.is_some() { " (RDS credentials shape)" } else { "" },
+                if *pending { ", pending until its user's server accepts it" } else { "" }
             ),
             Op::DeleteSecret { store: crate::model::Store::Aws, name } => {
                 format!("schedule deletion of \"{name}\" in AWS Secrets Manager (default recovery window)")

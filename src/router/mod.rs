@@ -346,14 +346,27 @@ fn django(svc: &Service, file: Option<&str>) -> String {
 # One alias per logical database; APP_DATABASES maps each app label to its
 # alias. Passwords are read from their secret store whenever Django opens a
 # connection, never written here.
+#
+# Rotation (`dbctl secret rotate`, then `dbctl apply`): the new password is
+# staged pending in the store; the apply sets it on the server, then makes it
+# current. For the moment in between (or an apply stopped in between), a
+# connection the server refuses for its password is retried, once per
+# version, with the secret's other versions: the pending one, then the
+# previous one. Only authentication failures of this module's databases are
+# retried (PostgreSQL: "password authentication failed"; MySQL/MariaDB: error
+# 1045); the retry wraps the backend's DatabaseWrapper.get_new_connection
+# when the first connection of one of them opens.
 import json
 import os
+import sys
 
 SERVICE = {service}
 # The local secret store, relative to this file (DBCTL_SECRETS_FILE overrides).
 _LOCAL_STORE = {local}
 _AWS = {{"region_name": {region}, "endpoint_url": {endpoint}}}
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_USER = {user}
+_SECRET = ({store}, {secret})
 
 
 def _secrets_file():
@@ -365,23 +378,107 @@ def _secrets_file():
     return os.path.normpath(os.path.join(_HERE, _LOCAL_STORE))
 
 
-def _password(store, name):
+def _stored(store, name, fallbacks=False):
+    """The secret's stored strings: the current version; with `fallbacks`,
+    then the versions that may be the password during a rotation (pending,
+    then previous)."""
     if store == "aws":
         import boto3
 
         client = boto3.client("secretsmanager", **{{k: v for k, v in _AWS.items() if v}})
-        value = client.get_secret_value(SecretId=name)["SecretString"]
-    else:
-        with open(_secrets_file()) as f:
-            versions = json.load(f)["secrets"][name]["versions"]
-        # The version services use: one marked current, else the newest that
-        # is not pending (a rotation the server has not accepted yet).
-        usable = [v for v in versions if v.get("current")] or [v for v in versions if not v.get("pending")]
-        value = (usable or versions)[-1]["value"]
+        out = []
+        for stage in ("AWSCURRENT", "AWSPENDING", "AWSPREVIOUS") if fallbacks else ("AWSCURRENT",):
+            try:
+                out.append(client.get_secret_value(SecretId=name, VersionStage=stage)["SecretString"])
+            except client.exceptions.ResourceNotFoundException:
+                if stage == "AWSCURRENT":
+                    raise
+        return out
+    with open(_secrets_file()) as f:
+        versions = json.load(f)["secrets"][name]["versions"]
+    # The version services use: one marked current, else the newest that is
+    # not pending (a rotation the server has not accepted yet).
+    usable = [v for v in versions if v.get("current")] or [v for v in versions if not v.get("pending")]
+    current = (usable or versions)[-1]
+    if not fallbacks:
+        return [current["value"]]
+    newest = list(reversed(versions))
+    others = [v for v in newest if v.get("pending")] + [v for v in newest if not v.get("pending")]
+    return [current["value"]] + [v["value"] for v in others if v is not current]
+
+
+def _password_in(value):
     try:
         return json.loads(value)["password"]
     except (ValueError, KeyError, TypeError):
         return value
+
+
+def _password(store, name):
+    return _password_in(_stored(store, name)[0])
+
+
+def _auth_failed(error):
+    """Whether a connection error is the server refusing the password."""
+    if getattr(error, "sqlstate", None) == "28P01" or getattr(error, "pgcode", None) == "28P01":
+        return True
+    args = getattr(error, "args", ())
+    if args and args[0] == 1045:
+        return True
+    text = str(error)
+    return "password authentication failed" in text or "Access denied for user" in text
+
+
+def _ours(settings_dict):
+    """Whether a connection's settings are one of this module's databases
+    (or a copy Django made of one, e.g. for its test database)."""
+    if isinstance(settings_dict, _Database):
+        return bool(settings_dict._secret)
+    if _SECRET[1] is None or settings_dict.get("USER") != _USER:
+        return False
+    return any(
+        settings_dict.get("HOST") == dict.get(d, "HOST") and str(settings_dict.get("PORT")) == dict.get(d, "PORT")
+        for d in DATABASES.values()
+    )
+
+
+_RETRYING = set()
+
+
+def _retry_on_rotation(engine):
+    """Wrap the backend's get_new_connection (once): an authentication
+    failure of one of this module's databases is retried with the secret's
+    other versions. The backend is loaded by then (Django loads it before it
+    reads the password); nothing is imported here."""
+    base = sys.modules.get(engine + ".base")
+    if engine in _RETRYING or base is None:
+        return
+    _RETRYING.add(engine)
+    wrapper = base.DatabaseWrapper
+    original = wrapper.get_new_connection
+
+    def get_new_connection(self, conn_params):
+        try:
+            return original(self, conn_params)
+        except Exception as error:
+            if not _ours(self.settings_dict) or not _auth_failed(error):
+                raise
+            tried = {{conn_params.get("password")}}
+            for value in _stored(*_SECRET, fallbacks=True):
+                password = _password_in(value)
+                if password in tried:
+                    continue
+                tried.add(password)
+                try:
+                    return original(self, {{**conn_params, "password": password}})
+                except Exception as again:
+                    if not _auth_failed(again):
+                        raise
+            raise
+
+    get_new_connection.__wrapped__ = original
+    get_new_connection.__doc__ = original.__doc__
+    wrapper.get_new_connection = get_new_connection
 
 
 class _Database(dict):
@@ -404,6 +501,8 @@ class _Database(dict):
 
     def __getitem__(self, key):
         if key == "PASSWORD" and self._secret:
+            # A connection is opening: its backend retries during a rotation.
+            _retry_on_rotation(dict.__getitem__(self, "ENGINE"))
             value = self._read()
             dict.__setitem__(self, "PASSWORD", value)
             return value
@@ -431,11 +530,10 @@ class _Database(dict):
 
 def _database(engine, name, host, port, options):
     return _Database(
-        {store},
-        {secret},
+        *_SECRET,
         ENGINE=engine,
         NAME=name,
-        USER={user},
+        USER=_USER,
         HOST=host,
         PORT=port,
         OPTIONS=options,

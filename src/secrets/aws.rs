@@ -5,9 +5,16 @@
 //! else: dbctl never writes, reads as a password, or deletes it until
 //! `dbctl import secret.NAME <name-or-arn>` adopts it (and tags it). A plan
 //! reads versions and dates only
-//! (`ListSecretVersionIds`); the value is read when a step needs it. A
-//! rotation in progress (a version staged AWSPENDING) is reported and left
-//! alone. Deleting schedules deletion with the default recovery window.
+//! (`DescribeSecret`); the value is read when a step needs it. Deleting
+//! schedules deletion with the default recovery window.
+//!
+//! Rotation follows Secrets Manager's protocol: `dbctl secret rotate` (or a
+//! due `rotate_every`) puts the new value staged `AWSPENDING` (and
+//! `DBCTLPENDING`, to tell dbctl's rotation from a rotation Lambda's); the
+//! apply sets it on the server, then moves `AWSCURRENT` to it (the old
+//! version becomes `AWSPREVIOUS`) and removes the pending labels. A version
+//! staged `AWSPENDING` without `DBCTLPENDING` is someone else's rotation in
+//! progress: reported and left alone.
 
 use std::time::Duration;
 
@@ -128,10 +135,80 @@ impl AwsStore {
 
     pub async fn meta(&self, name: &str) -> Result<Option<SecretMeta>, StoreError> {
         let Some(d) = self.owned(name).await? else { return Ok(None) };
-        let stages = d.version_ids_to_stages().cloned().unwrap_or_default();
-        let pending = stages.values().any(|s| s.iter().any(|x| x == "AWSPENDING"));
+        let (rotation, foreign) = pending_in(&d);
         let Some(current) = self.read_current(name).await? else { return Ok(None) };
-        Ok(Some(SecretMeta { pending, ..current.meta() }))
+        Ok(Some(SecretMeta { pending: foreign, rotation, ..current.meta() }))
+    }
+
+    /// The version of a rotation dbctl staged, with its value.
+    pub async fn pending(&self, name: &str) -> Result<Option<Current>, StoreError> {
+        let Some(d) = self.owned(name).await? else { return Ok(None) };
+        let Some(version) = pending_in(&d).0 else { return Ok(None) };
+        match self.client.get_secret_value().secret_id(name).version_id(&version).send().await {
+            Ok(v) => Ok(Some(Current {
+                version: v.version_id().unwrap_or_default().to_string(),
+                created: when(v.created_date()),
+                value: Sensitive::new(v.secret_string().unwrap_or_default().to_string()),
+            })),
+            Err(e) => Err(self.err("cannot read the pending version of", name, e)),
+        }
+    }
+
+    /// Stage a rotation: a new version labelled AWSPENDING and DBCTLPENDING;
+    /// AWSCURRENT stays where it is, so readers keep the current value.
+    pub async fn put_pending(&self, name: &str, value: Sensitive) -> Result<String, StoreError> {
+        if self.owned(name).await?.is_none() {
+            return Err(StoreError::Aws(format!("{}: there is no secret \"{name}\" to rotate", self.place)));
+        }
+        let out = self
+            .client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value.expose())
+            .version_stages(AWSPENDING)
+            .version_stages(DBCTLPENDING)
+            .send()
+            .await
+            .map_err(|e| self.err("cannot write", name, e))?;
+        Ok(out.version_id().unwrap_or_default().to_string())
+    }
+
+    /// Finish a rotation: AWSCURRENT moves to `version` (the old current
+    /// becomes AWSPREVIOUS), then the pending labels go. Each step checks
+    /// where the labels are, so a rerun after an interruption converges.
+    pub async fn promote(&self, name: &str, version: &str) -> Result<(), StoreError> {
+        let Some(d) = self.owned(name).await? else {
+            return Err(StoreError::Aws(format!("{}: there is no secret \"{name}\" to finish rotating", self.place)));
+        };
+        let stages = d.version_ids_to_stages().cloned().unwrap_or_default();
+        let has = |id: &str, label: &str| stages.get(id).is_some_and(|s| s.iter().any(|x| x == label));
+        if !stages.contains_key(version) {
+            return Err(StoreError::Aws(format!(
+                "{}: the secret \"{name}\" has no version {version} to make current",
+                self.place
+            )));
+        }
+        if !has(version, "AWSCURRENT") {
+            let mut req = self.client.update_secret_version_stage().secret_id(name).version_stage("AWSCURRENT");
+            req = req.move_to_version_id(version);
+            if let Some(old) = stages.keys().find(|id| has(id, "AWSCURRENT")) {
+                req = req.remove_from_version_id(old);
+            }
+            req.send().await.map_err(|e| self.err("cannot make the new version current of", name, e))?;
+        }
+        for label in [AWSPENDING, DBCTLPENDING] {
+            if has(version, label) {
+                self.client
+                    .update_secret_version_stage()
+                    .secret_id(name)
+                    .version_stage(label)
+                    .remove_from_version_id(version)
+                    .send()
+                    .await
+                    .map_err(|e| self.err("cannot finish the rotation of", name, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The current value, if the secret exists and is dbctl's.
@@ -190,6 +267,23 @@ impl AwsStore {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(()),
             Err(e) => Err(self.err("cannot delete", name, e)),
         }
+    }
+}
+
+const AWSPENDING: &str = "AWSPENDING";
+/// Marks a pending version as staged by dbctl (not by a rotation Lambda).
+const DBCTLPENDING: &str = "DBCTLPENDING";
+
+/// The pending version of the secret, if any: (dbctl's rotation, whether
+/// someone else's rotation is in progress). A pending label on the current
+/// version is a finished rotation.
+fn pending_in(d: &aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput) -> (Option<String>, bool) {
+    let stages = d.version_ids_to_stages().cloned().unwrap_or_default();
+    let has = |s: &Vec<String>, label: &str| s.iter().any(|x| x == label);
+    match stages.iter().find(|(_, s)| has(s, AWSPENDING) && !has(s, "AWSCURRENT")) {
+        Some((id, s)) if has(s, DBCTLPENDING) => (Some(id.clone()), false),
+        Some(_) => (None, true),
+        None => (None, false),
     }
 }
 

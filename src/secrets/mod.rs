@@ -27,8 +27,13 @@ pub struct SecretMeta {
     pub version: String,
     /// RFC 3339.
     pub created: String,
-    /// A rotation is in progress in the store (AWSPENDING): left alone.
+    /// A rotation is in progress in the store that dbctl did not stage
+    /// (AWSPENDING from a rotation Lambda): left alone.
     pub pending: bool,
+    /// A rotation dbctl staged (`dbctl secret rotate`, a due `rotate_every`):
+    /// the pending version, which becomes current once the server of the
+    /// secret's user accepts it. Services keep reading the current version.
+    pub rotation: Option<String>,
     /// sha256 of the current password (or plain value), to notice a changed `value`.
     pub value_hash: String,
 }
@@ -109,6 +114,10 @@ struct Version {
     id: String,
     created: String,
     value: String,
+    /// A rotation's new value that its server has not accepted yet: readers
+    /// (dbctl, the published modules) use the newest version without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pending: bool,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -136,6 +145,7 @@ impl Current {
             version: self.version.clone(),
             created: self.created.clone(),
             pending: false,
+            rotation: None,
             value_hash: sha(password_of(&self.value).expose()),
         }
     }
@@ -224,15 +234,81 @@ impl LocalStore {
         Ok(())
     }
 
+    /// The version services use: the newest that is not pending.
     pub fn current(&mut self, name: &str) -> Result<Option<Current>, StateError> {
         self.refresh()?;
-        let Some(v) = self.file.secrets.get(name).and_then(|e| e.versions.last()) else { return Ok(None) };
-        Ok(Some(Current { version: v.id.clone(), created: v.created.clone(), value: Sensitive::new(v.value.clone()) }))
+        let Some(e) = self.file.secrets.get(name) else { return Ok(None) };
+        Ok(current_of(e).map(as_current))
+    }
+
+    /// A rotation's new version, newer than the current one and not yet
+    /// accepted by its server (`put_pending`), if there is one.
+    pub fn pending(&mut self, name: &str) -> Result<Option<Current>, StateError> {
+        self.refresh()?;
+        let Some(e) = self.file.secrets.get(name) else { return Ok(None) };
+        Ok(pending_of(e).map(as_current))
     }
 
     /// Add a version and save: under the store's lock, read the file as it is
-    /// on disk now, add to it, write it back.
+    /// on disk now, add to it, write it back. The new version is current.
     pub fn put(&mut self, name: &str, address: &str, value: Sensitive) -> Result<String, StateError> {
+        self.add(name, address, value, false)
+    }
+
+    /// Add a rotation's new version, pending: readers keep the current one
+    /// until `promote`. A pending version already there is replaced (it was
+    /// never made current; the caller checks that no server holds it).
+    pub fn put_pending(&mut self, name: &str, address: &str, value: Sensitive) -> Result<String, StateError> {
+        self.add(name, address, value, true)
+    }
+
+    /// Make a pending version the current one (its server accepted it).
+    /// Promoting the current version again is a no-op, so a rerun converges.
+    pub fn promote(&mut self, name: &str, version: &str) -> Result<(), StateError> {
+        let path = self.path.clone();
+        self.locked(|file| {
+            let e = file.secrets.get_mut(name).ok_or_else(|| {
+                StateError::Corrupt(path.clone(), format!("secret store: no secret \"{name}\" to make current"))
+            })?;
+            let Some(i) = e.versions.iter().position(|v| v.id == version) else {
+                return Err(StateError::Corrupt(
+                    path.clone(),
+                    format!("secret store: \"{name}\" has no version {version} to make current"),
+                ));
+            };
+            if !e.versions[i].pending {
+                return Ok(false);
+            }
+            // The promoted version goes last: it is the newest non-pending one.
+            let mut v = e.versions.remove(i);
+            v.pending = false;
+            e.versions.push(v);
+            trim(&mut e.versions);
+            Ok(true)
+        })
+    }
+
+    fn add(&mut self, name: &str, address: &str, value: Sensitive, pending: bool) -> Result<String, StateError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let v = Version { id: id.clone(), created: now_rfc3339(), value: value.expose().to_string(), pending };
+        self.locked(|file| {
+            let e = file
+                .secrets
+                .entry(name.to_string())
+                .or_insert_with(|| Entry { address: address.to_string(), versions: Vec::new() });
+            if pending {
+                e.versions.retain(|x| !x.pending);
+            }
+            e.versions.push(v);
+            trim(&mut e.versions);
+            Ok(true)
+        })?;
+        Ok(id)
+    }
+
+    /// Read-modify-write under the store's lock; `change` says whether it
+    /// changed anything to write.
+    fn locked(&mut self, change: impl FnOnce(&mut StoreFile) -> Result<bool, StateError>) -> Result<(), StateError> {
         use fs4::fs_std::FileExt;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| StateError::Io("create", dir.to_path_buf(), e))?;
@@ -246,25 +322,43 @@ impl LocalStore {
             .map_err(|e| StateError::Io("open", self.lock_path.clone(), e))?;
         lock.lock_exclusive().map_err(|e| StateError::Io("lock", self.lock_path.clone(), e))?;
         self.reload()?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let e = self
-            .file
-            .secrets
-            .entry(name.to_string())
-            .or_insert_with(|| Entry { address: address.to_string(), versions: Vec::new() });
-        e.versions.push(Version { id: id.clone(), created: now_rfc3339(), value: value.expose().to_string() });
-        // Keep the current and the previous version, as Secrets Manager does.
-        let n = e.versions.len();
-        if n > 2 {
-            e.versions.drain(..n - 2);
+        if change(&mut self.file)? {
+            let bytes = serde_json::to_vec_pretty(&self.file).expect("store serialises");
+            write_private(&self.path, &bytes)?;
+            self.seen = std::fs::metadata(&self.path).ok().map(|m| file_id(&m));
         }
-        let bytes = serde_json::to_vec_pretty(&self.file).expect("store serialises");
-        write_private(&self.path, &bytes)?;
-        self.seen = std::fs::metadata(&self.path).ok().map(|m| file_id(&m));
         // Dropping the file releases the lock.
         drop(lock);
-        Ok(id)
+        Ok(())
     }
+}
+
+fn as_current(v: &Version) -> Current {
+    Current { version: v.id.clone(), created: v.created.clone(), value: Sensitive::new(v.value.clone()) }
+}
+
+fn current_of(e: &Entry) -> Option<&Version> {
+    e.versions.iter().rev().find(|v| !v.pending)
+}
+
+fn pending_of(e: &Entry) -> Option<&Version> {
+    let last = e.versions.last()?;
+    last.pending.then_some(last)
+}
+
+/// Keep what Secrets Manager keeps: the current version, the previous one,
+/// and a pending rotation (never dropping the current one while a rotation is
+/// pending). A pending version older than the current one is a rotation
+/// that was overtaken: dropped.
+fn trim(versions: &mut Vec<Version>) {
+    let pending = versions.last().filter(|v| v.pending).cloned();
+    let mut kept: Vec<Version> = versions.iter().filter(|v| !v.pending).cloned().collect();
+    let n = kept.len();
+    if n > 2 {
+        kept.drain(..n - 2);
+    }
+    kept.extend(pending);
+    *versions = kept;
 }
 
 /// Errors from serde_json can quote input; keep only the category and place.
@@ -307,8 +401,42 @@ impl Stores {
     /// Metadata only (and whether a rotation is pending, for AWS).
     pub async fn meta(&self, store: Store, name: &str) -> Result<Option<SecretMeta>, StoreError> {
         match store {
-            Store::Local => Ok(self.local.lock().expect("store lock").current(name)?.map(|c| c.meta())),
+            Store::Local => {
+                let mut local = self.local.lock().expect("store lock");
+                let rotation = local.pending(name)?.map(|p| p.version);
+                Ok(local.current(name)?.map(|c| SecretMeta { rotation, ..c.meta() }))
+            }
             Store::Aws => self.aws()?.meta(name).await,
+        }
+    }
+
+    /// The pending version of a rotation dbctl staged, with its value.
+    pub async fn pending(&self, store: Store, name: &str) -> Result<Option<Current>, StoreError> {
+        match store {
+            Store::Local => Ok(self.local.lock().expect("store lock").pending(name)?),
+            Store::Aws => self.aws()?.pending(name).await,
+        }
+    }
+
+    /// Stage a rotation: a new version that readers see only once `promote`d.
+    pub async fn put_pending(
+        &self,
+        store: Store,
+        name: &str,
+        address: &str,
+        value: Sensitive,
+    ) -> Result<String, StoreError> {
+        match store {
+            Store::Local => Ok(self.local.lock().expect("store lock").put_pending(name, address, value)?),
+            Store::Aws => self.aws()?.put_pending(name, value).await,
+        }
+    }
+
+    /// Make a staged version current (its user's server accepted it).
+    pub async fn promote(&self, store: Store, name: &str, version: &str) -> Result<(), StoreError> {
+        match store {
+            Store::Local => Ok(self.local.lock().expect("store lock").promote(name, version)?),
+            Store::Aws => self.aws()?.promote(name, version).await,
         }
     }
 
@@ -432,6 +560,39 @@ mod tests {
                 assert_eq!(value(&mut s, &format!("w{w}-{i}")), Some(format!("{w}/{i}")));
             }
         }
+    }
+
+    #[test]
+    fn a_pending_version_is_read_only_once_promoted_and_the_current_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LocalStore::open(dir.path()).unwrap();
+        s.put("x", "secret.x", Sensitive::new("one".into())).unwrap();
+        let v2 = s.put("x", "secret.x", Sensitive::new("two".into())).unwrap();
+        let v3 = s.put_pending("x", "secret.x", Sensitive::new("three".into())).unwrap();
+        // Readers (another process too) keep the current version.
+        let mut other = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(other.current("x").unwrap().unwrap().version, v2);
+        assert_eq!(other.pending("x").unwrap().unwrap().value.expose(), "three");
+        // current, previous and pending are all kept.
+        let values: Vec<&str> = other.file.secrets["x"].versions.iter().map(|v| v.value.as_str()).collect();
+        assert_eq!(values, ["one", "two", "three"]);
+        // A second staged rotation replaces the first (never made current).
+        let v4 = s.put_pending("x", "secret.x", Sensitive::new("four".into())).unwrap();
+        assert_eq!(other.pending("x").unwrap().unwrap().version, v4);
+        assert!(s.promote("x", &v3).is_err(), "the replaced pending version is gone");
+        s.promote("x", &v4).unwrap();
+        assert_eq!(other.current("x").unwrap().unwrap().value.expose(), "four");
+        assert!(other.pending("x").unwrap().is_none());
+        // Promoting again is a no-op (a rerun after an interrupted apply).
+        s.promote("x", &v4).unwrap();
+        let values: Vec<&str> = other.file.secrets["x"].versions.iter().map(|v| v.value.as_str()).collect();
+        assert_eq!(values, ["two", "four"], "current and previous");
+        // A current write overtakes a pending one: the pending one is dropped.
+        s.put_pending("x", "secret.x", Sensitive::new("five".into())).unwrap();
+        s.put("x", "secret.x", Sensitive::new("six".into())).unwrap();
+        assert!(other.pending("x").unwrap().is_none());
+        let values: Vec<&str> = other.file.secrets["x"].versions.iter().map(|v| v.value.as_str()).collect();
+        assert_eq!(values, ["four", "six"]);
     }
 
     #[test]
