@@ -102,3 +102,157 @@ fn a_django_project_runs_on_the_published_modules() {
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'test_%'"), "0");
     p.converged();
 }
+
+/// The local store's versions of a secret: (value's password, pending).
+fn versions(p: &Project, name: &str) -> Vec<(String, bool)> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join(".dbctl/secrets.json")).unwrap()).unwrap();
+    v["secrets"][name]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let doc: serde_json::Value = serde_json::from_str(x["value"].as_str().unwrap()).unwrap();
+            (doc["password"].as_str().unwrap().to_string(), x["pending"].as_bool().unwrap_or(false))
+        })
+        .collect()
+}
+
+/// A service opening a new connection every 50 ms, through `dbctl secret
+/// rotate` and `dbctl apply`: the next `stop()` gives its counts.
+struct Busy {
+    child: std::process::Child,
+    stop: PathBuf,
+}
+
+impl Busy {
+    fn start(p: &Project, module: &str) -> Busy {
+        let stop = p.path().join(format!("stop-{module}"));
+        let child = Command::new(python())
+            .arg("connect_loop.py")
+            .arg(&stop)
+            .current_dir(root().join("tests/django"))
+            .env("PYTHONPATH", p.path().join("out"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("DBCTL_SERVICE_MODULE", module)
+            .env("DJANGO_SETTINGS_MODULE", "proj.settings")
+            .env_remove("DBCTL_SECRETS_FILE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python");
+        let ready = stop.with_file_name(format!("stop-{module}.ready"));
+        let since = std::time::Instant::now();
+        while !ready.exists() {
+            assert!(since.elapsed() < std::time::Duration::from_secs(60), "the service never connected");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Busy { child, stop }
+    }
+
+    /// (connections made, failures, output).
+    fn stop(self) -> (u64, u64, String) {
+        std::fs::write(&self.stop, "").unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        let text = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        let counts: Vec<u64> = text
+            .lines()
+            .find(|l| l.starts_with("connections "))
+            .unwrap_or_else(|| panic!("{text}"))
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (counts[0], counts[1], text)
+    }
+}
+
+fn pause(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+/// A rotation never fails a connection: a service that opens one every 50 ms
+/// through `secret rotate` and `apply` sees none refused, and afterwards the
+/// server takes only the new password.
+#[test]
+fn a_rotation_fails_no_connection_of_a_running_service() {
+    let _ = python();
+    let p = Project::example("django");
+    p.apply();
+    let old = p.secret("secret.buildsense");
+    let busy = Busy::start(&p, "buildsense");
+    pause(500);
+
+    let out = p.ok(&["secret", "rotate", "secret.buildsense"], 0);
+    assert!(out.contains("pending") && out.contains("until `dbctl apply` sets the new one"), "{out}");
+    // Staged, not current: the store still gives services the old password.
+    let stored = versions(&p, "secret.buildsense");
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0], (old.clone(), false));
+    let new = stored[1].0.clone();
+    assert!(stored[1].1, "the new version is pending");
+    assert_ne!(old, new);
+    let shown = p.ok(&["secret", "show", "secret.buildsense"], 0);
+    assert!(shown.contains("pending: version"), "{shown}");
+    assert!(!shown.contains(&new) && !out.contains(&new), "no value shown");
+    // The server still takes the old one.
+    assert_eq!(p.psql_as("buildsense", Some(&old), "buildsense", "SELECT current_user").unwrap(), "buildsense");
+    pause(500);
+
+    let plan = p.ok(&["plan"], 0);
+    assert!(plan.contains("rotation pending: password set from version"), "{plan}");
+    assert!(!plan.contains(&new), "{plan}");
+    let applied = p.apply();
+    assert!(!applied.contains(&new), "{applied}");
+    pause(500);
+    let (made, failed, out) = busy.stop();
+    println!("rotation under load (local store): {made} connections, {failed} failures");
+    assert_eq!(failed, 0, "{out}");
+    assert!(made >= 20, "the loop ran through the rotation: {out}");
+
+    // Now current, the old one kept as previous; the server takes only the new one.
+    assert_eq!(versions(&p, "secret.buildsense"), [(old.clone(), false), (new.clone(), false)]);
+    assert!(p.psql_as("buildsense", Some(&old), "buildsense", "SELECT 1").is_err(), "the old password is refused");
+    assert_eq!(p.psql_as("buildsense", Some(&new), "buildsense", "SELECT current_user").unwrap(), "buildsense");
+    let out = check(&p, "buildsense", "connect");
+    assert!(out.contains("user buildsense"), "{out}");
+    p.converged();
+}
+
+/// An apply stopped after the server took the new password but before the
+/// store made it current: the store's current version is refused, the
+/// module connects with the pending one, and the rerun finishes the rotation.
+#[test]
+fn an_apply_stopped_between_server_and_store_still_connects_and_converges() {
+    let _ = python();
+    let p = Project::example("django");
+    p.apply();
+    let old = p.secret("secret.buildsense");
+    p.ok(&["secret", "rotate", "secret.buildsense"], 0);
+    let new = versions(&p, "secret.buildsense")[1].0.clone();
+    // What such an apply leaves: the server has the new password, the store has it pending.
+    p.sql("postgres", &format!("ALTER ROLE buildsense PASSWORD '{new}'"));
+    assert!(p.psql_as("buildsense", Some(&old), "buildsense", "SELECT 1").is_err());
+
+    // The module's first try (the current version) is refused; it retries with the pending one.
+    let out = check(&p, "buildsense", "connect");
+    assert!(out.contains("user buildsense"), "{out}");
+    // And through a steady stream of connections, until the rerun finished the rotation.
+    let busy = Busy::start(&p, "buildsense");
+    pause(500);
+    let shown = p.ok(&["secret", "show", "secret.buildsense"], 0);
+    assert!(shown.contains("pending: version"), "{shown}");
+
+    // The rerun sets it again (the same password) and makes it current.
+    let plan = p.plan_json();
+    assert_eq!(common::steps(&plan), ["ALTER ROLE \"buildsense\" PASSWORD (sensitive)"]);
+    p.apply();
+    pause(300);
+    let (made, failed, out) = busy.stop();
+    println!("stopped apply, then rerun: {made} connections, {failed} failures");
+    assert_eq!(failed, 0, "{out}");
+    assert_eq!(versions(&p, "secret.buildsense"), [(old.clone(), false), (new.clone(), false)]);
+    assert_eq!(p.psql_as("buildsense", Some(&new), "buildsense", "SELECT current_user").unwrap(), "buildsense");
+    assert!(p.psql_as("buildsense", Some(&old), "buildsense", "SELECT 1").is_err());
+    p.converged();
+}

@@ -291,7 +291,19 @@ fn a_secret_is_rotated_once_rotate_every_has_passed_and_its_users_follow() {
     let due = plan_at(&cfg, &live, &state, true, "2026-01-01T00:00:00Z", "2026-04-02T00:00:00Z");
     assert_eq!(rotated(&due), ["secret.analyst[\"ada\"]", "secret.analyst[\"grace\"]", "secret.buildsense"]);
     let c = due.changes.iter().find(|c| c.address == "secret.buildsense").unwrap();
-    assert_eq!(c.notes, ["rotation due: the value is 91 days old (rotate_every = \"90d\")"]);
+    assert_eq!(
+        c.notes,
+        [
+            "rotation due: the value is 91 days old (rotate_every = \"90d\")",
+            "pending until user.buildsense's server accepts it; services read the current one until then"
+        ]
+    );
+    // Staged pending: the user's password step sets it, then makes it current.
+    assert!(
+        c.steps.iter().all(|s| matches!(s.op, dbctl::plan::Op::WriteSecret { pending: true, .. })),
+        "{:?}",
+        c.steps
+    );
     let user = due.changes.iter().find(|c| c.address == "user.buildsense").unwrap();
     assert!(
         user.steps.iter().any(|s| matches!(s.op, dbctl::plan::Op::SetPassword { .. })),

@@ -269,7 +269,7 @@ fn a_rotation_started_during_an_apply_waits_and_both_are_kept() {
     let rotated = p.ok(&["secret", "rotate", "secret.u0", "--lock-timeout", "120s"], 0);
     let out = apply.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(rotated.contains("The next `dbctl apply` sets it as the password of user.u0"), "{rotated}");
+    assert!(rotated.contains("until `dbctl apply` sets the new one as the password of user.u0"), "{rotated}");
 
     // The store keeps every password the apply set, and the rotation on top of u0's.
     let store = stored(&p);
@@ -277,6 +277,7 @@ fn a_rotation_started_during_an_apply_waits_and_both_are_kept() {
         serde_json::from_slice(&std::fs::read(p.path().join(".dbctl/state.json")).unwrap()).unwrap();
     let u0 = store["secrets"]["secret.u0"]["versions"].as_array().unwrap();
     assert_eq!(u0.len(), 2, "the apply's version and the rotation");
+    assert_eq!((u0[0].get("pending"), u0[1]["pending"].as_bool()), (None, Some(true)), "the rotation is staged");
     assert_eq!(state["resources"]["user.u0"]["password_version"], u0[0]["id"]);
     for i in 1..8 {
         let (user, secret) = (format!("u{i}"), format!("secret.u{i}"));

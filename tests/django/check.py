@@ -100,6 +100,14 @@ def password_read_on_connect():
     connections["default"].ensure_connection()
 
 
+def connect():
+    # A new connection, as the store's current version and the server stand.
+    connections["default"].ensure_connection()
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        print("user", cursor.fetchone()[0])
+
+
 if __name__ == "__main__":
     check = sys.argv[1]
     globals()[check]()
