@@ -43,8 +43,22 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 fn stored(moto: &Moto, name: &str) -> (String, serde_json::Value) {
     let c = moto.secrets_client();
-    let v = block_on(c.get_secret_value().secret_id(name).send()).expect("secret exists");
+    let v = block_on(c.get_secret_value().secret_id(name).version_stage("AWSCURRENT").send()).expect("secret exists");
     (v.version_id().unwrap().to_string(), serde_json::from_str(v.secret_string().unwrap()).unwrap())
+}
+
+/// The version staged AWSPENDING and its labels, sorted.
+fn pending_version(moto: &Moto, name: &str) -> (String, Vec<String>) {
+    let d = block_on(moto.secrets_client().describe_secret().secret_id(name).send()).unwrap();
+    let (id, stages) = d
+        .version_ids_to_stages()
+        .unwrap()
+        .iter()
+        .find(|(_, s)| s.iter().any(|x| x == "AWSPENDING"))
+        .expect("a pending version");
+    let mut stages = stages.clone();
+    stages.sort();
+    (id.clone(), stages)
 }
 
 #[test]
@@ -78,16 +92,44 @@ fn passwords_in_secrets_manager_log_in_rotate_and_never_leak() {
     let revealed = p.ok(&["secret", "show", "secret.shop", "--reveal"], 0);
     assert_eq!(revealed.lines().last(), Some(pw1.as_str()));
 
-    // rotate: a new version now; the next apply sets it; the old password stops working.
-    outputs.push(p.ok(&["secret", "rotate", "secret.shop"], 0));
-    let (v2, doc2) = stored(&moto, "test/shop/db");
-    assert_ne!(v1, v2);
-    let pw2 = doc2["password"].as_str().unwrap().to_string();
+    // rotate: a new version staged AWSPENDING; AWSCURRENT stays until the
+    // apply has set it on the server; the old password then stops working.
+    let rotated = p.ok(&["secret", "rotate", "secret.shop"], 0);
+    assert!(rotated.contains("pending"), "{rotated}");
+    outputs.push(rotated);
+    assert_eq!(stored(&moto, "test/shop/db").0, v1, "AWSCURRENT has not moved");
+    let (v2, stages) = pending_version(&moto, "test/shop/db");
+    assert_eq!(stages, ["AWSPENDING", "DBCTLPENDING"]);
+    let pw2 = serde_json::from_str::<serde_json::Value>(
+        block_on(moto.secrets_client().get_secret_value().secret_id("test/shop/db").version_stage("AWSPENDING").send())
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap()["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(pw1, pw2);
+    // A second rotation before the apply: refused, the staged one is kept.
+    let again = p.ok(&["secret", "rotate", "secret.shop"], 1);
+    assert!(again.contains("a rotation is already pending"), "{again}");
+    let shown = p.ok(&["secret", "show", "secret.shop"], 0);
+    assert!(shown.contains(&format!("pending: version {v2}")), "{shown}");
+    outputs.push(shown);
     let plan = p.ok(&["plan", "--verbose"], 0);
     assert!(plan.contains("ALTER ROLE \"shop\" PASSWORD (sensitive)"), "{plan}");
+    assert!(plan.contains("rotation pending"), "{plan}");
+    assert!(!plan.contains("a rotation is in progress in AWS Secrets Manager"), "dbctl's own rotation: {plan}");
     outputs.push(plan);
     outputs.push(p.apply());
     p.converged();
+    // AWSCURRENT moved to the new version, the old one is AWSPREVIOUS, no pending label is left.
+    assert_eq!(stored(&moto, "test/shop/db").0, v2);
+    let d = block_on(moto.secrets_client().describe_secret().secret_id("test/shop/db").send()).unwrap();
+    let stages = d.version_ids_to_stages().unwrap();
+    assert_eq!(stages[&v2], ["AWSCURRENT"]);
+    assert_eq!(stages[&v1], ["AWSPREVIOUS"]);
     assert!(p.psql_as("shop", Some(&pw1), "orders", "SELECT 1").is_err(), "old password fails");
     assert_eq!(p.psql_as("shop", Some(&pw2), "orders", "SELECT current_user").unwrap(), "shop");
 

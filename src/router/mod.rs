@@ -378,14 +378,24 @@ def _secrets_file():
     return os.path.normpath(os.path.join(_HERE, _LOCAL_STORE))
 
 
+_CLIENT = []
+
+
+def _aws_client():
+    # One client per process: making one costs more than the read itself.
+    if not _CLIENT:
+        import boto3
+
+        _CLIENT.append(boto3.client("secretsmanager", **{{k: v for k, v in _AWS.items() if v}}))
+    return _CLIENT[0]
+
+
 def _stored(store, name, fallbacks=False):
     """The secret's stored strings: the current version; with `fallbacks`,
     then the versions that may be the password during a rotation (pending,
     then previous)."""
     if store == "aws":
-        import boto3
-
-        client = boto3.client("secretsmanager", **{{k: v for k, v in _AWS.items() if v}})
+        client = _aws_client()
         out = []
         for stage in ("AWSCURRENT", "AWSPENDING", "AWSPREVIOUS") if fallbacks else ("AWSCURRENT",):
             try:
