@@ -226,20 +226,44 @@ fn a_rotation_fails_no_connection_of_a_running_service() {
     p.converged();
 }
 
-/// An apply stopped after the server took the new password but before the
+/// An apply killed after the server took the new password but before the
 /// store made it current: the store's current version is refused, the
 /// module connects with the pending one, and the rerun finishes the rotation.
 #[test]
-fn an_apply_stopped_between_server_and_store_still_connects_and_converges() {
+fn an_apply_killed_between_server_and_store_still_connects_and_converges() {
+    use fs4::fs_std::FileExt;
     let _ = python();
     let p = Project::example("django");
     p.apply();
     let old = p.secret("secret.buildsense");
     p.ok(&["secret", "rotate", "secret.buildsense"], 0);
     let new = versions(&p, "secret.buildsense")[1].0.clone();
-    // What such an apply leaves: the server has the new password, the store has it pending.
-    p.sql("postgres", &format!("ALTER ROLE buildsense PASSWORD '{new}'"));
+
+    // Hold the store's lock: the apply reads the pending value (no lock),
+    // sets it on the server, then waits for the lock to make it current.
+    let lock = std::fs::OpenOptions::new().write(true).open(p.path().join(".dbctl/secrets.lock")).unwrap();
+    lock.lock_exclusive().unwrap();
+    let mut apply = Command::new(env!("CARGO_BIN_EXE_dbctl"))
+        .args(["--no-color", "-C"])
+        .arg(p.path())
+        .args(["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let since = std::time::Instant::now();
+    while p.psql_as("buildsense", Some(&new), "buildsense", "SELECT 1").is_err() {
+        assert!(apply.try_wait().unwrap().is_none(), "the apply ended without setting the password");
+        assert!(since.elapsed() < std::time::Duration::from_secs(60), "the server never got the new password");
+        pause(20);
+    }
+    // The server has the new password; the apply waits to promote it: kill it there.
+    pause(200);
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+    lock.unlock().unwrap();
     assert!(p.psql_as("buildsense", Some(&old), "buildsense", "SELECT 1").is_err());
+    assert_eq!(versions(&p, "secret.buildsense"), [(old.clone(), false), (new.clone(), true)], "still pending");
 
     // The module's first try (the current version) is refused; it retries with the pending one.
     let out = check(&p, "buildsense", "connect");
@@ -256,7 +280,7 @@ fn an_apply_stopped_between_server_and_store_still_connects_and_converges() {
     p.apply();
     pause(300);
     let (made, failed, out) = busy.stop();
-    println!("stopped apply, then rerun: {made} connections, {failed} failures");
+    println!("killed apply, then rerun: {made} connections, {failed} failures");
     assert_eq!(failed, 0, "{out}");
     assert_eq!(versions(&p, "secret.buildsense"), [(old.clone(), false), (new.clone(), false)]);
     assert_eq!(p.psql_as("buildsense", Some(&new), "buildsense", "SELECT current_user").unwrap(), "buildsense");
