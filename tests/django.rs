@@ -375,3 +375,116 @@ router "shop" {{
     assert_eq!(aws_password(&moto, name, "AWSCURRENT"), third);
     p.converged();
 }
+
+/// The same service contract on MariaDB, with Django's own MySQL backend
+/// (mysqlclient): the admin service migrates, two apps share one alias, a
+/// readonly route is refused by the server, and a rotation fails no
+/// connection.
+#[test]
+fn a_django_project_runs_on_mariadb() {
+    let py = python();
+    let has_client = Command::new(&py).args(["-c", "import MySQLdb"]).output().is_ok_and(|o| o.status.success());
+    assert!(
+        has_client,
+        "{} has no mysqlclient: `.venv/bin/pip install mysqlclient` (what scripts/test does)",
+        py.display()
+    );
+    let p = Project::new(
+        r#"server "main" {
+  engine   = "mysql"
+  embedded = true
+}
+
+database "buildsense" {
+  server = server.main
+}
+
+database "maven" {
+  server = server.main
+}
+
+secret "buildsense" {
+  generate {
+    length = 24
+  }
+}
+
+user "buildsense" {
+  server   = server.main
+  password = secret.buildsense
+}
+
+router "buildsense" {
+  user    = user.buildsense
+  default = "workflow"
+  route "workflow" {
+    database = database.buildsense
+  }
+  route "builds" {
+    database = database.buildsense
+  }
+  route "reports" {
+    database = database.maven
+    access   = "readonly"
+  }
+  publish {
+    file   = "out/buildsense.py"
+    format = "django"
+  }
+}
+
+secret "toolshed" {
+  generate {
+    length = 24
+  }
+}
+
+user "toolshed" {
+  server   = server.main
+  password = secret.toolshed
+}
+
+router "toolshed" {
+  user     = user.toolshed
+  access   = "owner"
+  migrates = [router.buildsense]
+  publish {
+    file   = "out/toolshed.py"
+    format = "django"
+  }
+}
+"#,
+    );
+    p.apply();
+    p.converged();
+    let module = std::fs::read_to_string(p.path().join("out/buildsense.py")).unwrap();
+    assert!(module.contains("django.db.backends.mysql"), "{module}");
+
+    check(&p, "toolshed", "migrate_all");
+    let (ok, out) = django(&p, "toolshed", &["check.py", "tables"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("default=builds_build,django_migrations,workflow_task"), "{out}");
+    assert!(out.contains("=django_migrations,reports_report"), "{out}");
+    p.converged();
+    check(&p, "buildsense", "foreign_key_in_one_transaction");
+    let out = check(&p, "buildsense", "readonly_refused");
+    assert!(out.contains("INSERT command denied"), "{out}");
+
+    // Rotation through the MySQL backend: 0 failed connections.
+    let busy = Busy::start(&p, "buildsense");
+    pause(500);
+    let out = p.ok(&["secret", "rotate", "secret.buildsense"], 0);
+    assert!(out.contains("pending"), "{out}");
+    pause(500);
+    p.apply();
+    pause(500);
+    let (made, failed, out) = busy.stop();
+    println!("rotation under load (mariadb, local store): {made} connections, {failed} failures");
+    assert_eq!(failed, 0, "{out}");
+    assert!(made >= 10, "the loop ran through the rotation: {out}");
+    let stored = versions(&p, "secret.buildsense");
+    assert!(stored.iter().all(|(_, pending)| !pending), "{stored:?}");
+    let out = check(&p, "buildsense", "connect");
+    assert!(out.contains("user buildsense@"), "{out}");
+    p.converged();
+}

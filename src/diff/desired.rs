@@ -333,16 +333,28 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     continue;
                 };
                 let mut targets: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
+                let mut grant = |db: &str, access: Access| {
+                    for (class, privs) in access_privileges(engine_of(&server), access) {
+                        let schema = (class != GrantClass::Database).then(|| "public".to_string());
+                        targets
+                            .entry(Target { database: db.to_string(), schema, class })
+                            .or_default()
+                            .extend(privs.iter().map(|p| p.to_string()));
+                    }
+                };
                 let mut routes = Vec::new();
                 for route in &rt.routes {
                     let Some(db) = name_of(cfg, &route.database) else { continue };
-                    routes.push((route.app.clone(), db.clone(), route.access));
-                    for (class, privs) in access_privileges(engine_of(&server), route.access) {
-                        let schema = (class != GrantClass::Database).then(|| "public".to_string());
-                        targets
-                            .entry(Target { database: db.clone(), schema, class })
-                            .or_default()
-                            .extend(privs.iter().map(|p| p.to_string()));
+                    grant(&db, route.access);
+                    routes.push((route.app.clone(), db, route.access));
+                }
+                // An admin router has owner access to every database the
+                // routers it migrates route: on PostgreSQL by owning them, on
+                // MySQL/MariaDB (no owners) by every database privilege.
+                for m in &rt.migrates {
+                    let Some(Body::Router(other)) = cfg.get(m).map(|x| &x.body) else { continue };
+                    for db in other.routes.iter().filter_map(|route| name_of(cfg, &route.database)) {
+                        grant(&db, Access::Owner);
                     }
                 }
                 d.grants.push(GrantSet {
