@@ -222,8 +222,10 @@ fn a_connection_in_clear_to_a_remote_host_is_a_warning_in_plan_and_apply() {
     let json = p.plan_json();
     assert!(json["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().starts_with(&warning)), "{json}");
     // apply (which plans first) and apply of a saved plan both say it.
-    p.ok(&["plan", "--out", "saved.plan"], 0);
-    let out = p.ok(&["apply", "--auto-approve", "saved.plan"], 0);
+    let saved = p.path().join("saved.plan");
+    let saved = saved.to_str().unwrap();
+    p.ok(&["plan", "--out", saved], 0);
+    let out = p.ok(&["apply", "--auto-approve", saved], 0);
     assert!(out.contains(&warning), "{out}");
     let out = p.ok(&["apply", "--auto-approve"], 0);
     assert!(out.contains(&warning), "{out}");
