@@ -145,9 +145,14 @@ fn a_wrong_ca_or_a_plaintext_attempt_fails_with_a_message_that_says_tls() {
     assert!(out.contains("hint: TLS: the server accepts only encrypted (TLS) connections"), "{out}");
     assert!(!out.contains(PG_ADMIN_PASSWORD), "{out}");
 
+    // `sslrootcert=system` is the public CAs (libpq 16), which did not sign this test CA's certificate.
+    p.write(&pg_config(&server.url("127.0.0.1", "sslmode=verify-full&sslrootcert=system"), ""));
+    let out = all(&p.dbctl(&["plan"]));
+    assert!(out.contains("hint: TLS: the server's certificate is not signed by a CA dbctl trusts"), "{out}");
+
     // `require` without a root certificate encrypts without checking who signed; the default
-    // `prefer` encrypts too, since the server offers TLS.
-    for q in ["sslmode=require", ""] {
+    // `prefer` encrypts too, since the server offers TLS; `allow` tries in clear, is refused, then uses TLS.
+    for q in ["sslmode=require", "", "sslmode=allow"] {
         p.write(&pg_config(&server.url("127.0.0.1", q), ""));
         let out = p.ok(&["plan"], 0);
         assert!(out.contains("to add"), "{out}");
@@ -158,10 +163,11 @@ fn a_wrong_ca_or_a_plaintext_attempt_fails_with_a_message_that_says_tls() {
     let failed: Vec<_> = conns.values().filter(|l| !l.iter().any(|x| x.contains("SSL enabled"))).collect();
     let (refused_tls, clear): (Vec<_>, Vec<_>) =
         failed.into_iter().partition(|l| l.iter().any(|x| x.contains("could not accept SSL connection")));
-    // Three wrong-CA attempts (two plans with verify-full, one with require): TLS that dbctl gave up on.
-    assert_eq!(refused_tls.len(), 3, "{refused_tls:?}");
-    assert_eq!(clear.len(), 1, "only the sslmode=disable attempt went in clear: {clear:?}");
-    assert!(clear[0].iter().any(|x| x.contains("no encryption")), "{clear:?}");
+    // Four wrong-CA attempts (two plans with verify-full, one with require, one with the public CAs):
+    // TLS that dbctl gave up on.
+    assert_eq!(refused_tls.len(), 4, "{refused_tls:?}");
+    assert_eq!(clear.len(), 2, "only the sslmode=disable and allow attempts went in clear: {clear:?}");
+    assert!(clear.iter().all(|c| c.iter().any(|x| x.contains("no encryption"))), "{clear:?}");
 }
 
 #[test]
@@ -324,4 +330,23 @@ fn mariadb_with_require_secure_transport() {
     server.root_sql("CREATE TABLE shop.t (id int); INSERT INTO shop.t VALUES (1), (2)").unwrap();
     let out = p.ok(&["backup", "run"], 0);
     assert!(out.contains("database.shop -> "), "{out}");
+}
+
+#[test]
+fn a_bad_tls_parameter_is_a_diagnostic_at_validate() {
+    let p = Project::new(&pg_config(
+        "postgres://admin:pw@db.example.com/postgres?sslmode=verify_full&sslrootcert=/nonexistent/ca.pem",
+        "",
+    ));
+    let r = p.dbctl(&["validate"]);
+    let out = all(&r);
+    assert_eq!(r.status.code(), Some(1), "{out}");
+    assert!(out.contains("server.main: sslmode \"verify_full\" is not a TLS mode"), "{out}");
+    assert!(out.contains("use one of disable, allow, prefer, require, verify-ca, verify-full"), "{out}");
+    assert!(out.contains("server.main: sslrootcert /nonexistent/ca.pem cannot be read here"), "{out}");
+    assert!(out.contains("main.hcl:3"), "points at the url's line:\n{out}");
+    let p = Project::new(&my_config("mysql://admin:pw@db.example.com/?ssl-mode=verify-full"));
+    let out = all(&p.dbctl(&["validate"]));
+    assert!(out.contains("server.main: ssl-mode \"verify-full\" is not a TLS mode"), "{out}");
+    assert!(out.contains("VERIFY_IDENTITY"), "{out}");
 }

@@ -63,6 +63,50 @@ pub const PG_ROOT_CERT: &[&str] = &["sslrootcert", "ssl-root-cert", "ssl-ca"];
 pub const MY_MODE: &[&str] = &["ssl-mode", "sslmode"];
 pub const MY_CA: &[&str] = &["ssl-ca", "sslca"];
 
+/// The url without a query parameter named in `names` (every occurrence).
+pub fn without_param(url: &str, names: &[&str]) -> String {
+    let Some((base, q)) = url.split_once('?') else { return url.to_string() };
+    let kept: Vec<&str> = q.split('&').filter(|kv| !names.contains(&kv.split_once('=').map_or(*kv, |x| x.0))).collect();
+    if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
+}
+
+const PG_MODES: &[&str] = &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+const MY_MODES: &[&str] = &["DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY"];
+
+/// Problems of a url's TLS parameters found without reaching the server:
+/// (is an error, message, help); a CA file missing here is only a warning
+/// (`validate` may run where the file is not, as in CI). The url itself is
+/// never part of a message.
+pub fn check_url(url: &str, mysql: bool) -> Vec<(bool, String, String)> {
+    let mut out = Vec::new();
+    let (mode_names, ca_names, modes) =
+        if mysql { (MY_MODE, MY_CA, MY_MODES) } else { (PG_MODE, PG_ROOT_CERT, PG_MODES) };
+    if let Some(m) = url_param(url, mode_names) {
+        if !modes.iter().any(|x| x.eq_ignore_ascii_case(&m)) {
+            out.push((
+                true,
+                format!("{} \"{m}\" is not a TLS mode", mode_names[0]),
+                format!("use one of {}", modes.join(", ")),
+            ));
+        }
+    }
+    if let Some(ca) = url_param(url, ca_names).filter(|c| mysql || c != "system") {
+        if let Err(e) = std::fs::File::open(&ca) {
+            out.push((
+                false,
+                format!("{} {ca} cannot be read here: {e}", ca_names[0]),
+                "dbctl reads it to check the server's certificate: give the path of the PEM file of the CA that signed it"
+                    .to_string(),
+            ));
+        }
+    }
+    out
+}
+
 /// A host that never leaves the machine: a connection to it needs no TLS.
 pub fn is_loopback(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
@@ -169,12 +213,21 @@ pub fn pg_prefer_retries(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether PostgreSQL refused a connection because it was not encrypted
+/// (pg_hba.conf has only `hostssl` lines for it).
+pub fn refused_in_clear(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if d.message().contains("no pg_hba.conf entry") && (d.message().contains("no encryption") || d.message().contains("SSL off")))
+}
+
 /// The libpq environment that gives pg_dump, pg_restore and psql the url's TLS settings.
 pub fn pg_env(url: &str) -> Vec<(String, String)> {
     let mut env = Vec::new();
     let root = url_param(url, PG_ROOT_CERT);
     let mode = url_param(url, PG_MODE).unwrap_or_else(|| "prefer".into()).to_lowercase();
     env.push(("PGSSLMODE".to_string(), mode));
+    // `system` (libpq 16+: the system's CA store) is passed on as is: an
+    // older libpq reads it as a file name and says so.
     if let Some(r) = root {
         env.push(("PGSSLROOTCERT".to_string(), r));
     }
@@ -242,6 +295,28 @@ mod tests {
             vec![("PGSSLMODE".into(), "verify-full".into()), ("PGSSLROOTCERT".into(), "/etc/ca x.pem".into())]
         );
         assert_eq!(pg_env("postgres://h/db"), vec![("PGSSLMODE".into(), "prefer".into())]);
+    }
+
+    #[test]
+    fn bad_tls_parameters_are_found_before_any_connection() {
+        assert!(check_url("postgres://u:pw@h/db?sslmode=verify-full&sslrootcert=/etc/hostname", false).is_empty());
+        assert!(check_url("postgres://u:pw@h/db?sslmode=Verify-Full&sslrootcert=system", false).is_empty());
+        let p = check_url("postgres://u:pw@h/db?sslmode=verify_full&sslrootcert=/nonexistent/ca.pem", false);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].0 && p[0].1.contains("\"verify_full\" is not a TLS mode") && p[0].2.contains("verify-full"),
+            "{p:?}"
+        );
+        assert!(!p[1].0 && p[1].1.contains("/nonexistent/ca.pem cannot be read"), "{p:?}");
+        assert!(p.iter().all(|(_, m, h)| !m.contains("pw") && !h.contains("pw")));
+        let p = check_url("mysql://u:pw@h/?ssl-mode=verify-full", true);
+        assert!(p[0].2.contains("VERIFY_IDENTITY"), "{p:?}");
+        assert!(check_url("mysql://u:pw@h/?ssl-mode=verify_identity", true).is_empty());
+        assert_eq!(
+            without_param("postgres://h/db?sslrootcert=system&sslmode=require", PG_ROOT_CERT),
+            "postgres://h/db?sslmode=require"
+        );
+        assert_eq!(without_param("postgres://h/db?sslrootcert=system", PG_ROOT_CERT), "postgres://h/db");
     }
 
     #[test]

@@ -14,6 +14,12 @@ use super::{ClassPrivs, DetailScope, EngineError, LiveDbDetail, LiveSchema, Live
 
 pub fn options(url: &str, database: Option<&str>) -> Result<PgConnectOptions, EngineError> {
     super::tls::init();
+    // `sslrootcert=system` (libpq 16): the public CAs, which is what sqlx checks against without one.
+    let url = &if super::tls::url_param(url, super::tls::PG_ROOT_CERT).as_deref() == Some("system") {
+        super::tls::without_param(url, super::tls::PG_ROOT_CERT)
+    } else {
+        url.to_string()
+    };
     let mut o = PgConnectOptions::from_str(url)
         .map_err(|e| EngineError::Setup(format!("invalid PostgreSQL url: {}", redact_url_error(&e.to_string()))))?
         .application_name("dbctl")
@@ -56,6 +62,11 @@ pub async fn connect(server: &str, url: &str, database: Option<&str>) -> Result<
                 server_message(&e)
             );
             o.clone().ssl_mode(PgSslMode::Disable).connect().await.map_err(|e2| failed(&e2))
+        }
+        // `allow`: in clear first, TLS when the server refuses that (sqlx alone would never try TLS).
+        Err(e) if matches!(o.get_ssl_mode(), PgSslMode::Allow) && super::tls::refused_in_clear(&e) => {
+            tracing::debug!("{server}: refused in clear; trying TLS (sslmode=allow)");
+            o.clone().ssl_mode(PgSslMode::Require).connect().await.map_err(|e2| failed(&e2))
         }
         Err(e) => Err(failed(&e)),
     }
