@@ -221,7 +221,10 @@ fn a_connection_in_clear_to_a_remote_host_is_a_warning_in_plan_and_apply() {
     });
     let p = Project::new(&pg_config(&clear.url(&remote, ""), ""));
     let out = p.ok(&["plan"], 0);
-    let warning = format!("Warning: server.main: the connection to {remote}:{} is not encrypted", clear.port);
+    let warning = format!(
+        "Warning: server.main: the connection to {remote}:{} is not encrypted (the server did not offer TLS, or refused it from here)",
+        clear.port
+    );
     assert!(out.contains(&warning), "{out}");
     assert!(out.contains("sslmode=verify-full"), "it says what to do:\n{out}");
     assert!(!out.contains(PG_ADMIN_PASSWORD), "{out}");
@@ -256,7 +259,7 @@ fn a_connection_in_clear_to_a_remote_host_is_a_warning_in_plan_and_apply() {
     // sslmode=disable to a remote host: a warning, not an error.
     p.write(&pg_config(&tls.url(&remote, "sslmode=disable"), ""));
     let out = p.ok(&["plan"], 0);
-    assert!(out.contains("is not encrypted"), "{out}");
+    assert!(out.contains("is not encrypted (its url turns TLS off)"), "{out}");
 }
 
 fn my_config(url: &str) -> String {
@@ -349,4 +352,33 @@ fn a_bad_tls_parameter_is_a_diagnostic_at_validate() {
     let out = all(&p.dbctl(&["validate"]));
     assert!(out.contains("server.main: ssl-mode \"verify-full\" is not a TLS mode"), "{out}");
     assert!(out.contains("VERIFY_IDENTITY"), "{out}");
+}
+
+#[test]
+fn a_mariadb_connection_in_clear_to_a_remote_host_is_a_warning() {
+    let Some(remote) = remote_address() else {
+        eprintln!("skipped: this machine has no non-loopback IPv4 address");
+        return;
+    };
+    let files = TlsFiles::new();
+    let server = MariaServer::start_on(&files, false, &remote);
+    // PREFERRED (the default): the server offers TLS, the session is encrypted, no warning.
+    let p = Project::new(&my_config(&server.url_at(&remote, "")));
+    let out = p.ok(&["apply", "--auto-approve"], 0);
+    assert!(out.contains("Apply complete!"), "{out}");
+    assert!(!out.contains("not encrypted"), "{out}");
+    // DISABLED: in clear, a warning in plan (human and JSON) and apply.
+    p.write(&my_config(&server.url_at(&remote, "ssl-mode=DISABLED")));
+    let warning = format!(
+        "Warning: server.main: the connection to {remote}:{} is not encrypted (its url turns TLS off)",
+        server.port
+    );
+    let out = p.ok(&["plan"], 0);
+    assert!(out.contains(&warning), "{out}");
+    assert!(out.contains("ssl-mode=VERIFY_IDENTITY"), "{out}");
+    assert!(!out.contains(MY_ADMIN_PASSWORD), "{out}");
+    let json = p.plan_json();
+    assert!(json["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().starts_with(&warning)), "{json}");
+    let out = p.ok(&["apply", "--auto-approve"], 0);
+    assert!(out.contains(&warning), "{out}");
 }

@@ -277,6 +277,7 @@ impl Session {
             if !crate::engine::tls::is_loopback(&host) {
                 out.push(crate::engine::tls::plaintext_warning(
                     &addr.to_string(),
+                    &ep.url,
                     &host,
                     port,
                     ep.engine == crate::model::Engine::Mysql,

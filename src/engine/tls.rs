@@ -116,16 +116,24 @@ pub fn is_loopback(host: &str) -> bool {
     h.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
 
-/// The warning a plan and an apply give for a connection that ended up in clear.
-pub fn plaintext_warning(server: &str, host: &str, port: u16, mysql: bool) -> String {
-    let fix = if mysql {
-        "add ssl-mode=VERIFY_IDENTITY&ssl-ca=<CA file> (or at least ssl-mode=REQUIRED) to its url"
+/// The warning a plan and an apply give for a connection that ended up in
+/// clear, to the server whose admin url is `url`.
+pub fn plaintext_warning(server: &str, url: &str, host: &str, port: u16, mysql: bool) -> String {
+    let (fix, disabled) = if mysql {
+        (
+            "set ssl-mode=VERIFY_IDENTITY&ssl-ca=<CA file> (or at least ssl-mode=REQUIRED) in its url",
+            url_param(url, MY_MODE).is_some_and(|m| m.eq_ignore_ascii_case("disabled")),
+        )
     } else {
-        "add sslmode=verify-full&sslrootcert=<CA file> (or at least sslmode=require) to its url"
+        (
+            "set sslmode=verify-full&sslrootcert=<CA file> (or at least sslmode=require) in its url",
+            url_param(url, PG_MODE).is_some_and(|m| m.eq_ignore_ascii_case("disable")),
+        )
     };
+    let why = if disabled { "its url turns TLS off" } else { "the server did not offer TLS, or refused it from here" };
     format!(
-        "Warning: {server}: the connection to {host}:{port} is not encrypted: the admin's password and every \
-         statement (passwords included) cross the network in clear. The server did not offer TLS; {fix}"
+        "Warning: {server}: the connection to {host}:{port} is not encrypted ({why}): the admin's password and \
+         every statement (passwords included) cross the network in clear; {fix}"
     )
 }
 
@@ -136,7 +144,7 @@ pub const MY_DENIED_IN_CLEAR: &str = "TLS: this connection was made in clear (ss
 
 /// Whether a plan note is [`plaintext_warning`]'s.
 pub fn is_plaintext_warning(note: &str) -> bool {
-    note.starts_with("Warning: ") && note.contains(" is not encrypted: ")
+    note.starts_with("Warning: ") && note.contains(" is not encrypted (")
 }
 
 /// The hint added to an error that a TLS-only server gave a plaintext

@@ -469,6 +469,11 @@ pub const MY_ADMIN_PASSWORD: &str = "my-adm1n-s3cret";
 
 impl MariaServer {
     pub fn start(files: &TlsFiles, require_secure_transport: bool) -> MariaServer {
+        Self::start_on(files, require_secure_transport, "127.0.0.1")
+    }
+
+    /// The same, listening on `bind` (`--bind-address`).
+    pub fn start_on(files: &TlsFiles, require_secure_transport: bool, bind: &str) -> MariaServer {
         let dir = tempfile::Builder::new().prefix("dbctl-mytls-").tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         run_ok(Command::new("chown").arg("mysql:").arg(dir.path()));
@@ -492,7 +497,7 @@ impl MariaServer {
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--port={port}"))
-            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--bind-address={bind}"))
             .arg("--skip-name-resolve")
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
@@ -536,8 +541,12 @@ impl MariaServer {
     }
 
     pub fn url(&self, query: &str) -> String {
+        self.url_at("127.0.0.1", query)
+    }
+
+    pub fn url_at(&self, host: &str, query: &str) -> String {
         let q = if query.is_empty() { String::new() } else { format!("?{query}") };
-        format!("mysql://admin:{MY_ADMIN_PASSWORD}@127.0.0.1:{}/{q}", self.port)
+        format!("mysql://admin:{MY_ADMIN_PASSWORD}@{host}:{}/{q}", self.port)
     }
 }
 
