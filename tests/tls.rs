@@ -382,3 +382,20 @@ fn a_mariadb_connection_in_clear_to_a_remote_host_is_a_warning() {
     let out = p.ok(&["apply", "--auto-approve"], 0);
     assert!(out.contains(&warning), "{out}");
 }
+
+#[test]
+fn require_against_a_server_without_tls_fails_with_a_message_that_says_tls() {
+    let server =
+        PgServer::start(PgTls { cert: None, hba: "host all all 127.0.0.1/32 scram-sha-256", listen: "127.0.0.1" });
+    let p = Project::new(&pg_config(&server.url("127.0.0.1", "sslmode=require"), ""));
+    let r = p.dbctl(&["plan"]);
+    let out = all(&r);
+    assert_eq!(r.status.code(), Some(1), "{out}");
+    assert!(out.contains("hint: TLS: the url asks for TLS (sslmode) but the server does not offer it"), "{out}");
+    assert!(!out.contains(PG_ADMIN_PASSWORD), "{out}");
+    // prefer goes on in clear; to this machine that is no warning.
+    p.write(&pg_config(&server.url("127.0.0.1", ""), ""));
+    let out = p.ok(&["apply", "--auto-approve"], 0);
+    assert!(out.contains("Apply complete!") && !out.contains("not encrypted"), "{out}");
+    assert!(!server.log().contains("SSL enabled"), "in clear indeed");
+}

@@ -155,7 +155,8 @@ fn hint(mysql: bool, text: &str) -> Option<&'static str> {
         || t.contains("ssl off")
         || t.contains("insecure transport")
         || t.contains("require_secure_transport")
-        || (t.contains("ssl") && t.contains("required"));
+        || t.contains("ssl connection is required")
+        || t.contains("ssl is required");
     if t.contains("unknownissuer") || t.contains("unknown issuer") || t.contains("unknownca") {
         return Some(if mysql {
             "TLS: the server's certificate is not signed by a CA dbctl trusts; set ssl-ca=<file of the CA that signed it> in the url"
@@ -187,7 +188,7 @@ fn hint(mysql: bool, text: &str) -> Option<&'static str> {
             "TLS: the server accepts only encrypted (TLS) connections from here; remove sslmode=disable from the url, or better set sslmode=verify-full&sslrootcert=<CA file>"
         });
     }
-    if t.contains("certificate") || t.contains("tls") || t.contains("handshake") {
+    if t.contains("certificate") || t.contains("tls connection") || t.contains("handshake") {
         return Some(if mysql {
             "TLS: the encrypted connection could not be set up; check ssl-mode and ssl-ca in the url"
         } else {
