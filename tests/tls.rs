@@ -74,7 +74,7 @@ fn every_connection_encrypted(log: &str) -> usize {
 
 #[test]
 fn verify_full_against_a_tls_only_server_applies_and_every_connection_is_encrypted() {
-    let files = TlsFiles::new();
+    let files = TlsFiles::create();
     let server = PgServer::start(PgTls { cert: Some((&files, "server")), hba: TLS_ONLY, listen: "127.0.0.1" });
     let ca = files.path("ca.crt");
     let url = server.url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={}", ca.display()));
@@ -115,7 +115,7 @@ fn verify_full_against_a_tls_only_server_applies_and_every_connection_is_encrypt
 
 #[test]
 fn a_wrong_ca_or_a_plaintext_attempt_fails_with_a_message_that_says_tls() {
-    let files = TlsFiles::new();
+    let files = TlsFiles::create();
     let server = PgServer::start(PgTls { cert: Some((&files, "server")), hba: TLS_ONLY, listen: "127.0.0.1" });
     let other = files.path("other-ca.crt");
 
@@ -172,7 +172,7 @@ fn a_wrong_ca_or_a_plaintext_attempt_fails_with_a_message_that_says_tls() {
 
 #[test]
 fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
-    let files = TlsFiles::new();
+    let files = TlsFiles::create();
     // The certificate names db.example.com; dbctl dials 127.0.0.1.
     let server = PgServer::start(PgTls { cert: Some((&files, "wronghost")), hba: TLS_ONLY, listen: "127.0.0.1" });
     let ca = files.path("ca.crt");
@@ -211,7 +211,7 @@ fn a_connection_in_clear_to_a_remote_host_is_a_warning_in_plan_and_apply() {
         eprintln!("skipped: this machine has no non-loopback IPv4 address");
         return;
     };
-    let files = TlsFiles::new();
+    let files = TlsFiles::create();
     let listen = format!("127.0.0.1,{remote}");
     // TLS offered, but refused for every host (`hostnossl`): libpq's `prefer` then goes on in clear.
     let clear = PgServer::start(PgTls {
@@ -289,7 +289,7 @@ user "app" {{
 
 #[test]
 fn mariadb_with_require_secure_transport() {
-    let files = TlsFiles::new();
+    let files = TlsFiles::create();
     let server = MariaServer::start(&files, true);
     let ca = files.path("ca.crt");
 
@@ -360,7 +360,7 @@ fn a_mariadb_connection_in_clear_to_a_remote_host_is_a_warning() {
         eprintln!("skipped: this machine has no non-loopback IPv4 address");
         return;
     };
-    let files = TlsFiles::new();
+    let files = TlsFiles::create();
     let server = MariaServer::start_on(&files, false, &remote);
     // PREFERRED (the default): the server offers TLS, the session is encrypted, no warning.
     let p = Project::new(&my_config(&server.url_at(&remote, "")));

@@ -243,14 +243,14 @@ impl Drop for Moto {
 // whatever TLS settings the test asks for.
 // ---------------------------------------------------------------------------
 
-fn run_ok(c: &mut Command) -> String {
+fn tls_run_ok(c: &mut Command) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
     assert!(out.status.success(), "{c:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
     text(&out.stdout)
 }
 
 /// A free TCP port on this machine.
-pub fn free_port() -> u16 {
+fn tls_free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -263,7 +263,7 @@ impl TlsFiles {
     /// `ca.crt`; `server.crt`/`server.key` for `localhost` and 127.0.0.1
     /// signed by it; `wronghost.crt`/`.key` for db.example.com only, signed by
     /// it; `other-ca.crt`, a CA that signed nothing here.
-    pub fn new() -> TlsFiles {
+    pub fn create() -> TlsFiles {
         let dir = tempfile::Builder::new().prefix("dbctl-tls-").tempdir().unwrap();
         // The servers' users read the certificates (their keys are copied to them, 0600).
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -285,7 +285,7 @@ impl TlsFiles {
     }
 
     fn ca(&self, name: &str) {
-        run_ok(
+        tls_run_ok(
             Command::new("openssl")
                 .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
                 .args(["-days", "3", "-subj", &format!("/CN=dbctl test {name}")])
@@ -305,7 +305,7 @@ impl TlsFiles {
             ),
         )
         .unwrap();
-        run_ok(
+        tls_run_ok(
             Command::new("openssl")
                 .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
                 .args(["-subj", &format!("/CN={name}")])
@@ -314,7 +314,7 @@ impl TlsFiles {
                 .arg("-out")
                 .arg(self.path(&format!("{name}.csr"))),
         );
-        run_ok(
+        tls_run_ok(
             Command::new("openssl")
                 .args(["x509", "-req", "-days", "3", "-CAcreateserial"])
                 .arg("-in")
@@ -336,13 +336,13 @@ impl TlsFiles {
         std::fs::copy(self.path(&format!("{name}.crt")), &crt).unwrap();
         std::fs::copy(self.path(&format!("{name}.key")), &key).unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        run_ok(Command::new("chown").arg(format!("{user}:")).arg(&crt).arg(&key));
+        tls_run_ok(Command::new("chown").arg(format!("{user}:")).arg(&crt).arg(&key));
         (crt, key)
     }
 }
 
 /// The directory of the PostgreSQL server binaries (the newest installed).
-pub fn pg_bindir() -> PathBuf {
+pub fn tls_pg_bindir() -> PathBuf {
     let mut v: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL server binaries under /usr/lib/postgresql")
         .flatten()
@@ -377,13 +377,13 @@ impl PgServer {
     pub fn start(how: PgTls) -> PgServer {
         let dir = tempfile::Builder::new().prefix("dbctl-pgtls-").tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        run_ok(Command::new("chown").arg("postgres:").arg(dir.path()));
-        let bin = pg_bindir();
+        tls_run_ok(Command::new("chown").arg("postgres:").arg(dir.path()));
+        let bin = tls_pg_bindir();
         let pw = dir.path().join("pw");
         std::fs::write(&pw, PG_ADMIN_PASSWORD).unwrap();
-        run_ok(Command::new("chown").arg("postgres:").arg(&pw));
+        tls_run_ok(Command::new("chown").arg("postgres:").arg(&pw));
         let data = dir.path().join("data");
-        run_ok(
+        tls_run_ok(
             Command::new("runuser")
                 .args(["-u", "postgres", "--"])
                 .arg(bin.join("initdb"))
@@ -393,7 +393,7 @@ impl PgServer {
                 .arg(&data),
         );
         std::fs::write(data.join("pg_hba.conf"), format!("local all all trust\n{}\n", how.hba)).unwrap();
-        let port = free_port();
+        let port = tls_free_port();
         let mut opts = format!(
             "-p {port} -k {} -c listen_addresses='{}' -c log_connections=on -c log_line_prefix='%m [%p] '",
             dir.path().display(),
@@ -403,7 +403,7 @@ impl PgServer {
             let (crt, key) = files.key_for(name, dir.path(), "postgres");
             opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", crt.display(), key.display()));
         }
-        run_ok(
+        tls_run_ok(
             Command::new("runuser")
                 .args(["-u", "postgres", "--"])
                 .arg(bin.join("pg_ctl"))
@@ -424,7 +424,7 @@ impl PgServer {
 
     /// Run SQL as `postgres` over the local socket (never TCP, so never in the TCP connection counts).
     pub fn sql(&self, db: &str, sql: &str) -> String {
-        run_ok(
+        tls_run_ok(
             Command::new("psql")
                 .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
                 .arg(self.dir.path())
@@ -449,7 +449,7 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         let _ = Command::new("runuser")
             .args(["-u", "postgres", "--"])
-            .arg(pg_bindir().join("pg_ctl"))
+            .arg(tls_pg_bindir().join("pg_ctl"))
             .args(["stop", "-m", "immediate", "-D"])
             .arg(self.dir.path().join("data"))
             .output();
@@ -476,12 +476,12 @@ impl MariaServer {
     pub fn start_on(files: &TlsFiles, require_secure_transport: bool, bind: &str) -> MariaServer {
         let dir = tempfile::Builder::new().prefix("dbctl-mytls-").tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        run_ok(Command::new("chown").arg("mysql:").arg(dir.path()));
+        tls_run_ok(Command::new("chown").arg("mysql:").arg(dir.path()));
         let data = dir.path().join("data");
         let tmp = dir.path().join("tmp");
         std::fs::create_dir(&tmp).unwrap();
-        run_ok(Command::new("chown").arg("mysql:").arg(&tmp));
-        run_ok(
+        tls_run_ok(Command::new("chown").arg("mysql:").arg(&tmp));
+        tls_run_ok(
             Command::new("mariadb-install-db")
                 .arg("--no-defaults")
                 .arg(format!("--datadir={}", data.display()))
@@ -490,7 +490,7 @@ impl MariaServer {
                 .current_dir(dir.path()),
         );
         let (crt, key) = files.key_for("server", dir.path(), "mysql");
-        let port = free_port();
+        let port = tls_free_port();
         let socket = dir.path().join("mysqld.sock");
         let child = Command::new("/usr/sbin/mariadbd")
             .arg("--no-defaults")
