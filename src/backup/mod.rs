@@ -174,6 +174,8 @@ pub fn pg_env(ep: &Endpoint, database: &str) -> Vec<(String, String)> {
     if let Some(p) = password {
         env.push(("PGPASSWORD".to_string(), percent_decode(p)));
     }
+    // TLS as the url asks (PGSSLMODE, PGSSLROOTCERT), never the caller's environment's.
+    env.extend(crate::engine::tls::pg_env(&ep.url));
     env
 }
 

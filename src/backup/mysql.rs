@@ -56,6 +56,10 @@ fn client(program: &std::path::Path, ep: &Endpoint) -> std::process::Command {
         .arg(format!("--user={user}"))
         .arg("--default-character-set=utf8mb4")
         .env_remove("MYSQL_PWD");
+    // TLS as the url asks (ssl-mode, ssl-ca), in the client's own flags.
+    let real = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+    let mariadb = real.file_name().is_some_and(|n| n.to_string_lossy().starts_with("mariadb"));
+    c.args(crate::engine::tls::mysql_args(&ep.url, mariadb));
     // The URL's password, if any (percent-decoded).
     if let Some(pw) = ep
         .url

@@ -52,7 +52,9 @@ fn lock_timeout(s: &str) -> Result<Duration, u8> {
 }
 
 /// Compare a saved plan with the world as it is now; `Err` says what moved.
-async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> Result<(), String> {
+/// Checks a saved plan against the configuration, the state and the servers
+/// now; returns the warnings of the servers read now (a connection in clear).
+async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> Result<Vec<String>, String> {
     if plan.config_hash != session.config_hash {
         return Err("the configuration has changed since the plan was made".into());
     }
@@ -98,7 +100,7 @@ async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> R
             .unwrap_or_default();
         return Err(format!("its steps differ from what the configuration and the servers call for now (at {at})"));
     }
-    Ok(())
+    Ok(now.notes.into_iter().filter(|n| crate::engine::tls::is_plaintext_warning(n)).collect())
 }
 
 fn print_report(r: &Report, plan: &Plan) {
@@ -260,8 +262,13 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         Err(e) => return err(e),
     };
     let plan = if let Some(plan) = saved {
-        if let Err(why) = block_on(stale(&session, &plan, &state)) {
-            return err(format!("stale plan: {why}. Nothing was applied; run `dbctl plan` again."));
+        match block_on(stale(&session, &plan, &state)) {
+            Err(why) => return err(format!("stale plan: {why}. Nothing was applied; run `dbctl plan` again.")),
+            Ok(warnings) => {
+                for w in warnings {
+                    eprintln!("{w}");
+                }
+            }
         }
         if !data_loss_allowed(&plan, args) {
             return EXIT_ERROR;

@@ -264,6 +264,29 @@ impl Session {
         Ok(live)
     }
 
+    /// A warning for each server outside this machine whose connection
+    /// ended up unencrypted (no TLS): said in every plan and apply.
+    pub fn plaintext_warnings(&self, live: &BTreeMap<Address, LiveServer>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (addr, l) in live {
+            let Some(ep) = self.endpoints.get(addr) else { continue };
+            if l.encrypted != Some(false) || ep.embedded.is_some() {
+                continue;
+            }
+            let (host, port) = runtime::host_port(ep);
+            if !crate::engine::tls::is_loopback(&host) {
+                out.push(crate::engine::tls::plaintext_warning(
+                    &addr.to_string(),
+                    &ep.url,
+                    &host,
+                    port,
+                    ep.engine == crate::model::Engine::Mysql,
+                ));
+            }
+        }
+        out
+    }
+
     /// Before reading a server on which an interrupted apply left intents:
     /// let a create still running for that apply (its statement outlives the
     /// killed client) finish, so the plan sees the object it leaves.
@@ -297,6 +320,7 @@ impl Session {
         let guarded = keep.as_ref().map(|k| guard_only(&self.config, k));
         self.settle_intents(state).await;
         let live = self.refresh(state).await?;
+        let tls_warnings = self.plaintext_warnings(&live);
         let (adopted, view) = resolve_intents(state, &live);
         let state = view.as_ref().unwrap_or(state);
         let stores = self.stores().await?;
@@ -376,7 +400,7 @@ impl Session {
             fingerprints: d.fingerprints,
             drift: d.drift,
             changes,
-            notes: d.notes,
+            notes: tls_warnings.into_iter().chain(d.notes).collect(),
             refresh_only: opts.refresh_only,
             targets: opts.targets.clone(),
             replace: opts.replace.clone(),

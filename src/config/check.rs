@@ -165,7 +165,10 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
     let mut objects: HashMap<(Address, &'static str, String), &Resource> = HashMap::new();
     for r in cfg.resources.values() {
         match &r.body {
-            Body::Server(s) => check_server(cfg, r, s, diags),
+            Body::Server(s) => {
+                check_server(cfg, r, s, diags);
+                check_server_tls(r, s, diags);
+            }
             Body::Secret(s) => {
                 if s.store == Store::Aws && cfg.aws.is_none() {
                     diags.push(
@@ -324,6 +327,16 @@ fn normalize_privileges(cfg: &mut Config) {
             out.dedup();
             g.privileges = out;
         }
+    }
+}
+
+/// The url's TLS parameters (`sslmode`, `sslrootcert`; `ssl-mode`, `ssl-ca`).
+fn check_server_tls(r: &Resource, s: &Server, diags: &mut Diags) {
+    let Some(url) = &s.url else { return };
+    for (error, message, help) in crate::engine::tls::check_url(url, s.engine == Engine::Mysql) {
+        let message = format!("{}: {message}", r.addr);
+        let d = if error { Diagnostic::error(message) } else { Diagnostic::warning(message) };
+        diags.push(d.at(r.origin.attr("url"), "in this url").help(help));
     }
 }
 

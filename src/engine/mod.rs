@@ -10,6 +10,7 @@ pub mod embedded_mysql;
 pub mod mysql;
 pub mod postgres;
 pub mod sql;
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -113,6 +114,10 @@ pub struct LiveServer {
     pub admin: String,
     pub roles: BTreeMap<String, LiveRole>,
     pub databases: BTreeMap<String, LiveDatabase>,
+    /// Whether dbctl's connection for the catalog read was encrypted (TLS);
+    /// `None` when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
 }
 
 /// What to read inside databases: database name → schemas the config mentions.

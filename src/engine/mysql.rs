@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow, MySqlSslMode};
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Row};
 
 use super::{EngineError, LiveDatabase, LiveRole, LiveServer};
@@ -26,12 +26,29 @@ pub enum Flavor {
 }
 
 pub async fn connect(server: &str, url: &str) -> Result<MySqlConnection, EngineError> {
+    super::tls::init();
     let o = MySqlConnectOptions::from_str(url)
         .map_err(|_| EngineError::Setup(format!("{server}: invalid MySQL url (mysql://user:password@host:port)")))?
         // Statements may carry an IDENTIFIED BY literal: they are never logged.
         .disable_statement_logging();
-    let mut conn =
-        o.connect().await.map_err(|e| EngineError::Connect { server: server.to_string(), message: e.to_string() })?;
+    // The mysql client: `ssl-ca` without `ssl-mode` verifies the server's certificate against it.
+    let o = if super::tls::url_param(url, super::tls::MY_CA).is_some()
+        && super::tls::url_param(url, super::tls::MY_MODE).is_none()
+    {
+        o.ssl_mode(MySqlSslMode::VerifyCa)
+    } else {
+        o
+    };
+    let mut conn = o.connect().await.map_err(|e| {
+        // MariaDB refuses a connection in clear under require_secure_transport
+        // with the same "Access denied" as a wrong password: say so when this one was in clear.
+        let denied = matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("28000") || d.message().starts_with("Access denied"));
+        let mut message = super::tls::explain(true, query_err(e).to_string());
+        if denied && matches!(o.get_ssl_mode(), MySqlSslMode::Disabled) {
+            message.push_str(&format!("\n  hint: {}", super::tls::MY_DENIED_IN_CLEAR));
+        }
+        EngineError::Connect { server: format!("{server} ({}:{})", o.get_host(), o.get_port()), message }
+    })?;
     // String literals are escaped for the default mode; make sure the session has it.
     sqlx::raw_sql(
         "SET SESSION sql_mode = REPLACE(REPLACE(@@SESSION.sql_mode, 'NO_BACKSLASH_ESCAPES', ''), 'ANSI_QUOTES', '')",
@@ -134,7 +151,9 @@ pub async fn read(server: &str, url: &str, hosts: &BTreeMap<String, String>) -> 
 }
 
 async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>) -> Result<LiveServer, EngineError> {
-    let head = rows(conn, "SELECT VERSION(), CURRENT_USER()").await?;
+    // One message: the server and admin, and whether this session is encrypted (its TLS cipher).
+    let head = rows(conn, "SELECT VERSION(), CURRENT_USER(); SHOW SESSION STATUS LIKE 'Ssl_cipher'").await?;
+    let encrypted = head.get(1).map(|r| !text(r, 1).is_empty());
     let version = head.first().map(|r| text(r, 0)).unwrap_or_default();
     let admin = head.first().map(|r| text(r, 1)).unwrap_or_default();
     let admin = admin.split('@').next().unwrap_or_default().to_string();
@@ -168,7 +187,7 @@ async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>)
     .await?;
     let db_grants = rows(conn, "SELECT * FROM mysql.db").await?;
 
-    let mut live = LiveServer { exists: true, version, admin, ..Default::default() };
+    let mut live = LiveServer { exists: true, version, admin, encrypted, ..Default::default() };
     // The key an account is known by: its name when it is a role, or the host the configuration wants
     // (or '%', or the only host there is); `name@host` otherwise.
     let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();

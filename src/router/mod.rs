@@ -66,13 +66,26 @@ fn name_of(cfg: &Config, a: &Address) -> Option<String> {
     cfg.get(a).and_then(|r| r.object_name()).map(str::to_string)
 }
 
-/// Connection options worth carrying from a server url's query.
+/// Connection options worth carrying from a server url's query: the TLS
+/// settings, under the names the engine's own clients read (libpq's
+/// `sslmode`/`sslrootcert`, MySQL's `ssl-mode`/`ssl-ca`), whichever of the
+/// spellings dbctl accepts the url used.
 fn url_options(url: Option<&str>) -> Vec<(String, String)> {
-    let Some(q) = url.and_then(|u| u.split_once('?')).map(|(_, q)| q) else { return Vec::new() };
+    let Some(u) = url else { return Vec::new() };
+    let Some(q) = u.split_once('?').map(|(_, q)| q) else { return Vec::new() };
+    let mysql = u.starts_with("mysql:") || u.starts_with("mariadb:");
     q.split('&')
         .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| matches!(*k, "sslmode" | "sslrootcert" | "ssl-mode" | "ssl-ca"))
-        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+        .filter_map(|(k, v)| {
+            let k = match (mysql, k) {
+                (false, "sslmode" | "ssl-mode") => "sslmode",
+                (false, "sslrootcert" | "ssl-root-cert" | "ssl-ca") => "sslrootcert",
+                (true, "ssl-mode" | "sslmode") => "ssl-mode",
+                (true, "ssl-ca" | "sslca") => "ssl-ca",
+                _ => return None,
+            };
+            Some((k.to_string(), percent_decode(v)))
+        })
         .collect()
 }
 
@@ -670,6 +683,15 @@ mod tests {
         ));
         assert_eq!(o, vec![("sslmode".into(), "verify-full".into()), ("sslrootcert".into(), "/etc/ca.pem".into())]);
         assert!(url_options(Some("postgres://db/postgres")).is_empty());
+        // Either spelling sqlx accepts, under the name the engine's clients read.
+        assert_eq!(
+            url_options(Some("postgres://db/postgres?ssl-mode=require&ssl-root-cert=/ca.pem")),
+            vec![("sslmode".into(), "require".into()), ("sslrootcert".into(), "/ca.pem".into())]
+        );
+        assert_eq!(
+            url_options(Some("mysql://db/?sslmode=VERIFY_IDENTITY&sslca=/ca.pem&x=1")),
+            vec![("ssl-mode".into(), "VERIFY_IDENTITY".into()), ("ssl-ca".into(), "/ca.pem".into())]
+        );
         assert!(url_options(None).is_empty());
     }
 }

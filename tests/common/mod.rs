@@ -236,3 +236,323 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------
+// TLS test servers: a CA made in the test with the openssl CLI, and
+// PostgreSQL / MariaDB servers that the test itself starts (not dbctl), with
+// whatever TLS settings the test asks for.
+// ---------------------------------------------------------------------------
+
+fn tls_run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(out.status.success(), "{c:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// A free TCP port on this machine.
+fn tls_free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A test CA, a second unrelated CA, and server certificates (EC P-256).
+pub struct TlsFiles {
+    pub dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    /// `ca.crt`; `server.crt`/`server.key` for `localhost` and 127.0.0.1
+    /// signed by it; `wronghost.crt`/`.key` for db.example.com only, signed by
+    /// it; `other-ca.crt`, a CA that signed nothing here.
+    pub fn create() -> TlsFiles {
+        let dir = tempfile::Builder::new().prefix("dbctl-tls-").tempdir().unwrap();
+        // The servers' users read the certificates (their keys are copied to them, 0600).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = TlsFiles { dir };
+        f.ca("ca");
+        f.ca("other-ca");
+        f.leaf("server", "DNS:localhost,IP:127.0.0.1");
+        f.leaf("wronghost", "DNS:db.example.com");
+        for e in std::fs::read_dir(f.dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "crt") {
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        f
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn ca(&self, name: &str) {
+        tls_run_ok(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+                .args(["-days", "3", "-subj", &format!("/CN=dbctl test {name}")])
+                .arg("-keyout")
+                .arg(self.path(&format!("{name}.key")))
+                .arg("-out")
+                .arg(self.path(&format!("{name}.crt"))),
+        );
+    }
+
+    fn leaf(&self, name: &str, san: &str) {
+        let ext = self.path(&format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            format!(
+                "subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
+        tls_run_ok(
+            Command::new("openssl")
+                .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+                .args(["-subj", &format!("/CN={name}")])
+                .arg("-keyout")
+                .arg(self.path(&format!("{name}.key")))
+                .arg("-out")
+                .arg(self.path(&format!("{name}.csr"))),
+        );
+        tls_run_ok(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "3", "-CAcreateserial"])
+                .arg("-in")
+                .arg(self.path(&format!("{name}.csr")))
+                .arg("-CA")
+                .arg(self.path("ca.crt"))
+                .arg("-CAkey")
+                .arg(self.path("ca.key"))
+                .arg("-extfile")
+                .arg(&ext)
+                .arg("-out")
+                .arg(self.path(&format!("{name}.crt"))),
+        );
+    }
+
+    /// A copy of `name.key` (and `name.crt`) in `dir`, owned by `user`, mode 0600, as servers require.
+    fn key_for(&self, name: &str, dir: &Path, user: &str) -> (PathBuf, PathBuf) {
+        let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        std::fs::copy(self.path(&format!("{name}.crt")), &crt).unwrap();
+        std::fs::copy(self.path(&format!("{name}.key")), &key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        tls_run_ok(Command::new("chown").arg(format!("{user}:")).arg(&crt).arg(&key));
+        (crt, key)
+    }
+}
+
+/// The directory of the PostgreSQL server binaries (the newest installed).
+pub fn tls_pg_bindir() -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").is_file())
+        .collect();
+    v.sort();
+    v.pop().expect("initdb")
+}
+
+/// How a test PostgreSQL server takes connections.
+pub struct PgTls<'a> {
+    /// `Some(cert name)`: `ssl = on` with that certificate of `files`.
+    pub cert: Option<(&'a TlsFiles, &'a str)>,
+    /// pg_hba.conf lines for TCP (local socket connections are always trusted).
+    pub hba: &'a str,
+    /// listen_addresses.
+    pub listen: &'a str,
+}
+
+/// A PostgreSQL server the test starts as the `postgres` user, with
+/// `log_connections` on; stopped and removed on drop. Admin: `postgres`
+/// with password [`PG_ADMIN_PASSWORD`].
+pub struct PgServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+pub const PG_ADMIN_PASSWORD: &str = "adm1n-s3cret";
+
+impl PgServer {
+    pub fn start(how: PgTls) -> PgServer {
+        let dir = tempfile::Builder::new().prefix("dbctl-pgtls-").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        tls_run_ok(Command::new("chown").arg("postgres:").arg(dir.path()));
+        let bin = tls_pg_bindir();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, PG_ADMIN_PASSWORD).unwrap();
+        tls_run_ok(Command::new("chown").arg("postgres:").arg(&pw));
+        let data = dir.path().join("data");
+        tls_run_ok(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join("initdb"))
+                .args(["--no-sync", "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"])
+                .arg(format!("--pwfile={}", pw.display()))
+                .arg("-D")
+                .arg(&data),
+        );
+        std::fs::write(data.join("pg_hba.conf"), format!("local all all trust\n{}\n", how.hba)).unwrap();
+        let port = tls_free_port();
+        let mut opts = format!(
+            "-p {port} -k {} -c listen_addresses='{}' -c log_connections=on -c log_line_prefix='%m [%p] '",
+            dir.path().display(),
+            how.listen
+        );
+        if let Some((files, name)) = how.cert {
+            let (crt, key) = files.key_for(name, dir.path(), "postgres");
+            opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", crt.display(), key.display()));
+        }
+        tls_run_ok(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join("pg_ctl"))
+                .args(["start", "-w", "-t", "60", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.path().join("server.log"))
+                .arg("-o")
+                .arg(opts),
+        );
+        PgServer { dir, port }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Run SQL as `postgres` over the local socket (never TCP, so never in the TCP connection counts).
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        tls_run_ok(
+            Command::new("psql")
+                .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-h"])
+                .arg(self.dir.path())
+                .arg("-p")
+                .arg(self.port.to_string())
+                .arg("-d")
+                .arg(db)
+                .args(["-c", sql]),
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// The admin url for `host`, with `query` appended (`sslmode=...`).
+    pub fn url(&self, host: &str, query: &str) -> String {
+        let q = if query.is_empty() { String::new() } else { format!("?{query}") };
+        format!("postgres://postgres:{PG_ADMIN_PASSWORD}@{host}:{}/postgres{q}", self.port)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(tls_pg_bindir().join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .output();
+    }
+}
+
+/// A MariaDB server the test starts (as the `mysql` user when root) with
+/// TLS from `files` (`server` certificate) and `require_secure_transport`
+/// as asked. Admin: `admin`@`%` with password [`MY_ADMIN_PASSWORD`].
+pub struct MariaServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: std::process::Child,
+}
+
+pub const MY_ADMIN_PASSWORD: &str = "my-adm1n-s3cret";
+
+impl MariaServer {
+    pub fn start(files: &TlsFiles, require_secure_transport: bool) -> MariaServer {
+        Self::start_on(files, require_secure_transport, "127.0.0.1")
+    }
+
+    /// The same, listening on `bind` (`--bind-address`).
+    pub fn start_on(files: &TlsFiles, require_secure_transport: bool, bind: &str) -> MariaServer {
+        let dir = tempfile::Builder::new().prefix("dbctl-mytls-").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        tls_run_ok(Command::new("chown").arg("mysql:").arg(dir.path()));
+        let data = dir.path().join("data");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        tls_run_ok(Command::new("chown").arg("mysql:").arg(&tmp));
+        tls_run_ok(
+            Command::new("mariadb-install-db")
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
+                .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--user=mysql"])
+                .current_dir(dir.path()),
+        );
+        let (crt, key) = files.key_for("server", dir.path(), "mysql");
+        let port = tls_free_port();
+        let socket = dir.path().join("mysqld.sock");
+        let child = Command::new("/usr/sbin/mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--bind-address={bind}"))
+            .arg("--skip-name-resolve")
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg(format!("--log-error={}", dir.path().join("error.log").display()))
+            .arg(format!("--ssl-cert={}", crt.display()))
+            .arg(format!("--ssl-key={}", key.display()))
+            .arg(format!("--ssl-ca={}", files.path("ca.crt").display()))
+            .arg(format!("--require-secure-transport={}", if require_secure_transport { "ON" } else { "OFF" }))
+            .arg("--user=mysql")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        let s = MariaServer { dir, port, child };
+        let t = std::time::Instant::now();
+        while s.root_sql("SELECT 1").is_err() {
+            assert!(t.elapsed() < std::time::Duration::from_secs(60), "mariadbd did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        s.root_sql(&format!(
+            "DELETE FROM mysql.global_priv WHERE User = ''; FLUSH PRIVILEGES; \
+             CREATE USER admin@'%' IDENTIFIED BY '{MY_ADMIN_PASSWORD}'; GRANT ALL ON *.* TO admin@'%' WITH GRANT OPTION"
+        ))
+        .unwrap();
+        s
+    }
+
+    /// SQL as root over the local socket (which counts as secure transport).
+    pub fn root_sql(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "-N", "-B", "-u", "root"])
+            .arg(format!("--socket={}", self.dir.path().join("mysqld.sock").display()))
+            .args(["-e", sql])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(text(&out.stdout).trim().to_string())
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        self.url_at("127.0.0.1", query)
+    }
+
+    pub fn url_at(&self, host: &str, query: &str) -> String {
+        let q = if query.is_empty() { String::new() } else { format!("?{query}") };
+        format!("mysql://admin:{MY_ADMIN_PASSWORD}@{host}:{}/{q}", self.port)
+    }
+}
+
+impl Drop for MariaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

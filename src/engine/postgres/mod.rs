@@ -7,12 +7,19 @@ pub mod acl;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Row};
 
 use super::{ClassPrivs, DetailScope, EngineError, LiveDbDetail, LiveSchema, LiveServer};
 
 pub fn options(url: &str, database: Option<&str>) -> Result<PgConnectOptions, EngineError> {
+    super::tls::init();
+    // `sslrootcert=system` (libpq 16): the public CAs, which is what sqlx checks against without one.
+    let url = &if super::tls::url_param(url, super::tls::PG_ROOT_CERT).as_deref() == Some("system") {
+        super::tls::without_param(url, super::tls::PG_ROOT_CERT)
+    } else {
+        url.to_string()
+    };
     let mut o = PgConnectOptions::from_str(url)
         .map_err(|e| EngineError::Setup(format!("invalid PostgreSQL url: {}", redact_url_error(&e.to_string()))))?
         .application_name("dbctl")
@@ -20,6 +27,12 @@ pub fn options(url: &str, database: Option<&str>) -> Result<PgConnectOptions, En
         .disable_statement_logging();
     if let Some(db) = database {
         o = o.database(db);
+    }
+    // libpq: `require` with a root certificate verifies the server's
+    // certificate against it, as `verify-ca` does (sqlx would not check it).
+    if matches!(o.get_ssl_mode(), PgSslMode::Require) && super::tls::url_param(url, super::tls::PG_ROOT_CERT).is_some()
+    {
+        o = o.ssl_mode(PgSslMode::VerifyCa);
     }
     Ok(o)
 }
@@ -36,10 +49,27 @@ pub async fn connect(server: &str, url: &str, database: Option<&str>) -> Result<
     let o = options(url, database)?;
     let host = o.get_host().to_string();
     let port = o.get_port();
-    o.connect().await.map_err(|e| EngineError::Connect {
+    let failed = |e: &sqlx::Error| EngineError::Connect {
         server: format!("{server} ({host}:{port}{})", database.map(|d| format!(", database {d}")).unwrap_or_default()),
-        message: server_message(&e),
-    })
+        message: super::tls::explain(false, server_message(e)),
+    };
+    match o.connect().await {
+        Ok(c) => Ok(c),
+        // `prefer` (the default): TLS first, in clear when that fails, as libpq does.
+        Err(e) if matches!(o.get_ssl_mode(), PgSslMode::Prefer) && super::tls::pg_prefer_retries(&e) => {
+            tracing::debug!(
+                "{server}: TLS attempt failed ({}); trying without TLS (sslmode=prefer)",
+                server_message(&e)
+            );
+            o.clone().ssl_mode(PgSslMode::Disable).connect().await.map_err(|e2| failed(&e2))
+        }
+        // `allow`: in clear first, TLS when the server refuses that (sqlx alone would never try TLS).
+        Err(e) if matches!(o.get_ssl_mode(), PgSslMode::Allow) && super::tls::refused_in_clear(&e) => {
+            tracing::debug!("{server}: refused in clear; trying TLS (sslmode=allow)");
+            o.clone().ssl_mode(PgSslMode::Require).connect().await.map_err(|e2| failed(&e2))
+        }
+        Err(e) => Err(failed(&e)),
+    }
 }
 
 /// The server-level catalog read (public so benchmarks can run the same query through psql).
@@ -47,6 +77,7 @@ pub const SERVER_QUERY: &str = r#"
 SELECT json_build_object(
   'version', current_setting('server_version'),
   'admin', current_user,
+  'encrypted', COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false),
   'roles', COALESCE((
     SELECT json_object_agg(r.rolname, json_build_object(
       'login', r.rolcanlogin,
