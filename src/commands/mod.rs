@@ -6,6 +6,7 @@ mod dev;
 mod fmt;
 mod graph;
 mod plan;
+mod report;
 mod secret;
 mod session;
 mod state;
@@ -51,6 +52,7 @@ impl Ctx {
     }
 
     pub fn print_diags(&self, diags: &[Diagnostic]) {
+        report::diags(diags);
         if !diags.is_empty() {
             eprint!("{}", render(diags, self.color));
         }
