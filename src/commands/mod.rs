@@ -37,6 +37,7 @@ impl Ctx {
             vars: self.global.vars.clone(),
             var_files: self.global.var_files.clone(),
             preset: Default::default(),
+            env_unknown: false,
         }
     }
 
