@@ -426,3 +426,31 @@ fn plan_without_aws_credentials_says_so_in_one_sentence() {
     assert!(!stderr.contains("DispatchFailure") && !stderr.contains("CredentialsNotLoaded"), "no debug dump\n{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one sentence\n{stderr}");
 }
+
+/// A plan of a new embedded server reads nothing (the server does not exist
+/// yet), so it runs here: its JSON and markdown carry the configuration's
+/// warnings, which the human plan leaves to stderr.
+#[test]
+fn plan_formats_carry_the_configuration_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n\ndatabase \"lonely\" {\n  server = server.main\n}\n",
+    )
+    .unwrap();
+    let out = dbctl(dir.path(), &["plan", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = &v["warnings"][0];
+    assert!(w["message"].as_str().unwrap().contains("database.lonely is not routed"), "{v}");
+    assert_eq!((w["file"].as_str(), w["line"].as_u64()), (Some("main.hcl"), Some(6)));
+    let out = dbctl(dir.path(), &["plan", "--format", "markdown"]);
+    assert_eq!(out.status.code(), Some(0));
+    let md = text(&out.stdout);
+    let fold = md.find("<details>").unwrap();
+    assert!(md[..fold].contains(":warning: database.lonely is not routed by any router"), "{md}");
+    assert!(md[..fold].contains("(`main.hcl:6:1`)"), "{md}");
+    let out = dbctl(dir.path(), &["plan"]);
+    assert!(!text(&out.stdout).contains("is not routed"), "on stderr only in the human plan");
+    assert!(text(&out.stderr).contains("is not routed"));
+}
