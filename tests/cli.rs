@@ -283,3 +283,174 @@ fn messages_never_mention_issue_numbers() {
     }
     assert!(offending.is_empty(), "user-facing text mentions an issue:\n{}", offending.join("\n"));
 }
+
+/// A configuration that reads its server url, its state url and a database
+/// name from the environment, and warns (the database is not routed).
+fn reads_the_environment(dir: &Path) {
+    std::fs::write(
+        dir.join("main.hcl"),
+        r#"dbctl {
+  state {
+    backend = "postgres"
+    url     = env("DBCTL_TEST_UNSET_STATE_URL")
+  }
+}
+
+server "main" {
+  engine = "postgres"
+  url    = env("DBCTL_TEST_UNSET_DATABASE_URL")
+}
+
+database "app" {
+  server           = server.main
+  name             = env("DBCTL_TEST_UNSET_DB_NAME")
+  connection_limit = env("DBCTL_TEST_UNSET_LIMIT")
+}
+"#,
+    )
+    .unwrap();
+}
+
+#[test]
+fn validate_needs_no_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    reads_the_environment(dir.path());
+    let out = dbctl(dir.path(), &["validate"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "an unset env() is unknown at validate time\n{stderr}");
+    assert!(text(&out.stdout).starts_with("Success!"), "{}", text(&out.stdout));
+    for var in [
+        "DBCTL_TEST_UNSET_STATE_URL",
+        "DBCTL_TEST_UNSET_DATABASE_URL",
+        "DBCTL_TEST_UNSET_DB_NAME",
+        "DBCTL_TEST_UNSET_LIMIT",
+    ] {
+        assert!(stderr.contains(&format!("environment variable {var} is not set")), "{var}\n{stderr}");
+    }
+    let out = dbctl(dir.path(), &["validate", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(out.status.code(), Some(0));
+    // Real mistakes are still found next to unknown values.
+    std::fs::write(dir.path().join("more.hcl"), "user \"u\" {\n  server = server.mian\n}\n").unwrap();
+    let out = dbctl(dir.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("[more.hcl:2:12]"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn plan_without_the_environment_names_what_is_missing_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    reads_the_environment(dir.path());
+    let out = dbctl(dir.path(), &["plan"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert!(stderr.contains("the environment variable DBCTL_TEST_UNSET_DATABASE_URL is not set"), "{stderr}");
+    assert!(stderr.contains("[main.hcl:10:12]"), "{stderr}");
+    assert!(!stderr.contains("error calling function"), "one sentence, not the evaluator's words\n{stderr}");
+
+    // Markdown: a comment CI can post, on stdout, and exit 1.
+    let out = dbctl(dir.path(), &["plan", "--format", "markdown"]);
+    assert_eq!(out.status.code(), Some(1));
+    let md = text(&out.stdout);
+    assert!(md.starts_with("### :x: dbctl could not make the plan (4 errors)\n"), "{md}");
+    assert!(
+        md.contains(
+            "- **Error:** the environment variable DBCTL_TEST_UNSET_DATABASE_URL is not set (`main.hcl:10:12`)"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("```text\n"), "the diagnostics as the terminal shows them\n{md}");
+    assert!(md.chars().count() <= 60_000);
+
+    // JSON: `errors` with file and line, and exit 1.
+    let out = dbctl(dir.path(), &["plan", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON document");
+    assert_eq!(v["errored"], true);
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 4, "{v}");
+    let url = errors.iter().find(|e| e["message"].as_str().unwrap().contains("DATABASE_URL")).unwrap();
+    assert_eq!(
+        (&url["file"], &url["line"], &url["column"]),
+        (&serde_json::json!("main.hcl"), &serde_json::json!(10), &serde_json::json!(12))
+    );
+    assert_eq!(url["severity"], "error");
+}
+
+#[test]
+fn plan_errors_that_point_nowhere_are_reported_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.hcl"), "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n")
+        .unwrap();
+    let out = dbctl(dir.path(), &["plan", "--target", "database.nope", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON document");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("--target database.nope"), "{v}");
+    assert_eq!(v["errors"][0]["file"], serde_json::Value::Null);
+    let out = dbctl(dir.path(), &["plan", "--target", "database.nope", "--format", "markdown"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("**Error:** --target database.nope"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn plan_without_aws_credentials_says_so_in_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        "provider \"aws\" {\n  region   = \"us-east-1\"\n  endpoint = \"http://127.0.0.1:9\"\n}\n\n\
+         server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n\n\
+         secret \"s\" {\n  store = \"aws\"\n  generate {\n    length = 20\n  }\n}\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbctl"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .args(["--no-color", "-C"])
+        .arg(dir.path())
+        .arg("plan")
+        .env("HOME", home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot read \"secret.s\": no AWS credentials were found; set AWS_ACCESS_KEY_ID"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("DispatchFailure") && !stderr.contains("CredentialsNotLoaded"), "no debug dump\n{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one sentence\n{stderr}");
+}
+
+/// A plan of a new embedded server reads nothing (the server does not exist
+/// yet), so it runs here: its JSON and markdown carry the configuration's
+/// warnings, which the human plan leaves to stderr.
+#[test]
+fn plan_formats_carry_the_configuration_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n\ndatabase \"lonely\" {\n  server = server.main\n}\n",
+    )
+    .unwrap();
+    let out = dbctl(dir.path(), &["plan", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = &v["warnings"][0];
+    assert!(w["message"].as_str().unwrap().contains("database.lonely is not routed"), "{v}");
+    assert_eq!((w["file"].as_str(), w["line"].as_u64()), (Some("main.hcl"), Some(6)));
+    let out = dbctl(dir.path(), &["plan", "--format", "markdown"]);
+    assert_eq!(out.status.code(), Some(0));
+    let md = text(&out.stdout);
+    let fold = md.find("<details>").unwrap();
+    assert!(md[..fold].contains(":warning: database.lonely is not routed by any router"), "{md}");
+    assert!(md[..fold].contains("(`main.hcl:6:1`)"), "{md}");
+    let out = dbctl(dir.path(), &["plan"]);
+    assert!(!text(&out.stdout).contains("is not routed"), "on stderr only in the human plan");
+    assert!(text(&out.stderr).contains("is not routed"));
+}

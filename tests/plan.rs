@@ -87,7 +87,11 @@ fn plan_at(
 fn snapshot_all(name: &str, p: &Plan) {
     insta::assert_snapshot!(format!("{name}_human"), render::human(p, true));
     insta::assert_snapshot!(format!("{name}_markdown"), render::markdown(p, false));
-    insta::assert_json_snapshot!(format!("{name}_json"), render::json(p));
+    // The state's lineage is random: a placeholder keeps the snapshot stable.
+    let mut v = render::json(p);
+    assert_eq!(v["prior_state"]["lineage"], json!(p.state_lineage));
+    v["prior_state"]["lineage"] = json!("[lineage]");
+    insta::assert_json_snapshot!(format!("{name}_json"), v);
 }
 
 #[test]
@@ -133,6 +137,12 @@ fn managed_app_user(state: &mut State) {
 
 #[test]
 fn updates_replacements_deletions_and_drift() {
+    let p = mixed_plan();
+    snapshot_all("mixed", &p);
+}
+
+/// A plan with a create, an update, a replacement, two deletions and drift.
+fn mixed_plan() -> Plan {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("main.hcl"),
@@ -210,13 +220,23 @@ database "app" {
         steps.iter().position(|s| s.starts_with("DROP ROLE \"gone\""))
             < steps.iter().position(|s| s.starts_with("CREATE DATABASE"))
     );
-    snapshot_all("mixed", &p);
+    p
 }
 
 /// Check `v` against the subset of JSON Schema that schema/plan.schema.json
 /// uses: type, required, additionalProperties: false, properties, items, enum.
 fn conforms(v: &serde_json::Value, schema: &serde_json::Value, path: &str) {
+    conforms_in(v, schema, schema, path)
+}
+
+/// `conforms` for a part of `root`, resolving `{"$ref": "#/$defs/NAME"}`.
+fn conforms_in(v: &serde_json::Value, schema: &serde_json::Value, root: &serde_json::Value, path: &str) {
     use serde_json::Value;
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.strip_prefix("#/$defs/").unwrap_or_else(|| panic!("{path}: unsupported $ref {r}"));
+        let target = root["$defs"].get(name).unwrap_or_else(|| panic!("{path}: no $defs/{name}"));
+        return conforms_in(v, target, root, path);
+    }
     if let Some(t) = schema.get("type") {
         let types: Vec<&str> = match t {
             Value::String(s) => vec![s.as_str()],
@@ -240,38 +260,331 @@ fn conforms(v: &serde_json::Value, schema: &serde_json::Value, path: &str) {
     if let Some(e) = schema.get("enum").and_then(Value::as_array) {
         assert!(e.contains(v), "{path}: {v} is not one of {e:?}");
     }
-    if let (Value::Object(o), Some(props)) = (v, schema.get("properties").and_then(Value::as_object)) {
+    if let Value::Object(o) = v {
+        let none = serde_json::Map::new();
+        let props = schema.get("properties").and_then(Value::as_object).unwrap_or(&none);
         for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
             assert!(o.contains_key(r.as_str().unwrap()), "{path}: missing {r}");
         }
         for (k, val) in o {
             match props.get(k) {
-                Some(s) => conforms(val, s, &format!("{path}.{k}")),
-                None => assert!(
-                    schema.get("additionalProperties") != Some(&Value::Bool(false)),
-                    "{path}: {k} is not in the schema"
-                ),
+                Some(s) => conforms_in(val, s, root, &format!("{path}.{k}")),
+                None => match schema.get("additionalProperties") {
+                    Some(Value::Bool(false)) => panic!("{path}: {k} is not in the schema"),
+                    Some(extra @ Value::Object(_)) => conforms_in(val, extra, root, &format!("{path}.{k}")),
+                    _ => {}
+                },
             }
         }
     }
     if let (Value::Array(a), Some(items)) = (v, schema.get("items")) {
         for (i, x) in a.iter().enumerate() {
-            conforms(x, items, &format!("{path}[{i}]"));
+            conforms_in(x, items, root, &format!("{path}[{i}]"));
         }
+    }
+}
+
+fn plan_schema() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/plan.schema.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A Python with the `jsonschema` package: DBCTL_PYTHON, or the checkout's .venv.
+fn python() -> PathBuf {
+    std::env::var_os("DBCTL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+/// Validate `docs` with the `jsonschema` package (a full Draft 2020-12
+/// validator) against schema/plan.schema.json, or against one of its
+/// `$defs` when `def` is given. Returns the validator's complaints.
+fn python_validate(docs: &[serde_json::Value], def: Option<&str>) -> String {
+    use std::io::Write;
+    let script = r##"
+import json, sys
+from jsonschema import Draft202012Validator
+schema = json.load(open(sys.argv[1]))
+Draft202012Validator.check_schema(schema)
+if len(sys.argv) > 2:
+    schema = {"$defs": schema["$defs"], "$ref": "#/$defs/" + sys.argv[2]}
+v = Draft202012Validator(schema)
+bad = 0
+for i, doc in enumerate(json.load(sys.stdin)):
+    for e in v.iter_errors(doc):
+        bad += 1
+        print(f"document {i}: {'/'.join(map(str, e.absolute_path))}: {e.message}")
+sys.exit(1 if bad else 0)
+"##;
+    let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/plan.schema.json");
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg("-c").arg(script).arg(&schema);
+    if let Some(d) = def {
+        cmd.arg(d);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}; set DBCTL_PYTHON to a python with jsonschema", python().display()));
+    child.stdin.take().unwrap().write_all(serde_json::to_string(docs).unwrap().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "{} has no jsonschema: `pip install jsonschema`, or set DBCTL_PYTHON",
+        python().display()
+    );
+    if out.status.success() {
+        String::new()
+    } else {
+        format!("{}{stderr}", String::from_utf8_lossy(&out.stdout))
     }
 }
 
 #[test]
 fn json_plans_conform_to_the_schema_in_the_repo() {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/plan.schema.json")).unwrap(),
-    )
-    .unwrap();
+    let schema = plan_schema();
     let cfg = config("examples/platform");
     let p = plan(&cfg, &BTreeMap::new(), &State::new(), false);
     let v = render::json(&p);
     assert!(v["resource_changes"].as_array().unwrap().len() > 10);
     conforms(&v, &schema, "plan");
+    // Drift, a replacement, deletions and configuration warnings.
+    let mut mixed = mixed_plan();
+    mixed.config_warnings = vec![dbctl::plan::ConfigWarning {
+        message: "database.app is not routed by any router and no user is granted it".into(),
+        file: Some("main.hcl".into()),
+        line: Some(20),
+        column: Some(1),
+        help: Some("route it from a router, or grant it to a user or role".into()),
+        subject: Some("database.app".into()),
+    }];
+    mixed.notes.push("Warning: server.main: the connection to db.internal is not encrypted".into());
+    mixed.targets = vec!["database.app".into()];
+    let m = render::json(&mixed);
+    conforms(&m, &schema, "plan");
+    assert_eq!(m["complete"], json!(false), "a targeted plan is not complete");
+    assert_eq!(m["warnings"].as_array().unwrap().len(), 2, "{}", m["warnings"]);
+    assert_eq!(m["warnings"][0]["line"], json!(20));
+    assert_eq!(m["resource_drift"][0]["change"]["actions"], json!(["update"]));
+    assert_eq!(m["resource_drift"][0]["change"]["before"], json!({"connection_limit": 10}));
+    assert_eq!(m["resource_drift"][0]["change"]["after"], json!({"connection_limit": 3}));
+    // A real Draft 2020-12 validator agrees, and rejects what breaks the schema.
+    let complaints = python_validate(&[v.clone(), m.clone()], None);
+    assert!(complaints.is_empty(), "{complaints}");
+    let mut broken = m.clone();
+    broken["resource_changes"][0]["change"]["actions"] = json!(["destroy"]);
+    broken["resource_changes"][1]["mode"] = json!("data");
+    let complaints = python_validate(&[broken], None);
+    assert!(complaints.contains("'destroy' is not one of"), "{complaints}");
+    assert!(complaints.contains("'data' is not one of"), "{complaints}");
+}
+
+/// What a policy written for Terraform plans (conftest/OPA style) looks for
+/// finds the same things in dbctl's JSON plan: deletions are
+/// `change.actions == ["delete"]`, replacements `["delete", "create"]`,
+/// every entry is `mode == "managed"` with `type`, `name` and `index`, and
+/// secrets are marked in `after_sensitive`, never present.
+#[test]
+fn terraform_plan_policies_read_the_json_plan() {
+    let v = render::json(&mixed_plan());
+    let changes = v["resource_changes"].as_array().unwrap();
+    let with = |actions: serde_json::Value| -> Vec<&str> {
+        changes.iter().filter(|c| c["change"]["actions"] == actions).map(|c| c["address"].as_str().unwrap()).collect()
+    };
+    assert_eq!(with(json!(["delete"])), ["user.gone"]);
+    assert_eq!(with(json!(["delete", "create"])), ["database.app"]);
+    assert_eq!(with(json!(["create"])), [] as [&str; 0]);
+    assert!(with(json!(["update"])).contains(&"user.app"));
+    assert_eq!(with(json!(["no-op"])), ["server.main"]);
+    for c in changes {
+        assert_eq!(c["mode"], "managed", "{c}");
+        let address = c["address"].as_str().unwrap();
+        let name = c["name"].as_str().unwrap();
+        assert!(address.starts_with(&format!("{}.{name}", c["type"].as_str().unwrap())) || c["type"] == "grant", "{c}");
+        let ch = &c["change"];
+        for (value, marks) in [("before", "before_sensitive"), ("after", "after_sensitive")] {
+            if ch[value].is_null() {
+                assert_eq!(ch[marks], json!(false), "{c}");
+            } else {
+                assert!(ch[marks].is_object(), "{c}");
+            }
+        }
+    }
+    let replaced = changes.iter().find(|c| c["address"] == "database.app").unwrap();
+    assert_eq!(replaced["change"]["replace_paths"], json!([["collation"]]));
+    assert_eq!(replaced["action_reason"], "replace_because_cannot_update");
+    // Terraform's `index` is the for_each key; `name` is the block label.
+    let cfg = config("examples/platform");
+    let v = render::json(&plan(&cfg, &BTreeMap::new(), &State::new(), true));
+    let keyed: Vec<&serde_json::Value> =
+        v["resource_changes"].as_array().unwrap().iter().filter(|c| c.get("index").is_some()).collect();
+    assert!(!keyed.is_empty(), "the platform example uses for_each");
+    for c in keyed {
+        let expected = format!(
+            "{}.{}[\"{}\"]",
+            c["type"].as_str().unwrap(),
+            c["name"].as_str().unwrap(),
+            c["index"].as_str().unwrap()
+        );
+        assert_eq!(c["address"], json!(expected));
+    }
+}
+
+/// No format shows a secret; the JSON marks where one would be.
+#[test]
+fn secrets_are_marked_sensitive_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        r#"
+variable "pw" {
+  sensitive = true
+}
+server "main" {
+  engine   = "postgres"
+  embedded = true
+}
+secret "given" {
+  value = var.pw
+}
+user "app" {
+  server   = server.main
+  password = secret.given
+}
+"#,
+    )
+    .unwrap();
+    let secret = "s3cr3t-VALUE-never-shown";
+    let loaded = load(&LoadOptions {
+        dir: dir.path().to_path_buf(),
+        vars: vec![("pw".into(), secret.into())],
+        ..Default::default()
+    });
+    let cfg = loaded.config.expect("valid");
+    let p = plan(&cfg, &BTreeMap::new(), &State::new(), false);
+    let v = render::json(&p);
+    let text = serde_json::to_string(&v).unwrap();
+    for out in [text.as_str(), &render::markdown(&p, true), &render::human(&p, true)] {
+        assert!(!out.contains(secret), "{out}");
+    }
+    let by = |a: &str| v["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == a).unwrap().clone();
+    assert_eq!(by("secret.given")["change"]["after_sensitive"], json!({"value": true}));
+    assert_eq!(by("secret.given")["change"]["after"]["value"], json!("(sensitive)"));
+    assert_eq!(by("user.app")["change"]["after_sensitive"]["password"], json!(true));
+}
+
+/// A configuration of `n` databases (for_each), none routed: `n` changes
+/// and `n` identical configuration warnings.
+fn many_databases(n: usize) -> (Config, Vec<dbctl::plan::ConfigWarning>) {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..n).map(|i| format!("\"tenant_{i:05}\"")).collect();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        format!(
+            "server \"main\" {{\n  engine = \"postgres\"\n  url = \"postgres://admin@127.0.0.1/postgres\"\n}}\n\
+             database \"tenant\" {{\n  for_each = toset([{}])\n  server = server.main\n  extensions = [\"pg_trgm\"]\n}}\n",
+            names.join(", ")
+        ),
+    )
+    .unwrap();
+    let loaded = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() });
+    let warnings: Vec<_> = loaded.diags.0.iter().filter(|d| !d.is_error()).cloned().collect();
+    (loaded.config.expect("valid"), dbctl::plan::ConfigWarning::from_diags(&warnings))
+}
+
+#[test]
+fn a_markdown_plan_of_more_than_3000_changes_stays_under_60000_characters_and_keeps_the_warnings() {
+    let (cfg, warnings) = many_databases(3100);
+    assert!(warnings.len() >= 3100, "each unrouted database is a warning: {}", warnings.len());
+    let mut state = State::new();
+    for i in 0..40 {
+        let name = format!("old_{i:02}");
+        managed(
+            &mut state,
+            &format!("database.{name}"),
+            "database",
+            &name,
+            json!({"name": name, "owner": "admin", "encoding": "UTF8", "collation": "C", "connection_limit": -1, "extensions": []}),
+        );
+    }
+    let mut live = LiveServer { exists: true, version: "16.2".into(), admin: "admin".into(), ..Default::default() };
+    live.roles
+        .insert("admin".into(), LiveRole { login: true, superuser: true, connection_limit: -1, ..Default::default() });
+    for i in 0..40 {
+        live.databases.insert(
+            format!("old_{i:02}"),
+            LiveDatabase {
+                owner: "admin".into(),
+                encoding: "UTF8".into(),
+                collation: "C".into(),
+                connection_limit: -1,
+                privileges: BTreeMap::new(),
+                detail: None,
+                closed: false,
+            },
+        );
+    }
+    let live = BTreeMap::from([(Address::new(Kind::Server, "main"), live)]);
+    let mut p = plan(&cfg, &live, &state, false);
+    p.config_warnings = warnings;
+    // Warnings and notes of the kinds the plan carries, written as the diff writes them.
+    let plan_warnings = [
+        "Warning: server.main: the connection to db.example.com:5432 is not encrypted (sslmode=disable)",
+        "Warning: server.main: the admin \"admin\" lacks CREATEROLE; a preparatory GRANT runs first",
+    ];
+    for w in plan_warnings {
+        p.notes.push(w.into());
+    }
+    p.notes.push("migrations.loans is not planned: migrations are not built yet.".into());
+    let changes = p.changes.iter().filter(|c| c.action != dbctl::plan::Action::NoOp).count();
+    assert!(changes > 3000, "{changes} changes");
+    let md = render::markdown(&p, false);
+    let size = md.chars().count();
+    eprintln!(
+        "markdown of {changes} changes: {size} characters; human plan: {} characters",
+        render::human(&p, true).chars().count()
+    );
+    assert!(size <= 60_000, "{size} characters");
+    assert!(md.starts_with(&format!("### {}\n", p.summary())), "the summary first");
+    let fold = md.find("<details>").expect("a collapsed section");
+    let above = &md[..fold];
+    for w in plan_warnings {
+        assert!(
+            above.contains(&w["Warning: ".len()..].replace('"', "\"")) || above.contains(&w["Warning: ".len()..]),
+            "{w} above the fold:\n{above}"
+        );
+    }
+    assert!(above.contains("migrations.loans is not planned"), "{above}");
+    assert!(above.contains("is not routed by any router"), "{above}");
+    assert!(above.contains("the same warning applies to 3099 more"), "{above}");
+    assert_eq!(above.matches("will be destroyed").count(), 40, "every destroy above the fold");
+    assert!(md.contains("```diff\n"), "changes in a diff block");
+    assert!(md.contains("\n+   database \"tenant_00000\" {\n"), "+ in the first column, so GitHub colours it");
+    assert!(md.contains("<summary>SQL and steps, in apply order</summary>"));
+    assert!(md.contains("CREATE DATABASE \"tenant_00000\""), "SQL without --verbose");
+    assert!(md.contains("more resource(s) not shown"), "says what is left out");
+    assert!(md.contains("This comment is shortened to fit a pull-request comment: run `dbctl plan`"));
+    assert_eq!(md.matches("```").count() % 2, 0, "every fence is closed");
+}
+
+#[test]
+fn a_small_markdown_plan_is_whole_and_colours_its_changes() {
+    let mut p = mixed_plan();
+    p.notes.push("Warning: server.main: the connection to db.internal is not encrypted".into());
+    let md = render::markdown(&p, false);
+    assert!(!md.contains("shortened"), "{md}");
+    let fold = md.find("<details>").unwrap();
+    assert!(md[..fold].contains("- `user.gone` will be destroyed\n"), "{md}");
+    assert!(md[..fold].contains("- `database.app` must be replaced (collation forces replacement)\n"), "{md}");
+    assert!(md[..fold].contains(":warning: server.main: the connection to db.internal is not encrypted"), "{md}");
+    assert!(md.contains("\n!       connection_limit = 3 -> 10\n"), "{md}");
+    assert!(md.contains("\n-/+ database \"app\" {\n"), "{md}");
+    assert!(md.contains("DROP ROLE \"gone\";"), "{md}");
 }
 
 #[test]
@@ -472,7 +785,10 @@ fn a_plan_that_drops_data_says_so_first_in_every_format() {
         human.contains("  # database.catalog drops database \"catalog\", whose tables could not be counted\n"),
         "{human}"
     );
-    assert!(render::markdown(&p, false).contains(head));
+    let md = render::markdown(&p, false);
+    let caution = "> **This plan drops databases that hold data, and their data is lost:**\n\n";
+    assert!(md.starts_with(&format!("### {}\n\n> [!CAUTION]\n{caution}", p.summary())), "{md}");
+    assert!(md.contains("- database.orders drops database \"orders\", which holds 3 tables\n"), "{md}");
     let v = render::json(&p);
     conforms(&v, &schema, "plan");
     let mut lost: Vec<serde_json::Value> = v["data_loss"].as_array().unwrap().clone();

@@ -6,6 +6,7 @@ mod dev;
 mod fmt;
 mod graph;
 mod plan;
+mod report;
 mod secret;
 mod session;
 mod state;
@@ -36,6 +37,7 @@ impl Ctx {
             vars: self.global.vars.clone(),
             var_files: self.global.var_files.clone(),
             preset: Default::default(),
+            env_unknown: false,
         }
     }
 
@@ -51,6 +53,7 @@ impl Ctx {
     }
 
     pub fn print_diags(&self, diags: &[Diagnostic]) {
+        report::diags(diags);
         if !diags.is_empty() {
             eprint!("{}", render(diags, self.color));
         }

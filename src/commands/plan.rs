@@ -13,10 +13,33 @@ pub fn print(plan: &Plan, format: Format, verbose: bool) {
     }
 }
 
+/// When no plan could be made: with `--format json` or `markdown`, what went
+/// wrong as a document on stdout (a JSON object with `errors`, a comment CI
+/// can post), besides the messages already on stderr. The exit code stays 1.
+fn failed(format: Format, rc: u8) -> u8 {
+    let mut diags = super::report::take();
+    if !diags.iter().any(|d| d.is_error()) {
+        diags.push(crate::diag::Diagnostic::error("the plan could not be made; the messages above say why"));
+    }
+    match format {
+        Format::Human => {}
+        Format::Json => println!("{}", serde_json::to_string_pretty(&render::json_errors(&diags)).expect("json")),
+        Format::Markdown => print!("{}", render::markdown_errors(&diags)),
+    }
+    rc
+}
+
 pub fn run(ctx: &Ctx, args: &PlanArgs) -> u8 {
+    super::report::start();
+    let rc = plan(ctx, args);
+    super::report::take();
+    rc
+}
+
+fn plan(ctx: &Ctx, args: &PlanArgs) -> u8 {
     let (session, state) = match open_with_state(ctx) {
         Ok(x) => x,
-        Err(rc) => return rc,
+        Err(rc) => return failed(args.format, rc),
     };
     let opts = PlanOpts {
         refresh_only: args.refresh_only,
@@ -28,19 +51,24 @@ pub fn run(ctx: &Ctx, args: &PlanArgs) -> u8 {
         // The first saved plan of a new configuration fixes the state's
         // lineage, so `apply PLANFILE` finds the same one.
         if let Err(e) = session.state_store.init(&state) {
-            return err(e);
+            return failed(args.format, err(e));
         }
     }
     let mut plan = match block_on(session.plan(&state, &opts)) {
         Ok(p) => p,
-        Err(rc) => return rc,
+        Err(rc) => return failed(args.format, rc),
     };
+    // The configuration's warnings (already on stderr) go in the plan, so
+    // its JSON and markdown carry them.
+    let warnings: Vec<_> = super::report::take().into_iter().filter(|d| !d.is_error()).collect();
+    super::report::start();
+    plan.config_warnings = crate::plan::ConfigWarning::from_diags(&warnings);
     // Saved before printing: a reader that stops early (`| head`) cannot lose it.
     if let Some(out) = &args.out {
         session.seal(&mut plan);
         let bytes = serde_json::to_vec_pretty(&plan).expect("plan serialises");
         if let Err(e) = crate::state::write_private(out, &bytes) {
-            return err(e);
+            return failed(args.format, err(e));
         }
     }
     print(&plan, args.format, args.verbose);

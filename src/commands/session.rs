@@ -39,6 +39,7 @@ pub struct PlanOpts {
 }
 
 pub fn err(msg: impl std::fmt::Display) -> u8 {
+    super::report::error(&msg);
     eprintln!("Error: {msg}");
     EXIT_ERROR
 }
@@ -360,6 +361,7 @@ impl Session {
         tracing::debug!("diff: {} ms", t.elapsed().as_millis());
         let d = d.map_err(|errors| {
             for e in &errors {
+                super::report::error(e);
                 eprintln!("Error: {e}");
             }
             EXIT_ERROR
@@ -385,6 +387,7 @@ impl Session {
         let planned = |a: &str| changes.iter().any(|c| c.address == a && c.action != Action::NoOp);
         let missing = crate::config::check::grants_on_missing_schemas(&self.config, &created, &planned);
         if !missing.is_empty() {
+            super::report::diags(&missing);
             eprint!("{}", crate::diag::render(&missing, false));
             return Err(EXIT_ERROR);
         }

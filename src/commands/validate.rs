@@ -6,7 +6,7 @@ use crate::config;
 
 pub fn run(ctx: &Ctx, args: &ValidateArgs) -> u8 {
     if args.format == Format::Json {
-        let loaded = config::load(&ctx.load_options());
+        let loaded = config::load(&config::LoadOptions { env_unknown: true, ..ctx.load_options() });
         let places = crate::diag::locate(&loaded.diags.0);
         let diags: Vec<_> = loaded
             .diags
@@ -31,7 +31,8 @@ pub fn run(ctx: &Ctx, args: &ValidateArgs) -> u8 {
         println!("{}", serde_json::to_string_pretty(&out).expect("json"));
         return if valid { EXIT_OK } else { EXIT_ERROR };
     }
-    let loaded = ctx.load();
+    // No environment needed: an unset env() is unknown here, not an error.
+    let loaded = ctx.load_with(config::LoadOptions { env_unknown: true, ..ctx.load_options() });
     match loaded.config {
         Some(cfg) => {
             let warnings = loaded.diags.0.len();

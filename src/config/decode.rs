@@ -370,6 +370,17 @@ pub fn evaluate(expr: &Expression, file: &Arc<SourceFile>, ctx: &Context) -> Res
         return Err(arithmetic());
     }
     value.map_err(|err| {
+        if let hcl::eval::ErrorKind::FuncCall(name, msg) = err.kind() {
+            if name.to_string() == "env" {
+                if let Some(var) =
+                    msg.strip_prefix(super::eval::ENV_UNSET_PREFIX).and_then(|m| m.strip_suffix(" is not set"))
+                {
+                    return Diagnostic::error(format!("the environment variable {var} is not set"))
+                        .at(&loc, "needs it")
+                        .help(format!("set {var}, or give env(\"{var}\", \"default\") a default to allow it unset"));
+                }
+            }
+        }
         let mut d = Diagnostic::error(format!("cannot evaluate this expression: {}", err.kind()))
             .at(&loc, "while evaluating this");
         if let hcl::eval::ErrorKind::UndefinedFunc(f) = err.kind() {
@@ -545,6 +556,7 @@ pub fn decode_block(
                     continue;
                 }
                 let fast = if scope.before_resources { None } else { fast_reference(&attr.value, scope) };
+                let unknown_before = super::eval::unknown_env_count();
                 let value = match fast.map(Ok).unwrap_or_else(|| evaluate(&attr.value, file, ctx)) {
                     Ok(v) => v,
                     Err(d) => {
@@ -552,6 +564,23 @@ pub fn decode_block(
                         continue;
                     }
                 };
+                let unknown = super::eval::unknown_env_since(unknown_before);
+                if !unknown.is_empty() {
+                    for name in &unknown {
+                        diags.push(
+                            Diagnostic::warning(format!(
+                                "environment variable {name} is not set: `{key}` is unknown until plan"
+                            ))
+                            .at(&value_loc, "known at plan time")
+                            .help(format!("`dbctl plan` and `dbctl apply` need {name} set")),
+                        );
+                    }
+                    // Only a string can stand for an unknown string; anything
+                    // else is left out, as if not written.
+                    if !matches!(spec.ty, Ty::String) {
+                        continue;
+                    }
+                }
                 if value.is_null() && !spec.required {
                     continue;
                 }

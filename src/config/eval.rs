@@ -34,6 +34,34 @@ thread_local! {
     static BASE_DIR: RefCell<PathBuf> = RefCell::new(PathBuf::from("."));
 }
 
+thread_local! {
+    /// While validating: the names of unset environment variables that
+    /// `env()` (without a default) was asked for. `None`: an unset
+    /// variable is an error (plan, apply).
+    static UNKNOWN_ENV: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// `validate` needs no environment: from now on, `env("NAME")` of an unset
+/// variable is an unknown value (a placeholder string), not an error.
+pub fn set_env_unknown(on: bool) {
+    UNKNOWN_ENV.with(|u| *u.borrow_mut() = on.then(Vec::new));
+}
+
+/// How many unknown `env()` values were made so far.
+pub fn unknown_env_count() -> usize {
+    UNKNOWN_ENV.with(|u| u.borrow().as_ref().map_or(0, Vec::len))
+}
+
+/// The variables of the unknown `env()` values made after the first `from`.
+pub fn unknown_env_since(from: usize) -> Vec<String> {
+    UNKNOWN_ENV.with(|u| u.borrow().as_ref().map(|v| v.get(from..).unwrap_or_default().to_vec()).unwrap_or_default())
+}
+
+/// The value of an unset `env("NAME")` while validating.
+pub fn unknown_env_value(name: &str) -> String {
+    format!("${{env.{name}}}")
+}
+
 pub fn set_base_dir(dir: PathBuf) {
     BASE_DIR.with(|b| *b.borrow_mut() = dir);
 }
@@ -68,6 +96,10 @@ fn str_arg(args: &FuncArgs, i: usize) -> &str {
     args[i].as_str().unwrap_or_default()
 }
 
+/// How an unset `env()` error starts (the evaluator wraps it; `evaluate`
+/// unwraps it into one sentence).
+pub const ENV_UNSET_PREFIX: &str = "environment variable ";
+
 fn f_env(args: FuncArgs) -> Result<Value, String> {
     let name = str_arg(&args, 0).to_string();
     let default = args.variadic_args().next().and_then(Value::as_str).map(str::to_string);
@@ -76,11 +108,14 @@ fn f_env(args: FuncArgs) -> Result<Value, String> {
     }
     match std::env::var(&name) {
         Ok(v) => Ok(Value::String(v)),
-        Err(_) => default.map(Value::String).ok_or_else(|| {
-            format!(
-                "environment variable {name} is not set (give env(\"{name}\", \"default\") a default to allow that)"
-            )
-        }),
+        Err(_) => match default {
+            Some(d) => Ok(Value::String(d)),
+            None if UNKNOWN_ENV.with(|u| u.borrow().is_some()) => {
+                UNKNOWN_ENV.with(|u| u.borrow_mut().as_mut().map(|v| v.push(name.clone())));
+                Ok(Value::String(unknown_env_value(&name)))
+            }
+            None => Err(format!("{ENV_UNSET_PREFIX}{name} is not set")),
+        },
     }
 }
 
@@ -272,6 +307,13 @@ mod tests {
         assert_eq!(eval(r#"keys({b = 1, a = 2})"#).unwrap(), eval(r#"["a", "b"]"#).unwrap());
         assert_eq!(eval(r#"env("DBCTL_TEST_SURELY_UNSET", "d")"#).unwrap(), Value::from("d"));
         assert!(eval(r#"env("DBCTL_TEST_SURELY_UNSET")"#).unwrap_err().contains("is not set"));
+        // While validating, an unset variable is unknown: a placeholder, recorded.
+        set_env_unknown(true);
+        assert_eq!(eval(r#"env("DBCTL_TEST_SURELY_UNSET")"#).unwrap(), Value::from("${env.DBCTL_TEST_SURELY_UNSET}"));
+        assert_eq!(eval(r#"env("DBCTL_TEST_SURELY_UNSET", "d")"#).unwrap(), Value::from("d"));
+        assert_eq!(unknown_env_since(0), ["DBCTL_TEST_SURELY_UNSET"]);
+        set_env_unknown(false);
+        assert!(eval(r#"env("DBCTL_TEST_SURELY_UNSET")"#).is_err());
         assert!(eval(r#"format("%s")"#).unwrap_err().contains("not enough"));
         assert!(eval(r#"format("%x", 1)"#).unwrap_err().contains("unsupported"));
     }

@@ -40,6 +40,9 @@ pub struct LoadOptions {
     /// Values recorded in a saved plan: below every other source, so a
     /// value given again wins (and the caller compares it with the plan's).
     pub preset: IndexMap<String, Value>,
+    /// `validate`: an unset `env("NAME")` without a default is an unknown
+    /// value (a warning), not an error; plan and apply need it set.
+    pub env_unknown: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +143,7 @@ pub fn parse_files(
 pub fn load(opts: &LoadOptions) -> Loaded {
     let mut diags = Diags::default();
     eval::set_base_dir(opts.dir.clone());
+    eval::set_env_unknown(opts.env_unknown);
     let parsed = parse_files(opts, &mut diags);
     let files: Vec<Arc<SourceFile>> = parsed.iter().map(|(f, _)| f.clone()).collect();
     let mut loaded = Loaded { config: None, diags: Diags::default(), files, variables: IndexMap::new() };
@@ -570,11 +574,14 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     config.state = crate::model::StateSettings { backend: "local".into(), url: None };
     if let Some(i) = dbctl_block {
         let rb = &raw[i];
+        let errors_before = diags.0.iter().filter(|d| d.is_error()).count();
         let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &top_scope, &mut diags);
+        // A url that could not be evaluated is reported already.
+        let reported = diags.0.iter().filter(|d| d.is_error()).count() > errors_before;
         if let Some(st) = d.block("state") {
             config.state.backend = st.str("backend").unwrap_or_else(|| "local".into());
             config.state.url = st.str("url");
-            if config.state.backend == "postgres" && config.state.url.is_none() {
+            if config.state.backend == "postgres" && config.state.url.is_none() && !reported {
                 diags.push(
                     Diagnostic::error("the postgres state backend needs a url")
                         .at(&st.header, "no url")

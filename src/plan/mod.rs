@@ -250,9 +250,66 @@ pub struct Plan {
     /// apply can refuse a different value without the plan holding it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sensitive_variables: BTreeMap<String, String>,
+    /// Warnings about the configuration (the ones `validate` prints), so the
+    /// JSON and markdown plans carry them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_warnings: Vec<ConfigWarning>,
     /// sha256 of everything above (a saved plan file): a plan edited by hand is refused.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub digest: String,
+}
+
+/// A configuration diagnostic as plans carry it: the message, where it
+/// points (`file`, 1-based `line` and `column`) and its help line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigWarning {
+    pub message: String,
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub line: Option<usize>,
+    #[serde(default)]
+    pub column: Option<usize>,
+    #[serde(default)]
+    pub help: Option<String>,
+    /// The address the warning is about, if one: the same warning about
+    /// many resources is shown once in markdown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl ConfigWarning {
+    /// One per diagnostic, located.
+    pub fn from_diags(diags: &[crate::diag::Diagnostic]) -> Vec<ConfigWarning> {
+        diags
+            .iter()
+            .zip(crate::diag::locate(diags))
+            .map(|(d, place)| {
+                let (file, line, column) = match place {
+                    Some((f, l, c)) => (Some(f), Some(l), Some(c)),
+                    None => (None, None, None),
+                };
+                ConfigWarning {
+                    message: d.message.clone(),
+                    file,
+                    line,
+                    column,
+                    help: d.help.as_deref().map(str::to_string),
+                    subject: d.subject.as_deref().map(str::to_string),
+                }
+            })
+            .collect()
+    }
+
+    /// `file:line:col`, when it points somewhere.
+    pub fn place(&self) -> Option<String> {
+        let f = self.file.as_ref()?;
+        Some(match (self.line, self.column) {
+            (Some(l), Some(c)) => format!("{f}:{l}:{c}"),
+            (Some(l), None) => format!("{f}:{l}"),
+            _ => f.clone(),
+        })
+    }
 }
 
 /// A sensitive variable's value as a saved plan records it:
@@ -271,6 +328,11 @@ pub fn sensitive_digest(value: &str, salt: Option<&str>) -> String {
 pub fn sensitive_matches(value: &str, recorded: &str) -> bool {
     let Some((salt, _)) = recorded.split_once('$') else { return false };
     sensitive_digest(value, Some(salt)) == recorded
+}
+
+/// Whether a note is a warning: by convention it starts with "Warning".
+pub fn is_warning(note: &str) -> bool {
+    note.starts_with("Warning")
 }
 
 impl Plan {
@@ -348,6 +410,16 @@ impl Plan {
     /// The changes that drop a database holding data.
     pub fn data_loss(&self) -> impl Iterator<Item = (&ResourceChange, &DataLoss)> {
         self.changes.iter().filter_map(|c| c.data_loss.as_ref().map(|d| (c, d)))
+    }
+
+    /// Plan-level notes that are warnings (they start with "Warning"), in order.
+    pub fn warning_notes(&self) -> impl Iterator<Item = &str> {
+        self.notes.iter().map(String::as_str).filter(|n| is_warning(n))
+    }
+
+    /// Plan-level notes that are not warnings (what is not planned, and why).
+    pub fn plain_notes(&self) -> impl Iterator<Item = &str> {
+        self.notes.iter().map(String::as_str).filter(|n| !is_warning(n))
     }
 
     /// Every step in apply order.

@@ -35,6 +35,20 @@ pub struct AwsStore {
     place: String,
 }
 
+/// Whether a request failed because the credential chain found nothing
+/// (no keys, no profile, no role): said in one sentence, not as the SDK's dump.
+fn missing_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if let Some(c) = x.downcast_ref::<CredentialsError>() {
+            return matches!(c, CredentialsError::CredentialsNotLoaded(_));
+        }
+        cur = x.source();
+    }
+    false
+}
+
 fn when(d: Option<&aws_sdk_secretsmanager::primitives::DateTime>) -> String {
     d.and_then(|d| d.fmt(DateTimeFormat::DateTime).ok()).unwrap_or_default()
 }
@@ -66,7 +80,14 @@ impl AwsStore {
         AwsStore { client: Client::new(&conf), place }
     }
 
-    fn err(&self, what: &str, name: &str, e: impl std::error::Error) -> StoreError {
+    fn err(&self, what: &str, name: &str, e: impl std::error::Error + 'static) -> StoreError {
+        if missing_credentials(&e) {
+            return StoreError::Aws(format!(
+                "{}: {what} \"{name}\": no AWS credentials were found; set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (or `profile` in provider \"aws\"), or run where a role provides them",
+                self.place
+            ));
+        }
         StoreError::Aws(format!("{}: {what} \"{name}\": {}", self.place, DisplayErrorContext(e)))
     }
 
