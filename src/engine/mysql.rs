@@ -30,8 +30,10 @@ pub async fn connect(server: &str, url: &str) -> Result<MySqlConnection, EngineE
         .map_err(|_| EngineError::Setup(format!("{server}: invalid MySQL url (mysql://user:password@host:port)")))?
         // Statements may carry an IDENTIFIED BY literal: they are never logged.
         .disable_statement_logging();
-    let mut conn =
-        o.connect().await.map_err(|e| EngineError::Connect { server: server.to_string(), message: e.to_string() })?;
+    let mut conn = match tokio::time::timeout(super::limits::connect_timeout(), o.connect()).await {
+        Ok(r) => r.map_err(|e| EngineError::Connect { server: server.to_string(), message: e.to_string() })?,
+        Err(_) => return Err(EngineError::Connect { server: server.to_string(), message: super::limits::no_answer() }),
+    };
     // String literals are escaped for the default mode; make sure the session has it.
     sqlx::raw_sql(
         "SET SESSION sql_mode = REPLACE(REPLACE(@@SESSION.sql_mode, 'NO_BACKSLASH_ESCAPES', ''), 'ANSI_QUOTES', '')",
@@ -263,6 +265,27 @@ pub async fn count_tables(server: &str, url: &str, database: &str) -> Result<u64
     .map_err(query_err)?;
     conn.close().await.ok();
     Ok(n.max(0) as u64)
+}
+
+/// Bound a step session: lock waits, and on MariaDB statement time (see `limits`).
+pub async fn limit(conn: &mut MySqlConnection) -> Result<(), EngineError> {
+    let (sql, mariadb) = super::limits::mysql_session_sql();
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await.map_err(query_err)?;
+    if let Some(sql) = mariadb {
+        // MySQL has no max_statement_time (its max_execution_time bounds only SELECT).
+        let _ = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await;
+    }
+    Ok(())
+}
+
+/// Run a step's statement; a lock wait or statement time limit reached is
+/// told as such (`limits::timed_out_message`).
+pub async fn execute_step(conn: &mut MySqlConnection, sql: String) -> Result<(), EngineError> {
+    match sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await {
+        Ok(_) => Ok(()),
+        Err(e) if super::limits::mysql_timed_out(&e) => Err(EngineError::Query(super::limits::timed_out_message(&[]))),
+        Err(e) => Err(query_err(e)),
+    }
 }
 
 pub async fn execute(conn: &mut MySqlConnection, sql: String) -> Result<(), EngineError> {

@@ -36,10 +36,12 @@ pub async fn connect(server: &str, url: &str, database: Option<&str>) -> Result<
     let o = options(url, database)?;
     let host = o.get_host().to_string();
     let port = o.get_port();
-    o.connect().await.map_err(|e| EngineError::Connect {
-        server: format!("{server} ({host}:{port}{})", database.map(|d| format!(", database {d}")).unwrap_or_default()),
-        message: server_message(&e),
-    })
+    let place =
+        || format!("{server} ({host}:{port}{})", database.map(|d| format!(", database {d}")).unwrap_or_default());
+    match tokio::time::timeout(super::limits::connect_timeout(), o.connect()).await {
+        Ok(r) => r.map_err(|e| EngineError::Connect { server: place(), message: server_message(&e) }),
+        Err(_) => Err(EngineError::Connect { server: place(), message: super::limits::no_answer() }),
+    }
 }
 
 /// The server-level catalog read (public so benchmarks can run the same query through psql).
