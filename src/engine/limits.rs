@@ -105,7 +105,7 @@ pub struct Blocker {
     pub user: String,
     pub application: String,
     pub state: String,
-    /// Seconds since its transaction (or else its statement) began.
+    /// Seconds in its present state.
     pub for_secs: i64,
     /// The first word of its current or last statement, upper case.
     pub command: String,
@@ -148,7 +148,7 @@ pub fn describe(b: &[Blocker]) -> String {
 pub async fn pg_blockers(conn: &mut PgConnection, pid: i32) -> Result<Vec<Blocker>, sqlx::Error> {
     let rows: Vec<(i32, String, String, String, i64, String)> = sqlx::query_as(
         "SELECT a.pid, COALESCE(a.usename::text, ''), COALESCE(a.application_name, ''), COALESCE(a.state, ''), \
-         COALESCE(EXTRACT(EPOCH FROM now() - COALESCE(a.xact_start, a.query_start))::bigint, 0), \
+         COALESCE(EXTRACT(EPOCH FROM now() - a.state_change)::bigint, 0), \
          COALESCE(a.query, '') \
          FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids($1)) ORDER BY a.pid",
     )
@@ -198,7 +198,10 @@ pub async fn pg_watched<T>(
                     continue;
                 }
                 let waited = start.elapsed();
-                if waited >= NOTICE_AFTER && printed.is_none_or(|p| p.elapsed() >= PRINT_EVERY || b != last) {
+                let others = |x: &[Blocker]| x.iter().map(|b| b.pid).collect::<Vec<_>>();
+                if waited >= NOTICE_AFTER
+                    && printed.is_none_or(|p| p.elapsed() >= PRINT_EVERY || others(&b) != others(&last))
+                {
                     eprintln!(
                         "      {address}: waiting {} s for a lock held by {}",
                         waited.as_secs(),
