@@ -368,3 +368,94 @@ router "app" {{
     let app_pw = p.secret("secret.app");
     assert_eq!(r.psql_as("app", Some(&app_pw), "app", "SELECT current_user").unwrap(), "app");
 }
+
+const MYSQL: &str = "server \"main\" {\n  engine   = \"mysql\"\n  embedded = true\n}\n";
+
+#[test]
+fn mysql_connect_dials_the_tunnel_while_secrets_keep_the_servers_endpoint() {
+    let r = Project::new(MYSQL);
+    r.ok(&["dev", "up"], 0);
+    let port = r.port();
+    let pw = r.admin_password();
+    let p = Project::new(&format!(
+        r#"
+server "main" {{
+  engine = "mysql"
+  url    = "mysql://root:{pw}@db.internal.example:3306"
+  connect {{
+    host = "127.0.0.1"
+    port = {port}
+  }}
+}}
+{}"#,
+        APP.replace("\"CONNECT\"", "\"SELECT\"")
+    ));
+    let mut outputs = vec![p.apply()];
+    p.converged();
+    outputs.push(p.ok(&["plan", "--verbose"], 0));
+    let secret: serde_json::Value = serde_json::from_str(&p.secret_document("secret.app")).unwrap();
+    assert_eq!((secret["host"].as_str(), secret["port"].as_u64()), (Some("db.internal.example"), Some(3306)));
+    for o in &outputs {
+        assert!(!o.contains(&pw), "{o}");
+    }
+}
+
+/// A mariadb client session that holds what `sql` takes until `end`.
+struct MyHolder {
+    child: std::process::Child,
+}
+
+impl MyHolder {
+    fn start(p: &Project, sql: &str) -> MyHolder {
+        let mut child = Command::new("mariadb")
+            .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root"])
+            .arg(format!("--port={}", p.port()))
+            .arg(format!("--password={}", p.admin_password()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadb client");
+        writeln!(child.stdin.as_mut().unwrap(), "{sql}").unwrap();
+        child.stdin.as_mut().unwrap().flush().unwrap();
+        // Give the client time to connect and take its lock.
+        std::thread::sleep(Duration::from_millis(1500));
+        MyHolder { child }
+    }
+
+    fn end(mut self) {
+        writeln!(self.child.stdin.as_mut().unwrap(), "UNLOCK TABLES;").unwrap();
+        drop(self.child.stdin.take());
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for MyHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn mysql_a_blocked_step_gives_up_in_time_and_the_rerun_converges() {
+    let config = |limit: i32| {
+        format!("{MYSQL}\nuser \"app\" {{\n  server           = server.main\n  connection_limit = {limit}\n}}\n")
+    };
+    let p = Project::new(&config(5));
+    p.apply();
+    // Account changes write the grant tables: a session holding them read-locked blocks them.
+    let holder = MyHolder::start(&p, "LOCK TABLES mysql.global_priv READ;");
+    p.write(&config(10));
+    let t = Instant::now();
+    let out = p.dbctl(&["apply", "--auto-approve", "--statement-timeout", "2s"]);
+    let took = t.elapsed();
+    let s = all(&out);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(15), "gave up after {took:?}:\n{s}");
+    assert!(s.contains("user.app") && s.contains("gave up after waiting 2s for a lock"), "{s}");
+    assert!(s.contains("--statement-timeout"), "{s}");
+    holder.end();
+    p.apply();
+    p.converged();
+}
