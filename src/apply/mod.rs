@@ -339,6 +339,8 @@ pub struct Conns {
     /// The backend pid of each connection in `pg`, to see who blocks it.
     pids: HashMap<Option<String>, i32>,
     my: Option<sqlx::MySqlConnection>,
+    /// CONNECTION_ID() of `my`.
+    my_id: u64,
 }
 
 impl Runner for PgRunner {
@@ -536,11 +538,13 @@ impl PgRunner {
                 let server = step.server.as_ref().ok_or("step has no server")?;
                 let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
                 let mut c = mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?;
-                mysql::limit(&mut c).await.map_err(|e| e.to_string())?;
+                queue.my_id = mysql::limit(&mut c).await.map_err(|e| e.to_string())?;
                 queue.my = Some(c);
             }
+            let server = step.server.as_ref().ok_or("step has no server")?;
+            let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
             let conn = queue.my.as_mut().expect("connected");
-            match mysql::execute_step(conn, sql).await {
+            match mysql::execute_step(&server.to_string(), &ep.url, &step.address, queue.my_id, conn, sql).await {
                 Ok(()) => Ok(version),
                 // The statement holds the password and is never shown; the
                 // server's reason is kept unless it quotes the statement.

@@ -219,6 +219,91 @@ pub async fn pg_watched<T>(
     (r, last)
 }
 
+/// What a MySQL/MariaDB step session (`id`, its CONNECTION_ID()) waits on:
+/// its processlist state, and the sessions whose InnoDB transactions hold
+/// the row locks it waits for. A metadata lock's holder is not in the
+/// default catalogs: then only the state is told.
+pub async fn mysql_waits(conn: &mut sqlx::MySqlConnection, id: u64) -> Result<(String, Vec<Blocker>), sqlx::Error> {
+    let state: Option<Option<String>> =
+        sqlx::query_scalar("SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let rows: Vec<(u64, String, String, i64, String)> = sqlx::query_as(
+        "SELECT p.ID, COALESCE(p.USER, ''), COALESCE(p.COMMAND, ''), COALESCE(p.TIME, 0), COALESCE(p.INFO, '') \
+         FROM information_schema.INNODB_TRX w \
+         JOIN information_schema.INNODB_LOCK_WAITS l ON l.requesting_trx_id = w.trx_id \
+         JOIN information_schema.INNODB_TRX b ON b.trx_id = l.blocking_trx_id \
+         JOIN information_schema.PROCESSLIST p ON p.ID = b.trx_mysql_thread_id \
+         WHERE w.trx_mysql_thread_id = ? ORDER BY p.ID",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    let blockers = rows
+        .into_iter()
+        .map(|(pid, user, command, secs, info)| Blocker {
+            pid: pid as i32,
+            user,
+            application: String::new(),
+            state: command.to_lowercase(),
+            for_secs: secs,
+            command: command_tag(&info),
+        })
+        .collect();
+    Ok((state.flatten().unwrap_or_default(), blockers))
+}
+
+/// Run a MySQL/MariaDB step's statement (on the session `id`); while it
+/// waits longer than [`NOTICE_AFTER`], print on what.
+pub async fn mysql_watched<T>(
+    server: &str,
+    url: &str,
+    address: &str,
+    id: u64,
+    fut: impl Future<Output = Result<T, sqlx::Error>>,
+) -> (Result<T, sqlx::Error>, Vec<Blocker>) {
+    tokio::pin!(fut);
+    let start = Instant::now();
+    let mut monitor: Option<sqlx::MySqlConnection> = None;
+    let mut tried = false;
+    let mut printed: Option<Instant> = None;
+    let mut last: (String, Vec<Blocker>) = Default::default();
+    let r = loop {
+        tokio::select! {
+            r = &mut fut => break r,
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {
+                if start.elapsed() < NOTICE_AFTER {
+                    continue;
+                }
+                if monitor.is_none() && !tried {
+                    tried = true;
+                    monitor = crate::engine::mysql::connect(server, url).await.ok();
+                }
+                let Some(m) = monitor.as_mut() else { continue };
+                let Ok(w) = mysql_waits(m, id).await else { continue };
+                let waiting = w.0.to_lowercase().contains("lock") || !w.1.is_empty();
+                let pids = |x: &[Blocker]| x.iter().map(|b| b.pid).collect::<Vec<_>>();
+                if waiting && printed.is_none_or(|p| p.elapsed() >= PRINT_EVERY || w.0 != last.0 || pids(&w.1) != pids(&last.1)) {
+                    let on = if w.1.is_empty() {
+                        "a lock another session holds".to_string()
+                    } else {
+                        format!("a lock held by {}", describe(&w.1))
+                    };
+                    eprintln!("      {address}: waiting {} s for {on} ({})", start.elapsed().as_secs(), w.0);
+                    printed = Some(Instant::now());
+                }
+                last = w;
+            }
+        }
+    };
+    if let Some(m) = monitor {
+        let _ = m.close().await;
+    }
+    (r, last.1)
+}
+
 /// Whether a PostgreSQL error is one of the timeouts dbctl set: lock_timeout
 /// (55P03) or statement_timeout (57014).
 pub fn pg_timed_out(e: &sqlx::Error) -> bool {

@@ -267,23 +267,36 @@ pub async fn count_tables(server: &str, url: &str, database: &str) -> Result<u64
     Ok(n.max(0) as u64)
 }
 
-/// Bound a step session: lock waits, and on MariaDB statement time (see `limits`).
-pub async fn limit(conn: &mut MySqlConnection) -> Result<(), EngineError> {
+/// Bound a step session: lock waits, and on MariaDB statement time (see
+/// `limits`). Returns the session's CONNECTION_ID().
+pub async fn limit(conn: &mut MySqlConnection) -> Result<u64, EngineError> {
     let (sql, mariadb) = super::limits::mysql_session_sql();
     sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await.map_err(query_err)?;
     if let Some(sql) = mariadb {
         // MySQL has no max_statement_time (its max_execution_time bounds only SELECT).
         let _ = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await;
     }
-    Ok(())
+    sqlx::query_scalar("SELECT CONNECTION_ID()").fetch_one(&mut *conn).await.map_err(query_err)
 }
 
-/// Run a step's statement; a lock wait or statement time limit reached is
-/// told as such (`limits::timed_out_message`).
-pub async fn execute_step(conn: &mut MySqlConnection, sql: String) -> Result<(), EngineError> {
-    match sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await {
+/// Run a step's statement (on the session `id`), saying what it waits on
+/// while it waits; a lock wait or statement time limit reached is told as
+/// such (`limits::timed_out_message`).
+pub async fn execute_step(
+    server: &str,
+    url: &str,
+    address: &str,
+    id: u64,
+    conn: &mut MySqlConnection,
+    sql: String,
+) -> Result<(), EngineError> {
+    let run = sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn);
+    let (r, blockers) = super::limits::mysql_watched(server, url, address, id, run).await;
+    match r {
         Ok(_) => Ok(()),
-        Err(e) if super::limits::mysql_timed_out(&e) => Err(EngineError::Query(super::limits::timed_out_message(&[]))),
+        Err(e) if super::limits::mysql_timed_out(&e) => {
+            Err(EngineError::Query(super::limits::timed_out_message(&blockers)))
+        }
         Err(e) => Err(query_err(e)),
     }
 }
