@@ -463,3 +463,26 @@ fn mysql_a_blocked_step_gives_up_in_time_and_the_rerun_converges() {
     p.apply();
     p.converged();
 }
+
+#[test]
+fn a_tunnel_with_a_name_checking_url_is_a_warning() {
+    let p = Project::new(
+        r#"
+server "main" {
+  engine = "postgres"
+  url    = "postgres://admin@db.internal.example/postgres?sslmode=verify-full"
+  connect {
+    host = "127.0.0.1"
+    port = 15432
+  }
+}
+"#,
+    );
+    let out = p.ok(&["validate"], 0);
+    assert!(out.contains("the server's certificate is checked against \"127.0.0.1\""), "{out}");
+    assert!(out.contains("sslmode=verify-ca"), "{out}");
+    // Only the port through the tunnel: the name is checked as the url gives it, no warning.
+    p.write(&std::fs::read_to_string(p.path().join("main.hcl")).unwrap().replace("    host = \"127.0.0.1\"\n", ""));
+    let out = p.ok(&["validate"], 0);
+    assert!(!out.contains("certificate"), "{out}");
+}

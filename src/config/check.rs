@@ -370,6 +370,24 @@ fn check_server(cfg: &Config, r: &Resource, s: &Server, diags: &mut Diags) {
             );
         }
     }
+    let verifies_name = s.url.as_deref().is_some_and(|u| {
+        let u = u.to_ascii_lowercase();
+        u.contains("sslmode=verify-full") || u.contains("ssl-mode=verify_identity")
+    });
+    if let (Some(host), true) = (s.connect.as_ref().and_then(|c| c.host.as_deref()), verifies_name) {
+        diags.push(
+            Diagnostic::warning(format!(
+                "{}: the server's certificate is checked against \"{host}\", the host dbctl dials, not the url's",
+                r.addr
+            ))
+            .at(&r.origin.header, "connect.host with a url that verifies the server's name")
+            .help(
+                "through a tunnel, use sslmode=verify-ca (the certificate chain is still checked), or make the \
+                 url's host name point at the tunnel (an /etc/hosts entry) and set only connect.port",
+            )
+            .about(&r.addr),
+        );
+    }
     if s.connect.is_some() && s.embedded {
         diags.push(
             Diagnostic::error(format!("{}: a connect block on an embedded server", r.addr))
@@ -510,11 +528,27 @@ fn check_secrets(cfg: &Config, diags: &mut Diags) {
             owner.insert(secret, r);
         }
     }
-    // An external secret is only read: never a value dbctl writes.
+    // An external secret, or an admin password, is only read: never a value dbctl writes.
+    let admin: std::collections::HashSet<&Address> = cfg
+        .resources
+        .values()
+        .flat_map(|r| r.refs.iter().filter(|x| x.attr == "admin_password").map(|x| &x.to))
+        .collect();
     for r in cfg.resources.values() {
         for x in &r.refs {
             let Some(Body::Secret(sec)) = cfg.get(&x.to).map(|t| &t.body) else { continue };
-            if !sec.external || x.attr == "admin_password" {
+            if x.attr == "admin_password" {
+                continue;
+            }
+            if admin.contains(&x.to) && !sec.external {
+                diags.push(
+                    Diagnostic::error(format!("{}: {} = {}, a server's admin password", r.addr, x.attr, x.to))
+                        .at(&x.loc, "dbctl writes this secret")
+                        .help("an admin password is only read; give this its own secret"),
+                );
+                continue;
+            }
+            if !sec.external {
                 continue;
             }
             diags.push(
