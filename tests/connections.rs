@@ -187,6 +187,9 @@ server "main" {{
     // `secret rotate` refuses a secret dbctl only reads.
     let out = p.ok(&["secret", "rotate", "secret.master"], 1);
     assert!(out.contains("only read by dbctl"), "{out}");
+    // Nor does import make it dbctl's (it would tag it).
+    let out = p.ok(&["import", "secret.master", name], 1);
+    assert!(out.contains("only read by dbctl"), "{out}");
     assert_eq!(r.sql("postgres", "SELECT count(*) FROM pg_roles WHERE rolname = 'app'"), "1");
     // Untouched: the same single version, the same value, still no dbctl tag.
     assert_eq!(versions(), before);
