@@ -366,9 +366,15 @@ pub async fn refresh(
 
 /// Host and port of a server as clients reach it.
 pub fn host_port(ep: &Endpoint) -> (String, u16) {
-    if let Some(a) = &ep.advertised {
-        return a.clone();
+    match &ep.advertised {
+        Some(a) => a.clone(),
+        None => dial_host_port(ep),
     }
+}
+
+/// Host and port dbctl itself dials: those of `connect { }` when set (a
+/// tunnel), for the client programs dbctl runs (pg_dump, mariadb-dump).
+pub fn dial_host_port(ep: &Endpoint) -> (String, u16) {
     match &ep.embedded {
         Some(e) => ("127.0.0.1".into(), e.port),
         None if ep.engine == Engine::Mysql => {
@@ -496,5 +502,6 @@ mod tests {
         let ep = endpoint(Path::new("/nonexistent"), &Address::new(Kind::Server, "main"), &s, None).unwrap();
         assert_eq!(host_port(&ep), ("db.internal.example".to_string(), 5432));
         assert_eq!(ep.url, "postgres://admin@127.0.0.1:15432/postgres");
+        assert_eq!(dial_host_port(&ep), ("127.0.0.1".to_string(), 15432));
     }
 }

@@ -348,6 +348,12 @@ router "app" {{
     file = "out/app.json"
   }}
 }}
+
+backup_policy "nightly" {{
+  databases = [database.app]
+  schedule  = "0 3 * * *"
+  storage   = "file://.dbctl/backups"
+}}
 "#
         )
     };
@@ -370,6 +376,11 @@ router "app" {{
     // The user's password works on the real server.
     let app_pw = p.secret("secret.app");
     assert_eq!(r.psql_as("app", Some(&app_pw), "app", "SELECT current_user").unwrap(), "app");
+    // The client programs dbctl runs (pg_dump) go through the tunnel too.
+    r.sql("app", "CREATE TABLE t (id int); INSERT INTO t VALUES (42)");
+    let out = p.ok(&["backup", "run"], 0);
+    assert!(out.contains("backup_policy.nightly: database.app -> "), "{out}");
+    assert!(!out.contains(&pw), "{out}");
 }
 
 const MYSQL: &str = "server \"main\" {\n  engine   = \"mysql\"\n  embedded = true\n}\n";
