@@ -77,8 +77,11 @@ pub fn pg_session_sql() -> String {
 
 /// Bound a step session and return its backend pid.
 pub async fn pg_limit(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
-    sqlx::raw_sql(AssertSqlSafe(pg_session_sql())).execute(&mut *conn).await?;
-    sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await
+    use sqlx::Row;
+    // One round trip: the settings, then the pid.
+    let sql = format!("{}; SELECT pg_backend_pid()", pg_session_sql());
+    let row = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_one(&mut *conn).await?;
+    row.try_get(0)
 }
 
 /// The statements that bound a MySQL/MariaDB step session. Seconds, at
