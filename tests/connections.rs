@@ -103,6 +103,9 @@ server "main" {{
         assert!(!o.contains(&pw), "the admin password leaked:\n{o}");
     }
 
+    let out = run(&p, &["secret", "show", "secret.admin", "--reveal"], &env, 1);
+    assert!(out.contains("never stores it") && !out.contains(&pw), "{out}");
+
     // The value may be an RDS-shaped document; its username stands in for the url's missing user.
     let doc = serde_json::json!({ "username": "postgres", "password": pw, "engine": "postgres" }).to_string();
     let main = std::fs::read_to_string(p.path().join("main.hcl")).unwrap();

@@ -80,6 +80,11 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
             Err(e) => err(e),
         };
     }
+    if read_only && !s.external && s.value.is_some() {
+        return err(format!(
+            "{addr} is a server's admin password with a given value: dbctl uses it as given and never stores it"
+        ));
+    }
     let current = match block_on(stores.read(s.store, &s.name, s.external)) {
         Ok(Some(c)) => c,
         Ok(None) if read_only => return err(format!("{addr} is not in its store; dbctl only reads it")),
