@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::config::check::GrantClass;
 use crate::engine::embedded::Embedded;
 use crate::engine::{postgres, DetailScope, EngineError, LiveServer};
-use crate::model::{Address, Body, Config, Engine, Server};
+use crate::model::{Address, Body, Config, Connect, Engine, Kind, Sensitive, Server, Store};
+use crate::secrets::Stores;
 
 /// `.dbctl/` beside the configuration files.
 pub fn dbctl_dir(config_dir: &Path) -> PathBuf {
@@ -24,16 +25,125 @@ pub struct Endpoint {
     pub embedded: Option<Embedded>,
     /// MySQL: the host part the configuration gives each user name.
     pub user_hosts: BTreeMap<String, String>,
+    /// The url's own host and port when `connect { }` makes dbctl dial
+    /// elsewhere (a tunnel): what clients, documents and secrets are given.
+    pub advertised: Option<(String, u16)>,
 }
 
-pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server) -> Result<Endpoint, EngineError> {
+/// The admin credentials a server's `admin_password` secret holds: the
+/// password, and the user name of an RDS-shaped document.
+#[derive(Debug, Clone)]
+pub struct AdminCred {
+    pub password: Sensitive,
+    pub username: Option<String>,
+}
+
+/// The parts of `scheme://user:password@host:port/rest` (no decoding).
+struct UrlParts<'a> {
+    scheme: &'a str,
+    user: Option<&'a str>,
+    password: Option<&'a str>,
+    host: &'a str,
+    port: Option<&'a str>,
+    rest: &'a str,
+}
+
+fn split_url(url: &str) -> Option<UrlParts<'_>> {
+    let (scheme, after) = url.split_once("://")?;
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (authority, rest) = after.split_at(end);
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((a, b)) => (Some(a), Some(b)),
+            None => (Some(u), None),
+        },
+        None => (None, None),
+    };
+    let (host, port) = if hostport.starts_with('[') {
+        match hostport.find(']') {
+            Some(i) => (&hostport[..=i], hostport[i + 1..].strip_prefix(':')),
+            None => (hostport, None),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    Some(UrlParts { scheme, user, password, host, port, rest })
+}
+
+/// The password a url carries, if any (still percent-encoded).
+pub fn url_password(url: &str) -> Option<&str> {
+    split_url(url)?.password.filter(|p| !p.is_empty())
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The url dbctl dials: the admin password (and user) from `admin_password`
+/// put in, and the host and port of `connect { }` in place of the url's.
+fn dial_url(url: &str, cred: Option<&AdminCred>, connect: Option<&Connect>) -> Result<String, String> {
+    let p = split_url(url).ok_or("the url is not of the form scheme://user@host:port/database")?;
+    let user = match (p.user.filter(|u| !u.is_empty()), cred.and_then(|c| c.username.as_deref())) {
+        (Some(u), _) => Some(u.to_string()),
+        (None, Some(u)) => Some(encode(u)),
+        (None, None) => None,
+    };
+    let password = match cred {
+        Some(c) => Some(encode(c.password.expose())),
+        None => p.password.map(str::to_string),
+    };
+    let host = match connect.and_then(|c| c.host.as_deref()) {
+        Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        Some(h) => h.to_string(),
+        None => p.host.to_string(),
+    };
+    let port = match connect.and_then(|c| c.port) {
+        Some(port) => Some(port.to_string()),
+        None => p.port.map(str::to_string),
+    };
+    let mut out = format!("{}://", p.scheme);
+    if let Some(u) = &user {
+        out.push_str(u);
+        if let Some(pw) = &password {
+            out.push(':');
+            out.push_str(pw);
+        }
+        out.push('@');
+    } else if let Some(pw) = &password {
+        out.push(':');
+        out.push_str(pw);
+        out.push('@');
+    }
+    out.push_str(&host);
+    if let Some(port) = port {
+        out.push(':');
+        out.push_str(&port);
+    }
+    out.push_str(p.rest);
+    Ok(out)
+}
+
+pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server, admin: Option<&AdminCred>) -> Result<Endpoint, EngineError> {
     if s.rds_cluster.is_some() {
         return Err(EngineError::Setup(format!("{addr}: servers on RDS clusters are not built yet")));
     }
-    if s.admin_password.is_some() {
-        return Err(EngineError::Setup(format!(
-            "{addr}: admin_password is not supported yet; put the admin password in url, for example url = env(\"DB_URL\")"
-        )));
+    if s.admin_password.is_some() && admin.is_none() {
+        return Err(EngineError::Setup(format!("{addr}: its admin_password secret was not read")));
     }
     if s.embedded {
         let e = Embedded::for_engine(dbctl, &addr.name, s.port, s.engine)?;
@@ -44,17 +154,113 @@ pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server) -> Result<Endpoint, En
             url,
             embedded: Some(e),
             user_hosts: BTreeMap::new(),
+            advertised: None,
         });
     }
     let url = s.url.clone().unwrap_or_default();
-    Ok(Endpoint { address: addr.clone(), engine: s.engine, url, embedded: None, user_hosts: BTreeMap::new() })
+    let mut ep = Endpoint {
+        address: addr.clone(),
+        engine: s.engine,
+        url,
+        embedded: None,
+        user_hosts: BTreeMap::new(),
+        advertised: None,
+    };
+    if admin.is_some() || s.connect.is_some() {
+        if s.connect.is_some() {
+            ep.advertised = Some(host_port(&ep));
+        }
+        ep.url =
+            dial_url(&ep.url, admin, s.connect.as_ref()).map_err(|e| EngineError::Setup(format!("{addr}: {e}")))?;
+    }
+    Ok(ep)
 }
 
-pub fn endpoints(cfg: &Config, dbctl: &Path) -> Result<BTreeMap<Address, Endpoint>, EngineError> {
+/// The admin credentials of every server with `admin_password`, read from
+/// their secrets (a given `value`, or the store). The store is opened only
+/// when some server needs it.
+pub async fn admin_creds(cfg: &Config, dbctl: &Path) -> Result<BTreeMap<Address, AdminCred>, String> {
+    let mut out = BTreeMap::new();
+    let mut stores: Option<Stores> = None;
+    for r in cfg.of_kind(Kind::Server) {
+        let Body::Server(s) = &r.body else { continue };
+        let Some(secret) = &s.admin_password else { continue };
+        let Some(Body::Secret(sec)) = cfg.get(secret).map(|x| &x.body) else {
+            return Err(format!("{}: {secret} is not in the configuration", r.addr));
+        };
+        let stored = match &sec.value {
+            Some(v) => v.clone(),
+            None => {
+                if stores.is_none() {
+                    stores = Some(Stores::open(dbctl, cfg.aws.as_ref()).await.map_err(|e| e.to_string())?);
+                }
+                let st = stores.as_ref().expect("opened");
+                let place = match sec.store {
+                    Store::Local => format!("the local secret store (\"{}\" in .dbctl/secrets.json)", sec.name),
+                    Store::Aws => format!("AWS Secrets Manager (\"{}\")", sec.name),
+                };
+                match st.read(sec.store, &sec.name, sec.external).await {
+                    Ok(Some(c)) => c.value,
+                    Ok(None) => {
+                        return Err(format!(
+                            "{}: its admin password, {secret}, is not in {place}. dbctl reads the admin password \
+                             and never creates it: store it there (for an RDS cluster, the master user secret \
+                             RDS manages), or give {secret} the right store and name",
+                            r.addr
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "{}: reading its admin password {secret}: {}",
+                            r.addr,
+                            e.for_secret(secret)
+                        ))
+                    }
+                }
+            }
+        };
+        let username = serde_json::from_str::<serde_json::Value>(stored.expose())
+            .ok()
+            .and_then(|v| v.get("username").and_then(|u| u.as_str()).map(str::to_string));
+        let password = crate::secrets::password_of(&stored);
+        if password.expose().is_empty() {
+            return Err(format!("{}: its admin password {secret} is empty", r.addr));
+        }
+        out.insert(r.addr.clone(), AdminCred { password, username });
+    }
+    Ok(out)
+}
+
+/// Whether some server reads its admin password from a secret.
+pub fn needs_admin_creds(cfg: &Config) -> bool {
+    cfg.of_kind(Kind::Server).any(|r| matches!(&r.body, Body::Server(s) if s.admin_password.is_some()))
+}
+
+/// Secrets dbctl only reads: `external = true`, and every server's admin
+/// password. A plan never creates, writes, rotates or deletes them.
+pub fn read_only_secrets(cfg: &Config) -> BTreeSet<Address> {
+    let mut out = BTreeSet::new();
+    for r in cfg.resources.values() {
+        match &r.body {
+            Body::Secret(s) if s.external => {
+                out.insert(r.addr.clone());
+            }
+            Body::Server(s) => out.extend(s.admin_password.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn endpoints(
+    cfg: &Config,
+    dbctl: &Path,
+    admin: &BTreeMap<Address, AdminCred>,
+) -> Result<BTreeMap<Address, Endpoint>, EngineError> {
     let mut out = BTreeMap::new();
     for r in cfg.resources.values() {
         if let Body::Server(s) = &r.body {
-            out.insert(r.addr.clone(), endpoint(dbctl, &r.addr, s)?);
+            out.insert(r.addr.clone(), endpoint(dbctl, &r.addr, s, admin.get(&r.addr))?);
         }
     }
     for r in cfg.resources.values() {
@@ -160,6 +366,15 @@ pub async fn refresh(
 
 /// Host and port of a server as clients reach it.
 pub fn host_port(ep: &Endpoint) -> (String, u16) {
+    match &ep.advertised {
+        Some(a) => a.clone(),
+        None => dial_host_port(ep),
+    }
+}
+
+/// Host and port dbctl itself dials: those of `connect { }` when set (a
+/// tunnel), for the client programs dbctl runs (pg_dump, mariadb-dump).
+pub fn dial_host_port(ep: &Endpoint) -> (String, u16) {
     match &ep.embedded {
         Some(e) => ("127.0.0.1".into(), e.port),
         None if ep.engine == Engine::Mysql => {
@@ -232,5 +447,61 @@ pub async fn mark_data_loss(endpoints: &BTreeMap<Address, Endpoint>, changes: &m
         if tables != Some(0) {
             c.data_loss = Some(crate::plan::DataLoss { database: name, tables });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred(pw: &str, user: Option<&str>) -> AdminCred {
+        AdminCred { password: Sensitive::new(pw.into()), username: user.map(str::to_string) }
+    }
+
+    #[test]
+    fn the_dial_url_carries_the_admin_password_and_the_tunnel() {
+        let c = cred("p@ss:w/rd%", None);
+        assert_eq!(
+            dial_url("postgres://admin@db.internal.example/postgres?sslmode=require", Some(&c), None).unwrap(),
+            "postgres://admin:p%40ss%3Aw%2Frd%25@db.internal.example/postgres?sslmode=require"
+        );
+        // The RDS document's user name when the url has none.
+        assert_eq!(
+            dial_url("postgres://db.internal.example:6432/postgres", Some(&cred("x", Some("master"))), None).unwrap(),
+            "postgres://master:x@db.internal.example:6432/postgres"
+        );
+        let tunnel = Connect { host: Some("127.0.0.1".into()), port: Some(15432) };
+        assert_eq!(
+            dial_url("postgres://admin:pw@db.internal.example:5432/postgres", None, Some(&tunnel)).unwrap(),
+            "postgres://admin:pw@127.0.0.1:15432/postgres"
+        );
+        let port_only = Connect { host: None, port: Some(3307) };
+        assert_eq!(
+            dial_url("mysql://root@[::1]:3306", Some(&cred("s", None)), Some(&port_only)).unwrap(),
+            "mysql://root:s@[::1]:3307"
+        );
+        let v6 = Connect { host: Some("::1".into()), port: None };
+        assert_eq!(dial_url("mysql://root@db:3306/x", None, Some(&v6)).unwrap(), "mysql://root@[::1]:3306/x");
+        assert_eq!(url_password("postgres://a:b@h/d"), Some("b"));
+        assert_eq!(url_password("postgres://a@h/d"), None);
+        assert_eq!(url_password("postgres://a:@h/d"), None);
+    }
+
+    #[test]
+    fn the_advertised_endpoint_is_the_urls() {
+        let s = Server {
+            engine: Engine::Postgres,
+            embedded: false,
+            url: Some("postgres://admin@db.internal.example/postgres".into()),
+            rds_cluster: None,
+            admin_password: None,
+            port: None,
+            allow_superuser: false,
+            connect: Some(Connect { host: Some("127.0.0.1".into()), port: Some(15432) }),
+        };
+        let ep = endpoint(Path::new("/nonexistent"), &Address::new(Kind::Server, "main"), &s, None).unwrap();
+        assert_eq!(host_port(&ep), ("db.internal.example".to_string(), 5432));
+        assert_eq!(ep.url, "postgres://admin@127.0.0.1:15432/postgres");
+        assert_eq!(dial_host_port(&ep), ("127.0.0.1".to_string(), 15432));
     }
 }

@@ -336,7 +336,11 @@ pub struct PgRunner {
 #[derive(Default)]
 pub struct Conns {
     pg: HashMap<Option<String>, PgConnection>,
+    /// The backend pid of each connection in `pg`, to see who blocks it.
+    pids: HashMap<Option<String>, i32>,
     my: Option<sqlx::MySqlConnection>,
+    /// CONNECTION_ID() of `my`.
+    my_id: u64,
 }
 
 impl Runner for PgRunner {
@@ -377,7 +381,6 @@ impl PgRunner {
                 return r;
             }
         }
-        let conns = &mut queue.pg;
         match &step.op {
             Op::WriteSecret { secret, rds, pending } => {
                 let s = self.secret(cfg, secret)?;
@@ -435,20 +438,18 @@ impl PgRunner {
                 if step.database.is_none() && sql.starts_with("ALTER DATABASE ") && sql.contains(" RENAME TO ") {
                     // A database being renamed must have no session: dbctl's own from
                     // the steps before (REASSIGN OWNED, grants) goes first.
-                    let others: Vec<Option<String>> = conns.keys().filter(|k| k.is_some()).cloned().collect();
+                    let others: Vec<Option<String>> = queue.pg.keys().filter(|k| k.is_some()).cloned().collect();
                     for k in others {
-                        if let Some(c) = conns.remove(&k) {
+                        if let Some(c) = queue.pg.remove(&k) {
                             let _ = c.close().await;
                         }
                     }
                 }
-                let conn = self.conn(step, conns).await?;
-                postgres::execute(conn, sql.clone()).await.map_err(|e| e.to_string())?;
+                self.pg_execute(step, queue, sql.clone()).await?;
                 Ok(None)
             }
             Op::SetPassword { role, secret, .. } => {
                 let (password, version, pending) = self.password_to_set(cfg, secret).await?;
-                let conn = self.conn(step, conns).await?;
                 // Only the SCRAM-SHA-256 verifier reaches the server (what psql's
                 // \password sends): its statement and error logs never see the password.
                 let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
@@ -459,7 +460,7 @@ impl PgRunner {
                 );
                 // The statement holds the password and is never shown; the
                 // server's reason (say, a password-check hook's) is kept.
-                postgres::execute(conn, sql)
+                self.pg_execute(step, queue, sql)
                     .await
                     .map_err(|e| format!("setting the password of role \"{role}\" failed: {e}"))?;
                 if pending {
@@ -469,10 +470,11 @@ impl PgRunner {
             }
             Op::DropDatabase { name, force } => {
                 // dbctl's own connection to it (from earlier steps) is not an open connection to refuse on.
-                if let Some(own) = conns.remove(&Some(name.clone())) {
+                if let Some(own) = queue.pg.remove(&Some(name.clone())) {
                     let _ = own.close().await;
                 }
-                let conn = self.conn(&Step { database: None, ..step.clone() }, conns).await?;
+                let admin_step = Step { database: None, ..step.clone() };
+                let (conn, _) = self.conn(&admin_step, queue).await?;
                 if !force {
                     // A connection that just closed (dbctl's own, or a client's) leaves the
                     // server a moment later: wait as PostgreSQL's own DROP DATABASE does.
@@ -493,7 +495,7 @@ impl PgRunner {
                     crate::engine::sql::pg_ident(name),
                     if *force { " WITH (FORCE)" } else { "" }
                 );
-                postgres::execute(conn, sql).await.map_err(|e| e.to_string())?;
+                self.pg_execute(&admin_step, queue, sql).await?;
                 Ok(None)
             }
         }
@@ -566,10 +568,14 @@ impl PgRunner {
             if queue.my.is_none() {
                 let server = step.server.as_ref().ok_or("step has no server")?;
                 let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
-                queue.my = Some(mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?);
+                let mut c = mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?;
+                queue.my_id = mysql::limit(&mut c).await.map_err(|e| e.to_string())?;
+                queue.my = Some(c);
             }
+            let server = step.server.as_ref().ok_or("step has no server")?;
+            let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
             let conn = queue.my.as_mut().expect("connected");
-            match mysql::execute(conn, sql).await {
+            match mysql::execute_step(&server.to_string(), &ep.url, &step.address, queue.my_id, conn, sql).await {
                 Ok(()) => match version {
                     Some((version, pending, secret)) => {
                         if pending {
@@ -588,13 +594,29 @@ impl PgRunner {
         Some(run.await)
     }
 
-    async fn conn<'c>(
-        &self,
-        step: &Step,
-        conns: &'c mut HashMap<Option<String>, PgConnection>,
-    ) -> Result<&'c mut PgConnection, String> {
+    /// Run a step's statement on its connection, under the step time
+    /// limits; a step that waits says on what, and one that gives up says
+    /// who held it up.
+    async fn pg_execute(&self, step: &Step, queue: &mut Conns, sql: String) -> Result<(), String> {
         let server = step.server.as_ref().ok_or("step has no server")?;
         let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+        let (conn, pid) = self.conn(step, queue).await?;
+        let run = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn);
+        let (r, blockers) =
+            crate::engine::limits::pg_watched(&server.to_string(), &ep.url, &step.address, pid, run).await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if crate::engine::limits::pg_timed_out(&e) => {
+                Err(crate::engine::limits::timed_out_message(&blockers))
+            }
+            Err(e) => Err(postgres::server_message(&e)),
+        }
+    }
+
+    async fn conn<'c>(&self, step: &Step, queue: &'c mut Conns) -> Result<(&'c mut PgConnection, i32), String> {
+        let server = step.server.as_ref().ok_or("step has no server")?;
+        let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+        let conns = &mut queue.pg;
         if !conns.contains_key(&step.database) {
             // Keep the admin connection and one other: a queue that walks
             // hundreds of databases must not hold a connection to each.
@@ -604,12 +626,15 @@ impl PgRunner {
                     let _ = c.close().await;
                 }
             }
-            let c = postgres::connect(&server.to_string(), &ep.url, step.database.as_deref())
+            let mut c = postgres::connect(&server.to_string(), &ep.url, step.database.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;
+            let pid = crate::engine::limits::pg_limit(&mut c).await.map_err(|e| postgres::server_message(&e))?;
             conns.insert(step.database.clone(), c);
+            queue.pids.insert(step.database.clone(), pid);
         }
-        Ok(conns.get_mut(&step.database).expect("just inserted"))
+        let pid = queue.pids.get(&step.database).copied().unwrap_or_default();
+        Ok((queue.pg.get_mut(&step.database).expect("just inserted"), pid))
     }
 }
 

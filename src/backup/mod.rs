@@ -159,13 +159,14 @@ pub fn pg_env(ep: &Endpoint, database: &str) -> Vec<(String, String)> {
     let rest = ep.url.split_once("://").map(|x| x.1).unwrap_or(&ep.url);
     let auth = rest.rsplit_once('@').map(|x| x.0).unwrap_or("");
     let (user, password) = auth.split_once(':').map(|(u, p)| (u, Some(p))).unwrap_or((auth, None));
-    let (host, port) = crate::runtime::host_port(ep);
+    // Where dbctl dials (a tunnel's end when `connect { }` is set).
+    let (host, port) = crate::runtime::dial_host_port(ep);
     let mut env = vec![
         ("PGHOST".to_string(), host),
         ("PGPORT".to_string(), port.to_string()),
         ("PGUSER".to_string(), if user.is_empty() { "postgres".into() } else { percent_decode(user) }),
         ("PGDATABASE".to_string(), database.to_string()),
-        ("PGCONNECT_TIMEOUT".to_string(), "10".to_string()),
+        ("PGCONNECT_TIMEOUT".to_string(), crate::engine::limits::connect_timeout().as_secs().max(2).to_string()),
         // The COPY text that is checksummed must not depend on the caller's locale
         // settings; `verify` reads the restore back with the same ones (`COPY_SETTINGS`).
         ("PGCLIENTENCODING".to_string(), "UTF8".to_string()),

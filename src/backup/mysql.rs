@@ -45,7 +45,8 @@ fn tool(names: &[&str]) -> Result<std::path::PathBuf, String> {
 /// MYSQL_PWD, never on a command line.
 fn client(program: &std::path::Path, ep: &Endpoint) -> std::process::Command {
     use std::str::FromStr;
-    let (host, port) = crate::runtime::host_port(ep);
+    // Where dbctl dials (a tunnel's end when `connect { }` is set).
+    let (host, port) = crate::runtime::dial_host_port(ep);
     let opts = sqlx::mysql::MySqlConnectOptions::from_str(&ep.url).ok();
     let user = opts.as_ref().map(|o| o.get_username().to_string()).unwrap_or_else(|| "root".into());
     let mut c = std::process::Command::new(program);

@@ -35,6 +35,16 @@ pub struct Global {
     /// Never use colour (also: NO_COLOR=1).
     #[arg(long, global = true)]
     pub no_color: bool,
+    /// Give up on a connection to a server that does not answer within this time (e.g. 10s).
+    #[arg(long, value_name = "DURATION", global = true, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration such as 30s or 5m: {e}"))
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -169,6 +179,11 @@ pub struct ApplyArgs {
     /// Give this secret a new value (repeatable), e.g. when its store lost it.
     #[arg(long, value_name = "ADDR")]
     pub replace: Vec<String>,
+    /// Each step gives up when it waits on a lock or runs longer than this
+    /// (PostgreSQL lock_timeout and statement_timeout; MySQL lock_wait_timeout,
+    /// MariaDB max_statement_time). 0 = no limit, for a long CREATE DATABASE or REASSIGN.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub statement_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +195,11 @@ pub struct DestroyArgs {
     /// Drop databases even with open connections.
     #[arg(long)]
     pub force: bool,
+    /// Each step gives up when it waits on a lock or runs longer than this
+    /// (PostgreSQL lock_timeout and statement_timeout; MySQL lock_wait_timeout,
+    /// MariaDB max_statement_time). 0 = no limit, for a long CREATE DATABASE or REASSIGN.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub statement_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -67,6 +67,12 @@ pub fn run(cli: Cli) -> u8 {
         eprintln!("error: -C {}: not a directory", dir.display());
         return EXIT_ERROR;
     }
+    crate::engine::limits::set_connect_timeout(cli.global.connect_timeout);
+    match &cli.command {
+        Command::Apply(a) => crate::engine::limits::set_statement_timeout(a.statement_timeout),
+        Command::Destroy(a) => crate::engine::limits::set_statement_timeout(a.statement_timeout),
+        _ => {}
+    }
     let ctx = Ctx { global: cli.global, dir, color };
     match cli.command {
         Command::Validate(a) => validate::run(&ctx, &a),

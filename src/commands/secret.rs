@@ -56,7 +56,14 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
         Ok(s) => s,
         Err(rc) => return rc,
     };
+    let read_only = crate::runtime::read_only_secrets(&session.config).contains(&a);
     if rotate.is_some() {
+        if read_only {
+            return err(format!(
+                "{addr} is only read by dbctl (external, or a server's admin password): rotate it where it is \
+                 managed (for the RDS-managed master secret, in RDS)"
+            ));
+        }
         let Some(g) = &s.generate else {
             return err(format!("{addr} has a given value; dbctl rotates only values it generates"));
         };
@@ -107,8 +114,14 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
             Err(e) => err(e),
         };
     }
-    let current = match block_on(stores.current(s.store, &s.name)) {
+    if read_only && !s.external && s.value.is_some() {
+        return err(format!(
+            "{addr} is a server's admin password with a given value: dbctl uses it as given and never stores it"
+        ));
+    }
+    let current = match block_on(stores.read(s.store, &s.name, s.external)) {
         Ok(Some(c)) => c,
+        Ok(None) if read_only => return err(format!("{addr} is not in its store; dbctl only reads it")),
         Ok(None) => return err(format!("{addr} has no value yet: `dbctl apply` creates it")),
         Err(e) => return err(e.for_secret(&a)),
     };

@@ -74,7 +74,13 @@ pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> R
         }
     }
     let dbctl = runtime::dbctl_dir(&ctx.dir);
-    let endpoints = runtime::endpoints(&config, &dbctl).map_err(err)?;
+    // The secret stores are opened only when some server reads its admin password from one.
+    let admin = if runtime::needs_admin_creds(&config) {
+        block_on(runtime::admin_creds(&config, &dbctl)).map_err(err)?
+    } else {
+        BTreeMap::new()
+    };
+    let endpoints = runtime::endpoints(&config, &dbctl, &admin).map_err(err)?;
     Ok(Session {
         state_store: LocalState::new(&dbctl),
         config,
@@ -231,8 +237,13 @@ impl Session {
         let mut out = BTreeMap::new();
         // Every secret that cannot be used is named, not only the first.
         let mut failed = None;
+        // Secrets dbctl only reads (external ones, admin passwords) are never planned.
+        let read_only = runtime::read_only_secrets(&self.config);
         for r in self.config.of_kind(crate::model::Kind::Secret) {
             let Body::Secret(s) = &r.body else { continue };
+            if read_only.contains(&r.addr) {
+                continue;
+            }
             match stores.meta(s.store, &s.name).await {
                 Ok(Some(m)) => {
                     out.insert(r.addr.clone(), m);

@@ -187,6 +187,12 @@ pub fn import(ctx: &Ctx, addr: &str, id: &str) -> u8 {
 /// AWS Secrets Manager without dbctl's tag. It is tagged `managed-by = dbctl`
 /// and recorded in the state; its current value is kept.
 fn import_secret(session: &super::session::Session, a: &Address, s: &crate::model::Secret, id: &str) -> u8 {
+    if crate::runtime::read_only_secrets(&session.config).contains(a) {
+        return err(format!(
+            "{a} is only read by dbctl (external, or a server's admin password): it stays its owner's, \
+             untagged and unmanaged; there is nothing to import"
+        ));
+    }
     if s.store != crate::model::Store::Aws {
         return err(format!(
             "{a} is in the local store (.dbctl/secrets.json), which only dbctl writes: there is nothing to import"

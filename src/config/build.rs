@@ -65,8 +65,22 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                 }
                 p => p.map(|p| p as u16),
             };
+            let connect = b.block("connect").map(|c| {
+                let port = match c.int("port") {
+                    Some(p) if !(1..=65535).contains(&p) => {
+                        diags.push(
+                            Diagnostic::error(format!("port {p} is out of range"))
+                                .at(c.loc("port").unwrap_or(&c.header), "1 to 65535"),
+                        );
+                        None
+                    }
+                    p => p.map(|p| p as u16),
+                };
+                Connect { host: c.str("host"), port }
+            });
             Body::Server(Server {
                 engine,
+                connect,
                 embedded: b.bool("embedded").unwrap_or(false),
                 url: b.str("url"),
                 rds_cluster: b.reference("rds_cluster"),
@@ -104,6 +118,24 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
         Kind::Secret => {
             let value = b.str("value").map(Sensitive::new);
             let gen = b.block("generate");
+            let external = b.bool("external").unwrap_or(false);
+            if external {
+                // Someone else's value: nothing of it is dbctl's to give or make.
+                for (attr, loc) in [
+                    ("value", b.loc("value")),
+                    ("rotate_every", b.loc("rotate_every")),
+                    ("generate", gen.map(|g| &g.header)),
+                ] {
+                    if let Some(loc) = loc {
+                        diags.push(
+                            Diagnostic::error(format!("{addr} is external and has `{attr}`"))
+                                .at(loc, "dbctl never writes an external secret")
+                                .also(b.loc("external").unwrap_or(&b.header), "external")
+                                .help("remove it: an external secret's value is read from its store as it is"),
+                        );
+                    }
+                }
+            }
             if value.is_some() && gen.is_some() {
                 diags.push(
                     Diagnostic::error("a secret has either `value` or a `generate` block, not both")
@@ -119,7 +151,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                         .about(&addr),
                 );
             }
-            let generate = if value.is_some() {
+            let generate = if value.is_some() || external {
                 None
             } else {
                 let g = gen;
@@ -146,6 +178,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                 generate,
                 value,
                 rotate_every: b.str("rotate_every"),
+                external,
             })
         }
         Kind::Router => {

@@ -354,11 +354,58 @@ fn check_server(cfg: &Config, r: &Resource, s: &Server, diags: &mut Diags) {
                 .at(&r.origin.header, "choose one way to reach the server"),
         ),
     }
-    if s.admin_password.is_some() {
+    if let Some(secret) = &s.admin_password {
+        if let Some(Body::Secret(sec)) = cfg.get(secret).map(|x| &x.body) {
+            if !sec.external && sec.value.is_none() {
+                diags.push(
+                    Diagnostic::error(format!("{}: admin_password = {secret}, a secret dbctl would generate", r.addr))
+                        .at(ref_loc(r, "admin_password"), "the server already has an admin password")
+                        .help(format!(
+                            "dbctl reads the admin password and never sets it: mark {secret} external = true when its \
+                         store already holds it (for example the RDS-managed master secret), or give it \
+                         value = var.NAME from a sensitive variable"
+                        )),
+                );
+            }
+        }
+        if s.url.as_deref().and_then(crate::runtime::url_password).is_some() {
+            diags.push(
+                Diagnostic::error(format!("{} has a password in url and admin_password", r.addr))
+                    .at(ref_loc(r, "admin_password"), "a second admin password")
+                    .help("keep one: remove the password from url, or remove admin_password"),
+            );
+        }
+        if s.embedded {
+            diags.push(
+                Diagnostic::error(format!("{}: admin_password on an embedded server", r.addr))
+                    .at(ref_loc(r, "admin_password"), "dbctl makes the admin password of an embedded server")
+                    .help("remove admin_password"),
+            );
+        }
+    }
+    let verifies_name = s.url.as_deref().is_some_and(|u| {
+        let u = u.to_ascii_lowercase();
+        u.contains("sslmode=verify-full") || u.contains("ssl-mode=verify_identity")
+    });
+    if let (Some(host), true) = (s.connect.as_ref().and_then(|c| c.host.as_deref()), verifies_name) {
         diags.push(
-            Diagnostic::error(format!("{}: admin_password is not supported yet", r.addr))
-                .at(r.origin.attr("admin_password"), "not supported yet")
-                .help("put the admin password in url, for example url = env(\"DB_URL\")"),
+            Diagnostic::warning(format!(
+                "{}: the server's certificate is checked against \"{host}\", the host dbctl dials, not the url's",
+                r.addr
+            ))
+            .at(&r.origin.header, "connect.host with a url that verifies the server's name")
+            .help(
+                "through a tunnel, use sslmode=verify-ca (the certificate chain is still checked), or make the \
+                 url's host name point at the tunnel (an /etc/hosts entry) and set only connect.port",
+            )
+            .about(&r.addr),
+        );
+    }
+    if s.connect.is_some() && s.embedded {
+        diags.push(
+            Diagnostic::error(format!("{}: a connect block on an embedded server", r.addr))
+                .at(&r.origin.header, "an embedded server listens on 127.0.0.1 where dbctl runs it")
+                .help("remove the connect block, or set url = ... for a server reached through a tunnel"),
         );
     }
     if s.port.is_some() && !s.embedded {
@@ -492,6 +539,40 @@ fn check_secrets(cfg: &Config, diags: &mut Diags) {
             );
         } else {
             owner.insert(secret, r);
+        }
+    }
+    // An external secret, or an admin password, is only read: never a value dbctl writes.
+    let admin: std::collections::HashSet<&Address> = cfg
+        .resources
+        .values()
+        .flat_map(|r| r.refs.iter().filter(|x| x.attr == "admin_password").map(|x| &x.to))
+        .collect();
+    for r in cfg.resources.values() {
+        for x in &r.refs {
+            let Some(Body::Secret(sec)) = cfg.get(&x.to).map(|t| &t.body) else { continue };
+            if x.attr == "admin_password" {
+                continue;
+            }
+            if admin.contains(&x.to) && !sec.external {
+                diags.push(
+                    Diagnostic::error(format!("{}: {} = {}, a server's admin password", r.addr, x.attr, x.to))
+                        .at(&x.loc, "dbctl writes this secret")
+                        .help("an admin password is only read; give this its own secret"),
+                );
+                continue;
+            }
+            if !sec.external {
+                continue;
+            }
+            diags.push(
+                Diagnostic::error(format!("{}: {} = {}, an external secret", r.addr, x.attr, x.to))
+                    .at(&x.loc, "dbctl writes this secret")
+                    .help(format!(
+                        "an external secret is only read, as a server's admin_password; {} needs a secret dbctl \
+                         writes (generate, or value = var.NAME)",
+                        x.attr
+                    )),
+            );
         }
     }
     for r in cfg.of_kind(Kind::Secret) {

@@ -188,6 +188,18 @@ pub static LOCALS: BlockSchema = BlockSchema {
     open: true,
 };
 
+pub static CONNECT: BlockSchema = BlockSchema {
+    name: "connect",
+    labels: &[],
+    doc: "Where dbctl dials instead of the url's host and port (an SSH or SSM tunnel); published documents and secrets keep the url's endpoint.",
+    attrs: &[
+        a("host", Ty::String, "Host dbctl connects to (default: the url's host)."),
+        a("port", Ty::Int, "Port dbctl connects to (default: the url's port)."),
+    ],
+    blocks: &[],
+    open: false,
+};
+
 pub static SERVER_B: BlockSchema = BlockSchema {
     name: "server",
     labels: &["name"],
@@ -201,7 +213,7 @@ pub static SERVER_B: BlockSchema = BlockSchema {
         a("port", Ty::Int, "Port of an embedded server (default: a free port chosen once and kept)."),
         a("allow_superuser", Ty::Bool, "PostgreSQL: users of this server may set superuser = true (default false)."),
     ],
-    blocks: &[LIFECYCLE_N],
+    blocks: &[Nested { schema: &CONNECT, multiple: false }, LIFECYCLE_N],
     open: false,
 };
 
@@ -301,6 +313,11 @@ pub static SECRET_B: BlockSchema = BlockSchema {
         a("name", Ty::String, "Name in the store (default: the address)."),
         a("value", Ty::String, "A given value (must come from a sensitive variable)."),
         a("rotate_every", Ty::Duration, "Plan shows a rotation once the value is older."),
+        a(
+            "external",
+            Ty::Bool,
+            "Someone else owns the value (e.g. the RDS-managed master secret): dbctl reads it, never writes, rotates or deletes it.",
+        ),
         FOR_EACH,
     ],
     blocks: &[Nested { schema: &GENERATE, multiple: false }, LIFECYCLE_N],

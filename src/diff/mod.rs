@@ -593,9 +593,19 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         .collect();
 
     // Secrets: created once, rotated when due, rewritten when a given value changes.
+    let read_only = crate::runtime::read_only_secrets(cfg);
     for r in cfg.of_kind(Kind::Secret) {
         let Body::Secret(s) = &r.body else { continue };
         if inp.destroy {
+            continue;
+        }
+        if read_only.contains(&r.addr) {
+            // Read where it is needed (a server's admin password); never written, rotated or deleted.
+            let mut c = change(&r.addr.to_string(), "secret", &s.name, Action::NoOp);
+            c.after = Some(json!({ "store": s.store, "name": s.name, "value": "(sensitive)" }));
+            c.after_sensitive = json!({ "value": true });
+            c.notes.push("read only: dbctl never writes, rotates or deletes it".into());
+            by_addr.insert(r.addr.to_string(), c);
             continue;
         }
         if let Some(router) = publish_targets.get(&r.addr) {

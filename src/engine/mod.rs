@@ -7,6 +7,7 @@
 
 pub mod embedded;
 pub mod embedded_mysql;
+pub mod limits;
 pub mod mysql;
 pub mod postgres;
 pub mod sql;

@@ -39,7 +39,16 @@ pub async fn connect(server: &str, url: &str) -> Result<MySqlConnection, EngineE
     } else {
         o
     };
-    let mut conn = o.connect().await.map_err(|e| {
+    let dialed = match tokio::time::timeout(super::limits::connect_timeout(), o.connect()).await {
+        Ok(r) => r,
+        Err(_) => {
+            return Err(EngineError::Connect {
+                server: format!("{server} ({}:{})", o.get_host(), o.get_port()),
+                message: super::limits::no_answer(),
+            })
+        }
+    };
+    let mut conn = dialed.map_err(|e| {
         // MariaDB refuses a connection in clear under require_secure_transport
         // with the same "Access denied" as a wrong password: say so when this one was in clear.
         let denied = matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("28000") || d.message().starts_with("Access denied"));
@@ -282,6 +291,40 @@ pub async fn count_tables(server: &str, url: &str, database: &str) -> Result<u64
     .map_err(query_err)?;
     conn.close().await.ok();
     Ok(n.max(0) as u64)
+}
+
+/// Bound a step session: lock waits, and on MariaDB statement time (see
+/// `limits`). Returns the session's CONNECTION_ID().
+pub async fn limit(conn: &mut MySqlConnection) -> Result<u64, EngineError> {
+    let (sql, mariadb) = super::limits::mysql_session_sql();
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await.map_err(query_err)?;
+    if let Some(sql) = mariadb {
+        // MySQL has no max_statement_time (its max_execution_time bounds only SELECT).
+        let _ = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await;
+    }
+    sqlx::query_scalar("SELECT CONNECTION_ID()").fetch_one(&mut *conn).await.map_err(query_err)
+}
+
+/// Run a step's statement (on the session `id`), saying what it waits on
+/// while it waits; a lock wait or statement time limit reached is told as
+/// such (`limits::timed_out_message`).
+pub async fn execute_step(
+    server: &str,
+    url: &str,
+    address: &str,
+    id: u64,
+    conn: &mut MySqlConnection,
+    sql: String,
+) -> Result<(), EngineError> {
+    let run = sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn);
+    let (r, blockers) = super::limits::mysql_watched(server, url, address, id, run).await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if super::limits::mysql_timed_out(&e) => {
+            Err(EngineError::Query(super::limits::timed_out_message(&blockers)))
+        }
+        Err(e) => Err(query_err(e)),
+    }
 }
 
 pub async fn execute(conn: &mut MySqlConnection, sql: String) -> Result<(), EngineError> {

@@ -192,6 +192,16 @@ pub struct Server {
     pub port: Option<u16>,
     /// PostgreSQL: users may be superusers (`superuser = true`).
     pub allow_superuser: bool,
+    /// `connect { host port }`: where dbctl dials instead of the url's host
+    /// and port (an SSH or SSM tunnel). Published documents and RDS-shaped
+    /// secrets keep the url's endpoint.
+    pub connect: Option<Connect>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Connect {
+    pub host: Option<String>,
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -262,6 +272,9 @@ pub struct Secret {
     #[serde(skip)]
     pub value: Option<Sensitive>,
     pub rotate_every: Option<String>,
+    /// `external = true`: a secret someone else owns (the RDS-managed master
+    /// secret): dbctl reads it and never creates, writes, rotates or deletes it.
+    pub external: bool,
 }
 
 /// A value that must never be shown: `Debug` and `Display` print

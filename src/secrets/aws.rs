@@ -240,6 +240,15 @@ impl AwsStore {
         self.read_current(name).await
     }
 
+    /// The current value of a secret dbctl does not own (`external = true`):
+    /// read, whoever manages it; never written.
+    pub async fn read_external(&self, name: &str) -> Result<Option<Current>, StoreError> {
+        if self.describe(name).await?.is_none() {
+            return Ok(None);
+        }
+        self.read_current(name).await
+    }
+
     async fn read_current(&self, name: &str) -> Result<Option<Current>, StoreError> {
         match self.client.get_secret_value().secret_id(name).version_stage("AWSCURRENT").send().await {
             Ok(v) => Ok(Some(Current {

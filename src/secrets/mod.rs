@@ -398,6 +398,16 @@ impl Stores {
         }
     }
 
+    /// The current value of a secret dbctl only reads: an external one may
+    /// belong to someone else (no managed-by = dbctl tag), such as the master
+    /// user secret RDS manages.
+    pub async fn read(&self, store: Store, name: &str, external: bool) -> Result<Option<Current>, StoreError> {
+        match store {
+            Store::Aws if external => self.aws()?.read_external(name).await,
+            _ => self.current(store, name).await,
+        }
+    }
+
     /// Metadata only (and whether a rotation is pending, for AWS).
     pub async fn meta(&self, store: Store, name: &str) -> Result<Option<SecretMeta>, StoreError> {
         match store {

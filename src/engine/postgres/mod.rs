@@ -49,26 +49,36 @@ pub async fn connect(server: &str, url: &str, database: Option<&str>) -> Result<
     let o = options(url, database)?;
     let host = o.get_host().to_string();
     let port = o.get_port();
+    let place =
+        || format!("{server} ({host}:{port}{})", database.map(|d| format!(", database {d}")).unwrap_or_default());
     let failed = |e: &sqlx::Error| EngineError::Connect {
-        server: format!("{server} ({host}:{port}{})", database.map(|d| format!(", database {d}")).unwrap_or_default()),
+        server: place(),
         message: super::tls::explain(false, server_message(e)),
     };
-    match o.connect().await {
-        Ok(c) => Ok(c),
+    let timed_out = || EngineError::Connect { server: place(), message: super::limits::no_answer() };
+    let dial =
+        |o: PgConnectOptions| async move { tokio::time::timeout(super::limits::connect_timeout(), o.connect()).await };
+    let retry = |r: Result<Result<PgConnection, sqlx::Error>, tokio::time::error::Elapsed>| match r {
+        Ok(r) => r.map_err(|e| failed(&e)),
+        Err(_) => Err(timed_out()),
+    };
+    match dial(o.clone()).await {
+        Err(_) => Err(timed_out()),
+        Ok(Ok(c)) => Ok(c),
         // `prefer` (the default): TLS first, in clear when that fails, as libpq does.
-        Err(e) if matches!(o.get_ssl_mode(), PgSslMode::Prefer) && super::tls::pg_prefer_retries(&e) => {
+        Ok(Err(e)) if matches!(o.get_ssl_mode(), PgSslMode::Prefer) && super::tls::pg_prefer_retries(&e) => {
             tracing::debug!(
                 "{server}: TLS attempt failed ({}); trying without TLS (sslmode=prefer)",
                 server_message(&e)
             );
-            o.clone().ssl_mode(PgSslMode::Disable).connect().await.map_err(|e2| failed(&e2))
+            retry(dial(o.clone().ssl_mode(PgSslMode::Disable)).await)
         }
         // `allow`: in clear first, TLS when the server refuses that (sqlx alone would never try TLS).
-        Err(e) if matches!(o.get_ssl_mode(), PgSslMode::Allow) && super::tls::refused_in_clear(&e) => {
+        Ok(Err(e)) if matches!(o.get_ssl_mode(), PgSslMode::Allow) && super::tls::refused_in_clear(&e) => {
             tracing::debug!("{server}: refused in clear; trying TLS (sslmode=allow)");
-            o.clone().ssl_mode(PgSslMode::Require).connect().await.map_err(|e2| failed(&e2))
+            retry(dial(o.clone().ssl_mode(PgSslMode::Require)).await)
         }
-        Err(e) => Err(failed(&e)),
+        Ok(Err(e)) => Err(failed(&e)),
     }
 }
 
