@@ -134,7 +134,9 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
     println!("  name:    {}", s.name);
     println!("  version: {}", current.version);
     println!("  created: {} ({})", current.created, age(&current.created));
-    match block_on(stores.pending(s.store, &s.name)) {
+    // A secret dbctl only reads has no rotation of dbctl's: whoever owns it rotates it.
+    let pending = if read_only || s.external { Ok(None) } else { block_on(stores.pending(s.store, &s.name)) };
+    match pending {
         Ok(Some(p)) => println!(
             "  pending: version {} created {} ({}): a rotation `dbctl apply` sets on the server, then makes current",
             p.version,
