@@ -296,7 +296,12 @@ fn removing_a_user_that_owns_objects_where_the_admin_cannot_enter_is_refused_at_
 #[test]
 fn the_default_owner_is_the_one_recorded_whoever_plans() {
     let m = MasterServer::start();
-    let p = project(&m, "");
+    // Grants on the tables of a database whose owner dbctl chose: default
+    // privileges FOR ROLE that owner.
+    let p = project(
+        &m,
+        "user \"analyst\" {\n  server = server.main\n  grant {\n    database   = database.plain\n    schema     = \"public\"\n    tables     = \"*\"\n    privileges = [\"SELECT\"]\n  }\n}\n",
+    );
     apply(&p, &m);
     converged(&p, &m);
     // A CI login that can read the catalogs (and enter the managed databases) but change nothing.
@@ -307,4 +312,88 @@ fn the_default_owner_is_the_one_recorded_whoever_plans() {
     let out = p.ok_with_url(&m.url("ci_reader", "ci-pass"), &["plan", "--detailed-exitcode"], 0);
     assert!(out.contains("No changes."), "{out}");
     assert!(!out.contains("ci_reader"), "{out}");
+}
+
+/// The examples, each served by an RDS-like admin: apply, a clean plan, and
+/// (where nothing prevents it) destroy.
+#[test]
+fn the_examples_apply_converge_and_destroy_under_an_rds_like_admin() {
+    let m = MasterServer::start();
+    for (name, destroy) in [("quickstart", true), ("django", true), ("platform", false)] {
+        let p = Project::example(name);
+        let mut found = false;
+        for e in std::fs::read_dir(p.path()).unwrap() {
+            let path = e.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let embedded = "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n";
+            if text.contains(embedded) {
+                std::fs::write(&path, text.replace(embedded, URL_SERVER)).unwrap();
+                found = true;
+            }
+        }
+        assert!(found, "{name}: no embedded server block to replace");
+        apply(&p, &m);
+        converged(&p, &m);
+        if destroy {
+            p.ok_with_url(&m.master_url(), &["destroy", "--auto-approve"], 0);
+            let left = m.sql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')",
+            );
+            assert_eq!(left, "0", "{name}: destroy left databases");
+        }
+    }
+}
+
+/// Renames and a replacement, as master: the membership it was given when
+/// the database was created carries over the rename of its owner.
+#[test]
+fn renames_and_a_replacement_run_under_an_rds_like_admin() {
+    let m = MasterServer::start();
+    let cfg = |role: &str, db: &str, encoding: &str| {
+        format!(
+            "{URL_SERVER}role \"owners\" {{\n  server = server.main\n  name   = \"{role}\"\n}}\n\
+             database \"main\" {{\n  server   = server.main\n  name     = \"{db}\"\n  owner    = role.owners\n  encoding = \"{encoding}\"\n}}\n\
+             user \"reader\" {{\n  server = server.main\n  grant {{\n    database   = database.main\n    privileges = [\"CONNECT\"]\n  }}\n}}\n"
+        )
+    };
+    let p = Project::new(&cfg("owners_a", "db_a", "UTF8"));
+    apply(&p, &m);
+    converged(&p, &m);
+    p.write(&cfg("owners_b", "db_b", "UTF8"));
+    let out = plan(&p, &m, 0);
+    assert!(out.contains("ALTER ROLE \"owners_a\" RENAME TO \"owners_b\""), "{out}");
+    assert!(out.contains("ALTER DATABASE \"db_a\" RENAME TO \"db_b\""), "{out}");
+    apply(&p, &m);
+    converged(&p, &m);
+    assert_eq!(m.sql("postgres", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'db_b'"), "owners_b");
+
+    // Another encoding replaces the database: dropped and created again, as master.
+    p.write(&cfg("owners_b", "db_b", "LATIN1"));
+    apply(&p, &m);
+    converged(&p, &m);
+    assert_eq!(
+        m.sql("postgres", "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'db_b'"),
+        "LATIN1"
+    );
+    assert_eq!(m.sql("postgres", "SELECT has_database_privilege('reader', 'db_b', 'CONNECT')::text"), "true");
+
+    // A database made by the superuser, owned by a role master is no member of,
+    // adopted: changing it needs the membership, which the plan gives.
+    m.sql("postgres", "CREATE ROLE outsider NOLOGIN");
+    m.sql("postgres", "CREATE DATABASE adopted OWNER outsider");
+    let with_adopted = format!(
+        "{}database \"adopted\" {{\n  server           = server.main\n  owner            = role.owners\n  connection_limit = 9\n}}\n",
+        cfg("owners_b", "db_b", "LATIN1")
+    );
+    p.write(&with_adopted);
+    p.ok_with_url(&m.master_url(), &["import", "database.adopted", "adopted"], 0);
+    let out = plan(&p, &m, 0);
+    assert!(out.contains("GRANT \"outsider\" TO \"master\""), "{out}");
+    apply(&p, &m);
+    converged(&p, &m);
+    assert_eq!(
+        m.sql("postgres", "SELECT pg_get_userbyid(datdba) || datconnlimit FROM pg_database WHERE datname = 'adopted'"),
+        "owners_b9"
+    );
 }

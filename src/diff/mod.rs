@@ -1141,10 +1141,19 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
     // against each server as it is after this plan's renames.
     let renamed: BTreeMap<&Address, (&Renames, LiveServer)> =
         renames.iter().map(|(server, r)| (server, (r, r.apply(live_of(server))))).collect();
+    // A database this plan replaces comes back empty: its grants are planned
+    // as on a new database, not read from the one that is dropped.
+    let mut replaced: BTreeMap<Address, LiveServer> = BTreeMap::new();
+    for c in by_addr.values().filter(|c| c.kind == "database" && c.action == Action::Replace) {
+        let Some(server) = c.server.as_deref().and_then(|s| Address::parse(s).ok()) else { continue };
+        let base = renamed.get(&server).map(|(_, l)| l.clone()).unwrap_or_else(|| live_of(&server).clone());
+        replaced.entry(server).or_insert(base).databases.remove(&c.name);
+    }
     for gs in &want.grants {
-        let (live, rn) = match renamed.get(&gs.server) {
-            Some((rn, l)) => (l, Some(*rn)),
-            None => (live_of(&gs.server), None),
+        let (live, rn) = match (replaced.get(&gs.server), renamed.get(&gs.server)) {
+            (Some(l), r) => (l, r.map(|(rn, _)| *rn)),
+            (None, Some((rn, l))) => (l, Some(*rn)),
+            (None, None) => (live_of(&gs.server), None),
         };
         let addr = gs.node.clone();
         let in_state = inp.state.resources.get(&addr);
