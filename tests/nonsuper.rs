@@ -181,6 +181,17 @@ fn an_rds_like_admin_creates_owned_databases_grants_routes_removes_and_destroys(
         "app_owner3"
     );
 
+    // Its configured owner removed, "plain" goes back to the admin (not to the
+    // owner recorded when it was configured).
+    p.write(&changed.replace("  owner  = role.app_owner\n  connection_limit = 3\n", "  connection_limit = 3\n"));
+    let out = plan(&p, &m, 0);
+    assert!(out.contains("ALTER DATABASE \"plain\" OWNER TO \"master\""), "{out}");
+    apply(&p, &m);
+    converged(&p, &m);
+    p.write(&changed);
+    apply(&p, &m);
+    converged(&p, &m);
+
     // The reader goes: its grants are revoked and it is dropped, as master.
     let without_reader = {
         let start = changed.find("secret \"reader\"").unwrap();
@@ -245,6 +256,19 @@ fn a_step_the_admin_cannot_run_fails_the_plan_before_anything_runs() {
         assert_eq!(m.sql("postgres", "SELECT count(*) FROM pg_roles"), before, "nothing ran:\n{out}");
         assert_eq!(m.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('app', 'plain', 'orders', 'stats')"), "0");
     }
+
+    // A superuser, where the server allows one: only a superuser can make it.
+    let allowing =
+        URL_SERVER.replace("  engine = \"postgres\"\n", "  engine = \"postgres\"\n  allow_superuser = true\n");
+    let p = Project::new(&format!("{allowing}user \"root\" {{\n  server    = server.main\n  superuser = true\n}}\n"));
+    let out = plan(&p, &m, 1);
+    assert!(
+        out.contains(
+            "`CREATE ROLE \"root\" WITH LOGIN SUPERUSER` needs SUPERUSER, which dbctl's admin \"master\" does not have"
+        ),
+        "{out}"
+    );
+    assert_eq!(m.sql("postgres", "SELECT count(*) FROM pg_roles WHERE rolname = 'root'"), "0");
 
     // An existing replication role cannot even get a new password from a non-superuser.
     m.sql("postgres", "CREATE ROLE streamer LOGIN REPLICATION");
