@@ -246,7 +246,7 @@ impl<'a> Sim<'a> {
             return Err(Missing {
                 privilege: who,
                 todo: format!(
-                    "\"{role}\" is a superuser: only a superuser can {why}; connect as one, or choose another role"
+                    "\"{role}\" is a superuser: only a superuser can {why}; connect as one, or let a role that is not a superuser own it"
                 ),
             });
         }
