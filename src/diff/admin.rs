@@ -502,7 +502,20 @@ impl<'a> Sim<'a> {
                     self.owner_privs(&n, &format!("revoke the privileges of \"{role}\" on database \"{n}\""), prep)?;
                 }
             }
-            // DROP EXTENSION (the admin owns what it created) and anything else: no extra need known.
+            (["DROP", "EXTENSION", ..], [.., ext]) => {
+                let d = db.unwrap_or_default().to_string();
+                let owner = self
+                    .live
+                    .databases
+                    .get(&d)
+                    .and_then(|l| l.detail.as_ref())
+                    .and_then(|x| x.extension_owners.get(*ext))
+                    .cloned();
+                if let Some(o) = owner.filter(|_| !self.created.contains(&d)) {
+                    self.ensure_member(&o, true, &format!("drop extension \"{ext}\", which \"{o}\" owns"), prep)?;
+                }
+            }
+            // Anything else: no extra need known.
             _ => {}
         }
         Ok(())
@@ -852,6 +865,34 @@ mod tests {
         }
         let errors = run(RDS, &[(Some("postgres"), "CREATE EXTENSION IF NOT EXISTS \"plpython3u\"")]).unwrap_err();
         assert!(errors[0].contains("extension \"plpython3u\" is not trusted"), "{errors:?}");
+    }
+
+    #[test]
+    fn an_extension_is_dropped_with_its_owners_privileges() {
+        let (a, mut live) = server(RDS);
+        let mut detail = crate::engine::LiveDbDetail::default();
+        detail.extensions.insert("hstore".into());
+        detail.extension_owners.insert("hstore".into(), "postgres".into());
+        detail.extensions.insert("citext".into());
+        detail.extension_owners.insert("citext".into(), "owner".into());
+        let mut privileges = BTreeMap::new();
+        privileges.insert("PUBLIC".to_string(), crate::engine::Privs::from(["CONNECT".to_string()]));
+        live.databases.insert(
+            "app".into(),
+            crate::engine::LiveDatabase {
+                owner: "owner".into(),
+                privileges,
+                detail: Some(detail),
+                ..Default::default()
+            },
+        );
+        let world = BTreeMap::from([(a.clone(), live)]);
+        let mut ok = [change_with(&a, &[(Some("app"), "DROP EXTENSION IF EXISTS \"citext\"")])];
+        check(&mut ok, &world, &BTreeMap::new()).unwrap();
+        assert_eq!(ok[0].steps[0].describe(), "GRANT \"owner\" TO \"master\"");
+        let mut refused = [change_with(&a, &[(Some("app"), "DROP EXTENSION IF EXISTS \"hstore\"")])];
+        let errors = check(&mut refused, &world, &BTreeMap::new()).unwrap_err();
+        assert!(errors[0].contains("only a superuser can drop extension \"hstore\""), "{errors:?}");
     }
 
     #[test]

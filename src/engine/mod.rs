@@ -90,6 +90,9 @@ pub struct LiveSchema {
 #[serde(default)]
 pub struct LiveDbDetail {
     pub extensions: BTreeSet<String>,
+    /// Extension → the role that owns it (only its owner may drop it).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extension_owners: BTreeMap<String, String>,
     /// Only the schemas the configuration mentions; absent = does not exist.
     pub schemas: BTreeMap<String, LiveSchema>,
 }

@@ -109,7 +109,7 @@ pub fn db_query(schemas: &[String]) -> String {
         schemas.iter().map(|s| super::sql::pg_literal(s)).collect::<Vec<_>>().join(", ")
     };
     format!(
-        "SELECT extname FROM pg_extension;
+        "SELECT extname, pg_get_userbyid(extowner) AS extowner FROM pg_extension;
 SELECT oid AS nspoid, nspname, pg_get_userbyid(nspowner) AS nspowner, nspacl FROM pg_namespace WHERE nspname IN ({list});
 SELECT relnamespace, relkind, pg_get_userbyid(relowner) AS relowner, relacl FROM pg_class
   WHERE relnamespace IN (SELECT oid FROM pg_namespace WHERE nspname IN ({list})) AND relkind IN ('r', 'p', 'v', 'm', 'f', 'S');
@@ -233,7 +233,9 @@ fn detail(rows: &[PgRow], defaults: &OwnerDefaults) -> Result<LiveDbDetail, Stri
     for row in rows {
         match row.columns().first().map(|c| c.name()) {
             Some("extname") => {
-                out.extensions.insert(req(row, 0)?.to_string());
+                let name = req(row, 0)?.to_string();
+                out.extension_owners.insert(name.clone(), req(row, 1)?.to_string());
+                out.extensions.insert(name);
             }
             Some("nspoid") => {
                 let (name, owner) = (req(row, 1)?, req(row, 2)?);
