@@ -168,11 +168,14 @@ fn an_rds_like_admin_creates_owned_databases_grants_routes_removes_and_destroys(
     converged(&p, &m);
     assert_eq!(m.psql_as("reader", Some(&reader), "app", "SELECT count(*) FROM legacy").unwrap(), "0");
 
-    // Changes in place: connection limits, a new owner.
-    let changed = format!("{URL_SERVER}{APP}").replace("connection_limit = 4", "connection_limit = 6").replace(
-        "database \"plain\" {\n  server = server.main\n",
-        "database \"plain\" {\n  server = server.main\n  owner  = role.app_owner\n  connection_limit = 3\n",
-    );
+    // Changes in place: connection limits, a new owner, an extension dropped.
+    let changed = format!("{URL_SERVER}{APP}")
+        .replace("connection_limit = 4", "connection_limit = 6")
+        .replace("extensions = [\"pgcrypto\"]", "extensions = []")
+        .replace(
+            "database \"plain\" {\n  server = server.main\n",
+            "database \"plain\" {\n  server = server.main\n  owner  = role.app_owner\n  connection_limit = 3\n",
+        );
     p.write(&changed);
     apply(&p, &m);
     converged(&p, &m);
@@ -180,6 +183,7 @@ fn an_rds_like_admin_creates_owned_databases_grants_routes_removes_and_destroys(
         m.sql("postgres", "SELECT pg_get_userbyid(datdba) || datconnlimit FROM pg_database WHERE datname = 'plain'"),
         "app_owner3"
     );
+    assert_eq!(m.sql("app", "SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'"), "0");
 
     // Its configured owner removed, "plain" goes back to the admin (not to the
     // owner recorded when it was configured).
