@@ -277,7 +277,7 @@ pub fn endpoints(
 /// configured or recorded, or grants on schemas, tables or sequences), and
 /// the schemas named. Other databases are read from the server catalog alone.
 pub fn detail_scope(cfg: &Config, state: &crate::state::State) -> BTreeMap<Address, DetailScope> {
-    let want = crate::diff::desired(cfg, &BTreeMap::new());
+    let want = crate::diff::desired(cfg, &BTreeMap::new(), None);
     let mut out: BTreeMap<Address, DetailScope> = BTreeMap::new();
     for (server, dbs) in &want.databases {
         for (name, d) in dbs {

@@ -405,6 +405,15 @@ impl Session {
         if opts.refresh_only {
             changes.clear();
         }
+        // What the admin of each server may run: memberships it needs are
+        // planned, a step it cannot run is an error now, before anything runs.
+        let engines = crate::diff::engines(&self.config);
+        if let Err(errors) = crate::diff::admin::check(&mut changes, &live, &engines) {
+            for e in &errors {
+                eprintln!("Error: {e}");
+            }
+            return Err(EXIT_ERROR);
+        }
         runtime::mark_data_loss(&self.endpoints, &mut changes).await;
         Ok(Plan {
             format_version: FORMAT_VERSION.into(),

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::config::check::GrantClass;
 use crate::engine::LiveServer;
 use crate::model::{Access, Address, Body, Config, Engine, Grant};
+use crate::state::State;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredRole {
@@ -204,6 +205,30 @@ fn targets_of(cfg: &Config, engine: Engine, grants: &[Grant]) -> BTreeMap<Target
     out
 }
 
+/// The owner the state recorded for a managed PostgreSQL database whose
+/// owner was left to dbctl: the admin that created it. Not a role dbctl
+/// manages (a configured `owner` that was removed falls back to the admin),
+/// nor one the server no longer has.
+fn recorded_owner(
+    state: Option<&State>,
+    live: Option<&LiveServer>,
+    server: &Address,
+    addr: &Address,
+) -> Option<String> {
+    let state = state?;
+    let st = state.resources.get(&addr.to_string())?;
+    if st.kind != "database" {
+        return None;
+    }
+    let owner = st.attributes.get("owner").and_then(|o| o.as_str()).filter(|o| !o.is_empty())?;
+    let on = server.to_string();
+    let managed = state.resources.values().any(|r| {
+        matches!(r.kind.as_str(), "user" | "role") && r.name == owner && r.server.as_deref() == Some(on.as_str())
+    });
+    let gone = live.is_some_and(|l| l.exists && !l.roles.contains_key(owner));
+    (!managed && !gone).then(|| owner.to_string())
+}
+
 /// A role or user, and its grant blocks as one grant set (`ADDR.grant`).
 fn add_role(d: &mut Desired, cfg: &Config, server: &Address, role: DesiredRole, grants: &[Grant]) {
     if !grants.is_empty() {
@@ -231,7 +256,10 @@ pub fn engines(cfg: &Config) -> BTreeMap<Address, Engine> {
         .collect()
 }
 
-pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
+/// `state`: a database whose owner the configuration leaves to dbctl keeps
+/// the owner recorded when it was created (the admin who created it), so the
+/// plan does not depend on which login makes it.
+pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option<&State>) -> Desired {
     let mut d = Desired { engines: engines(cfg), ..Desired::default() };
     let engines = d.engines.clone();
     let engine_of = |server: &Address| engines.get(server).copied().unwrap_or(Engine::Postgres);
@@ -310,6 +338,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>) -> Desired {
                     .as_ref()
                     .and_then(|o| name_of(cfg, o))
                     .or_else(|| router_owner.get(&r.addr).cloned())
+                    .or_else(|| recorded_owner(state, live.get(&db.server), &db.server, &r.addr))
                     .unwrap_or_else(|| admin(&db.server));
                 let want = DesiredDb {
                     addr: r.addr.clone(),

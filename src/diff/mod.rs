@@ -2,6 +2,7 @@
 //! dbctl manages) → the plan's changes, each with its exact steps. Pure: no
 //! I/O, so it is tested with plain values.
 
+pub mod admin;
 mod desired;
 mod grants;
 pub mod mysql;
@@ -12,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use self::desired::{access_privileges, desired, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target};
+pub use self::desired::{
+    access_privileges, desired, engines, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target,
+};
 pub use self::grants::recorded_targets;
 use crate::engine::sql::{pg_ident, pg_literal};
 use crate::engine::{LiveDatabase, LiveServer};
@@ -63,7 +66,7 @@ fn not_planned_yet(kind: Kind) -> Option<&'static str> {
     }
 }
 
-fn change(addr: &str, kind: &str, name: &str, action: Action) -> ResourceChange {
+pub(crate) fn change(addr: &str, kind: &str, name: &str, action: Action) -> ResourceChange {
     ResourceChange {
         address: addr.to_string(),
         kind: kind.to_string(),
@@ -80,7 +83,7 @@ fn change(addr: &str, kind: &str, name: &str, action: Action) -> ResourceChange 
     }
 }
 
-fn sql(addr: &str, server: &Address, database: Option<&str>, sql: String) -> Step {
+pub(crate) fn sql(addr: &str, server: &Address, database: Option<&str>, sql: String) -> Step {
     Step {
         address: addr.to_string(),
         server: Some(server.clone()),
@@ -142,6 +145,7 @@ impl Renames {
                     for cp in [&mut sc.tables, &mut sc.sequences] {
                         cp.any = roles_in(&cp.any);
                         cp.all = roles_in(&cp.all);
+                        cp.owners = cp.owners.iter().map(|o| self.role(o).to_string()).collect();
                     }
                     for defs in [&mut sc.default_tables, &mut sc.default_sequences] {
                         *defs = defs.iter().map(|(r, m)| (self.role(r).to_string(), roles_in(m))).collect();
@@ -503,6 +507,12 @@ fn admin_can_connect(live: &LiveServer, db: &LiveDatabase) -> bool {
     if admin.is_some_and(|a| a.superuser) || db.owner == live.admin {
         return true;
     }
+    // An admin with CREATEROLE (an RDS master user) is made a member of the
+    // owner first (see `admin::check`), unless the owner is a superuser.
+    let owner_super = live.roles.get(&db.owner).is_none_or(|o| o.superuser);
+    if admin.is_some_and(|a| a.flags.contains("createrole") && a.flags.contains("inherit")) && !owner_super {
+        return true;
+    }
     let mut who: Vec<&str> = vec![live.admin.as_str(), "PUBLIC"];
     who.extend(admin.into_iter().flat_map(|a| a.member_of.iter().map(String::as_str)));
     who.iter().any(|w| db.privileges.get(*w).is_some_and(|p| p.contains("CONNECT")))
@@ -519,7 +529,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         // Nothing is wanted, but how each server speaks still matters.
         Desired { engines: desired::engines(cfg), ..Desired::default() }
     } else {
-        desired(cfg, inp.live)
+        desired(cfg, inp.live, Some(inp.state))
     };
 
     let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
@@ -1169,10 +1179,19 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
     // against each server as it is after this plan's renames.
     let renamed: BTreeMap<&Address, (&Renames, LiveServer)> =
         renames.iter().map(|(server, r)| (server, (r, r.apply(live_of(server))))).collect();
+    // A database this plan replaces comes back empty: its grants are planned
+    // as on a new database, not read from the one that is dropped.
+    let mut replaced: BTreeMap<Address, LiveServer> = BTreeMap::new();
+    for c in by_addr.values().filter(|c| c.kind == "database" && c.action == Action::Replace) {
+        let Some(server) = c.server.as_deref().and_then(|s| Address::parse(s).ok()) else { continue };
+        let base = renamed.get(&server).map(|(_, l)| l.clone()).unwrap_or_else(|| live_of(&server).clone());
+        replaced.entry(server).or_insert(base).databases.remove(&c.name);
+    }
     for gs in &want.grants {
-        let (live, rn) = match renamed.get(&gs.server) {
-            Some((rn, l)) => (l, Some(*rn)),
-            None => (live_of(&gs.server), None),
+        let (live, rn) = match (replaced.get(&gs.server), renamed.get(&gs.server)) {
+            (Some(l), r) => (l, r.map(|(rn, _)| *rn)),
+            (None, Some((rn, l))) => (l, Some(*rn)),
+            (None, None) => (live_of(&gs.server), None),
         };
         let addr = gs.node.clone();
         let in_state = inp.state.resources.get(&addr);

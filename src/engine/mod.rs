@@ -54,6 +54,11 @@ pub struct LiveRole {
     /// MySQL/MariaDB users: the account's host part.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
+    /// PostgreSQL: the databases holding objects it owns or privileges
+    /// granted to it (`pg_shdepend`), where a `DROP ROLE` needs them gone.
+    /// Not serialised: a table created by the role is no change to the role.
+    #[serde(skip_serializing)]
+    pub depends_in: BTreeSet<String>,
 }
 
 /// Privileges on all objects of one class in a schema: the union and the
@@ -62,6 +67,9 @@ pub struct LiveRole {
 #[serde(default)]
 pub struct ClassPrivs {
     pub count: u64,
+    /// The roles that own these objects (a GRANT on them needs their privileges).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub owners: BTreeSet<String>,
     pub any: BTreeMap<String, Privs>,
     pub all: BTreeMap<String, Privs>,
 }
@@ -84,6 +92,9 @@ pub struct LiveSchema {
 #[serde(default)]
 pub struct LiveDbDetail {
     pub extensions: BTreeSet<String>,
+    /// Extension → the role that owns it (only its owner may drop it).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extension_owners: BTreeMap<String, String>,
     /// Only the schemas the configuration mentions; absent = does not exist.
     pub schemas: BTreeMap<String, LiveSchema>,
 }
@@ -119,6 +130,10 @@ pub struct LiveServer {
     /// `None` when not known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encrypted: Option<bool>,
+    /// PostgreSQL, when the admin is not a superuser: the extensions it may
+    /// create (trusted ones). `None`: not read (a superuser may create any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_extensions: Option<BTreeSet<String>>,
 }
 
 /// What to read inside databases: database name → schemas the config mentions.

@@ -231,6 +231,7 @@ async fn read_with(conn: &mut MySqlConnection, hosts: &BTreeMap<String, String>)
             member_of: BTreeSet::new(),
             flags: BTreeSet::new(),
             host: if is_role { String::new() } else { host.clone() },
+            depends_in: BTreeSet::new(),
         };
         live.roles.insert(key_of(&user, if is_role { "" } else { &host }), role);
     }

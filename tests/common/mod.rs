@@ -556,3 +556,61 @@ impl Drop for MariaServer {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------
+// A PostgreSQL admin like an RDS master user (CREATEROLE CREATEDB, no
+// superuser), on a throwaway server. Used by tests/nonsuper.rs.
+// ---------------------------------------------------------------------------
+
+/// A throwaway PostgreSQL server (an embedded server of its own project,
+/// stopped and deleted on drop) with a `master` login that has CREATEROLE and
+/// CREATEDB only, as an RDS master user.
+pub struct MasterServer {
+    /// The project that runs the server; its `sql` is the real superuser.
+    pub host: Project,
+    pub port: u16,
+    pub password: String,
+}
+
+impl MasterServer {
+    pub fn start() -> MasterServer {
+        let host = Project::new(SERVER);
+        host.apply();
+        let password = format!("Mst{}", uuid::Uuid::new_v4().simple());
+        host.sql("postgres", &format!("CREATE ROLE master LOGIN PASSWORD '{password}' CREATEROLE CREATEDB"));
+        let port = host.port();
+        MasterServer { host, port, password }
+    }
+
+    /// A url for `user` with `password`, on this server.
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{}/postgres?sslmode=disable", self.port)
+    }
+
+    /// The url of the master login (what a configuration reads through `env("DBCTL_TEST_URL")`).
+    pub fn master_url(&self) -> String {
+        self.url("master", &self.password)
+    }
+
+    /// SQL as the real superuser.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        self.host.sql(db, sql)
+    }
+
+    pub fn psql_as(&self, user: &str, password: Option<&str>, db: &str, sql: &str) -> Result<String, String> {
+        self.host.psql_as(user, password, db, sql)
+    }
+}
+
+/// The `server "main"` block of a configuration whose admin url comes from `DBCTL_TEST_URL`.
+pub const URL_SERVER: &str = "server \"main\" {\n  engine = \"postgres\"\n  url    = env(\"DBCTL_TEST_URL\")\n}\n";
+
+impl Project {
+    /// Run dbctl with `DBCTL_TEST_URL` set, and require exit code `rc`; returns stdout + stderr.
+    pub fn ok_with_url(&self, url: &str, args: &[&str], rc: i32) -> String {
+        let out = self.dbctl_env(args, &[("DBCTL_TEST_URL", url)]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(rc), "dbctl {args:?} should exit {rc}:\n{all}");
+        all
+    }
+}

@@ -88,6 +88,12 @@ SELECT json_build_object(
   'version', current_setting('server_version'),
   'admin', current_user,
   'encrypted', COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false),
+  -- A non-superuser admin may create only trusted extensions: their names
+  -- (read from the control files, so only when the admin needs them).
+  'trusted_extensions', CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN NULL ELSE
+    COALESCE((SELECT json_agg(e.name ORDER BY e.name) FROM pg_available_extensions e
+              JOIN pg_available_extension_versions v ON v.name = e.name AND v.version = e.default_version
+              WHERE v.trusted), '[]'::json) END,
   'roles', COALESCE((
     SELECT json_object_agg(r.rolname, json_build_object(
       'login', r.rolcanlogin,
@@ -102,7 +108,10 @@ SELECT json_build_object(
                      ELSE to_char(r.rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END,
       'member_of', COALESCE((SELECT json_agg(g.rolname ORDER BY g.rolname)
                              FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-                             WHERE m.member = r.oid), '[]'::json)))
+                             WHERE m.member = r.oid), '[]'::json),
+      'depends_in', COALESCE((SELECT json_agg(DISTINCT d.datname)
+                              FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
+                              WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = r.oid), '[]'::json)))
     FROM pg_roles r WHERE r.rolname !~ '^pg_'), '{}'::json),
   'databases', COALESCE((
     SELECT json_object_agg(d.datname, json_build_object(
@@ -141,7 +150,7 @@ pub fn db_query(schemas: &[String]) -> String {
         schemas.iter().map(|s| super::sql::pg_literal(s)).collect::<Vec<_>>().join(", ")
     };
     format!(
-        "SELECT extname FROM pg_extension;
+        "SELECT extname, pg_get_userbyid(extowner) AS extowner FROM pg_extension;
 SELECT oid AS nspoid, nspname, pg_get_userbyid(nspowner) AS nspowner, nspacl FROM pg_namespace WHERE nspname IN ({list});
 SELECT relnamespace, relkind, pg_get_userbyid(relowner) AS relowner, relacl FROM pg_class
   WHERE relnamespace IN (SELECT oid FROM pg_namespace WHERE nspname IN ({list})) AND relkind IN ('r', 'p', 'v', 'm', 'f', 'S');
@@ -265,7 +274,9 @@ fn detail(rows: &[PgRow], defaults: &OwnerDefaults) -> Result<LiveDbDetail, Stri
     for row in rows {
         match row.columns().first().map(|c| c.name()) {
             Some("extname") => {
-                out.extensions.insert(req(row, 0)?.to_string());
+                let name = req(row, 0)?.to_string();
+                out.extension_owners.insert(name.clone(), req(row, 1)?.to_string());
+                out.extensions.insert(name);
             }
             Some("nspoid") => {
                 let (name, owner) = (req(row, 1)?, req(row, 2)?);
@@ -290,7 +301,9 @@ fn detail(rows: &[PgRow], defaults: &OwnerDefaults) -> Result<LiveDbDetail, Stri
     for ((ns, seq, owner, acl_text), n) in rels {
         let Some(schema) = schema_of(ns) else { continue };
         let sc = out.schemas.get_mut(&schema).expect("schema read in the same message");
-        class_mut(sc, seq).count += n;
+        let cp = class_mut(sc, seq);
+        cp.count += n;
+        cp.owners.insert(owner.to_string());
         for (g, ps) in grants(acl_text, owner, if seq { &defaults.s } else { &defaults.r })? {
             for p in ps {
                 *held.entry((schema.clone(), seq, g.clone(), p)).or_default() += n;
