@@ -372,8 +372,7 @@ impl Session {
         tracing::debug!("diff: {} ms", t.elapsed().as_millis());
         let d = d.map_err(|errors| {
             for e in &errors {
-                super::report::error(e);
-                eprintln!("Error: {e}");
+                err(e);
             }
             EXIT_ERROR
         })?;
@@ -410,7 +409,7 @@ impl Session {
         let engines = crate::diff::engines(&self.config);
         if let Err(errors) = crate::diff::admin::check(&mut changes, &live, &engines) {
             for e in &errors {
-                eprintln!("Error: {e}");
+                err(e);
             }
             return Err(EXIT_ERROR);
         }
