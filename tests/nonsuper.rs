@@ -340,6 +340,22 @@ fn the_default_owner_is_the_one_recorded_whoever_plans() {
     let out = p.ok_with_url(&m.url("ci_reader", "ci-pass"), &["plan", "--detailed-exitcode"], 0);
     assert!(out.contains("No changes."), "{out}");
     assert!(!out.contains("ci_reader"), "{out}");
+
+    // A change the CI login could not run itself is still planned for review
+    // (exit 2), with a warning; the plan is what the admin will apply.
+    let cfg = std::fs::read_to_string(p.path().join("main.hcl")).unwrap();
+    std::fs::write(
+        p.path().join("main.hcl"),
+        format!("{cfg}\nrole \"auditors\" {{\n  server = server.main\n}}\n"),
+    )
+    .unwrap();
+    let out = p.ok_with_url(&m.url("ci_reader", "ci-pass"), &["plan", "--detailed-exitcode"], 2);
+    assert!(out.contains("CREATE ROLE \"auditors\""), "{out}");
+    assert!(out.contains("planned as ci_reader") && out.contains("could not apply it"), "{out}");
+    let as_master = plan(&p, &m, 0);
+    assert!(!as_master.contains("could not apply it"), "{as_master}");
+    apply(&p, &m);
+    converged(&p, &m);
 }
 
 /// The examples, each served by an RDS-like admin: apply, a clean plan, and

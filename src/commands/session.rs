@@ -407,7 +407,22 @@ impl Session {
         // What the admin of each server may run: memberships it needs are
         // planned, a step it cannot run is an error now, before anything runs.
         let engines = crate::diff::engines(&self.config);
-        if let Err(errors) = crate::diff::admin::check(&mut changes, &live, &engines) {
+        let mut admin_warnings = Vec::new();
+        let reviewers = plan_only_logins(&live, &engines);
+        if !reviewers.is_empty() {
+            // A login that can change no role and no database (a CI login
+            // that plans for review): what it could not run is said, and the
+            // plan is left as the admin that applies it would see it; that
+            // apply checks its own privileges again.
+            if let Err(errors) = crate::diff::admin::check(&mut changes.clone(), &live, &engines) {
+                admin_warnings.extend(errors.into_iter().map(|e| {
+                    format!(
+                        "Warning: planned as {} (no CREATEROLE, CREATEDB or SUPERUSER), which could not apply it: {e}",
+                        reviewers.join(", ")
+                    )
+                }));
+            }
+        } else if let Err(errors) = crate::diff::admin::check(&mut changes, &live, &engines) {
             for e in &errors {
                 err(e);
             }
@@ -422,7 +437,7 @@ impl Session {
             fingerprints: d.fingerprints,
             drift: d.drift,
             changes,
-            notes: tls_warnings.into_iter().chain(d.notes).collect(),
+            notes: tls_warnings.into_iter().chain(admin_warnings).chain(d.notes).collect(),
             refresh_only: opts.refresh_only,
             targets: opts.targets.clone(),
             replace: opts.replace.clone(),
@@ -530,4 +545,29 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("tokio runtime")
         .block_on(f)
+}
+
+/// The logins of PostgreSQL servers that can change no role and no database
+/// (no SUPERUSER, CREATEROLE or CREATEDB): logins that make plans for review,
+/// never apply them. Empty unless every PostgreSQL server read is such.
+fn plan_only_logins(
+    live: &BTreeMap<Address, LiveServer>,
+    engines: &BTreeMap<Address, crate::model::Engine>,
+) -> Vec<String> {
+    let pg: Vec<&LiveServer> = live
+        .iter()
+        .filter(|(a, l)| l.exists && engines.get(*a).copied() == Some(crate::model::Engine::Postgres))
+        .map(|(_, l)| l)
+        .collect();
+    let reviewer = |l: &LiveServer| {
+        l.roles
+            .get(&l.admin)
+            .is_some_and(|r| !r.superuser && !r.flags.contains("createrole") && !r.flags.contains("createdb"))
+    };
+    if pg.is_empty() || !pg.iter().all(|l| reviewer(l)) {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = pg.iter().map(|l| l.admin.clone()).collect();
+    names.dedup();
+    names
 }
