@@ -399,3 +399,94 @@ fn require_against_a_server_without_tls_fails_with_a_message_that_says_tls() {
     assert!(out.contains("Apply complete!") && !out.contains("not encrypted"), "{out}");
     assert!(!server.log().contains("SSL enabled"), "in clear indeed");
 }
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// The production path on one machine: a TLS-only server reached with
+/// `verify-full`, an admin like an RDS master user (CREATEROLE CREATEDB, no
+/// superuser) whose password dbctl reads from a Secrets Manager secret it does
+/// not own (moto), and the Django example's databases, users and routers:
+/// apply, a clean plan, a rotation, a removed user, destroy. Every connection
+/// is encrypted, and no password reaches the server's statement log.
+#[test]
+fn the_rds_path_verify_full_a_non_superuser_admin_and_its_password_from_secrets_manager() {
+    let files = TlsFiles::create();
+    let server = PgServer::start(PgTls { cert: Some((&files, "server")), hba: TLS_ONLY, listen: "127.0.0.1" });
+    let master_pw = "Ma5ter-only-in-secrets-manager";
+    // Made before statements are logged: this psql is the test's, not dbctl's.
+    server.sql("postgres", &format!("CREATE ROLE master LOGIN CREATEROLE CREATEDB PASSWORD '{master_pw}'"));
+    server.sql("postgres", "ALTER SYSTEM SET log_statement = 'all'");
+    server.sql("postgres", "SELECT pg_reload_conf()");
+    let moto = common::Moto::start();
+    let name = "rds!cluster-5e1f";
+    let doc = serde_json::json!({ "username": "master", "password": master_pw }).to_string();
+    block_on(moto.secrets_client().create_secret().name(name).secret_string(&doc).send()).expect("create in moto");
+
+    let ca = files.path("ca.crt");
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/django/main.hcl")).unwrap();
+    let embedded = "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n";
+    assert!(example.contains(embedded));
+    let head = format!(
+        r#"provider "aws" {{
+  region   = "us-east-1"
+  endpoint = "{endpoint}"
+}}
+
+secret "master" {{
+  store    = "aws"
+  name     = "{name}"
+  external = true
+}}
+
+server "main" {{
+  engine         = "postgres"
+  url            = "postgres://localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}"
+  admin_password = secret.master
+}}
+"#,
+        endpoint = moto.endpoint,
+        port = server.port,
+        ca = ca.display()
+    );
+    let config = example.replace(embedded, &head);
+    let p = Project::new(&config);
+    let mut outputs = vec![p.ok(&["plan"], 0)];
+    let out = p.apply();
+    println!("--- apply through verify-full as master ---\n{out}");
+    assert!(out.contains("Apply complete!"), "{out}");
+    assert!(out.contains("GRANT \"toolshed\" TO \"master\""), "the admin is made a member of the owner: {out}");
+    outputs.push(out);
+    p.converged();
+    assert_eq!(
+        server.sql("postgres", "SELECT string_agg(datname || ':' || pg_get_userbyid(datdba), ',' ORDER BY datname) FROM pg_database WHERE datname IN ('buildsense', 'maven')"),
+        "buildsense:toolshed,maven:toolshed"
+    );
+    let users: Vec<String> =
+        ["secret.buildsense", "secret.maven", "secret.toolshed"].iter().map(|s| p.secret(s)).collect();
+
+    // A rotation, then a user removed (its objects reassigned), then destroy.
+    outputs.push(p.ok(&["secret", "rotate", "secret.maven"], 0));
+    outputs.push(p.apply());
+    let rotated = p.secret("secret.maven");
+    assert_ne!(rotated, users[1]);
+    p.converged();
+    outputs.push(p.ok(&["destroy", "--auto-approve"], 0));
+    assert_eq!(
+        server.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('buildsense', 'maven')"),
+        "0"
+    );
+
+    let log = server.log();
+    let n = every_connection_encrypted(&log);
+    assert!(n >= 10, "only {n} TCP connections in the log:\n{log}");
+    assert!(log.contains("ALTER ROLE"), "log_statement = all is on:\n{log}");
+    for pw in users.iter().chain([&rotated, &master_pw.to_string()]) {
+        assert!(!log.contains(pw.as_str()), "a password reached the server's log:\n{log}");
+        for o in &outputs {
+            assert!(!o.contains(pw.as_str()), "a password was printed:\n{o}");
+        }
+    }
+    assert!(log.contains("SCRAM-SHA-256$4096:"), "passwords arrive as SCRAM verifiers");
+}
