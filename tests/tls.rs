@@ -466,8 +466,37 @@ server "main" {{
     let users: Vec<String> =
         ["secret.buildsense", "secret.maven", "secret.toolshed"].iter().map(|s| p.secret(s)).collect();
 
-    // A rotation, then a user removed (its objects reassigned), then destroy.
+    // A rotation whose password statement fails (another session holds the
+    // role's row: the step gives up), then succeeds; then destroy.
     outputs.push(p.ok(&["secret", "rotate", "secret.maven"], 0));
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-U", "postgres", "-h"])
+        .arg(server.dir.path())
+        .args(["-p", &server.port.to_string(), "-d", "postgres"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = holder.stdin.as_mut().unwrap();
+        stdin.write_all(b"BEGIN; ALTER ROLE maven CONNECTION LIMIT 3;\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let failed = p.dbctl(&["apply", "--auto-approve", "--statement-timeout", "2s"]);
+    let failed_out = all(&failed);
+    assert_eq!(failed.status.code(), Some(1), "{failed_out}");
+    assert!(failed_out.contains("ALTER ROLE \"maven\" PASSWORD (sensitive)"), "{failed_out}");
+    outputs.push(failed_out);
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    let log = server.log();
+    assert!(
+        log.contains("canceling statement due to"),
+        "the password statement failed:\n{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
     outputs.push(p.apply());
     let rotated = p.secret("secret.maven");
     assert_ne!(rotated, users[1]);
@@ -489,4 +518,6 @@ server "main" {{
         }
     }
     assert!(log.contains("SCRAM-SHA-256$4096:"), "passwords arrive as SCRAM verifiers");
+    // The failed statement is in the error log too (log_min_error_statement), as a verifier.
+    assert!(log.lines().any(|l| l.contains("STATEMENT:") && l.contains("PASSWORD 'SCRAM-SHA-256$4096:")), "{log}");
 }
