@@ -235,7 +235,7 @@ database "app" {{
     );
     assert!(!out.contains("drops database \"empty\""), "{out}");
     let md = p.ok(&["plan", "--format", "markdown"], 0);
-    assert!(md.contains("# database.old drops database \"old\", which holds 2 tables"), "{md}");
+    assert!(md.contains("- database.old drops database \"old\", which holds 2 tables"), "{md}");
     let json = p.plan_json();
     assert_eq!(
         json["data_loss"],
