@@ -332,3 +332,54 @@ fn keys_keep_states_apart_in_a_schema_of_ones_choice() {
     assert_eq!(prod.team_ok(&s, &["state", "list"], 0).trim(), "role.keyed_prod");
     prod.team_ok(&s, &["plan", "--detailed-exitcode"], 0);
 }
+
+/// A state url that cannot be used says which backend failed and never
+/// prints its password.
+#[test]
+fn a_bad_state_url_is_named_without_its_password() {
+    let s = team_server();
+    let p = Project::new(&config(&["pw_app"]));
+    let bad = format!("postgres://postgres:Wr0ng-Secret-pw@127.0.0.1:{}/dbctl_state", s.port);
+    let server = s.url("127.0.0.1", "");
+    let out = p.dbctl_env(&["plan"], &[("DBCTL_STATE_URL", &bad), ("TEAM_SERVER_URL", &server)]);
+    let all = format!("{}{}", common::text(&out.stdout), common::text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("the postgres state backend"), "{all}");
+    assert!(all.contains("password authentication failed"), "{all}");
+    assert!(!all.contains("Wr0ng-Secret-pw"), "{all}");
+    assert!(!s.log().contains("Wr0ng-Secret-pw"), "nor in the server's log");
+    // Nothing reached the managed server either.
+    assert_eq!(roles(&s, "pw_%"), "");
+}
+
+/// Writes are compare-and-set on the serial: a writer whose state was
+/// changed under it (by a dbctl that did not take the lock, or an old
+/// release) is refused, and the newer state stands.
+#[test]
+fn a_write_over_a_state_that_moved_on_is_refused() {
+    use dbctl::state::{postgres::PgState, State, StateBackend, StateError};
+    let s = team_server();
+    let url = common::team_env(&s)[0].1.clone();
+    let one = PgState::new(&url, "dbctl", "cas").unwrap();
+    let two = PgState::new(&url, "dbctl", "cas").unwrap();
+    let mut st = State::new();
+    one.init(&st).unwrap();
+    let a = one.load().unwrap();
+    let b = two.load().unwrap();
+    assert_eq!(a.lineage, st.lineage);
+    st = a.clone();
+    st.serial += 1;
+    one.save(&st).unwrap();
+    let mut late = b.clone();
+    late.serial += 1;
+    late.resources.clear();
+    let e = two.save(&late).unwrap_err();
+    assert!(matches!(e, StateError::Conflict(..)), "{e}");
+    assert!(e.to_string().contains("serial 0 when read, 1 now"), "{e}");
+    assert_eq!(s.sql("dbctl_state", "SELECT serial FROM dbctl.states WHERE key = 'cas'"), "1");
+    // Read again, it writes.
+    let mut fresh = two.load().unwrap();
+    fresh.serial += 1;
+    two.save(&fresh).unwrap();
+    assert_eq!(s.sql("dbctl_state", "SELECT serial FROM dbctl.states WHERE key = 'cas'"), "2");
+}
