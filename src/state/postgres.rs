@@ -49,6 +49,8 @@ struct Inner {
     key: String,
     /// Where it is, for messages: host, port, database and key (no password).
     place: String,
+    host: String,
+    port: u16,
     conn: Mutex<Conn>,
 }
 
@@ -88,6 +90,8 @@ impl PgState {
                 schema: schema.to_string(),
                 key: key.to_string(),
                 place,
+                host: o.get_host().to_string(),
+                port: o.get_port(),
                 conn: Mutex::new(Conn { rt: Some(rt), conn: None, loaded: None }),
             }),
         })
@@ -120,6 +124,19 @@ impl Inner {
                         .block_on(crate::engine::postgres::connect("the postgres state backend", &self.url, None))
                         .map_err(|e| StateError::Backend(e.to_string()))?;
                     rt.block_on(self.setup(&mut conn))?;
+                    if !crate::engine::tls::is_loopback(&self.host) && !rt.block_on(encrypted(&mut conn)) {
+                        // Said as for a managed server: the state is no secret, but its password and the lock are.
+                        eprintln!(
+                            "{}",
+                            crate::engine::tls::plaintext_warning(
+                                "the postgres state backend",
+                                &self.url,
+                                &self.host,
+                                self.port,
+                                false
+                            )
+                        );
+                    }
                     c.conn = Some(conn);
                 }
                 f(rt, c.conn.as_mut().expect("connection"), &mut c.loaded)
@@ -228,6 +245,16 @@ impl Inner {
             (spid, text)
         }))
     }
+}
+
+/// Whether this connection is encrypted (TLS).
+async fn encrypted(conn: &mut PgConnection) -> bool {
+    sqlx::query_scalar::<_, bool>("SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_optional(&mut *conn)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(true)
 }
 
 impl Drop for Inner {
