@@ -453,3 +453,24 @@ fn the_state_connection_takes_the_urls_tls_settings() {
     );
     assert!(!all.contains(PG_ADMIN_PASSWORD), "{all}");
 }
+
+/// What lives in one checkout's `.dbctl/` does not travel with a shared
+/// state: a local secret and an embedded server are warnings.
+#[test]
+fn what_stays_in_one_checkout_is_a_warning_with_a_shared_state() {
+    let s = team_server();
+    let p = Project::new(&format!(
+        "{STATE}\nserver \"dev\" {{\n  engine   = \"postgres\"\n  embedded = true\n}}\n\nsecret \"app\" {{}}\n"
+    ));
+    let out = p.team_ok(&s, &["validate"], 0);
+    assert!(
+        out.contains("secret.app is kept in this checkout's .dbctl/secrets.json, while the state is shared"),
+        "{out}"
+    );
+    assert!(out.contains("store = \"aws\""), "{out}");
+    assert!(out.contains("server.dev is embedded"), "{out}");
+    // The local backend: no such warning.
+    p.write("server \"dev\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n\nsecret \"app\" {}\n");
+    let out = p.team_ok(&s, &["validate"], 0);
+    assert!(!out.contains("while the state is shared"), "{out}");
+}
