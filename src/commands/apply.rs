@@ -306,6 +306,9 @@ pub fn destroy(ctx: &Ctx, args: &DestroyArgs) -> u8 {
         Ok(s) => s,
         Err(rc) => return rc,
     };
+    if let Err(rc) = session.check_left_behind() {
+        return rc;
+    }
     let _lock = match session.state_store.lock("destroy", Duration::ZERO) {
         Ok(l) => l,
         Err(e) => return err(e),

@@ -577,17 +577,36 @@ impl StateBackend for PgState {
         }
         i.with(|rt, conn, _| {
             rt.block_on(async {
-                let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+                let failed = |e: sqlx::Error| backend_err("ending the holder's session", e);
+                let sent: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
                     .bind(spid)
                     .fetch_one(&mut *conn)
                     .await
-                    .map_err(|e| backend_err("ending the holder's session", e))?;
-                if !ended {
+                    .map_err(failed)?;
+                if !sent {
                     return Err(StateError::Backend(format!(
-                        "the postgres state backend: the holder's session ({text}) did not end within 5 s"
+                        "the postgres state backend: the holder's session ({text}) could not be ended"
                     )));
                 }
-                Ok(())
+                // pg_terminate_backend only signals (PostgreSQL 12 and 13 cannot wait): wait for it to go.
+                let start = Instant::now();
+                loop {
+                    let alive: bool =
+                        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1)")
+                            .bind(spid)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(failed)?;
+                    if !alive {
+                        return Ok(());
+                    }
+                    if start.elapsed() > Duration::from_secs(10) {
+                        return Err(StateError::Backend(format!(
+                            "the postgres state backend: the holder's session ({text}) did not end within 10 s"
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             })
         })?;
         // Its lock went with its session; clear the row it left.
