@@ -283,9 +283,16 @@ fn whoami() -> (i64, String, String) {
     } else {
         "unknown host".into()
     };
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }));
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| {
+        let uid = unsafe { libc::getuid() };
+        // SAFETY: getpwuid returns null or a pointer to a static record, read at once.
+        let pw = unsafe { libc::getpwuid(uid) };
+        if pw.is_null() || unsafe { (*pw).pw_name }.is_null() {
+            format!("uid {uid}")
+        } else {
+            unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }.to_string_lossy().into_owned()
+        }
+    });
     (std::process::id() as i64, host, user)
 }
 
