@@ -474,3 +474,52 @@ fn what_stays_in_one_checkout_is_a_warning_with_a_shared_state() {
     let out = p.team_ok(&s, &["validate"], 0);
     assert!(!out.contains("while the state is shared"), "{out}");
 }
+
+/// `kill -9` at arbitrary points of an apply with the postgres backend:
+/// every rerun, from another checkout, converges, and no lock is ever left.
+#[test]
+fn an_apply_killed_at_random_points_converges_from_another_checkout() {
+    let s = team_server();
+    let a = Project::new(&config(&["rnd_base"]));
+    let b = Project::new(&config(&["rnd_base"]));
+    let mut midway = 0;
+    for (round, delay) in [0.4, 0.7, 0.9, 1.1, 1.4].into_iter().enumerate() {
+        let names: Vec<String> = (0..40).map(|i| format!("rnd_{round}_{i}")).collect();
+        let mut all = vec!["rnd_base"];
+        all.extend(names.iter().map(String::as_str));
+        a.write(&config(&all));
+        b.write(&config(&all));
+        let mut apply = a
+            .team_command(&s, &["apply", "--auto-approve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs_f64(delay));
+        apply.kill().unwrap();
+        apply.wait().unwrap();
+        let made: usize = s
+            .sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'rnd\\_{round}\\_%'"))
+            .parse()
+            .unwrap();
+        let journal: usize = s.sql("dbctl_state", "SELECT count(*) FROM dbctl.journal").parse().unwrap();
+        eprintln!("round {round}: killed after {delay} s with {made} of 40 roles made, {journal} journal entries");
+        if made > 0 && made < 40 {
+            midway += 1;
+            assert!(journal > 0, "what a killed apply did is in the journal");
+        }
+        // The other checkout finishes the job, waiting for the killed session to go if it must.
+        let out = b.team_ok(&s, &["apply", "--auto-approve", "--lock-timeout", "10s"], 0);
+        assert!(out.contains("Apply complete!") || out.contains("No changes."), "round {round}:\n{out}");
+        let out = a.team_ok(&s, &["plan", "--detailed-exitcode"], 0);
+        assert!(out.contains("No changes."), "round {round}:\n{out}");
+        assert_eq!(
+            s.sql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'rnd\\_{round}\\_%'")),
+            "40",
+            "round {round}"
+        );
+        assert_eq!(s.sql("dbctl_state", "SELECT count(*) FROM dbctl.journal"), "0");
+        assert_eq!(s.sql("dbctl_state", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), "0");
+    }
+    assert!(midway > 0, "no kill landed in the middle of an apply");
+}
