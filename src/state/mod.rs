@@ -195,8 +195,9 @@ pub enum StateError {
     #[error("{0}")]
     Backend(String),
     #[error(
-        "{0} changed while this dbctl was working (serial {1} when read, {2} now): another dbctl wrote it. \
-         Nothing of this command's state was written; run it again"
+        "{0} changed while this dbctl was working (serial {1} when read, {2} now): another dbctl wrote it in \
+         between, without the state lock. This write was refused so as not to undo theirs; run `dbctl plan` to see \
+         where things stand"
     )]
     Conflict(String, u64, String),
 }
