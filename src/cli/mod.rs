@@ -93,8 +93,9 @@ pub enum Command {
     },
     /// Release a lock left by an apply that was killed.
     ForceUnlock {
-        /// Accepted for Terraform compatibility; changes nothing: the lock is a kernel
-        /// file lock, released when its process ends, and never taken from a running one.
+        /// Postgres state backend: end the database session of a dbctl that still holds the
+        /// lock (a stuck process, a lost machine). Local backend: changes nothing; its lock is a
+        /// kernel file lock, released when its process ends, and never taken from a running one.
         #[arg(long)]
         force: bool,
     },
@@ -229,6 +230,23 @@ pub enum StateCommand {
     Rm {
         /// Its address, e.g. user.app.
         addr: String,
+    },
+    /// Write the state from the configured backend to a file, or to standard output.
+    Pull {
+        /// The file to write (mode 0600); standard output without it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Copy a state file into the configured backend, e.g. .dbctl/state.json when moving to postgres.
+    Push {
+        /// The state file to push (default .dbctl/state.json).
+        file: Option<PathBuf>,
+        /// Replace a state of another lineage, or a newer one.
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the state lock held by a running apply (e.g. 30s).
+        #[arg(long, default_value = "0s")]
+        lock_timeout: String,
     },
 }
 

@@ -188,7 +188,7 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
             eprintln!(
                 "Error: the journal {} could not record a step ({why}); the state file was written \
                  afterwards and holds every step that ran.",
-                journal.path().display()
+                journal.location()
             );
             return EXIT_ERROR;
         }
@@ -196,7 +196,7 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
             eprintln!(
                 "Error: saving the state failed: {e}. The journal {} holds every step of this apply; \
                  the next dbctl command reads it.",
-                journal.path().display()
+                journal.location()
             );
             return EXIT_ERROR;
         }
@@ -206,7 +206,7 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
                  It holds the steps before that failure. The steps reported as failed above may have run \
                  on their server without being recorded; the next `dbctl plan` reads the servers again \
                  and shows what is left.",
-                journal.path().display()
+                journal.location()
             );
             return EXIT_ERROR;
         }
@@ -253,6 +253,9 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         Ok(t) => t,
         Err(rc) => return rc,
     };
+    if let Err(rc) = session.check_left_behind() {
+        return rc;
+    }
     let _lock = match session.state_store.lock("apply", timeout) {
         Ok(l) => l,
         Err(e) => return err(e),
@@ -303,6 +306,9 @@ pub fn destroy(ctx: &Ctx, args: &DestroyArgs) -> u8 {
         Ok(s) => s,
         Err(rc) => return rc,
     };
+    if let Err(rc) = session.check_left_behind() {
+        return rc;
+    }
     let _lock = match session.state_store.lock("destroy", Duration::ZERO) {
         Ok(l) => l,
         Err(e) => return err(e),

@@ -96,7 +96,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Show(a) => state::show(&ctx, &a),
         Command::State(c) => state::run(&ctx, &c),
         Command::Import { addr, id } => state::import(&ctx, &addr, &id),
-        Command::ForceUnlock { .. } => state::force_unlock(&ctx),
+        Command::ForceUnlock { force } => state::force_unlock(&ctx, force),
         Command::Dev(c) => dev::run(&ctx, &c),
         Command::Backup(c) => backup::run(&ctx, &c),
         Command::Secret(c) => secret::run(&ctx, &c),

@@ -13,7 +13,7 @@ use crate::model::{Address, Body, Config};
 use crate::plan::{Action, Plan, FORMAT_VERSION};
 use crate::runtime::{self, Endpoint};
 use crate::secrets::{SecretMeta, Stores};
-use crate::state::{LocalState, State};
+use crate::state::{State, StateBackend};
 
 pub struct Session {
     pub config: Config,
@@ -21,7 +21,7 @@ pub struct Session {
     pub config_dir: PathBuf,
     pub dbctl: PathBuf,
     pub endpoints: BTreeMap<Address, Endpoint>,
-    pub state_store: LocalState,
+    pub state_store: std::sync::Arc<dyn StateBackend>,
     pub config_hash: String,
     /// Variable values as loaded: the non-sensitive ones are recorded in a
     /// saved plan, the sensitive ones only as a salted digest.
@@ -57,9 +57,6 @@ pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> R
         eprintln!("Error: the configuration is invalid; nothing was run.");
         return Err(EXIT_ERROR);
     };
-    if config.state.backend != "local" {
-        return Err(err("the postgres state backend is not built yet; use the default local backend"));
-    }
     let mut h = Sha256::new();
     for f in &loaded.files {
         h.update(f.name.as_bytes());
@@ -81,8 +78,9 @@ pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> R
         BTreeMap::new()
     };
     let endpoints = runtime::endpoints(&config, &dbctl, &admin).map_err(err)?;
+    let state_store = crate::state::open_backend(&config.state, &dbctl).map_err(err)?;
     Ok(Session {
-        state_store: LocalState::new(&dbctl),
+        state_store,
         config,
         config_dir: ctx.dir.clone(),
         dbctl,
@@ -95,6 +93,7 @@ pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> R
 /// A session and the state, for the commands that plan.
 pub fn open_with_state(ctx: &Ctx) -> Result<(Session, State), u8> {
     let session = open(ctx)?;
+    session.check_left_behind()?;
     let state = session.state_store.load().map_err(err)?;
     Ok((session, state))
 }
@@ -204,6 +203,33 @@ fn guard_only(cfg: &Config, keep: &BTreeSet<String>) -> Config {
 }
 
 impl Session {
+    /// With a shared backend configured, a state still in `.dbctl/` is
+    /// either not moved yet (an error: planning without it would plan to
+    /// create everything again) or left over (a warning).
+    pub fn check_left_behind(&self) -> Result<(), u8> {
+        if self.config.state.backend == "local" {
+            return Ok(());
+        }
+        let local = crate::state::LocalState::new(&self.dbctl);
+        if !local.exists() {
+            return Ok(());
+        }
+        if self.state_store.exists().map_err(err)? {
+            eprintln!(
+                "Warning: {} is not read: this configuration keeps its state in {}. Remove the file once you no longer need it.",
+                local.dir.join("state.json").display(),
+                self.state_store.describe()
+            );
+            return Ok(());
+        }
+        Err(err(format!(
+            "this configuration keeps its state in {}, which has none yet, but {} holds one. \
+             Move it there first: dbctl state push",
+            self.state_store.describe(),
+            local.dir.join("state.json").display()
+        )))
+    }
+
     /// Per backup policy: the newest complete backup of each database, or why
     /// its storage could not be read (a warning in the plan, not an error).
     pub async fn backup_status(&self) -> BTreeMap<Address, Result<BTreeMap<String, String>, String>> {

@@ -7,10 +7,11 @@ use super::{Ctx, EXIT_OK};
 use crate::cli::{Format, ShowArgs, StateCommand};
 use crate::model::{Address, Body};
 use crate::plan::Plan;
-use crate::state::{LocalState, StateResource};
+use crate::state::{StateBackend, StateResource, Unlock};
 
-fn store(ctx: &Ctx) -> LocalState {
-    LocalState::new(&crate::runtime::dbctl_dir(&ctx.dir))
+/// The backend the configuration names (the local one by default).
+fn store(ctx: &Ctx) -> Result<std::sync::Arc<dyn StateBackend>, u8> {
+    open(ctx).map(|s| s.state_store)
 }
 
 fn show_resource(addr: &str, r: &StateResource) -> String {
@@ -39,7 +40,11 @@ pub fn show(ctx: &Ctx, args: &ShowArgs) -> u8 {
         super::plan::print(&plan, args.format, true);
         return EXIT_OK;
     }
-    let state = match store(ctx).load() {
+    let st = match store(ctx) {
+        Ok(st) => st,
+        Err(rc) => return rc,
+    };
+    let state = match st.load() {
         Ok(s) => s,
         Err(e) => return err(e),
     };
@@ -61,8 +66,16 @@ pub fn show(ctx: &Ctx, args: &ShowArgs) -> u8 {
 }
 
 pub fn run(ctx: &Ctx, cmd: &StateCommand) -> u8 {
-    let st = store(ctx);
+    let st = match store(ctx) {
+        Ok(st) => st,
+        Err(rc) => return rc,
+    };
     match cmd {
+        StateCommand::Pull { out } => pull(st.as_ref(), out.as_deref()),
+        StateCommand::Push { file, force, lock_timeout } => {
+            let file = file.clone().unwrap_or_else(|| crate::runtime::dbctl_dir(&ctx.dir).join("state.json"));
+            push(st.as_ref(), &file, *force, lock_timeout)
+        }
         StateCommand::List => match st.load() {
             Ok(s) => {
                 for a in s.resources.keys() {
@@ -241,28 +254,148 @@ fn import_secret(session: &super::session::Session, a: &Address, s: &crate::mode
     EXIT_OK
 }
 
-pub fn force_unlock(ctx: &Ctx) -> u8 {
-    let st = store(ctx);
-    let holder = std::fs::read_to_string(st.lock_path()).unwrap_or_default();
-    match st.lock("force-unlock", Duration::ZERO) {
-        Ok(lock) => {
-            drop(lock);
-            if holder.trim().is_empty() {
-                println!("The state is not locked.");
-            } else {
-                println!(
-                    "No running dbctl holds the state lock: the one that took it ({}) is gone, and the lock went with it. Cleared what it left behind.",
-                    holder.trim()
-                );
-                println!("Run `dbctl plan` to see what that apply left undone.");
+/// `dbctl state pull`: the backend's state (with the journal of an
+/// unfinished apply replayed) to a file (mode 0600) or standard output.
+fn pull(st: &dyn StateBackend, out: Option<&std::path::Path>) -> u8 {
+    if !matches!(st.exists(), Ok(true)) {
+        if let Err(e) = st.exists() {
+            return err(e);
+        }
+        return err(format!("{} holds no state yet: there is nothing to pull", st.describe()));
+    }
+    let state = match st.load() {
+        Ok(s) => s,
+        Err(e) => return err(e),
+    };
+    let bytes = serde_json::to_vec_pretty(&state).expect("state serialises");
+    match out {
+        Some(path) => {
+            if let Err(e) = crate::state::write_private(path, &bytes) {
+                return err(e);
             }
+            eprintln!(
+                "Wrote the state of {} (serial {}, {} resources) to {}.",
+                st.describe(),
+                state.serial,
+                state.resources.len(),
+                path.display()
+            );
+        }
+        None => println!("{}", String::from_utf8_lossy(&bytes)),
+    }
+    EXIT_OK
+}
+
+/// `dbctl state push FILE`: write a state file into the configured backend,
+/// under its lock. Refused when the backend holds a state of another
+/// lineage (another configuration's), or a newer one of the same lineage,
+/// unless `--force`. The pushed state gets a serial above the backend's, so
+/// plans saved against what was there before are stale.
+fn push(st: &dyn StateBackend, file: &std::path::Path, force: bool, lock_timeout: &str) -> u8 {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => return err(format!("cannot read {}: {e}", file.display())),
+    };
+    let mut state = match crate::state::parse_state(&bytes, file) {
+        Ok(s) => s,
+        Err(e) => return err(e),
+    };
+    let timeout = match humantime::parse_duration(lock_timeout) {
+        Ok(t) => t,
+        Err(e) => return err(format!("--lock-timeout {lock_timeout}: {e}")),
+    };
+    let _lock = match st.lock("state push", timeout) {
+        Ok(l) => l,
+        Err(e) => return err(e),
+    };
+    let exists = match st.exists() {
+        Ok(x) => x,
+        Err(e) => return err(e),
+    };
+    let there = match st.load() {
+        Ok(s) => s,
+        Err(e) => return err(e),
+    };
+    if exists {
+        if there.lineage == state.lineage && there.serial == state.serial && there.resources == state.resources {
+            println!("{} already holds this state (serial {}); nothing to push.", st.describe(), state.serial);
+            return EXIT_OK;
+        }
+        if there.lineage != state.lineage && !force {
+            return err(format!(
+                "{} holds another state (lineage {}, {} resources) than {} (lineage {}): it belongs to another \
+                 configuration, or was started afresh. Nothing was pushed. Pull it first to keep a copy \
+                 (dbctl state pull --out FILE), then push with --force to replace it",
+                st.describe(),
+                there.lineage,
+                there.resources.len(),
+                file.display(),
+                state.lineage
+            ));
+        }
+        if there.lineage == state.lineage && there.serial > state.serial && !force {
+            return err(format!(
+                "{} holds a newer state (serial {}) than {} (serial {}): pushing would undo what was applied \
+                 since. Nothing was pushed; use --force to replace it anyway",
+                st.describe(),
+                there.serial,
+                file.display(),
+                state.serial
+            ));
+        }
+        state.serial = state.serial.max(there.serial + 1);
+    }
+    if let Err(e) = st.save(&state) {
+        return err(e);
+    }
+    println!(
+        "Pushed {} ({} resources, lineage {}) to {}; its serial is now {}.",
+        file.display(),
+        state.resources.len(),
+        state.lineage,
+        st.describe(),
+        state.serial
+    );
+    EXIT_OK
+}
+
+/// `dbctl force-unlock`: clear what a killed apply left. A live holder is
+/// never unlocked under it, except that `--force` with the postgres backend
+/// ends the holder's database session (which releases its lock; the apply
+/// behind it can then write no more state, and stops at its next step).
+pub fn force_unlock(ctx: &Ctx, force: bool) -> u8 {
+    let st = match store(ctx) {
+        Ok(st) => st,
+        Err(rc) => return rc,
+    };
+    match st.force_unlock(force) {
+        Ok(Unlock::NotLocked) => {
+            println!("The state is not locked.");
             EXIT_OK
         }
-        Err(_) => {
-            err(format!(
-                "a running dbctl holds the state lock ({}). It is released when that process ends; stop it (it saves what it did after every step) rather than unlocking under it",
-                holder.trim()
-            ))
+        Ok(Unlock::Cleared(holder)) => {
+            println!(
+                "No running dbctl holds the state lock: the one that took it ({holder}) is gone, and the lock went with it. Cleared what it left behind."
+            );
+            println!("Run `dbctl plan` to see what that apply left undone.");
+            EXIT_OK
         }
+        Ok(Unlock::Terminated(holder)) => {
+            println!(
+                "Ended the database session that held the state lock ({holder}). The dbctl behind it can record nothing more and stops at its next step; \
+                 steps it ran were recorded, and an object it was creating is adopted by the next plan."
+            );
+            println!("Run `dbctl plan` to see what that apply left undone.");
+            EXIT_OK
+        }
+        Ok(Unlock::Held(holder)) if st.describe().starts_with("the postgres") => err(format!(
+            "a running dbctl holds the state lock ({holder}). It is released when that process ends, or when its \
+             database session does. If that process is stuck or its machine is gone, end its session with \
+             `dbctl force-unlock --force`"
+        )),
+        Ok(Unlock::Held(holder)) => err(format!(
+            "a running dbctl holds the state lock ({holder}). It is released when that process ends; stop it (it saves what it did after every step) rather than unlocking under it"
+        )),
+        Err(e) => err(e),
     }
 }

@@ -168,8 +168,30 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
             Body::Server(s) => {
                 check_server(cfg, r, s, diags);
                 check_server_tls(r, s, diags);
+                if s.embedded && cfg.state.backend != "local" {
+                    diags.push(
+                        Diagnostic::warning(format!(
+                            "{} is embedded: it lives in this checkout's .dbctl/, while the state is shared",
+                            r.addr
+                        ))
+                        .at(&r.origin.header, "another checkout would start a server of its own")
+                        .help("with a shared state, give the server a url that every checkout and CI can reach")
+                        .about(&r.addr),
+                    );
+                }
             }
             Body::Secret(s) => {
+                if s.store == Store::Local && cfg.state.backend != "local" {
+                    diags.push(
+                        Diagnostic::warning(format!(
+                            "{} is kept in this checkout's .dbctl/secrets.json, while the state is shared",
+                            r.addr
+                        ))
+                        .at(&r.origin.header, "another checkout, or CI, has no such value")
+                        .help("with a shared state, keep secrets in AWS Secrets Manager: store = \"aws\"")
+                        .about(&r.addr),
+                    );
+                }
                 if s.store == Store::Aws && cfg.aws.is_none() {
                     diags.push(
                         Diagnostic::error(format!(

@@ -571,7 +571,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             profile: d.str("profile"),
         });
     }
-    config.state = crate::model::StateSettings { backend: "local".into(), url: None };
+    config.state = crate::model::StateSettings { backend: "local".into(), ..Default::default() };
     if let Some(i) = dbctl_block {
         let rb = &raw[i];
         let errors_before = diags.0.iter().filter(|d| d.is_error()).count();
@@ -581,6 +581,13 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         if let Some(st) = d.block("state") {
             config.state.backend = st.str("backend").unwrap_or_else(|| "local".into());
             config.state.url = st.str("url");
+            config.state.schema = st.str("schema");
+            config.state.key = st.str("key");
+            for name in ["schema", "key"] {
+                if let (Some(loc), Some("")) = (st.loc(name), st.str(name).as_deref()) {
+                    diags.push(Diagnostic::error(format!("the state {name} must not be empty")).at(loc, "empty"));
+                }
+            }
             if config.state.backend == "postgres" && config.state.url.is_none() && !reported {
                 diags.push(
                     Diagnostic::error("the postgres state backend needs a url")

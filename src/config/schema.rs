@@ -138,7 +138,13 @@ pub static STATE: BlockSchema = BlockSchema {
     doc: "Where dbctl keeps its state.",
     attrs: &[
         a("backend", Ty::Enum(STATE_BACKENDS), "local (default: .dbctl/state.json) or postgres."),
-        a("url", Ty::String, "Connection URL of the postgres state backend."),
+        a("url", Ty::String, "Connection URL of the postgres state backend, e.g. env(\"DBCTL_STATE_URL\")."),
+        a("schema", Ty::String, "postgres backend: the schema of dbctl's tables (default dbctl)."),
+        a(
+            "key",
+            Ty::String,
+            "postgres backend: which state in that database (default \"default\"); one per configuration.",
+        ),
     ],
     blocks: &[],
     open: false,

@@ -476,6 +476,10 @@ pub struct AwsProvider {
 pub struct StateSettings {
     pub backend: String,
     pub url: Option<String>,
+    /// postgres backend: the schema of its tables (default `dbctl`).
+    pub schema: Option<String>,
+    /// postgres backend: the row's key, for several states in one database (default `default`).
+    pub key: Option<String>,
 }
 
 /// A whole configuration after loading and checking.

@@ -17,6 +17,110 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod postgres;
+
+/// Where a state lives: the local file under `.dbctl/`, or a row of a
+/// PostgreSQL table shared by a team. The commands see only this trait.
+///
+/// Every backend gives the same guarantees: `load` replays the journal of
+/// an apply that did not finish; a journal entry is durable when `put`
+/// returns (so an intent is recorded before the statement it announces
+/// runs); `lock` excludes every other holder and is released when its
+/// process dies, however it dies.
+pub trait StateBackend: Send + Sync {
+    /// Where the state is, for messages (never a password).
+    fn describe(&self) -> String;
+    /// Whether a state has been written here yet.
+    fn exists(&self) -> Result<bool, StateError>;
+    /// The state with any journal of an unfinished apply replayed.
+    fn load(&self) -> Result<State, StateError>;
+    /// Write a brand-new state unless one exists (its lineage is then fixed).
+    fn init(&self, state: &State) -> Result<(), StateError>;
+    /// Replace the state and clear the journal. A shared backend refuses
+    /// when the state changed since this process loaded it.
+    fn save(&self, state: &State) -> Result<(), StateError>;
+    /// The journal to which an apply appends one entry per step.
+    fn journal(&self) -> Result<Journal, StateError>;
+    /// Take the state lock, waiting up to `timeout`.
+    fn lock(&self, operation: &str, timeout: Duration) -> Result<StateLock, StateError>;
+    /// Clear a lock left behind; `terminate`: also end a live holder where the
+    /// backend can (the postgres backend ends the holder's database session).
+    fn force_unlock(&self, terminate: bool) -> Result<Unlock, StateError>;
+}
+
+/// What `force-unlock` found.
+#[derive(Debug, PartialEq)]
+pub enum Unlock {
+    NotLocked,
+    /// No live holder; what the last one left (its description) was cleared.
+    Cleared(String),
+    /// A live holder, left alone.
+    Held(String),
+    /// A live holder whose session was ended.
+    Terminated(String),
+}
+
+/// The backend a configuration's `dbctl { state { ... } }` block names.
+pub fn open_backend(
+    settings: &crate::model::StateSettings,
+    dbctl_dir: &Path,
+) -> Result<std::sync::Arc<dyn StateBackend>, StateError> {
+    match settings.backend.as_str() {
+        "postgres" => {
+            let url = settings.url.clone().unwrap_or_default();
+            Ok(std::sync::Arc::new(postgres::PgState::new(
+                &url,
+                settings.schema.as_deref().unwrap_or(postgres::DEFAULT_SCHEMA),
+                settings.key.as_deref().unwrap_or(postgres::DEFAULT_KEY),
+            )?))
+        }
+        _ => Ok(std::sync::Arc::new(LocalState::new(dbctl_dir))),
+    }
+}
+
+/// Replay journal entries (one JSON document each) onto `state`; returns
+/// whether any entry counted, and how many were torn.
+fn replay<'a>(state: &mut State, lines: impl Iterator<Item = &'a [u8]>) -> (bool, usize) {
+    let mut replayed = false;
+    let mut torn = 0;
+    for line in lines {
+        if line.is_empty() {
+            continue;
+        }
+        // A line cut short by a kill or a full disk is skipped; the
+        // lines after it (appended on a fresh line) still count.
+        let Ok(entry) = serde_json::from_slice::<Entry>(line) else {
+            torn += 1;
+            continue;
+        };
+        replayed = true;
+        match entry {
+            Entry::Put { address, resource } => {
+                state.resources.insert(address, resource);
+            }
+            Entry::Remove { address } => {
+                state.resources.remove(&address);
+            }
+        }
+    }
+    (replayed, torn)
+}
+
+/// A state document: its version checked first, so a newer format is named
+/// as such rather than "not a state file".
+pub fn parse_state(bytes: &[u8], origin: &Path) -> Result<State, StateError> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    if let Ok(v) = serde_json::from_slice::<Version>(bytes) {
+        if v.version != STATE_VERSION {
+            return Err(StateError::Version(origin.to_path_buf(), v.version));
+        }
+    }
+    serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt(origin.to_path_buf(), e.to_string()))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateResource {
     #[serde(rename = "type")]
@@ -87,6 +191,15 @@ pub enum StateError {
          If that process is gone, the lock is released with it; `dbctl force-unlock` clears what it left behind"
     )]
     Locked(String),
+    /// The shared state backend failed (connection, query).
+    #[error("{0}")]
+    Backend(String),
+    #[error(
+        "{0} changed while this dbctl was working (serial {1} when read, {2} now): another dbctl wrote it in \
+         between, without the state lock. This write was refused so as not to undo theirs; run `dbctl plan` to see \
+         where things stand"
+    )]
+    Conflict(String, u64, String),
 }
 
 fn io<'a>(what: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
@@ -142,19 +255,7 @@ impl LocalState {
     pub fn load(&self) -> Result<State, StateError> {
         let p = self.state_path();
         let mut state: State = match std::fs::read(&p) {
-            Ok(b) => {
-                // The version first, so a newer format is named as such rather than "not a state file".
-                #[derive(Deserialize)]
-                struct Version {
-                    version: u32,
-                }
-                if let Ok(v) = serde_json::from_slice::<Version>(&b) {
-                    if v.version != STATE_VERSION {
-                        return Err(StateError::Version(p, v.version));
-                    }
-                }
-                serde_json::from_slice(&b).map_err(|e| StateError::Corrupt(p.clone(), e.to_string()))?
-            }
+            Ok(b) => parse_state(&b, &p)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::new(),
             Err(e) => return Err(StateError::Io("read", p, e)),
         };
@@ -167,29 +268,11 @@ impl LocalState {
         if !f.metadata().map_err(io("read", &jp))?.is_file() {
             return Err(StateError::Corrupt(jp, "not a regular file".into()));
         }
-        let mut replayed = false;
-        let mut torn = 0;
+        let mut lines = Vec::new();
         for line in BufReader::new(f).split(b'\n') {
-            let line = line.map_err(io("read", &jp))?;
-            if line.is_empty() {
-                continue;
-            }
-            // A line cut short by a kill or a full disk is skipped; the
-            // lines after it (appended on a fresh line) still count.
-            let Ok(entry) = serde_json::from_slice::<Entry>(&line) else {
-                torn += 1;
-                continue;
-            };
-            replayed = true;
-            match entry {
-                Entry::Put { address, resource } => {
-                    state.resources.insert(address, resource);
-                }
-                Entry::Remove { address } => {
-                    state.resources.remove(&address);
-                }
-            }
+            lines.push(line.map_err(io("read", &jp))?);
         }
+        let (replayed, torn) = replay(&mut state, lines.iter().map(Vec::as_slice));
         if torn > 0 {
             tracing::warn!("{}: skipped {torn} incomplete line(s) left by an interrupted write", jp.display());
         }
@@ -234,21 +317,21 @@ impl LocalState {
         let p = self.journal_path();
         std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         let f = OpenOptions::new().create(true).append(true).mode(0o600).open(&p).map_err(io("open", &p))?;
-        let mut j = Journal { file: f, path: p, written: 0, broken: None };
+        let mut f = f;
         // A journal whose last line was cut short gets a fresh line first,
         // so the next entry is not glued onto the torn one.
-        let len = j.file.metadata().map_err(io("read", &j.path))?.len();
+        let len = f.metadata().map_err(io("read", &p))?.len();
         if len > 0 {
             use std::io::{Read, Seek, SeekFrom};
-            let mut r = File::open(&j.path).map_err(io("read", &j.path))?;
-            r.seek(SeekFrom::Start(len - 1)).map_err(io("read", &j.path))?;
+            let mut r = File::open(&p).map_err(io("read", &p))?;
+            r.seek(SeekFrom::Start(len - 1)).map_err(io("read", &p))?;
             let mut last = [0u8];
-            r.read_exact(&mut last).map_err(io("read", &j.path))?;
+            r.read_exact(&mut last).map_err(io("read", &p))?;
             if last[0] != b'\n' {
-                j.file.write_all(b"\n").map_err(io("append to", &j.path))?;
+                f.write_all(b"\n").map_err(io("append to", &p))?;
             }
         }
-        Ok(j)
+        Ok(Journal::new(Box::new(f), p.display().to_string()))
     }
 
     /// Take the state lock, waiting up to `timeout`.
@@ -277,7 +360,7 @@ impl LocalState {
                     });
                     f.set_len(0).map_err(io("write", &p))?;
                     (&f).write_all(info.to_string().as_bytes()).map_err(io("write", &p))?;
-                    return Ok(StateLock { file: f });
+                    return Ok(StateLock::new(FileLock(f)));
                 }
                 Ok(false) | Err(_) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(100)),
                 _ => {
@@ -287,24 +370,87 @@ impl LocalState {
             }
         }
     }
+
+    /// Force-unlock of the local backend: the lock is a kernel file lock, so
+    /// a lock that can be taken has no holder; one that cannot is held by a
+    /// running dbctl, which is never unlocked under it.
+    pub fn force_unlock_local(&self) -> Result<Unlock, StateError> {
+        let holder = std::fs::read_to_string(self.lock_path()).unwrap_or_default().trim().to_string();
+        match self.lock("force-unlock", Duration::ZERO) {
+            Ok(lock) => {
+                drop(lock);
+                Ok(if holder.is_empty() { Unlock::NotLocked } else { Unlock::Cleared(holder) })
+            }
+            Err(_) => Ok(Unlock::Held(holder)),
+        }
+    }
 }
 
-/// Held while applying; released (with its info cleared) on drop, and by the
-/// kernel if the process dies.
+impl StateBackend for LocalState {
+    fn describe(&self) -> String {
+        self.state_path().display().to_string()
+    }
+    fn exists(&self) -> Result<bool, StateError> {
+        Ok(LocalState::exists(self))
+    }
+    fn load(&self) -> Result<State, StateError> {
+        LocalState::load(self)
+    }
+    fn init(&self, state: &State) -> Result<(), StateError> {
+        LocalState::init(self, state)
+    }
+    fn save(&self, state: &State) -> Result<(), StateError> {
+        LocalState::save(self, state)
+    }
+    fn journal(&self) -> Result<Journal, StateError> {
+        LocalState::journal(self)
+    }
+    fn lock(&self, operation: &str, timeout: Duration) -> Result<StateLock, StateError> {
+        LocalState::lock(self, operation, timeout)
+    }
+    fn force_unlock(&self, _terminate: bool) -> Result<Unlock, StateError> {
+        self.force_unlock_local()
+    }
+}
+
+/// Held while applying; released on drop, and by the kernel (local file
+/// lock) or the database server (advisory lock of a session) if the process
+/// dies.
 pub struct StateLock {
-    file: File,
+    _guard: Box<dyn Send>,
 }
 
-impl Drop for StateLock {
+impl StateLock {
+    pub fn new(guard: impl Send + 'static) -> StateLock {
+        StateLock { _guard: Box::new(guard) }
+    }
+}
+
+struct FileLock(File);
+
+impl Drop for FileLock {
     fn drop(&mut self) {
-        let _ = self.file.set_len(0);
-        let _ = fs4::fs_std::FileExt::unlock(&self.file);
+        let _ = self.0.set_len(0);
+        let _ = fs4::fs_std::FileExt::unlock(&self.0);
+    }
+}
+
+/// Where journal entries go: an append-only file, or rows of a table.
+pub trait JournalSink: Send {
+    /// Append one entry (a JSON line ending in a newline); durable when it returns.
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()>;
+}
+
+impl JournalSink for File {
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        self.write_all(line)
     }
 }
 
 pub struct Journal {
-    file: File,
-    path: PathBuf,
+    sink: Box<dyn JournalSink>,
+    /// Where it is, for messages.
+    location: String,
     /// Entries written (and synced to the file) so far.
     written: usize,
     /// The first write that failed: nothing after it was recorded.
@@ -312,6 +458,9 @@ pub struct Journal {
 }
 
 impl Journal {
+    pub fn new(sink: Box<dyn JournalSink>, location: String) -> Journal {
+        Journal { sink, location, written: 0, broken: None }
+    }
     /// The first failed write, if any: the journal holds every step up to it and none after.
     pub fn broken(&self) -> Option<&str> {
         self.broken.as_deref()
@@ -320,8 +469,9 @@ impl Journal {
     pub fn written(&self) -> usize {
         self.written
     }
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the journal is (a file, or a table of the state database).
+    pub fn location(&self) -> &str {
+        &self.location
     }
     pub fn put(&mut self, address: &str, resource: &StateResource) -> Result<(), StateError> {
         self.append(&Entry::Put { address: address.to_string(), resource: resource.clone() })
@@ -334,20 +484,20 @@ impl Journal {
             // Once a write failed, later lines could land after a torn one: refuse them all.
             return Err(StateError::Io(
                 "append to",
-                self.path.clone(),
+                PathBuf::from(&self.location),
                 std::io::Error::other(format!("an earlier write failed ({first})")),
             ));
         }
         let mut line = serde_json::to_vec(e).expect("journal entry serialises");
         line.push(b'\n');
-        match self.file.write_all(&line) {
+        match self.sink.append(&line) {
             Ok(()) => {
                 self.written += 1;
                 Ok(())
             }
             Err(err) => {
                 self.broken = Some(err.to_string());
-                Err(StateError::Io("append to", self.path.clone(), err))
+                Err(StateError::Io("append to", PathBuf::from(&self.location), err))
             }
         }
     }

@@ -614,3 +614,53 @@ impl Project {
         all
     }
 }
+
+// ---------------------------------------------------------------------------
+// Team state: a shared postgres state backend and checkouts that use it.
+// ---------------------------------------------------------------------------
+
+/// A throwaway PostgreSQL server for team-state tests, reachable over TCP on
+/// 127.0.0.1 with a password (no TLS), holding an empty database
+/// `dbctl_state` for the state. The same server is the managed server of the
+/// configurations (its url is external, so every checkout reaches it).
+pub fn team_server() -> PgServer {
+    let s = PgServer::start(PgTls { cert: None, hba: "host all all 127.0.0.1/32 scram-sha-256", listen: "127.0.0.1" });
+    s.sql("postgres", "CREATE DATABASE dbctl_state");
+    s
+}
+
+/// The state url and the managed server's url of a [`team_server`], as the
+/// environment variables the team configurations read.
+pub fn team_env(s: &PgServer) -> Vec<(String, String)> {
+    vec![
+        ("DBCTL_STATE_URL".into(), format!("postgres://postgres:{PG_ADMIN_PASSWORD}@127.0.0.1:{}/dbctl_state", s.port)),
+        ("TEAM_SERVER_URL".into(), s.url("127.0.0.1", "")),
+    ]
+}
+
+impl Project {
+    /// Run dbctl with the team environment; returns stdout + stderr and the exit code.
+    pub fn team(&self, s: &PgServer, args: &[&str]) -> (i32, String) {
+        let env = team_env(s);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = self.dbctl_env(args, &env);
+        (out.status.code().unwrap_or(-1), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    }
+
+    /// [`Project::team`], requiring exit code `rc`.
+    pub fn team_ok(&self, s: &PgServer, args: &[&str], rc: i32) -> String {
+        let (code, all) = self.team(s, args);
+        assert_eq!(code, rc, "dbctl {args:?} should exit {rc}:\n{all}");
+        all
+    }
+
+    /// A dbctl command with the team environment, not yet started.
+    pub fn team_command(&self, s: &PgServer, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dbctl"));
+        c.arg("--no-color").arg("-C").arg(self.path()).args(args).env_remove("NO_COLOR");
+        for (k, v) in team_env(s) {
+            c.env(k, v);
+        }
+        c
+    }
+}
