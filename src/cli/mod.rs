@@ -172,6 +172,7 @@ pub struct ApplyArgs {
     /// Independent steps on different servers run at most N at a time.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
+    /// Apply only these addresses and what they depend on (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub target: Vec<String>,
     /// How long to wait for the state lock (e.g. 30s).
@@ -189,8 +190,10 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
+    /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
+    /// Destroy only these addresses and what depends on them (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub target: Vec<String>,
     /// Drop databases even with open connections.
