@@ -344,11 +344,8 @@ fn the_default_owner_is_the_one_recorded_whoever_plans() {
     // A change the CI login could not run itself is still planned for review
     // (exit 2), with a warning; the plan is what the admin will apply.
     let cfg = std::fs::read_to_string(p.path().join("main.hcl")).unwrap();
-    std::fs::write(
-        p.path().join("main.hcl"),
-        format!("{cfg}\nrole \"auditors\" {{\n  server = server.main\n}}\n"),
-    )
-    .unwrap();
+    std::fs::write(p.path().join("main.hcl"), format!("{cfg}\nrole \"auditors\" {{\n  server = server.main\n}}\n"))
+        .unwrap();
     let out = p.ok_with_url(&m.url("ci_reader", "ci-pass"), &["plan", "--detailed-exitcode"], 2);
     assert!(out.contains("CREATE ROLE \"auditors\""), "{out}");
     assert!(out.contains("planned as ci_reader") && out.contains("could not apply it"), "{out}");

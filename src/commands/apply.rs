@@ -164,7 +164,11 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
     let total = plan.steps().count();
     let interrupt = Arc::new(AtomicBool::new(false));
     let exec = Executor {
-        runner: PgRunner { endpoints: session.endpoints.clone(), stores, base_dir: session.config_dir.clone() },
+        runner: PgRunner {
+            endpoints: std::sync::RwLock::new(session.endpoints.clone()),
+            stores,
+            base_dir: session.config_dir.clone(),
+        },
         journal: Mutex::new(journal),
         state: Mutex::new(state),
         parallelism,

@@ -60,7 +60,6 @@ pub struct Diffed {
 /// Kinds handled by a later milestone: in the plan as a note, never silently.
 fn not_planned_yet(kind: Kind) -> Option<&'static str> {
     match kind {
-        Kind::RdsCluster => Some("RDS clusters are not built yet"),
         Kind::Migrations => Some("migrations are not built yet"),
         _ => None,
     }
@@ -80,6 +79,7 @@ pub(crate) fn change(addr: &str, kind: &str, name: &str, action: Action) -> Reso
         steps: Vec::new(),
         server: None,
         data_loss: None,
+        after_unknown: Value::Null,
     }
 }
 
