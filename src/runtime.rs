@@ -165,6 +165,12 @@ fn rds_url(dbctl: &Path, s: &Server, user: &str, host: &str, port: u16) -> Strin
     }
 }
 
+/// The host a server on a cluster not created yet has in a plan; the apply
+/// puts the cluster's endpoint in its place in documents and secrets.
+pub fn unknown_host(server: &Address) -> String {
+    format!("(known after apply: {server})")
+}
+
 /// How dbctl reaches a server on an RDS cluster: through the cluster's
 /// endpoint when it exists (`live`), else an endpoint known after apply.
 pub fn rds_endpoint(
@@ -187,7 +193,7 @@ pub fn rds_endpoint(
     };
     let Some((host, port)) = live.and_then(|l| Some((l.endpoint.clone()?, l.port.unwrap_or(default_port)))) else {
         ep.url = rds_url(dbctl, s, master, "known-after-apply.invalid", default_port);
-        ep.advertised = Some(("(known after apply)".into(), default_port));
+        ep.advertised = Some((unknown_host(addr), default_port));
         ep.pending_admin = Some(master.to_string());
         return Ok(ep);
     };
@@ -467,7 +473,17 @@ pub async fn refresh(
     for (addr, ep) in endpoints {
         if let Some(admin) = &ep.pending_admin {
             // On a cluster this plan creates: nothing to read yet.
-            pending.insert(addr.clone(), LiveServer { exists: false, admin: admin.clone(), ..Default::default() });
+            // Its admin is an RDS master user: CREATEROLE and CREATEDB, no superuser.
+            let master = crate::engine::LiveRole {
+                login: true,
+                superuser: false,
+                connection_limit: -1,
+                flags: ["createrole", "createdb", "inherit"].into_iter().map(str::to_string).collect(),
+                ..Default::default()
+            };
+            let roles = BTreeMap::from([(admin.clone(), master)]);
+            pending
+                .insert(addr.clone(), LiveServer { exists: false, admin: admin.clone(), roles, ..Default::default() });
             continue;
         }
         if let Some(e) = &ep.embedded {

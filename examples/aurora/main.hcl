@@ -45,7 +45,7 @@ rds_cluster "aurora" {
   engine_version              = "15.4"
   instance_class              = "db.r6g.large"
   instances                   = 2
-  master_username             = "dbctl"
+  master_username             = "admin"
   manage_master_user_password = true # RDS keeps it in Secrets Manager; dbctl reads it
   backup_policy               = backup_policy.aurora
   deletion_protection         = true

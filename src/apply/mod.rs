@@ -328,6 +328,9 @@ pub struct PgRunner {
     /// A server on a cluster this apply creates learns its endpoint when
     /// the cluster's step has run.
     pub endpoints: std::sync::RwLock<BTreeMap<Address, Endpoint>>,
+    /// Hosts learned during this apply: the plan's "(known after apply: …)"
+    /// placeholder → the cluster's endpoint, put into documents and secrets.
+    pub learned: std::sync::RwLock<BTreeMap<String, String>>,
     pub stores: Stores,
     /// The configuration directory: published files are relative to it.
     pub base_dir: std::path::PathBuf,
@@ -441,9 +444,21 @@ impl PgRunner {
             let cred = crate::runtime::cluster_cred(cfg, &self.stores, &r.addr, s, rc, &live).await?;
             let ep = crate::runtime::rds_endpoint(&dbctl, &r.addr, s, &live.master_username, Some(&live), Some(&cred))
                 .map_err(|e| e.to_string())?;
+            if let Some(host) = &live.endpoint {
+                self.learned.write().expect("learned lock").insert(crate::runtime::unknown_host(&r.addr), host.clone());
+            }
             self.endpoints.write().expect("endpoints lock").insert(r.addr.clone(), ep);
         }
         Ok(None)
+    }
+
+    /// `s` with every host learned during this apply in place of its placeholder.
+    fn fill(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for (placeholder, host) in self.learned.read().expect("learned lock").iter() {
+            out = out.replace(placeholder, host);
+        }
+        out
     }
 
     fn secret<'c>(&self, cfg: &'c Config, secret: &Address) -> Result<&'c crate::model::Secret, String> {
@@ -473,6 +488,10 @@ impl PgRunner {
                     (None, Some(g)) => crate::secrets::generate(g),
                     (None, None) => crate::secrets::generate(&crate::model::Generate { length: 32, special: false }),
                 };
+                let mut rds = rds.clone();
+                if let Some(r) = rds.as_mut() {
+                    r.host = self.fill(&r.host);
+                }
                 let doc = crate::secrets::document(&value, rds.as_ref());
                 if *pending {
                     self.stores
@@ -490,7 +509,7 @@ impl PgRunner {
                     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 }
                 // Mode 0600: the document names hosts, users and where their passwords live.
-                crate::state::write_private(&full, content.as_bytes()).map_err(|e| e.to_string())?;
+                crate::state::write_private(&full, self.fill(content).as_bytes()).map_err(|e| e.to_string())?;
                 Ok(None)
             }
             Op::Unpublish { path } => match std::fs::remove_file(self.base_dir.join(path)) {
@@ -500,7 +519,7 @@ impl PgRunner {
             Op::PublishSecret { secret, content } => {
                 let s = self.secret(cfg, secret)?;
                 self.stores
-                    .put(s.store, &s.name, &secret.to_string(), crate::model::Sensitive::new(content.clone()))
+                    .put(s.store, &s.name, &secret.to_string(), crate::model::Sensitive::new(self.fill(content)))
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(None)

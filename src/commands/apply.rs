@@ -166,6 +166,7 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
     let exec = Executor {
         runner: PgRunner {
             endpoints: std::sync::RwLock::new(session.endpoints.clone()),
+            learned: Default::default(),
             stores,
             base_dir: session.config_dir.clone(),
         },

@@ -522,7 +522,17 @@ impl Session {
             })?;
         let deleted: BTreeSet<String> =
             clusters.iter().filter(|c| c.action == Action::Delete).map(|c| c.address.clone()).collect();
-        let at = changes.iter().rposition(|c| c.kind == "secret").map_or(0, |i| i + 1);
+        // After the secrets that are master passwords, before the others
+        // (a user's secret names its server's host, known once the cluster is).
+        let masters: BTreeSet<String> = self
+            .config
+            .of_kind(crate::model::Kind::RdsCluster)
+            .filter_map(|r| match &r.body {
+                Body::RdsCluster(c) => c.master_password.as_ref().map(|a| a.to_string()),
+                _ => None,
+            })
+            .collect();
+        let at = changes.iter().rposition(|c| masters.contains(&c.address)).map_or(0, |i| i + 1);
         changes.splice(at..at, clusters);
         for r in self.config.of_kind(crate::model::Kind::Server) {
             let Body::Server(s) = &r.body else { continue };

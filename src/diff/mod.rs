@@ -1246,7 +1246,8 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         .map(|(_, st)| (st.server.clone(), st.name.clone()))
         .collect();
     for (addr, st) in &inp.state.resources {
-        if desired_addrs.contains(addr) {
+        if desired_addrs.contains(addr) || st.kind == "rds_cluster" {
+            // RDS clusters are planned by crate::rds::plan.
             continue;
         }
         if let Ok(a) = Address::parse(addr) {

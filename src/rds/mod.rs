@@ -199,8 +199,18 @@ fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
 
-fn error<E: std::error::Error + 'static>(what: &str, place: &str, e: E) -> String {
-    format!("{what} ({place}): {}", DisplayErrorContext(e))
+/// What AWS said (its error code and message), or, when no answer came,
+/// why (the SDK's chain of causes); never the raw response.
+fn error<E: std::error::Error + aws_sdk_rds::error::ProvideErrorMetadata + 'static>(
+    what: &str,
+    place: &str,
+    e: E,
+) -> String {
+    match (e.code(), e.message()) {
+        (Some(code), Some(msg)) => format!("{what} ({place}): {code}: {msg}"),
+        (Some(code), None) => format!("{what} ({place}): {code}"),
+        _ => format!("{what} ({place}): {}", DisplayErrorContext(e)),
+    }
 }
 
 /// How long an apply waits for one resource (`DBCTL_RDS_TIMEOUT`, seconds; default an hour).
