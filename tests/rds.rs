@@ -399,3 +399,29 @@ fn examples_aurora_plans_and_applies_through_a_tunnel_with_tls() {
     let out = run(&["destroy", "--auto-approve"], 1);
     assert!(out.contains("deletion protection"), "{out}");
 }
+
+/// A cluster removed from the configuration is destroyed by a saved plan
+/// applied later: the snapshot taken is the one the plan named, although
+/// the clock moved on.
+#[test]
+fn a_saved_plan_deletes_a_removed_cluster_with_the_snapshot_it_named() {
+    let moto = Moto::start();
+    let p = Project::new(&config(&moto, &BASE));
+    p.apply();
+    let provider_only =
+        format!("provider \"aws\" {{\n  region   = \"us-east-1\"\n  endpoint = \"{}\"\n}}\n", moto.endpoint);
+    p.write(&provider_only);
+    let plan_file = p.path().join("remove.plan");
+    let out = p.ok(&["plan", "--out", plan_file.to_str().unwrap()], 0);
+    assert!(out.contains("rds_cluster.prod will be destroyed"), "{out}");
+    let snap =
+        regex::Regex::new(r"final snapshot: (prod-final-\d{14})").unwrap().captures(&out).unwrap()[1].to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = p.ok(&["apply", "--auto-approve", plan_file.to_str().unwrap()], 0);
+    assert!(out.contains(&format!("take final snapshot {snap}")), "{out}");
+    assert!(cluster(&moto, "prod").is_none());
+    let snaps = block_on(rds(&moto).describe_db_cluster_snapshots().send()).unwrap();
+    let ids: Vec<&str> =
+        snaps.db_cluster_snapshots().iter().filter_map(|s| s.db_cluster_snapshot_identifier()).collect();
+    assert!(ids.contains(&snap.as_str()), "{ids:?}");
+}
