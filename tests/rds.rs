@@ -398,6 +398,25 @@ fn examples_aurora_plans_and_applies_through_a_tunnel_with_tls() {
     // Deletion protection holds the cluster.
     let out = run(&["destroy", "--auto-approve"], 1);
     assert!(out.contains("deletion protection"), "{out}");
+    assert!(cluster(&moto, "aurora").is_some());
+
+    // Without it, the cluster goes with a final snapshot, and what lives on
+    // its server goes with it: nothing runs on the server (the local one
+    // stands in for the cluster, so it still holds them).
+    let main = p.path().join("main.hcl");
+    let hcl = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, hcl.replace("deletion_protection         = true", "deletion_protection         = false"))
+        .unwrap();
+    run(&["apply", "--auto-approve"], 0);
+    let out = run(&["destroy", "--auto-approve"], 0);
+    assert!(out.contains("final snapshot: aurora-final-"), "{out}");
+    assert!(out.contains("goes with rds_cluster.aurora: nothing to run on the server"), "{out}");
+    assert!(!out.contains("DROP DATABASE"), "{out}");
+    assert!(cluster(&moto, "aurora").is_none());
+    let dbs = pg.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'app_%'");
+    assert_eq!(dbs, "3");
+    let state = std::fs::read_to_string(p.path().join(".dbctl/state.json")).unwrap();
+    assert!(!state.contains("database.context") && !state.contains("rds_cluster.aurora"), "{state}");
 }
 
 /// A cluster removed from the configuration is destroyed by a saved plan

@@ -206,6 +206,12 @@ fn error<E: std::error::Error + aws_sdk_rds::error::ProvideErrorMetadata + 'stat
     place: &str,
     e: E,
 ) -> String {
+    if crate::secrets::aws::missing_credentials(&e) {
+        return format!(
+            "{what} ({place}): no AWS credentials were found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             or AWS_PROFILE (or `profile` in provider \"aws\"), or run where a role provides them"
+        );
+    }
     match (e.code(), e.message()) {
         (Some(code), Some(msg)) => format!("{what} ({place}): {code}: {msg}"),
         (Some(code), None) => format!("{what} ({place}): {code}"),
