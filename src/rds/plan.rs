@@ -379,3 +379,134 @@ pub fn plan(
         Err(errors)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rds::LiveInstance;
+    use crate::state::StateResource;
+
+    const HCL: &str = r#"
+provider "aws" {
+  region = "us-east-1"
+}
+secret "m" {
+  generate {
+    length = 20
+  }
+}
+rds_cluster "prod" {
+  engine              = "aurora-postgresql"
+  engine_version      = "15.4"
+  instance_class      = "db.r6g.large"
+  instances           = 2
+  master_password     = secret.m
+  deletion_protection = false
+}
+"#;
+
+    fn load(hcl: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.hcl"), hcl).unwrap();
+        let loaded = crate::config::load(&crate::config::LoadOptions { dir: dir.path().into(), ..Default::default() });
+        loaded.config.expect("valid configuration")
+    }
+
+    fn live(version: &str, pending: Option<&str>, protected: bool, tagged: bool) -> LiveCluster {
+        let inst = |i: u32| LiveInstance {
+            identifier: format!("prod-{i}"),
+            instance_class: "db.r6g.large".into(),
+            pending_instance_class: None,
+            status: "available".into(),
+        };
+        LiveCluster {
+            identifier: "prod".into(),
+            status: "available".into(),
+            engine: "aurora-postgresql".into(),
+            engine_version: version.into(),
+            pending_engine_version: pending.map(str::to_string),
+            endpoint: Some("prod.cluster-x.us-east-1.rds.amazonaws.com".into()),
+            port: Some(5432),
+            master_username: "dbctl".into(),
+            deletion_protection: protected,
+            backup_retention_period: 1,
+            tagged,
+            instances: vec![inst(1), inst(2)],
+            ..Default::default()
+        }
+    }
+
+    fn recorded() -> State {
+        let mut st = State::new();
+        st.resources.insert(
+            "rds_cluster.prod".into(),
+            StateResource {
+                kind: "rds_cluster".into(),
+                server: None,
+                name: "prod".into(),
+                attributes: json!({ "final_snapshot": true }),
+                password_version: None,
+                pending: false,
+            },
+        );
+        st
+    }
+
+    fn now() -> time::OffsetDateTime {
+        time::macros::datetime!(2026-12-02 01:02:03 UTC)
+    }
+
+    #[test]
+    fn a_version_pending_for_the_maintenance_window_is_not_planned_again() {
+        let cfg = load(&HCL.replace("\"15.4\"", "\"16.1\""));
+        let state = recorded();
+        let changes =
+            plan(&cfg, &state, &[("prod".into(), live("15.4", None, false, true))].into(), false, now()).unwrap();
+        assert!(changes[0].notes.iter().any(|n| n.contains("MAJOR")), "{:?}", changes[0].notes);
+        assert_eq!(changes[0].action, Action::Update);
+        let pending = [("prod".into(), live("15.4", Some("16.1"), false, true))].into();
+        let changes = plan(&cfg, &state, &pending, false, now()).unwrap();
+        assert_eq!(changes[0].action, Action::NoOp, "{:?}", changes[0].steps);
+    }
+
+    #[test]
+    fn an_untagged_cluster_is_not_taken_over() {
+        let cfg = load(HCL);
+        let live = [("prod".into(), live("15.4", None, false, false))].into();
+        let errors = plan(&cfg, &State::new(), &live, false, now()).unwrap_err();
+        assert!(errors[0].contains("dbctl import rds_cluster.prod prod"), "{errors:?}");
+        // Recorded (imported): managed, nothing to do.
+        assert_eq!(plan(&cfg, &recorded(), &live, false, now()).unwrap()[0].action, Action::NoOp);
+    }
+
+    #[test]
+    fn destroys_check_protection_and_name_the_snapshot() {
+        let cfg = load(HCL);
+        let protected = [("prod".into(), live("15.4", None, true, true))].into();
+        let errors = plan(&cfg, &recorded(), &protected, true, now()).unwrap_err();
+        assert!(errors[0].contains("deletion protection"), "{errors:?}");
+        let open = [("prod".into(), live("15.4", None, false, true))].into();
+        let changes = plan(&cfg, &recorded(), &open, true, now()).unwrap();
+        let last = changes[0].steps.last().unwrap();
+        assert_eq!(
+            last.op,
+            Op::RdsDeleteCluster {
+                identifier: "prod".into(),
+                final_snapshot: Some("prod-final-20261202010203".into())
+            }
+        );
+        assert_eq!(changes[0].steps.len(), 3, "two instances, then the cluster");
+        // final_snapshot = false: none.
+        let cfg =
+            load(&HCL.replace("deletion_protection = false", "deletion_protection = false\n  final_snapshot = false"));
+        let changes = plan(&cfg, &recorded(), &open, true, now()).unwrap();
+        assert_eq!(
+            changes[0].steps.last().unwrap().op,
+            Op::RdsDeleteCluster { identifier: "prod".into(), final_snapshot: None }
+        );
+        // Removed from the configuration: the state's final_snapshot decides.
+        let cfg = load("provider \"aws\" {\n  region = \"us-east-1\"\n}\n");
+        let changes = plan(&cfg, &recorded(), &open, false, now()).unwrap();
+        assert!(matches!(&changes[0].steps.last().unwrap().op, Op::RdsDeleteCluster { final_snapshot: Some(_), .. }));
+    }
+}
