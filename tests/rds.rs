@@ -282,6 +282,22 @@ fn a_server_on_a_cluster_not_yet_created_plans_its_objects_known_after_apply() {
     assert_eq!(server["change"]["after_unknown"]["endpoint"], true, "{server}");
     let cl = json["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == "rds_cluster.prod").unwrap();
     assert_eq!(cl["change"]["after_unknown"]["endpoint"], true, "{cl}");
+    // The JSON plan keeps to schema/plan.schema.json (a full Draft 2020-12 validator).
+    let python = std::env::var_os("DBCTL_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let schema = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/plan.schema.json");
+    let doc = p.path().join("plan.json");
+    std::fs::write(&doc, json.to_string()).unwrap();
+    let check = std::process::Command::new(python)
+        .args(["-c", "import json,sys; from jsonschema import Draft202012Validator as V; \
+                      errs=[e.message for e in V(json.load(open(sys.argv[1]))).iter_errors(json.load(open(sys.argv[2])))]; \
+                      print(errs); sys.exit(1 if errs else 0)"])
+        .arg(&schema)
+        .arg(&doc)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}{}", text(&check.stdout), text(&check.stderr));
     let steps = common::steps(&json);
     let create_cluster = steps.iter().position(|s| s.starts_with("create RDS cluster prod")).unwrap();
     let create_db = steps.iter().position(|s| s.starts_with("CREATE DATABASE")).unwrap();
