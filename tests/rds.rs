@@ -121,6 +121,16 @@ fn a_cluster_is_planned_created_converges_grows_and_changes_retention() {
     assert!(!out.contains(&pw) && !plan.contains(&pw));
     p.converged();
 
+    // A new master password (here --replace; also a due rotate_every) is set on the cluster too.
+    let plan = p.ok(&["plan", "--replace", "secret.master", "--verbose", "--detailed-exitcode"], 2);
+    assert!(plan.contains("set the master password of cluster prod to the new value of secret.master"), "{plan}");
+    let out = p.ok(&["apply", "--replace", "secret.master", "--auto-approve"], 0);
+    let master = block_on(moto.secrets_client().get_secret_value().secret_id("test/prod/master").send()).unwrap();
+    let pw2 = master.secret_string().unwrap().to_string();
+    assert_ne!(pw, pw2);
+    assert!(!out.contains(&pw2) && !plan.contains(&pw2), "{out}");
+    p.converged();
+
     // Growing `instances`: one more instance, named after the cluster.
     p.write(&config(&moto, &Opts { instances: 3, ..BASE }));
     let plan = p.ok(&["plan", "--detailed-exitcode", "--verbose"], 2);

@@ -382,24 +382,32 @@ impl PgRunner {
     async fn run_rds(&self, cfg: &Config, step: &Step) -> Result<Option<String>, String> {
         let aws = cfg.aws.as_ref().ok_or("an rds_cluster needs a provider \"aws\" block")?;
         let rds = crate::rds::Rds::new(aws).await;
+        let read = |secret: &Address| {
+            let secret = secret.clone();
+            async move {
+                let s = self.secret(cfg, &secret)?;
+                let v = match &s.value {
+                    Some(v) => v.clone(),
+                    None => {
+                        self.stores
+                            .read(s.store, &s.name, s.external)
+                            .await
+                            .map_err(|e| e.for_secret(&secret).to_string())?
+                            .ok_or_else(|| format!("{secret} has no value in its store yet"))?
+                            .value
+                    }
+                };
+                Ok::<_, String>(crate::secrets::password_of(&v))
+            }
+        };
         let (cluster, gone) = match &step.op {
+            Op::RdsSetMasterPassword { identifier, secret } => {
+                rds.set_master_password(identifier, &read(secret).await?).await?;
+                (identifier.clone(), false)
+            }
             Op::RdsCreateCluster { spec } => {
                 let password = match &spec.master_password {
-                    Some(secret) => {
-                        let s = self.secret(cfg, secret)?;
-                        let v = match &s.value {
-                            Some(v) => v.clone(),
-                            None => {
-                                self.stores
-                                    .read(s.store, &s.name, s.external)
-                                    .await
-                                    .map_err(|e| e.for_secret(secret).to_string())?
-                                    .ok_or_else(|| format!("{secret} has no value in its store yet"))?
-                                    .value
-                            }
-                        };
-                        Some(crate::secrets::password_of(&v))
-                    }
+                    Some(secret) => Some(read(secret).await?),
                     None => None,
                 };
                 rds.create_cluster(spec, &step.address, password).await?;
@@ -437,8 +445,9 @@ impl PgRunner {
             if s.rds_cluster.as_ref() != Some(&me) || live.endpoint.is_none() {
                 continue;
             }
+            // Known already, unless its password has just changed.
             let known = self.ep(&r.addr).is_some_and(|e| e.pending_admin.is_none());
-            if known {
+            if known && !matches!(step.op, Op::RdsSetMasterPassword { .. }) {
                 continue;
             }
             let cred = crate::runtime::cluster_cred(cfg, &self.stores, &r.addr, s, rc, &live).await?;
@@ -480,6 +489,7 @@ impl PgRunner {
             | Op::RdsCreateInstance { .. }
             | Op::RdsModifyInstance { .. }
             | Op::RdsDeleteInstance { .. }
+            | Op::RdsSetMasterPassword { .. }
             | Op::RdsDeleteCluster { .. } => self.run_rds(cfg, step).await,
             Op::WriteSecret { secret, rds, pending } => {
                 let s = self.secret(cfg, secret)?;

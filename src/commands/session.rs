@@ -520,6 +520,29 @@ impl Session {
                 }
                 EXIT_ERROR
             })?;
+        let mut clusters = clusters;
+        // A master password secret that gets a new value: the cluster takes it too.
+        for c in clusters.iter_mut().filter(|c| matches!(c.action, Action::NoOp | Action::Update)) {
+            let Some(Body::RdsCluster(rc)) =
+                Address::parse(&c.address).ok().and_then(|a| self.config.get(&a)).map(|r| &r.body)
+            else {
+                continue;
+            };
+            let Some(secret) = &rc.master_password else { continue };
+            let written = changes.iter().any(|x| {
+                x.steps.iter().any(|s| matches!(&s.op, crate::plan::Op::WriteSecret { secret: w, .. } if w == secret))
+            });
+            if written {
+                c.steps.push(crate::plan::Step {
+                    address: c.address.clone(),
+                    server: None,
+                    database: None,
+                    op: crate::plan::Op::RdsSetMasterPassword { identifier: c.name.clone(), secret: secret.clone() },
+                });
+                c.action = Action::Update;
+                c.notes.push(format!("master password: set from the new value of {secret}"));
+            }
+        }
         let deleted: BTreeSet<String> =
             clusters.iter().filter(|c| c.action == Action::Delete).map(|c| c.address.clone()).collect();
         // After the secrets that are master passwords, before the others

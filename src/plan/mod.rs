@@ -126,6 +126,12 @@ pub enum Op {
         identifier: String,
         cluster: String,
     },
+    /// Set a cluster's master password from its secret (after the secret
+    /// got a new value) and wait until the cluster is available.
+    RdsSetMasterPassword {
+        identifier: String,
+        secret: Address,
+    },
     /// Delete a cluster (after its final snapshot, when named) and wait until it is gone.
     RdsDeleteCluster {
         identifier: String,
@@ -200,6 +206,9 @@ impl Step {
             ),
             Op::RdsDeleteInstance { identifier, cluster } => {
                 format!("delete instance {identifier} of cluster {cluster}, wait until gone")
+            }
+            Op::RdsSetMasterPassword { identifier, secret } => {
+                format!("set the master password of cluster {identifier} to the new value of {secret} (sensitive)")
             }
             Op::RdsDeleteCluster { identifier, final_snapshot: Some(s) } => {
                 format!("take final snapshot {s}, delete RDS cluster {identifier}, wait until gone")
