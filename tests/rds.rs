@@ -121,6 +121,13 @@ fn a_cluster_is_planned_created_converges_grows_and_changes_retention() {
     assert!(!out.contains(&pw) && !plan.contains(&pw));
     p.converged();
 
+    // A plan reads AWS in one batch: one DescribeDBClusters and one
+    // DescribeDBInstances (moto's recorder lists the requests).
+    let actions = recorded_rds_actions(&moto, || {
+        p.converged();
+    });
+    assert_eq!(actions, ["DescribeDBClusters", "DescribeDBInstances"]);
+
     // A new master password (here --replace; also a due rotate_every) is set on the cluster too.
     let plan = p.ok(&["plan", "--replace", "secret.master", "--verbose", "--detailed-exitcode"], 2);
     assert!(plan.contains("set the master password of cluster prod to the new value of secret.master"), "{plan}");
@@ -469,4 +476,49 @@ fn a_saved_plan_deletes_a_removed_cluster_with_the_snapshot_it_named() {
     let ids: Vec<&str> =
         snaps.db_cluster_snapshots().iter().filter_map(|s| s.db_cluster_snapshot_identifier()).collect();
     assert!(ids.contains(&snap.as_str()), "{ids:?}");
+}
+
+/// The RDS actions (`Action=` of each request, in order) that `f` made moto
+/// receive, from moto's request recorder.
+fn recorded_rds_actions(moto: &Moto, f: impl FnOnce()) -> Vec<String> {
+    let curl = |method: &str, path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-X", method, &format!("{}/moto-api/recorder/{path}", moto.endpoint)])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        text(&out.stdout)
+    };
+    curl("POST", "reset-recording");
+    curl("POST", "start-recording");
+    f();
+    curl("POST", "stop-recording");
+    let mut out = Vec::new();
+    for line in curl("GET", "download-recording").lines().filter(|l| !l.trim().is_empty()) {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        if !r["headers"]["User-Agent"].as_str().unwrap_or_default().contains("api/rds/") {
+            continue;
+        }
+        let body = r["body"].as_str().unwrap_or_default();
+        let body = if r["body_encoded"] == true { base64(body) } else { body.to_string() };
+        let action = body.split('&').find_map(|kv| kv.strip_prefix("Action=")).unwrap_or("?").to_string();
+        out.push(action);
+    }
+    out
+}
+
+fn base64(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = A.iter().position(|x| *x == c).expect("base64") as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
