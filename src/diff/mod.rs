@@ -740,7 +740,17 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         match in_state {
             None => {
                 c.action = Action::Create;
-                c.notes.push("registered; `dbctl backup run --due` (from cron or CI) takes its backups".into());
+                let clusters: Vec<String> = cfg
+                    .of_kind(Kind::RdsCluster)
+                    .filter(|x| matches!(&x.body, Body::RdsCluster(rc) if rc.backup_policy.as_ref() == Some(&r.addr)))
+                    .map(|x| x.addr.to_string())
+                    .collect();
+                if !clusters.is_empty() {
+                    c.notes.push(format!("sets the backup retention and window of {}", clusters.join(", ")));
+                }
+                if !bp.databases.is_empty() || clusters.is_empty() {
+                    c.notes.push("registered; `dbctl backup run --due` (from cron or CI) takes its backups".into());
+                }
             }
             Some(st) => {
                 c.before = Some(st.attributes.clone());
