@@ -106,7 +106,8 @@ async fn read_clusters(
     dbctl: &std::path::Path,
     admin: &mut BTreeMap<Address, runtime::AdminCred>,
 ) -> Result<(BTreeMap<String, crate::rds::LiveCluster>, BTreeMap<Address, Option<crate::rds::LiveCluster>>), String> {
-    let state = LocalState::new(dbctl).load().map_err(|e| e.to_string())?;
+    // A state that cannot be read is reported by the commands that need it.
+    let state = LocalState::new(dbctl).load().unwrap_or_else(|_| State::new());
     let wanted = crate::rds::plan::wanted(config, &state);
     if wanted.is_empty() {
         return Ok(Default::default());
