@@ -493,8 +493,11 @@ fn recorded_rds_actions(moto: &Moto, f: impl FnOnce()) -> Vec<String> {
     curl("POST", "start-recording");
     f();
     curl("POST", "stop-recording");
+    let recording = curl("GET", "download-recording");
+    let port = moto.endpoint.rsplit(':').next().unwrap();
+    std::fs::remove_file(std::env::temp_dir().join(format!("dbctl-moto-recording-{port}"))).ok();
     let mut out = Vec::new();
-    for line in curl("GET", "download-recording").lines().filter(|l| !l.trim().is_empty()) {
+    for line in recording.lines().filter(|l| !l.trim().is_empty()) {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
         if !r["headers"]["User-Agent"].as_str().unwrap_or_default().contains("api/rds/") {
             continue;
