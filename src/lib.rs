@@ -12,6 +12,7 @@ pub mod fmt;
 pub mod graph;
 pub mod model;
 pub mod plan;
+pub mod rds;
 pub mod router;
 pub mod runtime;
 pub mod secrets;

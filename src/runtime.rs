@@ -28,6 +28,10 @@ pub struct Endpoint {
     /// The url's own host and port when `connect { }` makes dbctl dial
     /// elsewhere (a tunnel): what clients, documents and secrets are given.
     pub advertised: Option<(String, u16)>,
+    /// A server on an RDS cluster that does not exist yet: its endpoint is
+    /// known after apply. Holds the admin (master) user name; the plan
+    /// reads the server as empty and creates everything on it.
+    pub pending_admin: Option<String>,
 }
 
 /// The admin credentials a server's `admin_password` secret holds: the
@@ -138,9 +142,120 @@ fn dial_url(url: &str, cred: Option<&AdminCred>, connect: Option<&Connect>) -> R
     Ok(out)
 }
 
+/// The admin url of a server on an RDS cluster: the cluster's endpoint and
+/// port, its master user, TLS `verify-full` (against `sslrootcert` when
+/// given, relative to the configuration).
+fn rds_url(dbctl: &Path, s: &Server, user: &str, host: &str, port: u16) -> String {
+    let ca = s.sslrootcert.as_ref().map(|c| {
+        let p = Path::new(c);
+        let full = if p.is_absolute() { p.to_path_buf() } else { dbctl.parent().unwrap_or(Path::new(".")).join(p) };
+        full.display().to_string()
+    });
+    match s.engine {
+        Engine::Postgres => format!(
+            "postgres://{}@{host}:{port}/postgres?sslmode=verify-full{}",
+            encode(user),
+            ca.map(|c| format!("&sslrootcert={}", encode(&c))).unwrap_or_default()
+        ),
+        Engine::Mysql => format!(
+            "mysql://{}@{host}:{port}/?ssl-mode=VERIFY_IDENTITY{}",
+            encode(user),
+            ca.map(|c| format!("&ssl-ca={}", encode(&c))).unwrap_or_default()
+        ),
+    }
+}
+
+/// The host a server on a cluster not created yet has in a plan; the apply
+/// puts the cluster's endpoint in its place in documents and secrets.
+pub fn unknown_host(server: &Address) -> String {
+    format!("(known after apply: {server})")
+}
+
+/// How dbctl reaches a server on an RDS cluster: through the cluster's
+/// endpoint when it exists (`live`), else an endpoint known after apply.
+pub fn rds_endpoint(
+    dbctl: &Path,
+    addr: &Address,
+    s: &Server,
+    master: &str,
+    live: Option<&crate::rds::LiveCluster>,
+    admin: Option<&AdminCred>,
+) -> Result<Endpoint, EngineError> {
+    let default_port = if s.engine == Engine::Mysql { 3306 } else { 5432 };
+    let mut ep = Endpoint {
+        address: addr.clone(),
+        engine: s.engine,
+        url: String::new(),
+        embedded: None,
+        user_hosts: BTreeMap::new(),
+        advertised: None,
+        pending_admin: None,
+    };
+    let Some((host, port)) = live.and_then(|l| Some((l.endpoint.clone()?, l.port.unwrap_or(default_port)))) else {
+        ep.url = rds_url(dbctl, s, master, "known-after-apply.invalid", default_port);
+        ep.advertised = Some((unknown_host(addr), default_port));
+        ep.pending_admin = Some(master.to_string());
+        return Ok(ep);
+    };
+    let user = admin.and_then(|a| a.username.clone()).unwrap_or_else(|| master.to_string());
+    ep.url = rds_url(dbctl, s, &user, &host, port);
+    ep.advertised = Some((host, port));
+    ep.url = dial_url(&ep.url, admin, s.connect.as_ref()).map_err(|e| EngineError::Setup(format!("{addr}: {e}")))?;
+    Ok(ep)
+}
+
+/// The master credentials of a cluster's server: its `admin_password`
+/// secret when set, else the cluster's `master_password` secret, else the
+/// master secret RDS keeps (`manage_master_user_password`).
+pub async fn cluster_cred(
+    cfg: &Config,
+    stores: &Stores,
+    server: &Address,
+    s: &Server,
+    cluster: &crate::model::RdsCluster,
+    live: &crate::rds::LiveCluster,
+) -> Result<AdminCred, String> {
+    let read = |secret: &Address| {
+        let secret = secret.clone();
+        async move {
+            let Some(Body::Secret(sec)) = cfg.get(&secret).map(|x| &x.body) else {
+                return Err(format!("{server}: {secret} is not in the configuration"));
+            };
+            let v = match &sec.value {
+                Some(v) => v.clone(),
+                None => match stores.read(sec.store, &sec.name, sec.external).await {
+                    Ok(Some(c)) => c.value,
+                    Ok(None) => {
+                        return Err(format!("{server}: its admin password, {secret}, has no value in its store"))
+                    }
+                    Err(e) => return Err(format!("{server}: reading {secret}: {}", e.for_secret(&secret))),
+                },
+            };
+            Ok(v)
+        }
+    };
+    let stored = if let Some(secret) = s.admin_password.as_ref().or(cluster.master_password.as_ref()) {
+        read(secret).await?
+    } else if let Some(arn) = &live.master_secret {
+        match stores.read(Store::Aws, arn, true).await {
+            Ok(Some(c)) => c.value,
+            Ok(None) => return Err(format!("{server}: the master secret RDS keeps ({arn}) is not in Secrets Manager")),
+            Err(e) => return Err(format!("{server}: reading the cluster's master secret: {e}")),
+        }
+    } else {
+        return Err(format!(
+            "{server}: its cluster has neither master_password nor manage_master_user_password, so dbctl has no admin password"
+        ));
+    };
+    let username = serde_json::from_str::<serde_json::Value>(stored.expose())
+        .ok()
+        .and_then(|v| v.get("username").and_then(|u| u.as_str()).map(str::to_string));
+    Ok(AdminCred { password: crate::secrets::password_of(&stored), username })
+}
+
 pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server, admin: Option<&AdminCred>) -> Result<Endpoint, EngineError> {
     if s.rds_cluster.is_some() {
-        return Err(EngineError::Setup(format!("{addr}: servers on RDS clusters are not built yet")));
+        return Err(EngineError::Setup(format!("{addr}: a server on an RDS cluster is reached through the cluster")));
     }
     if s.admin_password.is_some() && admin.is_none() {
         return Err(EngineError::Setup(format!("{addr}: its admin_password secret was not read")));
@@ -155,6 +270,7 @@ pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server, admin: Option<&AdminCr
             embedded: Some(e),
             user_hosts: BTreeMap::new(),
             advertised: None,
+            pending_admin: None,
         });
     }
     let url = s.url.clone().unwrap_or_default();
@@ -165,6 +281,7 @@ pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server, admin: Option<&AdminCr
         embedded: None,
         user_hosts: BTreeMap::new(),
         advertised: None,
+        pending_admin: None,
     };
     if admin.is_some() || s.connect.is_some() {
         if s.connect.is_some() {
@@ -184,6 +301,10 @@ pub async fn admin_creds(cfg: &Config, dbctl: &Path) -> Result<BTreeMap<Address,
     let mut stores: Option<Stores> = None;
     for r in cfg.of_kind(Kind::Server) {
         let Body::Server(s) = &r.body else { continue };
+        if s.rds_cluster.is_some() {
+            // Read with the cluster's credentials (`cluster_cred`), once the cluster is known.
+            continue;
+        }
         let Some(secret) = &s.admin_password else { continue };
         let Some(Body::Secret(sec)) = cfg.get(secret).map(|x| &x.body) else {
             return Err(format!("{}: {secret} is not in the configuration", r.addr));
@@ -233,7 +354,8 @@ pub async fn admin_creds(cfg: &Config, dbctl: &Path) -> Result<BTreeMap<Address,
 
 /// Whether some server reads its admin password from a secret.
 pub fn needs_admin_creds(cfg: &Config) -> bool {
-    cfg.of_kind(Kind::Server).any(|r| matches!(&r.body, Body::Server(s) if s.admin_password.is_some()))
+    cfg.of_kind(Kind::Server)
+        .any(|r| matches!(&r.body, Body::Server(s) if s.admin_password.is_some() && s.rds_cluster.is_none()))
 }
 
 /// Secrets dbctl only reads: `external = true`, and every server's admin
@@ -252,15 +374,30 @@ pub fn read_only_secrets(cfg: &Config) -> BTreeSet<Address> {
     out
 }
 
+/// Every server's endpoint. `clusters`: per rds_cluster address, the
+/// cluster as AWS describes it (`None`: not created yet).
 pub fn endpoints(
     cfg: &Config,
     dbctl: &Path,
     admin: &BTreeMap<Address, AdminCred>,
+    clusters: &BTreeMap<Address, Option<crate::rds::LiveCluster>>,
 ) -> Result<BTreeMap<Address, Endpoint>, EngineError> {
     let mut out = BTreeMap::new();
     for r in cfg.resources.values() {
         if let Body::Server(s) = &r.body {
-            out.insert(r.addr.clone(), endpoint(dbctl, &r.addr, s, admin.get(&r.addr))?);
+            let ep = match &s.rds_cluster {
+                Some(c) => {
+                    let master = match cfg.get(c).map(|x| &x.body) {
+                        Some(Body::RdsCluster(rc)) => crate::rds::plan::master_username(rc),
+                        _ => "dbctl".into(),
+                    };
+                    let live = clusters.get(c).and_then(|l| l.as_ref());
+                    let master = live.map(|l| l.master_username.clone()).filter(|m| !m.is_empty()).unwrap_or(master);
+                    rds_endpoint(dbctl, &r.addr, s, &master, live, admin.get(&r.addr))?
+                }
+                None => endpoint(dbctl, &r.addr, s, admin.get(&r.addr))?,
+            };
+            out.insert(r.addr.clone(), ep);
         }
     }
     for r in cfg.resources.values() {
@@ -332,7 +469,23 @@ pub async fn refresh(
 ) -> Result<BTreeMap<Address, LiveServer>, EngineError> {
     let empty = DetailScope::new();
     let mut jobs = Vec::new();
+    let mut pending = BTreeMap::new();
     for (addr, ep) in endpoints {
+        if let Some(admin) = &ep.pending_admin {
+            // On a cluster this plan creates: nothing to read yet.
+            // Its admin is an RDS master user: CREATEROLE and CREATEDB, no superuser.
+            let master = crate::engine::LiveRole {
+                login: true,
+                superuser: false,
+                connection_limit: -1,
+                flags: ["createrole", "createdb", "inherit"].into_iter().map(str::to_string).collect(),
+                ..Default::default()
+            };
+            let roles = BTreeMap::from([(admin.clone(), master)]);
+            pending
+                .insert(addr.clone(), LiveServer { exists: false, admin: admin.clone(), roles, ..Default::default() });
+            continue;
+        }
         if let Some(e) = &ep.embedded {
             if !e.is_initialised() {
                 continue;
@@ -357,7 +510,7 @@ pub async fn refresh(
             (addr.clone(), live)
         });
     }
-    let mut out = BTreeMap::new();
+    let mut out = pending;
     for (addr, r) in futures::future::join_all(jobs).await {
         out.insert(addr, r?);
     }
@@ -497,6 +650,7 @@ mod tests {
             admin_password: None,
             port: None,
             allow_superuser: false,
+            sslrootcert: None,
             connect: Some(Connect { host: Some("127.0.0.1".into()), port: Some(15432) }),
         };
         let ep = endpoint(Path::new("/nonexistent"), &Address::new(Kind::Server, "main"), &s, None).unwrap();

@@ -325,7 +325,12 @@ impl<R: Runner> Executor<R> {
 
 /// The real runner: PostgreSQL servers, embedded servers and the local secret store.
 pub struct PgRunner {
-    pub endpoints: BTreeMap<Address, Endpoint>,
+    /// A server on a cluster this apply creates learns its endpoint when
+    /// the cluster's step has run.
+    pub endpoints: std::sync::RwLock<BTreeMap<Address, Endpoint>>,
+    /// Hosts learned during this apply: the plan's "(known after apply: …)"
+    /// placeholder → the cluster's endpoint, put into documents and secrets.
+    pub learned: std::sync::RwLock<BTreeMap<String, String>>,
     pub stores: Stores,
     /// The configuration directory: published files are relative to it.
     pub base_dir: std::path::PathBuf,
@@ -368,6 +373,103 @@ impl Runner for PgRunner {
 }
 
 impl PgRunner {
+    fn ep(&self, server: &Address) -> Option<Endpoint> {
+        self.endpoints.read().expect("endpoints lock").get(server).cloned()
+    }
+
+    /// An RDS step: the request, then the wait until its cluster is
+    /// available (or gone); then the servers on the cluster learn its endpoint.
+    async fn run_rds(&self, cfg: &Config, step: &Step) -> Result<Option<String>, String> {
+        let aws = cfg.aws.as_ref().ok_or("an rds_cluster needs a provider \"aws\" block")?;
+        let rds = crate::rds::Rds::new(aws).await;
+        let read = |secret: &Address| {
+            let secret = secret.clone();
+            async move {
+                let s = self.secret(cfg, &secret)?;
+                let v = match &s.value {
+                    Some(v) => v.clone(),
+                    None => {
+                        self.stores
+                            .read(s.store, &s.name, s.external)
+                            .await
+                            .map_err(|e| e.for_secret(&secret).to_string())?
+                            .ok_or_else(|| format!("{secret} has no value in its store yet"))?
+                            .value
+                    }
+                };
+                Ok::<_, String>(crate::secrets::password_of(&v))
+            }
+        };
+        let (cluster, gone) = match &step.op {
+            Op::RdsSetMasterPassword { identifier, secret } => {
+                rds.set_master_password(identifier, &read(secret).await?).await?;
+                (identifier.clone(), false)
+            }
+            Op::RdsCreateCluster { spec } => {
+                let password = match &spec.master_password {
+                    Some(secret) => Some(read(secret).await?),
+                    None => None,
+                };
+                rds.create_cluster(spec, &step.address, password).await?;
+                (spec.identifier.clone(), false)
+            }
+            Op::RdsModifyCluster { mods } => {
+                rds.modify_cluster(mods).await?;
+                (mods.identifier.clone(), false)
+            }
+            Op::RdsCreateInstance { identifier, cluster, engine, instance_class } => {
+                rds.create_instance(identifier, cluster, engine, instance_class, &step.address).await?;
+                (cluster.clone(), false)
+            }
+            Op::RdsModifyInstance { identifier, cluster, instance_class, apply_immediately } => {
+                rds.modify_instance(identifier, instance_class, *apply_immediately).await?;
+                (cluster.clone(), false)
+            }
+            Op::RdsDeleteInstance { identifier, cluster } => {
+                rds.delete_instance(identifier).await?;
+                (cluster.clone(), false)
+            }
+            Op::RdsDeleteCluster { identifier, final_snapshot } => {
+                rds.delete_cluster(identifier, final_snapshot.as_deref()).await?;
+                (identifier.clone(), true)
+            }
+            _ => return Err("not an RDS step".into()),
+        };
+        let Some(live) = rds.wait(&step.address, &cluster, gone).await? else { return Ok(None) };
+        // Servers on this cluster: reached through its endpoint from now on.
+        let me = Address::parse(&step.address).map_err(|e| e.to_string())?;
+        let Some(crate::model::Body::RdsCluster(rc)) = cfg.get(&me).map(|r| &r.body) else { return Ok(None) };
+        let dbctl = crate::runtime::dbctl_dir(&self.base_dir);
+        for r in cfg.of_kind(crate::model::Kind::Server) {
+            let crate::model::Body::Server(s) = &r.body else { continue };
+            if s.rds_cluster.as_ref() != Some(&me) || live.endpoint.is_none() {
+                continue;
+            }
+            // Known already, unless its password has just changed.
+            let known = self.ep(&r.addr).is_some_and(|e| e.pending_admin.is_none());
+            if known && !matches!(step.op, Op::RdsSetMasterPassword { .. }) {
+                continue;
+            }
+            let cred = crate::runtime::cluster_cred(cfg, &self.stores, &r.addr, s, rc, &live).await?;
+            let ep = crate::runtime::rds_endpoint(&dbctl, &r.addr, s, &live.master_username, Some(&live), Some(&cred))
+                .map_err(|e| e.to_string())?;
+            if let Some(host) = &live.endpoint {
+                self.learned.write().expect("learned lock").insert(crate::runtime::unknown_host(&r.addr), host.clone());
+            }
+            self.endpoints.write().expect("endpoints lock").insert(r.addr.clone(), ep);
+        }
+        Ok(None)
+    }
+
+    /// `s` with every host learned during this apply in place of its placeholder.
+    fn fill(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for (placeholder, host) in self.learned.read().expect("learned lock").iter() {
+            out = out.replace(placeholder, host);
+        }
+        out
+    }
+
     fn secret<'c>(&self, cfg: &'c Config, secret: &Address) -> Result<&'c crate::model::Secret, String> {
         match cfg.get(secret).map(|r| &r.body) {
             Some(crate::model::Body::Secret(s)) => Ok(s),
@@ -382,6 +484,13 @@ impl PgRunner {
             }
         }
         match &step.op {
+            Op::RdsCreateCluster { .. }
+            | Op::RdsModifyCluster { .. }
+            | Op::RdsCreateInstance { .. }
+            | Op::RdsModifyInstance { .. }
+            | Op::RdsDeleteInstance { .. }
+            | Op::RdsSetMasterPassword { .. }
+            | Op::RdsDeleteCluster { .. } => self.run_rds(cfg, step).await,
             Op::WriteSecret { secret, rds, pending } => {
                 let s = self.secret(cfg, secret)?;
                 let value = match (&s.value, &s.generate) {
@@ -389,6 +498,10 @@ impl PgRunner {
                     (None, Some(g)) => crate::secrets::generate(g),
                     (None, None) => crate::secrets::generate(&crate::model::Generate { length: 32, special: false }),
                 };
+                let mut rds = rds.clone();
+                if let Some(r) = rds.as_mut() {
+                    r.host = self.fill(&r.host);
+                }
                 let doc = crate::secrets::document(&value, rds.as_ref());
                 if *pending {
                     self.stores
@@ -406,7 +519,7 @@ impl PgRunner {
                     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 }
                 // Mode 0600: the document names hosts, users and where their passwords live.
-                crate::state::write_private(&full, content.as_bytes()).map_err(|e| e.to_string())?;
+                crate::state::write_private(&full, self.fill(content).as_bytes()).map_err(|e| e.to_string())?;
                 Ok(None)
             }
             Op::Unpublish { path } => match std::fs::remove_file(self.base_dir.join(path)) {
@@ -416,7 +529,7 @@ impl PgRunner {
             Op::PublishSecret { secret, content } => {
                 let s = self.secret(cfg, secret)?;
                 self.stores
-                    .put(s.store, &s.name, &secret.to_string(), crate::model::Sensitive::new(content.clone()))
+                    .put(s.store, &s.name, &secret.to_string(), crate::model::Sensitive::new(self.fill(content)))
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(None)
@@ -427,7 +540,7 @@ impl PgRunner {
             }
             Op::StartEmbedded => {
                 let server = step.server.as_ref().ok_or("no server")?;
-                let e = self.endpoints.get(server).and_then(|e| e.embedded.clone()).ok_or("not an embedded server")?;
+                let e = self.ep(server).and_then(|e| e.embedded.clone()).ok_or("not an embedded server")?;
                 tokio::task::spawn_blocking(move || e.start())
                     .await
                     .map_err(|e| e.to_string())?
@@ -539,10 +652,7 @@ impl PgRunner {
     }
 
     fn is_mysql(&self, step: &Step) -> bool {
-        step.server
-            .as_ref()
-            .and_then(|s| self.endpoints.get(s))
-            .is_some_and(|e| e.engine == crate::model::Engine::Mysql)
+        step.server.as_ref().and_then(|s| self.ep(s)).is_some_and(|e| e.engine == crate::model::Engine::Mysql)
     }
 
     /// The steps that differ on MySQL; `None` for those that do not touch the server.
@@ -567,13 +677,13 @@ impl PgRunner {
             };
             if queue.my.is_none() {
                 let server = step.server.as_ref().ok_or("step has no server")?;
-                let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+                let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
                 let mut c = mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?;
                 queue.my_id = mysql::limit(&mut c).await.map_err(|e| e.to_string())?;
                 queue.my = Some(c);
             }
             let server = step.server.as_ref().ok_or("step has no server")?;
-            let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+            let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
             let conn = queue.my.as_mut().expect("connected");
             match mysql::execute_step(&server.to_string(), &ep.url, &step.address, queue.my_id, conn, sql).await {
                 Ok(()) => match version {
@@ -599,7 +709,7 @@ impl PgRunner {
     /// who held it up.
     async fn pg_execute(&self, step: &Step, queue: &mut Conns, sql: String) -> Result<(), String> {
         let server = step.server.as_ref().ok_or("step has no server")?;
-        let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+        let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
         let (conn, pid) = self.conn(step, queue).await?;
         let run = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn);
         let (r, blockers) =
@@ -615,7 +725,7 @@ impl PgRunner {
 
     async fn conn<'c>(&self, step: &Step, queue: &'c mut Conns) -> Result<(&'c mut PgConnection, i32), String> {
         let server = step.server.as_ref().ok_or("step has no server")?;
-        let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+        let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
         let conns = &mut queue.pg;
         if !conns.contains_key(&step.database) {
             // Keep the admin connection and one other: a queue that walks
@@ -711,6 +821,7 @@ mod tests {
             steps: sqls.iter().map(|s| step(addr, server, s)).collect(),
             server: server.map(str::to_string),
             data_loss: None,
+            after_unknown: serde_json::Value::Null,
         }
     }
 

@@ -86,7 +86,7 @@ async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> R
         p.changes
             .iter()
             .filter(|c| c.action != crate::plan::Action::NoOp)
-            .map(|c| (c.address.clone(), c.action, c.steps.clone()))
+            .map(|c| (c.address.clone(), c.action, c.steps.iter().map(timeless).collect()))
             .collect()
     };
     let (saved, fresh) = (steps(plan), steps(&now));
@@ -101,6 +101,19 @@ async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> R
         return Err(format!("its steps differ from what the configuration and the servers call for now (at {at})"));
     }
     Ok(now.notes.into_iter().filter(|n| crate::engine::tls::is_plaintext_warning(n)).collect())
+}
+
+/// A step as the stale check compares it: a final snapshot's name carries
+/// the time the plan was made, so only its `<id>-final-` part is compared
+/// (the saved plan's name is the one taken).
+fn timeless(s: &crate::plan::Step) -> crate::plan::Step {
+    let mut s = s.clone();
+    if let crate::plan::Op::RdsDeleteCluster { final_snapshot: Some(name), .. } = &mut s.op {
+        if let Some((stem, _)) = name.rsplit_once('-') {
+            *name = stem.to_string();
+        }
+    }
+    s
 }
 
 fn print_report(r: &Report, plan: &Plan) {
@@ -164,7 +177,12 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
     let total = plan.steps().count();
     let interrupt = Arc::new(AtomicBool::new(false));
     let exec = Executor {
-        runner: PgRunner { endpoints: session.endpoints.clone(), stores, base_dir: session.config_dir.clone() },
+        runner: PgRunner {
+            endpoints: std::sync::RwLock::new(session.endpoints.clone()),
+            learned: Default::default(),
+            stores,
+            base_dir: session.config_dir.clone(),
+        },
         journal: Mutex::new(journal),
         state: Mutex::new(state),
         parallelism,

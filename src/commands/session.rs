@@ -26,6 +26,9 @@ pub struct Session {
     /// Variable values as loaded: the non-sensitive ones are recorded in a
     /// saved plan, the sensitive ones only as a salted digest.
     pub variables: indexmap::IndexMap<String, crate::config::VarInfo>,
+    /// RDS clusters as AWS describes them (by identifier): those the
+    /// configuration or the state names, and those tagged `managed-by = dbctl`.
+    pub clusters: BTreeMap<String, crate::rds::LiveCluster>,
 }
 
 #[derive(Default)]
@@ -77,9 +80,21 @@ pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> R
     } else {
         BTreeMap::new()
     };
-    let endpoints = runtime::endpoints(&config, &dbctl, &admin).map_err(err)?;
+    let mut admin = admin;
     let state_store = crate::state::open_backend(&config.state, &dbctl).map_err(err)?;
+    // Clusters the configuration or the state names: the state is read only when there may be some.
+    let clusters_anywhere =
+        config.of_kind(crate::model::Kind::RdsCluster).next().is_some() || state_store.exists().unwrap_or(false);
+    let recorded = if clusters_anywhere {
+        // A state that cannot be read is reported by the commands that need it.
+        state_store.load().unwrap_or_else(|_| State::new())
+    } else {
+        State::new()
+    };
+    let (clusters, by_addr) = block_on(read_clusters(&config, &dbctl, &recorded, &mut admin)).map_err(err)?;
+    let endpoints = runtime::endpoints(&config, &dbctl, &admin, &by_addr).map_err(err)?;
     Ok(Session {
+        clusters,
         state_store,
         config,
         config_dir: ctx.dir.clone(),
@@ -88,6 +103,48 @@ pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> R
         config_hash: hex::encode(h.finalize()),
         variables: loaded.variables,
     })
+}
+
+/// The RDS clusters the configuration or the state names (one batched read),
+/// and the master credentials of each server on a cluster that exists
+/// (added to `admin`). Nothing is asked of AWS without an rds_cluster.
+async fn read_clusters(
+    config: &Config,
+    dbctl: &std::path::Path,
+    state: &State,
+    admin: &mut BTreeMap<Address, runtime::AdminCred>,
+) -> Result<(BTreeMap<String, crate::rds::LiveCluster>, BTreeMap<Address, Option<crate::rds::LiveCluster>>), String> {
+    let wanted = crate::rds::plan::wanted(config, state);
+    if wanted.is_empty() {
+        return Ok(Default::default());
+    }
+    let Some(aws) = config.aws.as_ref() else {
+        return Err("an rds_cluster needs a provider \"aws\" block (region, and endpoint for a stand-in)".into());
+    };
+    let rds = crate::rds::Rds::new(aws).await;
+    let live = rds.read(&wanted).await?;
+    let mut by_addr = BTreeMap::new();
+    let mut stores: Option<Stores> = None;
+    for r in config.of_kind(crate::model::Kind::RdsCluster) {
+        let id = crate::rds::plan::identifier(state, &r.addr);
+        by_addr.insert(r.addr.clone(), live.get(&id).cloned());
+    }
+    for r in config.of_kind(crate::model::Kind::Server) {
+        let Body::Server(s) = &r.body else { continue };
+        let Some(c) = &s.rds_cluster else { continue };
+        let (Some(Some(l)), Some(Body::RdsCluster(rc))) = (by_addr.get(c), config.get(c).map(|x| &x.body)) else {
+            continue;
+        };
+        if l.endpoint.is_none() {
+            continue;
+        }
+        if stores.is_none() {
+            stores = Some(Stores::open(dbctl, config.aws.as_ref()).await.map_err(|e| e.to_string())?);
+        }
+        let cred = runtime::cluster_cred(config, stores.as_ref().expect("opened"), &r.addr, s, rc, l).await?;
+        admin.insert(r.addr.clone(), cred);
+    }
+    Ok((live, by_addr))
 }
 
 /// A session and the state, for the commands that plan.
@@ -403,6 +460,8 @@ impl Session {
             EXIT_ERROR
         })?;
         let mut changes = d.changes;
+        let mut notes = d.notes;
+        self.plan_clusters(state, opts, &mut changes, &mut notes)?;
         for c in changes.iter_mut().filter(|c| adopted.contains(&c.address)) {
             // The object is on the server and the state must learn it: a change, if only to the state.
             if c.action == crate::plan::Action::NoOp {
@@ -463,7 +522,7 @@ impl Session {
             fingerprints: d.fingerprints,
             drift: d.drift,
             changes,
-            notes: tls_warnings.into_iter().chain(admin_warnings).chain(d.notes).collect(),
+            notes: tls_warnings.into_iter().chain(admin_warnings).chain(notes).collect(),
             refresh_only: opts.refresh_only,
             targets: opts.targets.clone(),
             replace: opts.replace.clone(),
@@ -475,6 +534,104 @@ impl Session {
                 .collect(),
             ..Default::default()
         })
+    }
+
+    /// The RDS cluster changes, placed after the secrets (a master password
+    /// is written before its cluster is created) and before every server's
+    /// steps; servers on a cluster this plan creates get an endpoint known
+    /// after apply, and what lives on a cluster this plan deletes goes with it.
+    fn plan_clusters(
+        &self,
+        state: &State,
+        opts: &PlanOpts,
+        changes: &mut Vec<crate::plan::ResourceChange>,
+        notes: &mut Vec<String>,
+    ) -> Result<(), u8> {
+        let now = time::OffsetDateTime::now_utc();
+        let clusters =
+            crate::rds::plan::plan(&self.config, state, &self.clusters, opts.destroy, now).map_err(|errors| {
+                for e in &errors {
+                    err(e);
+                }
+                EXIT_ERROR
+            })?;
+        let mut clusters = clusters;
+        // A master password secret that gets a new value: the cluster takes it too.
+        for c in clusters.iter_mut().filter(|c| matches!(c.action, Action::NoOp | Action::Update)) {
+            let Some(Body::RdsCluster(rc)) =
+                Address::parse(&c.address).ok().and_then(|a| self.config.get(&a)).map(|r| &r.body)
+            else {
+                continue;
+            };
+            let Some(secret) = &rc.master_password else { continue };
+            let written = changes.iter().any(|x| {
+                x.steps.iter().any(|s| matches!(&s.op, crate::plan::Op::WriteSecret { secret: w, .. } if w == secret))
+            });
+            if written {
+                c.steps.push(crate::plan::Step {
+                    address: c.address.clone(),
+                    server: None,
+                    database: None,
+                    op: crate::plan::Op::RdsSetMasterPassword { identifier: c.name.clone(), secret: secret.clone() },
+                });
+                c.action = Action::Update;
+                c.notes.push(format!("master password: set from the new value of {secret}"));
+            }
+        }
+        let deleted: BTreeSet<String> =
+            clusters.iter().filter(|c| c.action == Action::Delete).map(|c| c.address.clone()).collect();
+        // After the secrets that are master passwords, before the others
+        // (a user's secret names its server's host, known once the cluster is).
+        let masters: BTreeSet<String> = self
+            .config
+            .of_kind(crate::model::Kind::RdsCluster)
+            .filter_map(|r| match &r.body {
+                Body::RdsCluster(c) => c.master_password.as_ref().map(|a| a.to_string()),
+                _ => None,
+            })
+            .collect();
+        let at = changes.iter().rposition(|c| masters.contains(&c.address)).map_or(0, |i| i + 1);
+        changes.splice(at..at, clusters);
+        for r in self.config.of_kind(crate::model::Kind::Server) {
+            let Body::Server(s) = &r.body else { continue };
+            let Some(cluster) = &s.rds_cluster else { continue };
+            let Some(ep) = self.endpoints.get(&r.addr) else { continue };
+            let addr = r.addr.to_string();
+            let pending = ep.pending_admin.is_some();
+            if let Some(c) = changes.iter_mut().find(|c| c.address == addr) {
+                let (host, port) = runtime::host_port(ep);
+                if let Some(after) = c.after.as_mut().and_then(|a| a.as_object_mut()) {
+                    after.insert("rds_cluster".into(), serde_json::json!(cluster.to_string()));
+                    after.insert(
+                        "endpoint".into(),
+                        if pending { serde_json::Value::Null } else { serde_json::json!(format!("{host}:{port}")) },
+                    );
+                }
+                if pending {
+                    c.after_unknown = serde_json::json!({ "endpoint": true });
+                    c.notes.push(format!("{cluster} is created by this plan"));
+                    if !state.resources.contains_key(&addr) {
+                        c.action = Action::Create;
+                    }
+                }
+            }
+            if pending && !opts.destroy {
+                notes.push(format!(
+                    "{addr} is on {cluster}, which this plan creates: its endpoint is known after apply, so the \
+                     databases, users and grants on it are planned as creates; the apply connects once the cluster is available."
+                ));
+            }
+            if deleted.contains(&cluster.to_string()) {
+                for c in changes.iter_mut().filter(|c| c.server.as_deref() == Some(addr.as_str()) && c.kind != "server")
+                {
+                    if c.action == Action::Delete {
+                        c.steps.clear();
+                        c.notes.push(format!("goes with {cluster}: nothing to run on the server"));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Seal a plan for `--out`: digests of the sensitive variables, then of the whole plan.

@@ -133,11 +133,14 @@ pub fn import(ctx: &Ctx, addr: &str, id: &str) -> u8 {
     if let Body::Secret(secret) = &r.body {
         return import_secret(&session, &a, secret, id);
     }
+    if let Body::RdsCluster(_) = &r.body {
+        return import_cluster(&session, &a, id);
+    }
     let (kind, server) = match (&r.body, r.server()) {
         (Body::Role(_), Some(s)) => ("role", s.clone()),
         (Body::User(_), Some(s)) => ("user", s.clone()),
         (Body::Database(_), Some(s)) => ("database", s.clone()),
-        _ => return err(format!("{addr}: only databases, users, roles and secrets can be imported")),
+        _ => return err(format!("{addr}: only databases, users, roles, secrets and RDS clusters can be imported")),
     };
     if r.object_name() != Some(id) {
         return err(format!(
@@ -192,6 +195,81 @@ pub fn import(ctx: &Ctx, addr: &str, id: &str) -> u8 {
     }
     println!(
         "Imported {addr} ({kind} \"{id}\" on {server}). Run `dbctl plan` to see how it differs from the configuration."
+    );
+    EXIT_OK
+}
+
+/// `dbctl import rds_cluster.NAME <cluster identifier>`: adopt an existing
+/// cluster. It is tagged `managed-by = dbctl` and recorded under its own
+/// identifier; the next plan shows how it differs from the configuration.
+fn import_cluster(session: &super::session::Session, a: &Address, id: &str) -> u8 {
+    if let Some(p) = crate::rds::identifier_problem(id, 63) {
+        return err(format!("{id} is not an RDS cluster identifier: {p}"));
+    }
+    let Some(aws) = session.config.aws.as_ref() else {
+        return err("an rds_cluster needs a provider \"aws\" block (region, and endpoint for a stand-in)");
+    };
+    let _lock = match session.state_store.lock("import", Duration::ZERO) {
+        Ok(l) => l,
+        Err(e) => return err(e),
+    };
+    let mut st = match session.state_store.load() {
+        Ok(st) => st,
+        Err(e) => return err(e),
+    };
+    if st.resources.contains_key(&a.to_string()) {
+        return err(format!("{a} is already managed"));
+    }
+    let found = block_on(async {
+        let rds = crate::rds::Rds::new(aws).await;
+        let c = rds.cluster(id).await?;
+        if let Some(c) = &c {
+            rds.adopt(c, &a.to_string()).await?;
+        }
+        Ok::<_, String>(c)
+    });
+    let c = match found {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return err(format!(
+                "there is no RDS cluster \"{id}\" (looked with the provider \"aws\" block's region and endpoint)"
+            ))
+        }
+        Err(e) => return err(e),
+    };
+    st.resources.insert(
+        a.to_string(),
+        StateResource {
+            kind: "rds_cluster".into(),
+            server: None,
+            name: id.into(),
+            attributes: json!({
+                "identifier": id,
+                "engine": c.engine,
+                "engine_version": c.engine_version,
+                "instances": c.instances.len(),
+                "master_username": c.master_username,
+                "deletion_protection": c.deletion_protection,
+                "backup_retention_period": c.backup_retention_period,
+                "preferred_backup_window": c.preferred_backup_window,
+                "endpoint": c.endpoint,
+                "port": c.port,
+                "master_secret": c.master_secret,
+            }),
+            password_version: None,
+            pending: false,
+        },
+    );
+    st.serial += 1;
+    if let Err(e) = session.state_store.save(&st) {
+        return err(e);
+    }
+    println!(
+        "Imported {a} (RDS cluster \"{id}\", {} {}, {} instance(s)); it is tagged managed-by = dbctl. \
+         Run `dbctl plan` to see how it differs from the configuration.",
+        c.engine,
+        c.engine_version,
+        c.instances.len()
     );
     EXIT_OK
 }

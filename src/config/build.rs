@@ -87,6 +87,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                 admin_password: b.reference("admin_password"),
                 port,
                 allow_superuser: b.bool("allow_superuser").unwrap_or(false),
+                sslrootcert: b.str("sslrootcert"),
             })
         }
         Kind::Role => Body::Role(Role {
@@ -300,6 +301,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
                 instances: instances.clamp(1, 16) as u32,
                 master_username: b.str("master_username"),
                 master_password: b.reference("master_password"),
+                manage_master_user_password: b.bool("manage_master_user_password").unwrap_or(false),
                 backup_policy: b.reference("backup_policy"),
                 deletion_protection: b.bool("deletion_protection").unwrap_or(false),
                 final_snapshot: b.bool("final_snapshot").unwrap_or(true),

@@ -203,6 +203,7 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
                     );
                 }
             }
+            Body::RdsCluster(c) => check_cluster(cfg, r, c, diags),
             Body::BackupPolicy(b) => {
                 if b.storage.starts_with("s3://") && cfg.aws.is_none() {
                     diags.push(
@@ -362,6 +363,82 @@ fn check_server_tls(r: &Resource, s: &Server, diags: &mut Diags) {
     }
 }
 
+/// The rules AWS applies to a cluster, checked here because stand-ins
+/// (moto) do not: identifiers, engine versions, instance classes, master
+/// user names, backup retention and window, and how the master password is
+/// given.
+fn check_cluster(cfg: &Config, r: &Resource, c: &crate::model::RdsCluster, diags: &mut Diags) {
+    use crate::rds;
+    let at = |a: &str| r.origin.attr(a);
+    if cfg.aws.is_none() {
+        diags.push(
+            Diagnostic::error(format!("{} needs a provider \"aws\" block", r.addr))
+                .at(&r.origin.header, "created and read with the AWS API")
+                .help("add provider \"aws\" { region = \"us-east-1\" }"),
+        );
+    }
+    let last = format!("{}-{}", r.addr.name, c.instances);
+    if let Some(p) = rds::identifier_problem(&r.addr.name, 63).or_else(|| rds::identifier_problem(&last, 63)) {
+        diags.push(
+            Diagnostic::error(format!("{}: not a valid RDS identifier", r.addr))
+                .at(&r.origin.header, p)
+                .help("the label is the cluster's identifier and its instances are LABEL-1..N: use letters, digits and single hyphens"),
+        );
+    }
+    if !c.engine.starts_with("aurora-") {
+        diags.push(
+            Diagnostic::error(format!(
+                "{}: engine = \"{}\" (a Multi-AZ DB cluster) is not supported",
+                r.addr, c.engine
+            ))
+            .at(at("engine"), "only Aurora clusters")
+            .help("use engine = \"aurora-postgresql\" or \"aurora-mysql\""),
+        );
+    }
+    if let Some(p) = c.engine_version.as_deref().and_then(|v| rds::engine_version_problem(&c.engine, v)) {
+        diags.push(Diagnostic::error(format!("{}: engine_version", r.addr)).at(at("engine_version"), p));
+    }
+    match c.instance_class.as_deref() {
+        None => diags.push(
+            Diagnostic::error(format!("{} has no instance_class", r.addr))
+                .at(&r.origin.header, "its instances need one")
+                .help("set instance_class = \"db.r6g.large\" (or db.serverless)"),
+        ),
+        Some(k) => {
+            if let Some(p) = rds::instance_class_problem(k) {
+                diags.push(Diagnostic::error(format!("{}: instance_class", r.addr)).at(at("instance_class"), p));
+            }
+        }
+    }
+    let user = crate::rds::plan::master_username(c);
+    if let Some(p) = rds::master_username_problem(&c.engine, &user) {
+        diags.push(Diagnostic::error(format!("{}: master_username", r.addr)).at(at("master_username"), p));
+    }
+    match (&c.master_password, c.manage_master_user_password) {
+        (Some(_), true) => diags.push(
+            Diagnostic::error(format!("{} sets master_password and manage_master_user_password", r.addr))
+                .at(ref_loc(r, "master_password"), "two sources for the master password")
+                .help("keep one: a secret dbctl keeps (master_password) or one RDS keeps (manage_master_user_password = true)"),
+        ),
+        (None, false) => diags.push(
+            Diagnostic::error(format!("{} has no master password", r.addr))
+                .at(&r.origin.header, "neither master_password nor manage_master_user_password")
+                .help("set master_password = secret.NAME, or manage_master_user_password = true"),
+        ),
+        _ => {}
+    }
+    if let Some(p) = &c.backup_policy {
+        if let Some(Body::BackupPolicy(b)) = cfg.get(p).map(|x| &x.body) {
+            if let Err(e) = rds::backup_settings(Some(b)) {
+                diags.push(
+                    Diagnostic::error(format!("{}: its backup policy {p} cannot be an RDS backup setting", r.addr))
+                        .at(ref_loc(r, "backup_policy"), e),
+                );
+            }
+        }
+    }
+}
+
 fn check_server(cfg: &Config, r: &Resource, s: &Server, diags: &mut Diags) {
     let modes = [s.embedded, s.url.is_some(), s.rds_cluster.is_some()];
     match modes.iter().filter(|m| **m).count() {
@@ -429,6 +506,26 @@ fn check_server(cfg: &Config, r: &Resource, s: &Server, diags: &mut Diags) {
                 .at(&r.origin.header, "an embedded server listens on 127.0.0.1 where dbctl runs it")
                 .help("remove the connect block, or set url = ... for a server reached through a tunnel"),
         );
+    }
+    if s.sslrootcert.is_some() && s.rds_cluster.is_none() {
+        diags.push(
+            Diagnostic::error(format!("{}: sslrootcert applies only to a server on an rds_cluster", r.addr))
+                .at(r.origin.attr("sslrootcert"), "put it in the url")
+                .help("write ?sslmode=verify-full&sslrootcert=FILE in the url"),
+        );
+    }
+    if s.rds_cluster.is_some() {
+        if let Some(host) = s.connect.as_ref().and_then(|c| c.host.as_deref()) {
+            diags.push(
+                Diagnostic::warning(format!(
+                    "{}: the cluster's certificate is checked against \"{host}\", the host dbctl dials, not the cluster's endpoint",
+                    r.addr
+                ))
+                .at(&r.origin.header, "connect.host on a server on an RDS cluster (TLS verify-full)")
+                .help("make the cluster's endpoint name point at the tunnel (an /etc/hosts entry) and set only connect.port")
+                .about(&r.addr),
+            );
+        }
     }
     if s.port.is_some() && !s.embedded {
         diags.push(

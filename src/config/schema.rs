@@ -218,6 +218,11 @@ pub static SERVER_B: BlockSchema = BlockSchema {
         a("admin_password", Ty::Ref(SECRET), "Admin password when the URL carries none."),
         a("port", Ty::Int, "Port of an embedded server (default: a free port chosen once and kept)."),
         a("allow_superuser", Ty::Bool, "PostgreSQL: users of this server may set superuser = true (default false)."),
+        a(
+            "sslrootcert",
+            Ty::String,
+            "A server on an RDS cluster: the CA bundle (RDS global-bundle.pem) its certificate is verified against.",
+        ),
     ],
     blocks: &[Nested { schema: &CONNECT, multiple: false }, LIFECYCLE_N],
     open: false,
@@ -414,6 +419,11 @@ pub static RDS_CLUSTER: BlockSchema = BlockSchema {
         a("instances", Ty::Int, "Number of instances."),
         a("master_username", Ty::String, "Master user name."),
         a("master_password", Ty::Ref(SECRET), "Secret holding the master password."),
+        a(
+            "manage_master_user_password",
+            Ty::Bool,
+            "RDS generates the master password and keeps it in Secrets Manager.",
+        ),
         a("backup_policy", Ty::Ref(&[Kind::BackupPolicy]), "Sets retention period and backup window."),
         a("deletion_protection", Ty::Bool, "Refuse deletion."),
         a("final_snapshot", Ty::Bool, "Destroy takes a final snapshot unless false."),

@@ -584,7 +584,10 @@ pub fn check(
 ) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     for (server, l) in live {
-        if engines.get(server).copied().unwrap_or(Engine::Postgres) != Engine::Postgres || !l.exists {
+        // A server not created yet is checked when its admin is known (an
+        // RDS cluster's master user, before the cluster exists).
+        let known = l.exists || l.roles.contains_key(&l.admin);
+        if engines.get(server).copied().unwrap_or(Engine::Postgres) != Engine::Postgres || !known {
             continue;
         }
         check_drops(changes, server, l, &mut errors);

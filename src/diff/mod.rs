@@ -60,7 +60,6 @@ pub struct Diffed {
 /// Kinds handled by a later milestone: in the plan as a note, never silently.
 fn not_planned_yet(kind: Kind) -> Option<&'static str> {
     match kind {
-        Kind::RdsCluster => Some("RDS clusters are not built yet"),
         Kind::Migrations => Some("migrations are not built yet"),
         _ => None,
     }
@@ -80,6 +79,7 @@ pub(crate) fn change(addr: &str, kind: &str, name: &str, action: Action) -> Reso
         steps: Vec::new(),
         server: None,
         data_loss: None,
+        after_unknown: Value::Null,
     }
 }
 
@@ -740,7 +740,17 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         match in_state {
             None => {
                 c.action = Action::Create;
-                c.notes.push("registered; `dbctl backup run --due` (from cron or CI) takes its backups".into());
+                let clusters: Vec<String> = cfg
+                    .of_kind(Kind::RdsCluster)
+                    .filter(|x| matches!(&x.body, Body::RdsCluster(rc) if rc.backup_policy.as_ref() == Some(&r.addr)))
+                    .map(|x| x.addr.to_string())
+                    .collect();
+                if !clusters.is_empty() {
+                    c.notes.push(format!("sets the backup retention and window of {}", clusters.join(", ")));
+                }
+                if !bp.databases.is_empty() || clusters.is_empty() {
+                    c.notes.push("registered; `dbctl backup run --due` (from cron or CI) takes its backups".into());
+                }
             }
             Some(st) => {
                 c.before = Some(st.attributes.clone());
@@ -1246,7 +1256,8 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         .map(|(_, st)| (st.server.clone(), st.name.clone()))
         .collect();
     for (addr, st) in &inp.state.resources {
-        if desired_addrs.contains(addr) {
+        if desired_addrs.contains(addr) || st.kind == "rds_cluster" {
+            // RDS clusters are planned by crate::rds::plan.
             continue;
         }
         if let Ok(a) = Address::parse(addr) {

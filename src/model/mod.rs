@@ -196,6 +196,9 @@ pub struct Server {
     /// and port (an SSH or SSM tunnel). Published documents and RDS-shaped
     /// secrets keep the url's endpoint.
     pub connect: Option<Connect>,
+    /// A server on an RDS cluster: the CA bundle its certificate is
+    /// verified against (`sslmode=verify-full`).
+    pub sslrootcert: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -382,6 +385,8 @@ pub struct RdsCluster {
     pub instances: u32,
     pub master_username: Option<String>,
     pub master_password: Option<Address>,
+    /// RDS keeps the master password in Secrets Manager.
+    pub manage_master_user_password: bool,
     pub backup_policy: Option<Address>,
     pub deletion_protection: bool,
     pub final_snapshot: bool,

@@ -99,6 +99,44 @@ pub enum Op {
         name: String,
         force: bool,
     },
+    /// Create an RDS cluster and wait until it is available.
+    RdsCreateCluster {
+        spec: crate::rds::ClusterSpec,
+    },
+    /// Modify an RDS cluster and wait until it is available.
+    RdsModifyCluster {
+        mods: crate::rds::ClusterMods,
+    },
+    /// Add an instance to a cluster and wait until it is available.
+    RdsCreateInstance {
+        identifier: String,
+        cluster: String,
+        engine: String,
+        instance_class: String,
+    },
+    /// Change an instance's class (it restarts).
+    RdsModifyInstance {
+        identifier: String,
+        cluster: String,
+        instance_class: String,
+        apply_immediately: bool,
+    },
+    /// Remove an instance from its cluster and wait until it is gone.
+    RdsDeleteInstance {
+        identifier: String,
+        cluster: String,
+    },
+    /// Set a cluster's master password from its secret (after the secret
+    /// got a new value) and wait until the cluster is available.
+    RdsSetMasterPassword {
+        identifier: String,
+        secret: Address,
+    },
+    /// Delete a cluster (after its final snapshot, when named) and wait until it is gone.
+    RdsDeleteCluster {
+        identifier: String,
+        final_snapshot: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +176,46 @@ impl Step {
                 format!("ALTER ROLE {} PASSWORD (sensitive){on}", crate::engine::sql::pg_ident(role))
             }
             Op::Sql { sql } => format!("{sql}{on}"),
+            Op::RdsCreateCluster { spec } => format!(
+                "create RDS cluster {} ({}{}), master user {}{}, wait until available",
+                spec.identifier,
+                spec.engine,
+                spec.engine_version.as_deref().map(|v| format!(" {v}")).unwrap_or_default(),
+                spec.master_username,
+                match (&spec.master_password, spec.manage_master_user_password) {
+                    (Some(s), _) => format!(", password from {s}"),
+                    (None, true) => ", password kept by RDS in Secrets Manager".into(),
+                    _ => String::new(),
+                }
+            ),
+            Op::RdsModifyCluster { mods } => format!(
+                "modify RDS cluster {}{}, wait until available",
+                mods.identifier,
+                if mods.apply_immediately {
+                    " (apply immediately)"
+                } else {
+                    " (engine version in the maintenance window)"
+                }
+            ),
+            Op::RdsCreateInstance { identifier, cluster, instance_class, .. } => {
+                format!("create instance {identifier} ({instance_class}) in cluster {cluster}, wait until available")
+            }
+            Op::RdsModifyInstance { identifier, instance_class, apply_immediately, .. } => format!(
+                "change instance {identifier} to {instance_class} ({})",
+                if *apply_immediately { "now: it restarts" } else { "in the maintenance window: it restarts then" }
+            ),
+            Op::RdsDeleteInstance { identifier, cluster } => {
+                format!("delete instance {identifier} of cluster {cluster}, wait until gone")
+            }
+            Op::RdsSetMasterPassword { identifier, secret } => {
+                format!("set the master password of cluster {identifier} to the new value of {secret} (sensitive)")
+            }
+            Op::RdsDeleteCluster { identifier, final_snapshot: Some(s) } => {
+                format!("take final snapshot {s}, delete RDS cluster {identifier}, wait until gone")
+            }
+            Op::RdsDeleteCluster { identifier, final_snapshot: None } => {
+                format!("delete RDS cluster {identifier} WITHOUT a final snapshot, wait until gone")
+            }
             Op::DropDatabase { name, force } => format!(
                 "DROP DATABASE {}{}",
                 crate::engine::sql::pg_ident(name),
@@ -182,6 +260,11 @@ pub struct ResourceChange {
     /// when the plan was made): `apply` asks even with `--auto-approve`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_loss: Option<DataLoss>,
+    /// Attributes (by name, `true`) whose value is known only after apply
+    /// (a cluster's endpoint before the cluster exists): Terraform's
+    /// `after_unknown`.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub after_unknown: Value,
 }
 
 /// A database a change drops, and what it holds.

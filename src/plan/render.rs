@@ -27,6 +27,8 @@ fn sensitive(c: &ResourceChange, name: &str) -> bool {
 fn shown(c: &ResourceChange, name: &str, v: &Value) -> String {
     if sensitive(c, name) || name == "password" || name == "value" {
         "(sensitive)".into()
+    } else if v.is_null() && c.after_unknown.get(name).and_then(Value::as_bool).unwrap_or(false) {
+        "(known after apply)".into()
     } else {
         fmt_value(v)
     }
@@ -304,7 +306,7 @@ fn resource_change_json(c: &ResourceChange) -> Value {
             "actions": actions,
             "before": masked(&c.before, &c.after_sensitive),
             "after": masked(&c.after, &c.after_sensitive),
-            "after_unknown": if c.after.is_some() { json!({}) } else { json!(false) },
+            "after_unknown": if !c.after_unknown.is_null() { c.after_unknown.clone() } else if c.after.is_some() { json!({}) } else { json!(false) },
             "before_sensitive": sensitivity(&c.before, &c.after_sensitive),
             "after_sensitive": sensitivity(&c.after, &c.after_sensitive),
             "replace_paths": c.attributes.iter().filter(|a| a.forces_replacement).map(|a| vec![a.name.clone()]).collect::<Vec<_>>(),

@@ -37,7 +37,7 @@ pub struct AwsStore {
 
 /// Whether a request failed because the credential chain found nothing
 /// (no keys, no profile, no role): said in one sentence, not as the SDK's dump.
-fn missing_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn missing_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
     use aws_credential_types::provider::error::CredentialsError;
     let mut cur = Some(e);
     while let Some(x) = cur {

@@ -203,6 +203,8 @@ impl Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // The request recorder (tests/rds.rs) writes here, not into the checkout.
+            .env("MOTO_RECORDER_FILEPATH", std::env::temp_dir().join(format!("dbctl-moto-recording-{port}")))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
