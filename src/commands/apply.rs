@@ -152,6 +152,27 @@ async fn watch_signals(interrupt: Arc<AtomicBool>) {
     }
 }
 
+/// Read the servers again and record what they hold in the state, for
+/// `plan --refresh=false` where they cannot be reached. When they cannot be
+/// read now, no record is better than an old one.
+fn record_live(session: &Session, state: &mut crate::state::State) {
+    let read_at = time::OffsetDateTime::now_utc();
+    let t = std::time::Instant::now();
+    match block_on(session.refresh(state)) {
+        Ok(live) => {
+            state.live = Some(crate::state::LiveSnapshot::new(&live, state.serial, read_at));
+            tracing::debug!("recorded the live state of {} server(s) in {} ms", live.len(), t.elapsed().as_millis());
+        }
+        Err(_) => {
+            state.live = None;
+            eprintln!(
+                "Warning: the servers could not be read after the apply, so the state records no live state: \
+                 `dbctl plan --refresh=false` needs the next apply to record it."
+            );
+        }
+    }
+}
+
 fn execute(session: &Session, plan: &Plan, state: crate::state::State, parallelism: usize) -> u8 {
     let journal = match session.state_store.journal() {
         Ok(j) => j,
@@ -180,6 +201,7 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
     let journal = exec.journal.into_inner().expect("journal");
     let mut state = exec.state.into_inner().expect("state");
     state.serial += 1;
+    record_live(session, &mut state);
     let saved = session.state_store.save(&state);
     print_report(&report, plan);
     match (saved, journal.broken()) {
@@ -285,6 +307,13 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         };
         print!("{}", render::human(&plan, false));
         if !plan.has_changes() {
+            // Nothing to run, but the servers as read now are recorded (the
+            // serial unchanged: plans saved meanwhile stay valid).
+            let mut state = state;
+            record_live(&session, &mut state);
+            if let Err(e) = session.state_store.save(&state) {
+                return err(format!("recording the live state failed: {e}"));
+            }
             return EXIT_OK;
         }
         // Data loss is approved by the flag or a yes typed at a terminal, never by a pipe.
