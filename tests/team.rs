@@ -673,3 +673,53 @@ fn plan_without_refresh_needs_a_recorded_live_state() {
     assert_eq!(rc, 1, "{err}");
     assert!(err.contains("cannot be given together"), "{err}");
 }
+
+/// Without refresh, a server's admin password is not read: a CI checkout
+/// whose store does not hold it plans all the same, and the recorded live
+/// state holds no password.
+#[test]
+fn plan_without_refresh_reads_no_admin_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = team_server();
+    let cfg = format!(
+        r#"{STATE}
+secret "admin" {{
+  name     = "prod/main/admin"
+  external = true
+}}
+
+server "main" {{
+  engine         = "postgres"
+  url            = "postgres://postgres@127.0.0.1:{}/postgres"
+  admin_password = secret.admin
+}}
+
+role "nr_admin_app" {{
+  server = server.main
+}}
+"#,
+        s.port
+    );
+    let a = Project::new(&cfg);
+    let b = Project::new(&cfg);
+    // Only the applying checkout holds the admin password.
+    std::fs::create_dir_all(a.path().join(".dbctl")).unwrap();
+    let store = a.path().join(".dbctl/secrets.json");
+    let doc = serde_json::json!({ "secrets": { "prod/main/admin": { "address": "secret.admin", "versions": [
+        { "id": "v1", "created": "2026-12-01T00:00:00Z", "value": common::PG_ADMIN_PASSWORD } ] } } });
+    std::fs::write(&store, doc.to_string()).unwrap();
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o600)).unwrap();
+    a.team_ok(&s, &["apply", "--auto-approve"], 0);
+    assert_eq!(roles(&s, "nr_admin%"), "nr_admin_app");
+
+    // The CI checkout has no store: a refreshing plan cannot even start.
+    let (rc, out) = b.team(&s, &["plan"]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("its admin password, secret.admin, is not in the local secret store"), "{out}");
+    let (rc, out) = b.team(&s, &["plan", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("No changes.") && out.contains("not refreshed"), "{out}");
+    assert!(!b.path().join(".dbctl/secrets.json").exists(), "nothing was written for it");
+    let state = s.sql("dbctl_state", "SELECT state::text FROM dbctl.states WHERE key = 'default'");
+    assert!(state.contains("\"read_at\"") && !state.contains(common::PG_ADMIN_PASSWORD), "{state}");
+}
