@@ -572,6 +572,34 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// The recorded live state survives the state file whole, including what
+    /// a live role's serialised form leaves out (where its objects are).
+    #[test]
+    fn the_recorded_live_state_round_trips() {
+        let mut live = crate::engine::LiveServer { exists: true, admin: "postgres".into(), ..Default::default() };
+        let role = crate::engine::LiveRole {
+            login: true,
+            depends_in: ["app".to_string()].into(),
+            connection_limit: -1,
+            ..Default::default()
+        };
+        live.roles.insert("owner".into(), role);
+        let addr = crate::model::Address::parse("server.main").unwrap();
+        let at = time::macros::datetime!(2026-12-02 00:41:07.123 UTC);
+        let mut state = State::new();
+        state.serial = 4;
+        state.live = Some(LiveSnapshot::new(&BTreeMap::from([(addr, live.clone())]), 4, at));
+        let back = parse_state(&serde_json::to_vec(&state).unwrap(), Path::new("state.json")).unwrap();
+        let snap = back.live.as_ref().unwrap();
+        assert_eq!(snap.read_at, "2026-12-02T00:41:07Z");
+        assert_eq!(snap.serial, 4);
+        assert_eq!(snap.server("server.main"), Some(live));
+        assert_eq!(snap.server("server.other"), None);
+        // A state written before the record existed reads as having none.
+        let old = r#"{"version":1,"lineage":"x","serial":1,"resources":{}}"#;
+        assert_eq!(parse_state(old.as_bytes(), Path::new("state.json")).unwrap().live, None);
+    }
+
     fn res(name: &str) -> StateResource {
         StateResource {
             kind: "database".into(),
