@@ -668,6 +668,23 @@ fn plan_without_refresh_needs_a_recorded_live_state() {
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("No changes."), "{out}");
 
+    // An apply that fails clears the record: what it left is not in it.
+    let mut blocker = blocker(&s, "nr_blocked", 30);
+    wait_for(Duration::from_secs(10), "the blocker", || {
+        s.sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; CREATE ROLE nr_blocked%'")
+            == "1"
+    });
+    a.write(&config(&["nr_new", "nr_blocked"]));
+    let (rc, out) = a.team(&s, &["apply", "--auto-approve", "--statement-timeout", "1s"]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("Apply failed."), "{out}");
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    let (rc, out, err) = ci(&a, &s, &["plan", "--refresh=false"]);
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(err.contains("no recorded live state for server.main"), "{err}");
+    assert!(err.contains("the last apply did not finish without errors"), "{err}");
+
     // --refresh=false with --refresh-only makes no sense.
     let (rc, _, err) = ci(&a, &s, &["plan", "--refresh=false", "--refresh-only"]);
     assert_eq!(rc, 1, "{err}");

@@ -201,7 +201,13 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
     let journal = exec.journal.into_inner().expect("journal");
     let mut state = exec.state.into_inner().expect("state");
     state.serial += 1;
-    record_live(session, &mut state);
+    if report.ok() {
+        record_live(session, &mut state);
+    } else {
+        // What a failed or interrupted apply leaves is read by the next plan
+        // that reaches the servers, not by one that compares with a record.
+        state.live = None;
+    }
     let saved = session.state_store.save(&state);
     print_report(&report, plan);
     match (saved, journal.broken()) {

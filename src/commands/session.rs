@@ -337,11 +337,11 @@ impl Session {
         if needed.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let how = "run `dbctl apply` (or `dbctl plan` with refresh) once from a machine that reaches it";
+        let how = "run `dbctl apply` once from a machine that reaches it (an apply records what it reads, even with nothing to do)";
         let Some(snap) = &state.live else {
             let names: Vec<String> = needed.iter().map(|a| a.to_string()).collect();
             return Err(err(format!(
-                "no recorded live state for {}: the state holds none yet (no apply has recorded it). To plan \
+                "no recorded live state for {}: the state holds none (no apply has recorded one yet, or the last apply did not finish without errors). To plan \
                  with --refresh=false, {how}",
                 names.join(", ")
             )));
