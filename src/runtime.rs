@@ -581,6 +581,20 @@ pub fn rds_shapes(
     out
 }
 
+/// Without the servers (`plan --refresh=false`): every dropped database is
+/// marked as possibly holding data, its tables not counted.
+pub fn mark_data_loss_uncounted(changes: &mut [crate::plan::ResourceChange]) {
+    for c in changes.iter_mut() {
+        let dropped = c.steps.iter().find_map(|s| match (&s.server, &s.op) {
+            (Some(_), crate::plan::Op::DropDatabase { name, .. }) => Some(name.clone()),
+            _ => None,
+        });
+        if let Some(name) = dropped {
+            c.data_loss = Some(crate::plan::DataLoss { database: name, tables: None });
+        }
+    }
+}
+
 /// Mark each change that drops a database holding data, with how many user
 /// tables it holds (counted on its server now; uncountable counts as data).
 pub async fn mark_data_loss(endpoints: &BTreeMap<Address, Endpoint>, changes: &mut [crate::plan::ResourceChange]) {

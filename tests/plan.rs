@@ -367,7 +367,11 @@ fn json_plans_conform_to_the_schema_in_the_repo() {
     }];
     mixed.notes.push("Warning: server.main: the connection to db.internal is not encrypted".into());
     mixed.targets = vec!["database.app".into()];
+    // Planned with --refresh=false.
+    mixed.live_read_at = Some("2026-12-02T00:41:07Z".into());
     let m = render::json(&mixed);
+    assert_eq!(m["refreshed"], json!(false));
+    assert_eq!(m["live_read_at"], json!("2026-12-02T00:41:07Z"));
     conforms(&m, &schema, "plan");
     assert_eq!(m["complete"], json!(false), "a targeted plan is not complete");
     assert_eq!(m["warnings"].as_array().unwrap().len(), 2, "{}", m["warnings"]);

@@ -523,3 +523,220 @@ fn an_apply_killed_at_random_points_converges_from_another_checkout() {
     }
     assert!(midway > 0, "no kill landed in the middle of an apply");
 }
+
+/// The environment of a CI job that reaches the state database but not the
+/// managed server: its url points at a port where nothing listens.
+fn ci_env(s: &PgServer) -> Vec<(String, String)> {
+    let mut env = common::team_env(s);
+    env.retain(|(k, _)| k != "TEAM_SERVER_URL");
+    env.push(("TEAM_SERVER_URL".into(), "postgres://postgres:not-the-password@127.0.0.1:1/postgres".into()));
+    env
+}
+
+fn ci(p: &Project, s: &PgServer, args: &[&str]) -> (i32, String, String) {
+    let env = ci_env(s);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = p.dbctl_env(args, &env);
+    (out.status.code().unwrap_or(-1), common::text(&out.stdout), common::text(&out.stderr))
+}
+
+/// `plan --refresh=false` in a checkout that cannot reach the server: it
+/// compares with the live state the last apply recorded in the shared state,
+/// says so in every format, shows configuration changes but not drift; its
+/// saved plan applies where the server still matches, and is refused as
+/// stale where it does not.
+#[test]
+fn plan_without_refresh_compares_with_what_the_last_apply_read() {
+    let s = team_server();
+    let a = Project::new(&config(&["nr_app"]));
+    let b = Project::new(&config(&["nr_app"]));
+    a.team_ok(&s, &["apply", "--auto-approve"], 0);
+
+    // The state records the servers as read after the apply, with no password.
+    let doc = s.sql("dbctl_state", "SELECT state::text FROM dbctl.states WHERE key = 'default'");
+    assert!(doc.contains("\"read_at\""), "{doc}");
+    assert!(doc.contains("\"nr_app\""), "{doc}");
+    assert!(!doc.contains(common::PG_ADMIN_PASSWORD), "the admin password is in the state: {doc}");
+    assert!(!doc.to_lowercase().contains("scram-sha-256$"), "a password hash is in the state");
+
+    // The CI checkout cannot reach the server: a normal plan fails there.
+    let (rc, _, err) = ci(&b, &s, &["plan"]);
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+
+    let (rc, out, err) = ci(&b, &s, &["plan", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("No changes."), "{out}");
+    assert!(
+        out.starts_with("Note: not refreshed: compared with the servers as the last apply read them at 20"),
+        "{out}"
+    );
+    assert!(out.contains("changes made outside dbctl since then are not shown"), "{out}");
+    let (rc, out, err) = ci(&b, &s, &["plan", "--no-refresh", "--format", "json"]);
+    assert_eq!(rc, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["refreshed"], false, "{out}");
+    assert!(v["live_read_at"].as_str().unwrap().ends_with('Z'), "{out}");
+    let (rc, out, err) = ci(&b, &s, &["plan", "--refresh=false", "--format", "markdown"]);
+    assert_eq!(rc, 0, "{err}");
+    let head: Vec<&str> = out.lines().take(4).collect();
+    assert!(
+        head.join("\n").contains("**Not refreshed:** compared with the servers as the last apply read them"),
+        "{out}"
+    );
+    // A refreshed plan says nothing of the kind.
+    let out = b.team_command(&s, &["plan", "--format", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["refreshed"], true);
+    assert!(v.get("live_read_at").is_none());
+
+    // Drift made on the server: not seen without refresh, seen with it.
+    s.sql("postgres", "ALTER ROLE nr_app CONNECTION LIMIT 7");
+    let (rc, out, err) = ci(&b, &s, &["plan", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("No changes."), "{out}");
+    let out = b.team_ok(&s, &["plan", "--detailed-exitcode"], 2);
+    assert!(out.contains("connection_limit"), "{out}");
+
+    // A change to the configuration is planned from the recorded state.
+    a.write(&config(&["nr_app", "nr_reports"]));
+    b.write(&config(&["nr_app", "nr_reports"]));
+    let saved = b.path().join("ci.plan");
+    let (rc, out, err) = ci(&b, &s, &["plan", "--refresh=false", "--out", saved.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("role.nr_reports will be created"), "{out}");
+    assert!(out.contains("1 to add, 0 to change, 0 to destroy"), "{out}");
+    let copy = a.path().join("ci.plan");
+    std::fs::copy(&saved, &copy).unwrap();
+
+    // Applied where the server drifted since: refused, nothing applied.
+    let (rc, out) = a.team(&s, &["apply", copy.to_str().unwrap()]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(
+        out.contains("stale plan: live objects have changed since the plan was made: server.main/role/nr_app"),
+        "{out}"
+    );
+    assert_eq!(roles(&s, "nr_%"), "nr_app");
+
+    // The drift undone, the same plan applies.
+    s.sql("postgres", "ALTER ROLE nr_app CONNECTION LIMIT -1");
+    let out = a.team_ok(&s, &["apply", copy.to_str().unwrap()], 0);
+    assert!(out.contains("Apply complete! Resources: 1 added"), "{out}");
+    assert_eq!(roles(&s, "nr_%"), "nr_app,nr_reports");
+    let (rc, out, err) = ci(&b, &s, &["plan", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("No changes."), "{out}");
+
+    // Dropping a database: its tables cannot be counted, so it counts as data.
+    s.sql("app", "CREATE TABLE t (x int)");
+    let mut cfg = config(&["nr_app", "nr_reports"]);
+    cfg.truncate(cfg.find("\ndatabase \"app\"").unwrap());
+    b.write(&cfg);
+    let (rc, out, err) = ci(&b, &s, &["plan", "--refresh=false", "--format", "json"]);
+    assert_eq!(rc, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["data_loss"][0]["database"], "app", "{out}");
+    assert_eq!(v["data_loss"][0]["tables"], serde_json::Value::Null, "{out}");
+}
+
+/// A server the shared state has no recorded live state for: planning
+/// without refresh is an error naming it, not a plan to create everything.
+#[test]
+fn plan_without_refresh_needs_a_recorded_live_state() {
+    let s = team_server();
+    let a = Project::new(&config(&["nr_new"]));
+    let (rc, out, err) = ci(&a, &s, &["plan", "--refresh=false"]);
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(err.contains("no recorded live state for server.main"), "{err}");
+    assert!(err.contains("run `dbctl apply`"), "{err}");
+    assert!(!out.contains("will be created"), "{out}");
+
+    // A state pushed (or changed by `state rm`) since the record: the record is not used.
+    a.team_ok(&s, &["apply", "--auto-approve"], 0);
+    a.team_ok(&s, &["state", "rm", "role.nr_new"], 0);
+    let (rc, _, err) = ci(&a, &s, &["plan", "--refresh=false"]);
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("does not describe the state now"), "{err}");
+    // An apply with nothing to do records it again.
+    a.team_ok(&s, &["import", "role.nr_new", "nr_new"], 0);
+    let (rc, out, err) = ci(&a, &s, &["plan", "--refresh=false"]);
+    assert_eq!(rc, 1, "{out}{err}");
+    let out = a.team_ok(&s, &["apply", "--auto-approve"], 0);
+    assert!(out.contains("No changes"), "{out}");
+    let (rc, out, err) = ci(&a, &s, &["plan", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("No changes."), "{out}");
+
+    // An apply that fails clears the record: what it left is not in it.
+    let mut blocker = blocker(&s, "nr_blocked", 30);
+    wait_for(Duration::from_secs(10), "the blocker", || {
+        s.sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; CREATE ROLE nr_blocked%'")
+            == "1"
+    });
+    a.write(&config(&["nr_new", "nr_blocked"]));
+    let (rc, out) = a.team(&s, &["apply", "--auto-approve", "--statement-timeout", "1s"]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("Apply failed."), "{out}");
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    let (rc, out, err) = ci(&a, &s, &["plan", "--refresh=false"]);
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(err.contains("no recorded live state for server.main"), "{err}");
+    assert!(err.contains("the last apply did not finish without errors"), "{err}");
+
+    // --refresh=false with --refresh-only makes no sense.
+    let (rc, _, err) = ci(&a, &s, &["plan", "--refresh=false", "--refresh-only"]);
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("cannot be given together"), "{err}");
+}
+
+/// Without refresh, a server's admin password is not read: a CI checkout
+/// whose store does not hold it plans all the same, and the recorded live
+/// state holds no password.
+#[test]
+fn plan_without_refresh_reads_no_admin_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = team_server();
+    let cfg = format!(
+        r#"{STATE}
+secret "admin" {{
+  name     = "prod/main/admin"
+  external = true
+}}
+
+server "main" {{
+  engine         = "postgres"
+  url            = "postgres://postgres@127.0.0.1:{}/postgres"
+  admin_password = secret.admin
+}}
+
+role "nr_admin_app" {{
+  server = server.main
+}}
+"#,
+        s.port
+    );
+    let a = Project::new(&cfg);
+    let b = Project::new(&cfg);
+    // Only the applying checkout holds the admin password.
+    std::fs::create_dir_all(a.path().join(".dbctl")).unwrap();
+    let store = a.path().join(".dbctl/secrets.json");
+    let doc = serde_json::json!({ "secrets": { "prod/main/admin": { "address": "secret.admin", "versions": [
+        { "id": "v1", "created": "2026-12-01T00:00:00Z", "value": common::PG_ADMIN_PASSWORD } ] } } });
+    std::fs::write(&store, doc.to_string()).unwrap();
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o600)).unwrap();
+    a.team_ok(&s, &["apply", "--auto-approve"], 0);
+    assert_eq!(roles(&s, "nr_admin%"), "nr_admin_app");
+
+    // The CI checkout has no store: a refreshing plan cannot even start.
+    let (rc, out) = b.team(&s, &["plan"]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("its admin password, secret.admin, is not in the local secret store"), "{out}");
+    let (rc, out) = b.team(&s, &["plan", "--refresh=false", "--detailed-exitcode"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("No changes.") && out.contains("not refreshed"), "{out}");
+    assert!(!b.path().join(".dbctl/secrets.json").exists(), "nothing was written for it");
+    let state = s.sql("dbctl_state", "SELECT state::text FROM dbctl.states WHERE key = 'default'");
+    assert!(state.contains("\"read_at\"") && !state.contains(common::PG_ADMIN_PASSWORD), "{state}");
+}

@@ -150,6 +150,13 @@ pub struct PlanArgs {
     /// Only report drift between the state and the servers; change nothing.
     #[arg(long)]
     pub refresh_only: bool,
+    /// --refresh=false: connect to no server; compare with the servers as the
+    /// last apply read them (recorded in the state). For CI that cannot reach them.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub refresh: bool,
+    /// The same as --refresh=false.
+    #[arg(long)]
+    pub no_refresh: bool,
     /// Show the SQL statement or API call behind each change.
     #[arg(long, short)]
     pub verbose: bool,

@@ -165,6 +165,27 @@ async fn watch_signals(interrupt: Arc<AtomicBool>) {
     }
 }
 
+/// Read the servers again and record what they hold in the state, for
+/// `plan --refresh=false` where they cannot be reached. When they cannot be
+/// read now, no record is better than an old one.
+fn record_live(session: &Session, state: &mut crate::state::State) {
+    let read_at = time::OffsetDateTime::now_utc();
+    let t = std::time::Instant::now();
+    match block_on(session.refresh(state)) {
+        Ok(live) => {
+            state.live = Some(crate::state::LiveSnapshot::new(&live, state.serial, read_at));
+            tracing::debug!("recorded the live state of {} server(s) in {} ms", live.len(), t.elapsed().as_millis());
+        }
+        Err(_) => {
+            state.live = None;
+            eprintln!(
+                "Warning: the servers could not be read after the apply, so the state records no live state: \
+                 `dbctl plan --refresh=false` needs the next apply to record it."
+            );
+        }
+    }
+}
+
 fn execute(session: &Session, plan: &Plan, state: crate::state::State, parallelism: usize) -> u8 {
     let journal = match session.state_store.journal() {
         Ok(j) => j,
@@ -198,6 +219,13 @@ fn execute(session: &Session, plan: &Plan, state: crate::state::State, paralleli
     let journal = exec.journal.into_inner().expect("journal");
     let mut state = exec.state.into_inner().expect("state");
     state.serial += 1;
+    if report.ok() {
+        record_live(session, &mut state);
+    } else {
+        // What a failed or interrupted apply leaves is read by the next plan
+        // that reaches the servers, not by one that compares with a record.
+        state.live = None;
+    }
     let saved = session.state_store.save(&state);
     print_report(&report, plan);
     match (saved, journal.broken()) {
@@ -303,6 +331,13 @@ pub fn run(ctx: &Ctx, args: &ApplyArgs) -> u8 {
         };
         print!("{}", render::human(&plan, false));
         if !plan.has_changes() {
+            // Nothing to run, but the servers as read now are recorded (the
+            // serial unchanged: plans saved meanwhile stay valid).
+            let mut state = state;
+            record_live(&session, &mut state);
+            if let Err(e) = session.state_store.save(&state) {
+                return err(format!("recording the live state failed: {e}"));
+            }
             return EXIT_OK;
         }
         // Data loss is approved by the flag or a yes typed at a terminal, never by a pipe.

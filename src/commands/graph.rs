@@ -5,7 +5,7 @@ use crate::graph::{plan_dot, Graph};
 
 pub fn run(ctx: &Ctx, args: &GraphArgs) -> u8 {
     if args.plan {
-        let (session, state) = match open_with_state(ctx) {
+        let (session, state) = match open_with_state(ctx, true) {
             Ok(x) => x,
             Err(rc) => return rc,
         };

@@ -37,12 +37,20 @@ pub fn run(ctx: &Ctx, args: &PlanArgs) -> u8 {
 }
 
 fn plan(ctx: &Ctx, args: &PlanArgs) -> u8 {
-    let (session, state) = match open_with_state(ctx) {
+    let no_refresh = args.no_refresh || !args.refresh;
+    if no_refresh && args.refresh_only {
+        return failed(
+            args.format,
+            err("--refresh=false and --refresh-only cannot be given together: a refresh-only plan is one that reads the servers"),
+        );
+    }
+    let (session, state) = match open_with_state(ctx, !no_refresh) {
         Ok(x) => x,
         Err(rc) => return failed(args.format, rc),
     };
     let opts = PlanOpts {
         refresh_only: args.refresh_only,
+        no_refresh,
         targets: args.target.clone(),
         replace: args.replace.clone(),
         ..Default::default()

@@ -36,6 +36,8 @@ pub struct PlanOpts {
     pub destroy: bool,
     pub force: bool,
     pub refresh_only: bool,
+    /// `--refresh=false`: plan against the live state the last apply recorded.
+    pub no_refresh: bool,
     pub targets: Vec<String>,
     /// `--replace ADDR`: secrets to give a new value.
     pub replace: Vec<String>,
@@ -53,6 +55,12 @@ pub fn open(ctx: &Ctx) -> Result<Session, u8> {
 
 /// A session whose variables default to `preset` (a saved plan's values).
 pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> Result<Session, u8> {
+    open_opts(ctx, preset, true)
+}
+
+/// `connect`: false for a plan that reaches no server (`--refresh=false`):
+/// no admin password is read from its store.
+fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect: bool) -> Result<Session, u8> {
     let t = std::time::Instant::now();
     let loaded = ctx.load_with(crate::config::LoadOptions { preset, ..ctx.load_options() });
     tracing::debug!("configuration loaded in {} ms", t.elapsed().as_millis());
@@ -75,7 +83,7 @@ pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> R
     }
     let dbctl = runtime::dbctl_dir(&ctx.dir);
     // The secret stores are opened only when some server reads its admin password from one.
-    let admin = if runtime::needs_admin_creds(&config) {
+    let admin = if connect && runtime::needs_admin_creds(&config) {
         block_on(runtime::admin_creds(&config, &dbctl)).map_err(err)?
     } else {
         BTreeMap::new()
@@ -91,8 +99,23 @@ pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> R
     } else {
         State::new()
     };
+    // RDS clusters are read from the AWS API even for a plan that does not
+    // connect to the servers: without them it would plan to create them.
     let (clusters, by_addr) = block_on(read_clusters(&config, &dbctl, &recorded, &mut admin)).map_err(err)?;
-    let endpoints = runtime::endpoints(&config, &dbctl, &admin, &by_addr).map_err(err)?;
+    let endpoints = if connect {
+        runtime::endpoints(&config, &dbctl, &admin, &by_addr).map_err(err)?
+    } else {
+        // Never dialled: the endpoints name the servers (their host and
+        // port, in what the plan shows), without their admin passwords.
+        let mut unread =
+            Config { resources: config.resources.clone(), aws: config.aws.clone(), state: config.state.clone() };
+        for r in unread.resources.values_mut() {
+            if let Body::Server(s) = &mut r.body {
+                s.admin_password = None;
+            }
+        }
+        runtime::endpoints(&unread, &dbctl, &admin, &by_addr).map_err(err)?
+    };
     Ok(Session {
         clusters,
         state_store,
@@ -148,8 +171,8 @@ async fn read_clusters(
 }
 
 /// A session and the state, for the commands that plan.
-pub fn open_with_state(ctx: &Ctx) -> Result<(Session, State), u8> {
-    let session = open(ctx)?;
+pub fn open_with_state(ctx: &Ctx, connect: bool) -> Result<(Session, State), u8> {
+    let session = open_opts(ctx, Default::default(), connect)?;
     session.check_left_behind()?;
     let state = session.state_store.load().map_err(err)?;
     Ok((session, state))
@@ -359,6 +382,58 @@ impl Session {
         Ok(live)
     }
 
+    /// The servers as the last apply read them (`plan --refresh=false`):
+    /// nothing is dialled. A server that has never been read is an error,
+    /// unless it does not exist yet (an embedded server before its first
+    /// apply), whose objects are rightly planned as creates.
+    pub fn recorded_live(&self, state: &State) -> Result<BTreeMap<Address, LiveServer>, u8> {
+        let needed: Vec<&Address> = self
+            .endpoints
+            .iter()
+            .filter(|(_, ep)| ep.embedded.as_ref().is_none_or(|e| e.is_initialised()))
+            .map(|(a, _)| a)
+            .collect();
+        if needed.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let how = "run `dbctl apply` once from a machine that reaches it (an apply records what it reads, even with nothing to do)";
+        let Some(snap) = &state.live else {
+            let names: Vec<String> = needed.iter().map(|a| a.to_string()).collect();
+            return Err(err(format!(
+                "no recorded live state for {}: the state holds none (no apply has recorded one yet, or the last apply did not finish without errors). To plan \
+                 with --refresh=false, {how}",
+                names.join(", ")
+            )));
+        };
+        if snap.serial != state.serial {
+            return Err(err(format!(
+                "the recorded live state (read at {}, with state serial {}) does not describe the state now \
+                 (serial {}): the state changed since without the servers being read (an interrupted apply, \
+                 `state rm`, `state push`, `import`). To plan with --refresh=false, {how}",
+                snap.read_at, snap.serial, state.serial
+            )));
+        }
+        let mut out = BTreeMap::new();
+        let mut missing = Vec::new();
+        for a in needed {
+            match snap.server(&a.to_string()) {
+                Some(l) => {
+                    out.insert(a.clone(), l);
+                }
+                None => missing.push(a.to_string()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(err(format!(
+                "no recorded live state for {} (the last apply, at {}, did not read it). To plan with \
+                 --refresh=false, {how}",
+                missing.join(", "),
+                snap.read_at
+            )));
+        }
+        Ok(out)
+    }
+
     /// A warning for each server outside this machine whose connection
     /// ended up unencrypted (no TLS): said in every plan and apply.
     pub fn plaintext_warnings(&self, live: &BTreeMap<Address, LiveServer>) -> Vec<String> {
@@ -413,9 +488,14 @@ impl Session {
             Some(target_closure(&self.config, &targets, opts.destroy))
         };
         let guarded = keep.as_ref().map(|k| guard_only(&self.config, k));
-        self.settle_intents(state).await;
-        let live = self.refresh(state).await?;
-        let tls_warnings = self.plaintext_warnings(&live);
+        let (live, tls_warnings) = if opts.no_refresh {
+            (self.recorded_live(state)?, Vec::new())
+        } else {
+            self.settle_intents(state).await;
+            let live = self.refresh(state).await?;
+            let warnings = self.plaintext_warnings(&live);
+            (live, warnings)
+        };
         let (adopted, view) = resolve_intents(state, &live);
         let state = view.as_ref().unwrap_or(state);
         let stores = self.stores().await?;
@@ -513,7 +593,13 @@ impl Session {
             }
             return Err(EXIT_ERROR);
         }
-        runtime::mark_data_loss(&self.endpoints, &mut changes).await;
+        if opts.no_refresh {
+            // Its tables cannot be counted without the server: a dropped
+            // database may hold data, and is marked so.
+            runtime::mark_data_loss_uncounted(&mut changes);
+        } else {
+            runtime::mark_data_loss(&self.endpoints, &mut changes).await;
+        }
         Ok(Plan {
             format_version: FORMAT_VERSION.into(),
             config_hash: self.config_hash.clone(),
@@ -524,6 +610,7 @@ impl Session {
             changes,
             notes: tls_warnings.into_iter().chain(admin_warnings).chain(notes).collect(),
             refresh_only: opts.refresh_only,
+            live_read_at: if opts.no_refresh { state.live.as_ref().map(|l| l.read_at.clone()) } else { None },
             targets: opts.targets.clone(),
             replace: opts.replace.clone(),
             variables: self

@@ -286,6 +286,18 @@ impl DataLoss {
     }
 }
 
+impl Plan {
+    /// For a plan made with `--refresh=false`: what it was compared with.
+    pub fn not_refreshed_note(&self) -> Option<String> {
+        self.live_read_at.as_ref().map(|at| {
+            format!(
+                "not refreshed: compared with the servers as the last apply read them at {at}; changes made \
+                 outside dbctl since then are not shown, and a database it drops counts as holding data"
+            )
+        })
+    }
+}
+
 impl ResourceChange {
     /// A server leaving the configuration: dbctl stops managing it and
     /// removes nothing on it (an embedded server keeps its data directory),
@@ -319,6 +331,10 @@ pub struct Plan {
     pub notes: Vec<String>,
     #[serde(default)]
     pub refresh_only: bool,
+    /// Made with `--refresh=false`: compared with the servers as the last
+    /// apply read them, at this time (RFC 3339), not as they are now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_read_at: Option<String>,
     /// `--target` addresses the plan was made with (a stale check re-plans with them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,

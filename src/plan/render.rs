@@ -170,6 +170,9 @@ fn resource(c: &ResourceChange, verbose: bool, out: &mut String) {
 
 pub fn human(plan: &Plan, verbose: bool) -> String {
     let mut out = String::new();
+    if let Some(n) = plan.not_refreshed_note() {
+        let _ = writeln!(out, "Note: {n}.\n");
+    }
     if plan.data_loss().next().is_some() && !plan.refresh_only {
         out.push_str("Warning: this plan drops databases that hold data, and their data is lost:\n\n");
         for (c, d) in plan.data_loss() {
@@ -478,6 +481,7 @@ pub fn json(plan: &Plan) -> Value {
         "complete": plan.targets.is_empty(),
         "applyable": plan.has_changes() && !plan.refresh_only,
         "refresh_only": plan.refresh_only,
+        "refreshed": plan.live_read_at.is_none(),
         "variables": variables,
         "resource_drift": drift_json(plan),
         "resource_changes": changes,
@@ -496,6 +500,9 @@ pub fn json(plan: &Plan) -> Value {
     });
     if !data_loss.is_empty() {
         doc["data_loss"] = json!(data_loss);
+    }
+    if let Some(at) = &plan.live_read_at {
+        doc["live_read_at"] = json!(at);
     }
     doc
 }
@@ -653,6 +660,10 @@ fn grouped(ws: &[super::ConfigWarning]) -> Vec<Vec<&super::ConfigWarning>> {
 pub fn markdown(plan: &Plan, _verbose: bool) -> String {
     let mut head = String::new();
     let _ = writeln!(head, "### {}\n", plan.summary());
+    if let Some(n) = plan.not_refreshed_note() {
+        let _ =
+            writeln!(head, "> [!NOTE]\n> **Not refreshed:** {}.\n", inline(n.trim_start_matches("not refreshed: ")));
+    }
     if plan.refresh_only {
         let _ = writeln!(
             head,

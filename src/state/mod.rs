@@ -146,6 +146,69 @@ pub struct State {
     pub lineage: String,
     pub serial: u64,
     pub resources: BTreeMap<String, StateResource>,
+    /// The servers as the last apply (or destroy) read them after it ran:
+    /// what `plan --refresh=false` compares with, where the servers cannot
+    /// be reached. Never a password: a live server holds none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveSnapshot>,
+}
+
+/// Every server as one apply read it, and when.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveSnapshot {
+    /// When the servers were read (RFC 3339, UTC).
+    pub read_at: String,
+    /// The state serial these reads go with: a state changed since (an
+    /// interrupted apply, `state rm`, `state push`) is not described by them.
+    pub serial: u64,
+    /// Server address → what was read there.
+    pub servers: BTreeMap<String, crate::engine::LiveServer>,
+    /// Server → role → databases holding its objects (not part of a live
+    /// role's serialised form, which fingerprints hash).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_in: BTreeMap<String, BTreeMap<String, std::collections::BTreeSet<String>>>,
+}
+
+impl LiveSnapshot {
+    pub fn new(
+        live: &BTreeMap<crate::model::Address, crate::engine::LiveServer>,
+        serial: u64,
+        read_at: time::OffsetDateTime,
+    ) -> LiveSnapshot {
+        let mut depends_in = BTreeMap::new();
+        for (addr, l) in live {
+            let deps: BTreeMap<String, std::collections::BTreeSet<String>> = l
+                .roles
+                .iter()
+                .filter(|(_, r)| !r.depends_in.is_empty())
+                .map(|(n, r)| (n.clone(), r.depends_in.clone()))
+                .collect();
+            if !deps.is_empty() {
+                depends_in.insert(addr.to_string(), deps);
+            }
+        }
+        LiveSnapshot {
+            read_at: read_at
+                .replace_nanosecond(0)
+                .unwrap_or(read_at)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            serial,
+            servers: live.iter().map(|(a, l)| (a.to_string(), l.clone())).collect(),
+            depends_in,
+        }
+    }
+
+    /// One server as it was read, with what its serialised form leaves out.
+    pub fn server(&self, addr: &str) -> Option<crate::engine::LiveServer> {
+        let mut l = self.servers.get(addr)?.clone();
+        for (role, dbs) in self.depends_in.get(addr).into_iter().flatten() {
+            if let Some(r) = l.roles.get_mut(role) {
+                r.depends_in = dbs.clone();
+            }
+        }
+        Some(l)
+    }
 }
 
 /// The state file format this build reads and writes.
@@ -158,6 +221,7 @@ impl State {
             lineage: uuid::Uuid::new_v4().to_string(),
             serial: 0,
             resources: BTreeMap::new(),
+            live: None,
         }
     }
 }
@@ -507,6 +571,34 @@ impl Journal {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// The recorded live state survives the state file whole, including what
+    /// a live role's serialised form leaves out (where its objects are).
+    #[test]
+    fn the_recorded_live_state_round_trips() {
+        let mut live = crate::engine::LiveServer { exists: true, admin: "postgres".into(), ..Default::default() };
+        let role = crate::engine::LiveRole {
+            login: true,
+            depends_in: ["app".to_string()].into(),
+            connection_limit: -1,
+            ..Default::default()
+        };
+        live.roles.insert("owner".into(), role);
+        let addr = crate::model::Address::parse("server.main").unwrap();
+        let at = time::macros::datetime!(2026-12-02 00:41:07.123 UTC);
+        let mut state = State::new();
+        state.serial = 4;
+        state.live = Some(LiveSnapshot::new(&BTreeMap::from([(addr, live.clone())]), 4, at));
+        let back = parse_state(&serde_json::to_vec(&state).unwrap(), Path::new("state.json")).unwrap();
+        let snap = back.live.as_ref().unwrap();
+        assert_eq!(snap.read_at, "2026-12-02T00:41:07Z");
+        assert_eq!(snap.serial, 4);
+        assert_eq!(snap.server("server.main"), Some(live));
+        assert_eq!(snap.server("server.other"), None);
+        // A state written before the record existed reads as having none.
+        let old = r#"{"version":1,"lineage":"x","serial":1,"resources":{}}"#;
+        assert_eq!(parse_state(old.as_bytes(), Path::new("state.json")).unwrap().live, None);
+    }
 
     fn res(name: &str) -> StateResource {
         StateResource {
