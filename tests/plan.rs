@@ -65,6 +65,7 @@ fn plan_at(
         hosts: &hosts,
         published: &published,
         backups: &backups,
+        migrations: &BTreeMap::new(),
         destroy: false,
         force: false,
         replace: &BTreeSet::new(),

@@ -372,6 +372,9 @@ impl PgRunner {
     }
 
     async fn run_step(&self, cfg: &Config, step: &Step, queue: &mut Conns) -> Result<Option<String>, String> {
+        if let Op::Migrate(m) = &step.op {
+            return self.migrate(step, m, queue).await;
+        }
         if self.is_mysql(step) {
             if let Some(r) = self.run_mysql(cfg, step, queue).await {
                 return r;
@@ -467,6 +470,7 @@ impl PgRunner {
                 }
                 Ok(Some(version))
             }
+            Op::Migrate(_) => unreachable!("run by migrate()"),
             Op::DropDatabase { name, force } => {
                 // dbctl's own connection to it (from earlier steps) is not an open connection to refuse on.
                 if let Some(own) = conns.remove(&Some(name.clone())) {
@@ -586,6 +590,27 @@ impl PgRunner {
             }
         };
         Some(run.await)
+    }
+
+    /// One migration, in its database: see `crate::migrate::run`.
+    async fn migrate(
+        &self,
+        step: &Step,
+        m: &crate::migrate::MigrationStep,
+        queue: &mut Conns,
+    ) -> Result<Option<String>, String> {
+        let database = step.database.as_deref().ok_or("a migration step without its database")?;
+        if self.is_mysql(step) {
+            if queue.my.is_none() {
+                let server = step.server.as_ref().ok_or("step has no server")?;
+                let ep = self.endpoints.get(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+                queue.my =
+                    Some(crate::engine::mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?);
+            }
+            return crate::migrate::run::mysql(queue.my.as_mut().expect("connected"), database, m).await;
+        }
+        let conn = self.conn(step, &mut queue.pg).await?;
+        crate::migrate::run::postgres(conn, m).await
     }
 
     async fn conn<'c>(

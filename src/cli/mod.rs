@@ -97,7 +97,7 @@ pub enum Command {
     /// Show and rotate secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
-    /// Pending migrations per database, and their lint (not built yet).
+    /// Migrations: status per database, lint, and a new pair of files.
     #[command(subcommand)]
     Migrate(MigrateCommand),
     /// Print the JSON Schema of the configuration (kept in schema/config.schema.json).
@@ -295,8 +295,20 @@ pub enum SecretCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
-    /// Pending migrations per database.
-    Status,
-    /// Lint migrations for backward compatibility.
+    /// Applied (with checksums and times) and pending migrations per database.
+    Status {
+        /// human or json.
+        #[arg(long, default_value = "human", value_parser = ["human", "json"])]
+        format: String,
+    },
+    /// Lint every migration: squawk's rules and the backward-compatibility rules.
     Lint,
+    /// Write the next pair of files, NNNN_NAME.up.sql and NNNN_NAME.down.sql.
+    New {
+        /// The migration's name (letters, digits and _).
+        name: String,
+        /// Which migrations block, when there are several (migrations.NAME).
+        #[arg(long = "block")]
+        block: Option<String>,
+    },
 }

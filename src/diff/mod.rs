@@ -39,6 +39,9 @@ pub struct Inputs<'a> {
     /// Per backup policy: database name → when its newest complete backup
     /// finished (RFC 3339), or why the storage could not be read.
     pub backups: &'a BTreeMap<Address, Result<BTreeMap<String, String>, String>>,
+    /// Per `migrations` block: its files, lint and tracking table, or why
+    /// they could not be read (the plan then fails, naming the file).
+    pub migrations: &'a BTreeMap<Address, Result<crate::migrate::Status, Vec<String>>>,
     /// Plan the removal of everything managed (`dbctl destroy`).
     pub destroy: bool,
     /// Drop databases even with open connections.
@@ -58,7 +61,6 @@ pub struct Diffed {
 fn not_planned_yet(kind: Kind) -> Option<&'static str> {
     match kind {
         Kind::RdsCluster => Some("RDS clusters are not built yet"),
-        Kind::Migrations => Some("migrations are not built yet"),
         _ => None,
     }
 }
@@ -253,6 +255,91 @@ fn publish(inp: &Inputs, addr: &Address, managed: bool, c: &mut ResourceChange) 
     if c.action == Action::NoOp && !c.steps.is_empty() {
         c.action = if managed { Action::Update } else { Action::Create };
     }
+}
+
+/// A `migrations` block's change: its pending migrations as steps; refusals
+/// and lint errors as plan errors, each naming the file.
+fn migrations(
+    inp: &Inputs,
+    addr: &Address,
+    m: &crate::model::Migrations,
+    errors: &mut Vec<String>,
+    notes: &mut Vec<String>,
+    by_addr: &mut BTreeMap<String, ResourceChange>,
+) {
+    let Some(st) = inp.migrations.get(addr) else { return };
+    let st = match st {
+        Ok(st) => st,
+        Err(e) => {
+            errors.extend(e.iter().map(|x| format!("{addr}: {x}")));
+            return;
+        }
+    };
+    let pending = match &st.pending {
+        Ok(p) => p,
+        Err(e) => {
+            errors.extend(e.iter().map(|x| format!("{addr}: {x}")));
+            return;
+        }
+    };
+    for f in &st.findings {
+        let where_ = format!("{}:{}:{}", f.file, f.line, f.column);
+        if m.lint == "error" {
+            errors.push(format!(
+                "{addr}: {where_}: [{}] {} (help: {}; or put -- dbctl:allow {} on the line before)",
+                f.rule, f.message, f.help, f.rule
+            ));
+        } else if m.lint == "warn" {
+            notes.push(format!("Warning: {addr}: {where_}: [{}] {}", f.rule, f.message));
+        }
+    }
+    let key = addr.to_string();
+    let in_state = inp.state.resources.get(&key);
+    let after = json!({
+        "database": st.database,
+        "dir": m.dir,
+        "lint": m.lint,
+        "applied": st.applied.len(),
+        "pending": pending.iter().map(|p| format!("{:04}_{}", p.version, p.name)).collect::<Vec<_>>(),
+    });
+    let mut c = change(&key, "migrations", &addr.name, Action::NoOp);
+    c.server = Some(st.server.to_string());
+    c.before = in_state.map(|s| s.attributes.clone());
+    c.action = match (in_state.is_some(), pending.is_empty()) {
+        (false, _) => Action::Create,
+        (true, false) => Action::Update,
+        (true, true) => Action::NoOp,
+    };
+    if c.action == Action::Update {
+        c.attributes.push(AttrChange {
+            name: "pending".into(),
+            before: json!([]),
+            after: after["pending"].clone(),
+            forces_replacement: false,
+            sensitive: false,
+        });
+    }
+    for p in pending {
+        if st.engine == Engine::Mysql {
+            c.notes.push(format!(
+                "{}: MySQL/MariaDB commit DDL as it runs: if it fails, the statements before the failing one stay applied",
+                p.file
+            ));
+        } else if p.no_transaction {
+            c.notes.push(format!(
+                "{}: not in a transaction (-- dbctl:no-transaction): if it fails, what ran before stays",
+                p.file
+            ));
+        }
+        c.steps.push(Step {
+            address: key.clone(),
+            server: Some(st.server.clone()),
+            database: Some(st.database.clone()),
+            op: Op::Migrate(p.clone()),
+        });
+    }
+    c.after = Some(after);
+    by_addr.insert(key, c);
 }
 
 /// Set a role's password from a secret: the step (which reads the store only
@@ -750,6 +837,15 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             _ => {}
         }
         by_addr.insert(addr, c);
+    }
+
+    // Migrations: the pending ones, one step each, in their database.
+    for r in cfg.of_kind(Kind::Migrations) {
+        let Body::Migrations(m) = &r.body else { continue };
+        if inp.destroy {
+            continue;
+        }
+        migrations(inp, &r.addr, m, &mut errors, &mut notes, &mut by_addr);
     }
 
     // Roles renamed by this plan, first: memberships in them follow the new names.

@@ -160,7 +160,7 @@ fn resource(c: &ResourceChange, verbose: bool, out: &mut String) {
     if verbose && !c.steps.is_empty() {
         let _ = writeln!(out, "        # steps:");
         for s in &c.steps {
-            let _ = writeln!(out, "        #   {}", s.describe());
+            let _ = writeln!(out, "        #   {}", s.describe().replace('\n', "\n        #     "));
         }
     }
     let _ = writeln!(out, "    }}");
