@@ -259,8 +259,10 @@ fn publish(inp: &Inputs, addr: &Address, managed: bool, c: &mut ResourceChange) 
 
 /// A `migrations` block's change: its pending migrations as steps; refusals
 /// and lint errors as plan errors, each naming the file.
+#[allow(clippy::too_many_arguments)]
 fn migrations(
     inp: &Inputs,
+    want: &Desired,
     addr: &Address,
     m: &crate::model::Migrations,
     errors: &mut Vec<String>,
@@ -319,7 +321,11 @@ fn migrations(
             sensitive: false,
         });
     }
+    let admin = inp.live.get(&st.server).map(|l| l.admin.as_str()).unwrap_or("");
+    let role = want.db_owner(&st.server, &st.database).filter(|o| *o != admin && st.engine == Engine::Postgres);
     for p in pending {
+        let mut p = p.clone();
+        p.role = role.map(str::to_string);
         if st.engine == Engine::Mysql {
             c.notes.push(format!(
                 "{}: MySQL/MariaDB commit DDL as it runs: if it fails, the statements before the failing one stay applied",
@@ -335,11 +341,55 @@ fn migrations(
             address: key.clone(),
             server: Some(st.server.clone()),
             database: Some(st.database.clone()),
-            op: Op::Migrate(p.clone()),
+            op: Op::Migrate(p),
         });
     }
     c.after = Some(after);
     by_addr.insert(key, c);
+}
+
+/// A grant's new default privileges cover tables created after it; the
+/// migrations of this plan run before it, so their tables get the grant too.
+fn grant_what_migrations_create(by_addr: &mut BTreeMap<String, ResourceChange>) {
+    let migrating: BTreeSet<(Option<Address>, Option<String>)> = by_addr
+        .values()
+        .flat_map(|c| &c.steps)
+        .filter(|s| matches!(s.op, Op::Migrate(_)))
+        .map(|s| (s.server.clone(), s.database.clone()))
+        .collect();
+    if migrating.is_empty() {
+        return;
+    }
+    for c in by_addr.values_mut().filter(|c| c.kind == "grant" || c.kind == "router") {
+        let mut out = Vec::new();
+        for s in std::mem::take(&mut c.steps) {
+            let extra = match &s.op {
+                Op::Sql { sql } if migrating.contains(&(s.server.clone(), s.database.clone())) => {
+                    existing_objects_grant(sql)
+                }
+                _ => None,
+            };
+            out.push(s.clone());
+            if let Some(sql) = extra {
+                out.push(Step { op: Op::Sql { sql }, ..s });
+            }
+        }
+        c.steps = out;
+    }
+}
+
+/// `ALTER DEFAULT PRIVILEGES FOR ROLE o IN SCHEMA s GRANT p ON TABLES TO g`
+/// → `GRANT p ON ALL TABLES IN SCHEMA s TO g` (sequences alike).
+fn existing_objects_grant(sql: &str) -> Option<String> {
+    let rest = sql.strip_prefix("ALTER DEFAULT PRIVILEGES FOR ROLE ")?;
+    let (_, rest) = rest.split_once(" IN SCHEMA ")?;
+    let (schema, rest) = rest.split_once(" GRANT ")?;
+    for objects in ["TABLES", "SEQUENCES"] {
+        if let Some((privs, grantee)) = rest.split_once(&format!(" ON {objects} TO ")) {
+            return Some(format!("GRANT {privs} ON ALL {objects} IN SCHEMA {schema} TO {grantee}"));
+        }
+    }
+    None
 }
 
 /// Set a role's password from a secret: the step (which reads the store only
@@ -845,7 +895,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         if inp.destroy {
             continue;
         }
-        migrations(inp, &r.addr, m, &mut errors, &mut notes, &mut by_addr);
+        migrations(inp, &want, &r.addr, m, &mut errors, &mut notes, &mut by_addr);
     }
 
     // Roles renamed by this plan, first: memberships in them follow the new names.
@@ -1303,6 +1353,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
     }
 
     // Resources in the state but not (any more) in the configuration.
+    grant_what_migrations_create(&mut by_addr);
     let desired_addrs: BTreeSet<&String> = by_addr.keys().collect();
     // Databases this plan drops: roles dropped with them need no reassignment there.
     let dropping: BTreeSet<(Option<String>, String)> = inp

@@ -255,6 +255,11 @@ pub struct MigrationStep {
     pub sql: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_transaction: bool,
+    /// PostgreSQL: the database's owner, when it is not the admin. The
+    /// migration runs as it (SET ROLE), so what it creates is the owner's
+    /// and the owner's default privileges (the grants' `tables = "*"`) cover it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 impl From<&File> for MigrationStep {
@@ -266,6 +271,7 @@ impl From<&File> for MigrationStep {
             checksum: f.checksum.clone(),
             sql: f.up_sql.clone(),
             no_transaction: f.no_transaction,
+            role: None,
         }
     }
 }

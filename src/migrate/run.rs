@@ -59,13 +59,23 @@ pub async fn postgres(conn: &mut PgConnection, m: &MigrationStep) -> Result<Opti
         if recorded_pg(conn, m).await? {
             return Ok(None);
         }
+        if let Some(r) = &m.role {
+            pg_exec(conn, &format!("SET ROLE {}", crate::engine::sql::pg_ident(r))).await.map_err(server)?;
+        }
         for (start, stmt) in statements(&m.sql) {
-            pg_exec(conn, stmt).await.map_err(|e| {
+            let ran = pg_exec(conn, stmt).await;
+            if ran.is_err() && m.role.is_some() {
+                let _ = pg_exec(conn, "RESET ROLE").await;
+            }
+            ran.map_err(|e| {
                 format!(
                     "{}; it does not run in a transaction: the statements before this one stay applied",
                     pg_failure(m, start, stmt, &e)
                 )
             })?;
+        }
+        if m.role.is_some() {
+            pg_exec(conn, "RESET ROLE").await.map_err(server)?;
         }
         let ns = started.elapsed().as_nanos() as i64;
         pg_exec(conn, &record_sql(Engine::Postgres, m, ns)).await.map_err(server)?;
@@ -78,12 +88,18 @@ pub async fn postgres(conn: &mut PgConnection, m: &MigrationStep) -> Result<Opti
         tx.rollback().await.map_err(server)?;
         return Ok(None);
     }
+    if let Some(r) = &m.role {
+        pg_exec(&mut tx, &format!("SET LOCAL ROLE {}", crate::engine::sql::pg_ident(r))).await.map_err(server)?;
+    }
     for (start, stmt) in statements(&m.sql) {
         if let Err(e) = pg_exec(&mut tx, stmt).await {
             let why = pg_failure(m, start, stmt, &e);
             let _ = tx.rollback().await;
             return Err(format!("{why}; the migration was rolled back: none of it is applied"));
         }
+    }
+    if m.role.is_some() {
+        pg_exec(&mut tx, "RESET ROLE").await.map_err(server)?;
     }
     let ns = started.elapsed().as_nanos() as i64;
     pg_exec(&mut tx, &record_sql(Engine::Postgres, m, ns)).await.map_err(server)?;

@@ -1,0 +1,266 @@
+//! Migrations against a real PostgreSQL (dbctl's embedded server): plan,
+//! apply, the tracking table, the refusals, a failure that leaves nothing,
+//! the lint, `migrate status` and `migrate test`.
+
+mod common;
+
+use common::{text, Project};
+
+const CONFIG: &str = r#"
+server "main" {
+  engine   = "postgres"
+  embedded = true
+}
+
+database "loans" {
+  server = server.main
+}
+
+migrations "loans" {
+  database = database.loans
+  dir      = "migrations/loans"
+  lint     = "error"
+  OUT_OF_ORDER
+}
+
+role "reader" {
+  server = server.main
+  grant {
+    database   = database.loans
+    schema     = "public"
+    tables     = "*"
+    privileges = ["SELECT"]
+  }
+}
+"#;
+
+fn project(out_of_order: bool) -> Project {
+    let p = Project::new(&CONFIG.replace("OUT_OF_ORDER", if out_of_order { "out_of_order = true" } else { "" }));
+    std::fs::create_dir_all(p.path().join("migrations/loans")).unwrap();
+    p
+}
+
+fn file(p: &Project, name: &str, sql: &str) {
+    std::fs::write(p.path().join("migrations/loans").join(name), sql).unwrap();
+}
+
+fn applied(p: &Project) -> String {
+    p.sql("loans", "SELECT string_agg(version || ':' || description, ',' ORDER BY version) FROM _sqlx_migrations")
+}
+
+#[test]
+fn pending_migrations_apply_in_order_before_grants_then_the_plan_is_empty() {
+    let p = project(false);
+    // Written out of order: the numbers order them. A new table's index needs
+    // no CONCURRENTLY (squawk knows the table is new).
+    file(&p, "0002_more.up.sql", "CREATE TABLE fees (id bigint PRIMARY KEY, loan bigint);\n");
+    file(
+        &p,
+        "0001_create.up.sql",
+        "CREATE TABLE loans (id bigint PRIMARY KEY, borrower text);\nCREATE INDEX loans_b ON loans (borrower);\n",
+    );
+
+    let plan = p.plan_json();
+    let steps = common::steps(&plan);
+    let m1 = steps.iter().position(|s| s.contains("0001_create.up.sql")).expect("0001 planned");
+    let m2 = steps.iter().position(|s| s.contains("0002_more.up.sql")).expect("0002 planned");
+    let grant = steps.iter().position(|s| s.contains("GRANT SELECT ON ALL TABLES")).expect("the grant");
+    let create = steps.iter().position(|s| s.contains("CREATE DATABASE")).expect("the database");
+    assert!(create < m1 && m1 < m2 && m2 < grant, "{steps:#?}");
+
+    let verbose = p.ok(&["plan", "--verbose"], 0);
+    assert!(verbose.contains("CREATE TABLE fees (id bigint PRIMARY KEY, loan bigint);"), "{verbose}");
+
+    p.apply();
+    assert_eq!(applied(&p), "1:create,2:more");
+    // The grant covers the tables the migrations created.
+    assert_eq!(p.sql("loans", "SELECT has_table_privilege('reader', 'fees', 'SELECT')"), "t");
+    p.converged();
+
+    // A new one is the only change; --target picks it.
+    file(&p, "0003_col.up.sql", "ALTER TABLE fees ADD COLUMN amount numeric;\n");
+    let out = p.ok(&["plan", "--target", "migrations.loans"], 0);
+    assert!(out.contains("0003_col"), "{out}");
+    p.ok(&["apply", "--auto-approve", "--target", "migrations.loans"], 0);
+    assert_eq!(applied(&p), "1:create,2:more,3:col");
+    p.converged();
+}
+
+#[test]
+fn an_edited_applied_migration_and_an_older_newcomer_are_refused_naming_the_file() {
+    let p = project(false);
+    file(&p, "0001_create.up.sql", "CREATE TABLE loans (id bigint PRIMARY KEY);\n");
+    file(&p, "0003_fees.up.sql", "CREATE TABLE fees (id bigint PRIMARY KEY);\n");
+    p.apply();
+
+    file(&p, "0002_late.up.sql", "CREATE TABLE late (id bigint PRIMARY KEY);\n");
+    let out = p.ok(&["plan"], 1);
+    assert!(out.contains("migrations/loans/0002_late.up.sql is older than version 3"), "{out}");
+    assert!(out.contains("out_of_order = true"), "{out}");
+    std::fs::remove_file(p.path().join("migrations/loans/0002_late.up.sql")).unwrap();
+
+    file(&p, "0001_create.up.sql", "CREATE TABLE loans (id bigint PRIMARY KEY, x int);\n");
+    let out = p.ok(&["plan"], 1);
+    assert!(out.contains("migrations/loans/0001_create.up.sql was changed after it was applied"), "{out}");
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(out.contains("0001_create.up.sql was changed"), "{out}");
+
+    std::fs::remove_file(p.path().join("migrations/loans/0001_create.up.sql")).unwrap();
+    let out = p.ok(&["plan"], 1);
+    assert!(out.contains("migrations/loans/0001_create.up.sql was applied (version 1) and is gone"), "{out}");
+}
+
+#[test]
+fn out_of_order_true_applies_an_older_newcomer() {
+    let p = project(true);
+    file(&p, "0001_a.up.sql", "CREATE TABLE a (id bigint PRIMARY KEY);\n");
+    file(&p, "0003_c.up.sql", "CREATE TABLE c (id bigint PRIMARY KEY);\n");
+    p.apply();
+    file(&p, "0002_b.up.sql", "CREATE TABLE b (id bigint PRIMARY KEY);\n");
+    p.apply();
+    assert_eq!(applied(&p), "1:a,2:b,3:c");
+}
+
+#[test]
+fn a_failing_migration_leaves_nothing_and_the_next_apply_resumes() {
+    let p = project(false);
+    file(&p, "0001_create.up.sql", "CREATE TABLE loans (id bigint PRIMARY KEY);\n");
+    file(
+        &p,
+        "0002_broken.up.sql",
+        "CREATE TABLE fees (id bigint PRIMARY KEY);\nINSERT INTO fees VALUES (1);\n\nINSERT INTO nowhere VALUES (1);\n",
+    );
+    file(&p, "0003_after.up.sql", "CREATE TABLE after (id bigint PRIMARY KEY);\n");
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(out.contains("migrations/loans/0002_broken.up.sql:4: relation \"nowhere\" does not exist"), "{out}");
+    assert!(out.contains("rolled back"), "{out}");
+    assert_eq!(applied(&p), "1:create");
+    assert_eq!(p.sql("loans", "SELECT to_regclass('fees') IS NULL AND to_regclass('after') IS NULL"), "t");
+
+    file(&p, "0002_broken.up.sql", "CREATE TABLE fees (id bigint PRIMARY KEY);\nINSERT INTO fees VALUES (1);\n");
+    p.apply();
+    assert_eq!(applied(&p), "1:create,2:broken,3:after");
+    assert_eq!(p.sql("loans", "SELECT count(*) FROM fees"), "1");
+    p.converged();
+}
+
+#[test]
+fn lint_findings_stop_the_plan_at_their_line_and_an_allow_comment_silences_one() {
+    let p = project(false);
+    file(&p, "0001_create.up.sql", "CREATE TABLE loans (id bigint PRIMARY KEY, amount int, note text);\n");
+    file(
+        &p,
+        "0002_bad.up.sql",
+        "ALTER TABLE loans RENAME COLUMN amount TO principal;\n\
+         ALTER TABLE loans DROP COLUMN note;\n\
+         -- dbctl:allow ban-drop-table\n\
+         DROP TABLE loans;\n\
+         ALTER TABLE loans RENAME TO credits;\n\
+         ALTER TABLE credits ADD COLUMN region text NOT NULL;\n\
+         ALTER TABLE credits ALTER COLUMN principal TYPE bigint;\n\
+         DROP TABLE credits;\n",
+    );
+    let out = p.ok(&["migrate", "lint"], 1);
+    for (line, rule) in [
+        (1, "renaming-column"),
+        (2, "ban-drop-column"),
+        (5, "renaming-table"),
+        (6, "adding-required-field"),
+        (7, "changing-column-type"),
+        (8, "ban-drop-table"),
+    ] {
+        let at = format!("migrations/loans/0002_bad.up.sql:{line}:");
+        assert!(
+            out.lines().any(|l| l.starts_with(&at) && l.contains(&format!("[{rule}]"))),
+            "{rule} at {line}:\n{out}"
+        );
+    }
+    assert!(!out.contains("0002_bad.up.sql:4:"), "allowed on the line before:\n{out}");
+    assert!(out.contains("help: "), "{out}");
+
+    let plan = p.ok(&["plan"], 1);
+    assert!(plan.contains("0002_bad.up.sql:1:19: [renaming-column]"), "{plan}");
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(out.contains("[ban-drop-column]"), "{out}");
+    let listed = p.ok(&["state", "list"], 0);
+    assert!(!listed.contains("database.loans"), "nothing ran:\n{listed}");
+
+    // lint = "warn": the plan goes on, with warnings.
+    let cfg = std::fs::read_to_string(p.path().join("main.hcl")).unwrap();
+    p.write(&cfg.replace("lint     = \"error\"", "lint     = \"warn\""));
+    let plan = p.ok(&["plan"], 0);
+    assert!(plan.contains("Warning: migrations.loans: migrations/loans/0002_bad.up.sql:2:"), "{plan}");
+}
+
+#[test]
+fn migrate_status_json_lists_applied_and_pending() {
+    let p = project(false);
+    file(&p, "0001_create.up.sql", "CREATE TABLE loans (id bigint PRIMARY KEY);\n");
+    p.apply();
+    file(&p, "0002_more.up.sql", "CREATE TABLE fees (id bigint PRIMARY KEY);\n");
+    file(&p, "0002_more.down.sql", "DROP TABLE fees;\n");
+    let out = p.dbctl(&["migrate", "status", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &v["migrations"][0];
+    assert_eq!(m["address"], "migrations.loans");
+    assert_eq!(m["database"], "loans");
+    assert_eq!(m["applied"][0]["version"], 1);
+    assert_eq!(m["applied"][0]["checksum"].as_str().unwrap().len(), 96, "SHA-384 in hex");
+    assert!(m["applied"][0]["applied_at"].as_str().unwrap().ends_with('Z'));
+    assert!(m["applied"][0]["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(m["pending"][0]["version"], 2);
+    assert_eq!(m["pending"][0]["file"], "migrations/loans/0002_more.up.sql");
+    assert_eq!(m["pending"][0]["down"], "migrations/loans/0002_more.down.sql");
+    assert_eq!(m["pending"][0]["transaction"], true);
+    assert_eq!(m["errors"], serde_json::json!([]));
+    check_status_schema(&v);
+
+    let human = p.ok(&["migrate", "status"], 0);
+    assert!(human.contains("applied  0001_create") && human.contains("pending  0002_more"), "{human}");
+}
+
+/// The documented shape (docs/migrations.md), checked with jsonschema.
+fn check_status_schema(v: &serde_json::Value) {
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/migrate-status.schema.json");
+    let python = std::env::var("DBCTL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let doc = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(doc.path(), v.to_string()).unwrap();
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[2])), json.load(open(sys.argv[1])))",
+        ])
+        .arg(&schema)
+        .arg(doc.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn migrate_new_writes_the_next_pair() {
+    let p = project(false);
+    file(&p, "0007_create.up.sql", "CREATE TABLE loans (id bigint PRIMARY KEY);\n");
+    let out = p.ok(&["migrate", "new", "add_fees"], 0);
+    assert!(out.contains("migrations/loans/0008_add_fees.up.sql"), "{out}");
+    assert!(p.path().join("migrations/loans/0008_add_fees.down.sql").exists());
+    let out = p.ok(&["migrate", "new", "bad-name"], 1);
+    assert!(out.contains("not a migration name"), "{out}");
+}
+
+#[test]
+fn the_example_lints_clean_and_applies() {
+    let p = Project::example("migrations");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/migrations/migrations/loans");
+    std::fs::create_dir_all(p.path().join("migrations/loans")).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), p.path().join("migrations/loans").join(e.file_name())).unwrap();
+    }
+    let out = p.ok(&["migrate", "lint"], 0);
+    assert!(out.contains("3 file(s) checked, 0 finding(s)"), "{out}");
+    p.apply();
+    assert_eq!(applied(&p), "1:create_loans,2:add_status,3:index_borrower");
+    p.converged();
+}
