@@ -264,3 +264,39 @@ fn the_example_lints_clean_and_applies() {
     assert_eq!(applied(&p), "1:create_loans,2:add_status,3:index_borrower");
     p.converged();
 }
+
+#[test]
+fn migrate_test_catches_a_down_file_that_does_not_undo_its_up() {
+    let p = project(false);
+    file(&p, "0001_create.up.sql", "CREATE TABLE loans (id bigint PRIMARY KEY, borrower text);\n");
+    file(&p, "0001_create.down.sql", "DROP TABLE loans;\n");
+    file(
+        &p,
+        "0002_fees.up.sql",
+        "CREATE TABLE fees (id bigint PRIMARY KEY);\nALTER TABLE loans ADD COLUMN fee bigint;\n",
+    );
+    file(&p, "0002_fees.down.sql", "DROP TABLE fees;\n");
+    file(&p, "0003_more.up.sql", "CREATE TABLE more (id bigint PRIMARY KEY);\n");
+    let out = p.ok(&["migrate", "test"], 1);
+    assert!(out.contains("ok    0001_create  up, down (schema as before), up"), "{out}");
+    assert!(out.contains("FAIL  0002_fees  migrations/loans/0002_fees.down.sql does not undo its up file"), "{out}");
+    assert!(out.contains("fee bigint"), "the difference is shown:\n{out}");
+    assert!(!out.contains("0003_more"), "stops at the failure:\n{out}");
+
+    file(&p, "0002_fees.down.sql", "ALTER TABLE loans DROP COLUMN fee;\nDROP TABLE fees;\n");
+    let out = p.ok(&["migrate", "test"], 0);
+    assert!(out.contains("ok    0002_fees  up, down (schema as before), up"), "{out}");
+    assert!(out.contains("ok    0003_more  up (no down file)"), "{out}");
+    // The throwaway server is gone; the project's own server was never started.
+    assert!(!p.path().join(".dbctl/migrate-test").exists());
+
+    // A file that fails on a fresh install fails the gate too.
+    file(&p, "0004_broken.up.sql", "ALTER TABLE nowhere ADD COLUMN x int;\n");
+    let out = p.ok(&["migrate", "test"], 1);
+    assert!(
+        out.contains(
+            "FAIL  0004_broken  up: migrations/loans/0004_broken.up.sql:1: relation \"nowhere\" does not exist"
+        ),
+        "{out}"
+    );
+}

@@ -303,6 +303,9 @@ pub enum MigrateCommand {
     },
     /// Lint every migration: squawk's rules and the backward-compatibility rules.
     Lint,
+    /// On a throwaway embedded server: every migration from empty, and each
+    /// down file must leave the schema as it was before its up file.
+    Test,
     /// Write the next pair of files, NNNN_NAME.up.sql and NNNN_NAME.down.sql.
     New {
         /// The migration's name (letters, digits and _).

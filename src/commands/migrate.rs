@@ -89,6 +89,7 @@ pub fn run(ctx: &Ctx, cmd: &MigrateCommand) -> u8 {
         MigrateCommand::New { name, block: which } => new(ctx, name, which.as_deref()),
         MigrateCommand::Lint => lint_cmd(ctx),
         MigrateCommand::Status { format } => status(ctx, format),
+        MigrateCommand::Test => test_cmd(ctx),
     }
 }
 
@@ -260,4 +261,168 @@ fn status(ctx: &Ctx, format: &str) -> u8 {
     } else {
         EXIT_OK
     }
+}
+
+/// `dbctl migrate test`: every block's migrations on a throwaway embedded
+/// PostgreSQL: all of them from empty, and for each with a down file, up
+/// then down must leave the schema as it was (pg_dump --schema-only), then
+/// up again.
+fn test_cmd(ctx: &Ctx) -> u8 {
+    let session = match open(ctx) {
+        Ok(s) => s,
+        Err(rc) => return rc,
+    };
+    let mut blocks = Vec::new();
+    for r in session.config.of_kind(crate::model::Kind::Migrations) {
+        let Some((m, database, server)) = block(&session.config, &r.addr) else { continue };
+        if session.endpoints.get(&server).is_some_and(|e| e.engine == Engine::Mysql) {
+            println!("skip {}: migrate test runs PostgreSQL migrations only", r.addr);
+            continue;
+        }
+        match migrate::scan(&session.config_dir.join(&m.dir), &m.dir) {
+            Ok(f) => blocks.push((r.addr.clone(), database, f)),
+            Err(e) => return err(e.join("\n")),
+        }
+    }
+    let scratch = session.dbctl.join("migrate-test");
+    let name = format!("t{}", std::process::id());
+    let e = match crate::engine::embedded::Embedded::new(&scratch, &name, None) {
+        Ok(e) => e,
+        Err(x) => return err(x),
+    };
+    let started = e.init().and_then(|_| e.start());
+    let result = match started {
+        Err(x) => Err(x.to_string()),
+        Ok(()) => {
+            let ep = crate::runtime::Endpoint {
+                address: Address::parse("server.migrate_test").expect("address"),
+                engine: Engine::Postgres,
+                url: e.url(),
+                embedded: None,
+                user_hosts: Default::default(),
+            };
+            block_on(run_tests(&ep, &blocks))
+        }
+    };
+    let _ = e.purge();
+    let _ = std::fs::remove_dir_all(&scratch);
+    match result {
+        Ok(0) => {
+            println!("migrate test: every migration applies from empty, and every down file undoes its up");
+            EXIT_OK
+        }
+        Ok(n) => {
+            println!("migrate test: {n} failure(s)");
+            EXIT_ERROR
+        }
+        Err(x) => err(format!("the throwaway server could not run: {x}")),
+    }
+}
+
+async fn run_tests(ep: &crate::runtime::Endpoint, blocks: &[(Address, String, Vec<File>)]) -> Result<usize, String> {
+    use crate::engine::postgres;
+    let mut failures = 0;
+    for (addr, database, files) in blocks {
+        let mut admin = postgres::connect("server.migrate_test", &ep.url, None).await.map_err(|e| e.to_string())?;
+        postgres::execute(&mut admin, format!("CREATE DATABASE {}", crate::engine::sql::pg_ident(database)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = sqlx::Connection::close(admin).await;
+        let mut c =
+            postgres::connect("server.migrate_test", &ep.url, Some(database)).await.map_err(|e| e.to_string())?;
+        println!("{addr} (database \"{database}\"):");
+        for f in files {
+            let step = migrate::MigrationStep::from(f);
+            let label = f.label();
+            let Some(down) = &f.down_sql else {
+                match migrate::run::postgres(&mut c, &step).await {
+                    Ok(_) => println!("  ok    {label}  up (no down file)"),
+                    Err(e) => {
+                        println!("  FAIL  {label}  up: {e}");
+                        failures += 1;
+                        break;
+                    }
+                }
+                continue;
+            };
+            let before = schema(ep, database).await?;
+            if let Err(e) = migrate::run::postgres(&mut c, &step).await {
+                println!("  FAIL  {label}  up: {e}");
+                failures += 1;
+                break;
+            }
+            let down_step = migrate::MigrationStep {
+                file: f.down_path.clone().unwrap_or_default(),
+                sql: down.clone(),
+                no_transaction: true,
+                ..step.clone()
+            };
+            if let Err(e) = run_down(&mut c, &down_step, migrate::is_no_transaction(down)).await {
+                println!("  FAIL  {label}  down: {e}");
+                failures += 1;
+                break;
+            }
+            let after = schema(ep, database).await?;
+            if after != before {
+                println!(
+                    "  FAIL  {label}  {} does not undo its up file; the schema differs:",
+                    f.down_path.as_deref().unwrap_or("")
+                );
+                let d = similar::TextDiff::from_lines(&before, &after);
+                for ch in d.iter_all_changes().filter(|c| c.tag() != similar::ChangeTag::Equal).take(20) {
+                    let sign = if ch.tag() == similar::ChangeTag::Delete { "-" } else { "+" };
+                    print!("          {sign} {}", ch.value());
+                }
+                failures += 1;
+                break;
+            }
+            if let Err(e) = migrate::run::postgres(&mut c, &step).await {
+                println!("  FAIL  {label}  up again after down: {e}");
+                failures += 1;
+                break;
+            }
+            println!("  ok    {label}  up, down (schema as before), up");
+        }
+        let _ = sqlx::Connection::close(c).await;
+    }
+    Ok(failures)
+}
+
+/// A down file: its statements, and its version's row deleted, in one
+/// transaction unless it opts out.
+async fn run_down(c: &mut sqlx::PgConnection, m: &migrate::MigrationStep, no_tx: bool) -> Result<(), String> {
+    use crate::engine::postgres::execute;
+    let forget = format!("DELETE FROM {} WHERE version = {}", migrate::TABLE, m.version);
+    if no_tx {
+        for (_, s) in migrate::run::statements(&m.sql) {
+            execute(c, s.to_string()).await.map_err(|e| format!("{}: {e}", m.file))?;
+        }
+        return execute(c, forget).await.map_err(|e| e.to_string());
+    }
+    let ran = execute(c, format!("BEGIN;\n{}\n;{forget};\nCOMMIT", m.sql)).await;
+    if let Err(e) = ran {
+        let _ = execute(c, "ROLLBACK".into()).await;
+        return Err(format!("{}: {e}", m.file));
+    }
+    Ok(())
+}
+
+/// The database's schema as `pg_dump --schema-only` writes it, without the tracking table.
+async fn schema(ep: &crate::runtime::Endpoint, database: &str) -> Result<String, String> {
+    let bindir = crate::engine::embedded::find_bindir().map_err(|e| e.to_string())?;
+    let out = tokio::process::Command::new(bindir.join("pg_dump"))
+        .args(["--schema-only", "--no-owner", "--no-privileges", "--exclude-table", migrate::TABLE])
+        .envs(crate::backup::pg_env(ep, database))
+        .output()
+        .await
+        .map_err(|e| format!("pg_dump: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("pg_dump: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    // Lines that name the dump's own run (version banners, restrict keys) are not schema.
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("-- Dumped") && !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .map(|l| format!("{l}\n"))
+        .collect())
 }
