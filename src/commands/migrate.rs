@@ -216,6 +216,8 @@ fn status(ctx: &Ctx, format: &str) -> u8 {
     let failed = all.values().any(|s| s.as_ref().map_or(true, |s| s.pending.is_err()));
     if format == "json" {
         println!("{}", serde_json::to_string_pretty(&status_json(&all)).expect("serialises"));
+    } else if all.is_empty() {
+        println!("No migrations block in the configuration.");
     } else {
         for (addr, st) in &all {
             match st {
