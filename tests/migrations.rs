@@ -300,3 +300,118 @@ fn migrate_test_catches_a_down_file_that_does_not_undo_its_up() {
         "{out}"
     );
 }
+
+fn mariadb(p: &Project, sql: &str) -> String {
+    let out = std::process::Command::new("mariadb")
+        .args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-N", "-B", "-u", "root"])
+        .arg(format!("--port={}", p.port()))
+        .arg(format!("--password={}", p.admin_password()))
+        .args(["-e", sql])
+        .output()
+        .expect("mariadb client");
+    assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn mariadb_runs_the_same_files_and_tracking_and_the_plan_says_ddl_is_not_rolled_back() {
+    let p = Project::new(
+        r#"
+server "main" {
+  engine   = "mysql"
+  embedded = true
+}
+database "shop" {
+  server = server.main
+  name   = "shop-db"
+}
+migrations "shop" {
+  database = database.shop
+  dir      = "migrations/shop"
+}
+"#,
+    );
+    let dir = p.path().join("migrations/shop");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("0001_orders.up.sql"), "CREATE TABLE orders (id BIGINT PRIMARY KEY, note TEXT);\n")
+        .unwrap();
+    std::fs::write(
+        dir.join("0002_items.up.sql"),
+        "CREATE TABLE items (id BIGINT PRIMARY KEY);\n-- a ; in a comment\nINSERT INTO items VALUES (1);\n",
+    )
+    .unwrap();
+    let plan = p.ok(&["plan"], 0);
+    assert!(plan.contains("0002_items.up.sql: MySQL/MariaDB commit DDL as it runs"), "{plan}");
+    p.apply();
+    assert_eq!(mariadb(&p, "SELECT GROUP_CONCAT(version ORDER BY version) FROM `shop-db`._sqlx_migrations"), "1,2");
+    assert_eq!(mariadb(&p, "SELECT COUNT(*) FROM `shop-db`.items"), "1");
+    p.converged();
+
+    // A failure names file and line; DDL before it stays (the plan said so); the
+    // migration is not recorded, so the fixed file runs whole on the next apply.
+    std::fs::write(
+        dir.join("0003_broken.up.sql"),
+        "CREATE TABLE IF NOT EXISTS refunds (id BIGINT PRIMARY KEY);\nINSERT INTO nowhere VALUES (1);\n",
+    )
+    .unwrap();
+    let out = p.ok(&["apply", "--auto-approve"], 1);
+    assert!(out.contains("migrations/shop/0003_broken.up.sql:2:"), "{out}");
+    assert_eq!(mariadb(&p, "SELECT COUNT(*) FROM `shop-db`._sqlx_migrations"), "2");
+    std::fs::write(dir.join("0003_broken.up.sql"), "CREATE TABLE IF NOT EXISTS refunds (id BIGINT PRIMARY KEY);\n")
+        .unwrap();
+    p.apply();
+    assert_eq!(mariadb(&p, "SELECT GROUP_CONCAT(version ORDER BY version) FROM `shop-db`._sqlx_migrations"), "1,2,3");
+
+    std::fs::write(dir.join("0001_orders.up.sql"), "CREATE TABLE orders (id BIGINT PRIMARY KEY);\n").unwrap();
+    let out = p.ok(&["plan"], 1);
+    assert!(out.contains("migrations/shop/0001_orders.up.sql was changed after it was applied"), "{out}");
+}
+
+#[test]
+fn migrations_run_as_the_database_owner_so_its_default_privileges_cover_their_tables() {
+    let p = Project::new(
+        r#"
+server "main" {
+  engine   = "postgres"
+  embedded = true
+}
+user "app" {
+  server   = server.main
+  password = secret.app
+}
+secret "app" {
+  generate {
+    length = 24
+  }
+}
+database "loans" {
+  server = server.main
+  owner  = user.app
+}
+migrations "loans" {
+  database = database.loans
+  dir      = "m"
+}
+role "reader" {
+  server = server.main
+  grant {
+    database   = database.loans
+    schema     = "public"
+    tables     = "*"
+    privileges = ["SELECT"]
+  }
+}
+"#,
+    );
+    std::fs::create_dir_all(p.path().join("m")).unwrap();
+    std::fs::write(p.path().join("m/0001_create.up.sql"), "CREATE TABLE loans (id bigint PRIMARY KEY);\n").unwrap();
+    p.apply();
+    assert_eq!(p.sql("loans", "SELECT tableowner FROM pg_tables WHERE tablename = 'loans'"), "app");
+    assert_eq!(p.sql("loans", "SELECT tableowner FROM pg_tables WHERE tablename = '_sqlx_migrations'"), "postgres");
+    assert_eq!(p.sql("loans", "SELECT has_table_privilege('reader', 'loans', 'SELECT')"), "t");
+    p.converged();
+    std::fs::write(p.path().join("m/0002_more.up.sql"), "CREATE TABLE fees (id bigint PRIMARY KEY);\n").unwrap();
+    p.apply();
+    assert_eq!(p.sql("loans", "SELECT has_table_privilege('reader', 'fees', 'SELECT')"), "t");
+    p.converged();
+}
