@@ -54,8 +54,16 @@ impl Session {
                 }
             };
             let pending = migrate::pending(&files, &applied, m.out_of_order, &m.dir)
-                .map(|p| p.into_iter().map(migrate::MigrationStep::from).collect());
-            let findings = if m.lint == "off" || ep.engine == Engine::Mysql { Vec::new() } else { lint_files(&files) };
+                .map(|p| p.into_iter().map(migrate::MigrationStep::from).collect::<Vec<_>>());
+            // The plan lints what it would run: an applied file cannot change any more.
+            let findings = match &pending {
+                Ok(p) if m.lint != "off" && ep.engine == Engine::Postgres => {
+                    let todo: Vec<File> =
+                        files.iter().filter(|f| p.iter().any(|x| x.version == f.version)).cloned().collect();
+                    lint_files(&todo)
+                }
+                _ => Vec::new(),
+            };
             out.insert(
                 r.addr.clone(),
                 Ok(Status { database, server, engine: ep.engine, files, applied, pending, findings }),
@@ -367,7 +375,7 @@ async fn run_tests(ep: &crate::runtime::Endpoint, blocks: &[(Address, String, Ve
             let after = schema(ep, database).await?;
             if after != before {
                 println!(
-                    "  FAIL  {label}  {} does not undo its up file; the schema differs:",
+                    "  FAIL  {label}  {} does not undo its up file; the schema differs (- before the up file, + after the down file):",
                     f.down_path.as_deref().unwrap_or("")
                 );
                 let d = similar::TextDiff::from_lines(&before, &after);
