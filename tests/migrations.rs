@@ -415,3 +415,51 @@ role "reader" {
     assert_eq!(p.sql("loans", "SELECT has_table_privilege('reader', 'fees', 'SELECT')"), "t");
     p.converged();
 }
+
+#[test]
+fn an_apply_killed_inside_a_migration_converges_on_the_next_run() {
+    let p = project(false);
+    file(&p, "0001_a.up.sql", "CREATE TABLE a (id bigint PRIMARY KEY);\n");
+    file(
+        &p,
+        "0002_slow.up.sql",
+        "CREATE TABLE b (id bigint PRIMARY KEY);\nSELECT pg_sleep(3);\nCREATE TABLE c (id bigint PRIMARY KEY);\n",
+    );
+    file(&p, "0003_d.up.sql", "CREATE TABLE d (id bigint PRIMARY KEY);\n");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dbctl"))
+        .arg("-C")
+        .arg(p.path())
+        .args(["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until 0002 runs (its table b exists inside its transaction: visible
+    // only as a lock), then kill dbctl without letting it clean up.
+    let t = std::time::Instant::now();
+    loop {
+        let ready = ["password", "port"].iter().all(|f| p.path().join(".dbctl/servers/main").join(f).exists());
+        let running = if !ready {
+            String::new()
+        } else {
+            p.psql(
+                "loans",
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND pid <> pg_backend_pid()",
+            )
+            .unwrap_or_default()
+        };
+        if running == "1" {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 60, "0002 never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(applied(&p), "1:a", "0001 committed, 0002 did not");
+
+    p.apply();
+    assert_eq!(applied(&p), "1:a,2:slow,3:d");
+    assert_eq!(p.sql("loans", "SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b', 'c', 'd')"), "4");
+    p.converged();
+}
