@@ -32,6 +32,7 @@ impl Session {
     ) -> BTreeMap<Address, Result<Status, Vec<String>>> {
         let mut out = BTreeMap::new();
         for r in self.config.of_kind(crate::model::Kind::Migrations) {
+            let t = std::time::Instant::now();
             let Some((m, database, server)) = block(&self.config, &r.addr) else { continue };
             let files = match migrate::scan(&self.config_dir.join(&m.dir), &m.dir) {
                 Ok(f) => f,
@@ -40,12 +41,14 @@ impl Session {
                     continue;
                 }
             };
+            tracing::debug!("{}: {} file(s) read in {} ms", r.addr, files.len(), t.elapsed().as_millis());
             let Some(ep) = self.endpoints.get(&server) else { continue };
             let exists = live.map(|l| l.get(&server).is_some_and(|s| s.databases.contains_key(&database)));
             let applied = match exists {
                 Some(false) => Ok(Vec::new()),
                 _ => read_applied(&server, ep, &database).await,
             };
+            tracing::debug!("{}: tracking table read after {} ms", r.addr, t.elapsed().as_millis());
             let applied = match applied {
                 Ok(a) => a,
                 Err(e) => {
