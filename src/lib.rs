@@ -10,6 +10,7 @@ pub mod diff;
 pub mod engine;
 pub mod fmt;
 pub mod graph;
+pub mod migrate;
 pub mod model;
 pub mod plan;
 pub mod rds;

@@ -65,6 +65,7 @@ fn plan_at(
         hosts: &hosts,
         published: &published,
         backups: &backups,
+        migrations: &BTreeMap::new(),
         destroy: false,
         force: false,
         replace: &BTreeSet::new(),
@@ -546,7 +547,7 @@ fn a_markdown_plan_of_more_than_3000_changes_stays_under_60000_characters_and_ke
     for w in plan_warnings {
         p.notes.push(w.into());
     }
-    p.notes.push("migrations.loans is not planned: migrations are not built yet.".into());
+    p.notes.push("rds_cluster.main is not planned: RDS clusters are not built yet.".into());
     let changes = p.changes.iter().filter(|c| c.action != dbctl::plan::Action::NoOp).count();
     assert!(changes > 3000, "{changes} changes");
     let md = render::markdown(&p, false);
@@ -565,7 +566,7 @@ fn a_markdown_plan_of_more_than_3000_changes_stays_under_60000_characters_and_ke
             "{w} above the fold:\n{above}"
         );
     }
-    assert!(above.contains("migrations.loans is not planned"), "{above}");
+    assert!(above.contains("rds_cluster.main is not planned"), "{above}");
     assert!(above.contains("is not routed by any router"), "{above}");
     assert!(above.contains("the same warning applies to 3099 more"), "{above}");
     assert_eq!(above.matches("will be destroyed").count(), 40, "every destroy above the fold");

@@ -99,6 +99,7 @@ fn diff_lost(extra: &str, present: &[&str], replace: &[&str]) -> Result<dbctl::d
         hosts: &BTreeMap::new(),
         published: &BTreeMap::new(),
         backups: &BTreeMap::new(),
+        migrations: &BTreeMap::new(),
         destroy: false,
         force: false,
         replace: &replace,

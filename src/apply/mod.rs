@@ -478,6 +478,9 @@ impl PgRunner {
     }
 
     async fn run_step(&self, cfg: &Config, step: &Step, queue: &mut Conns) -> Result<Option<String>, String> {
+        if let Op::Migrate(m) = &step.op {
+            return self.migrate(step, m, queue).await;
+        }
         if self.is_mysql(step) {
             if let Some(r) = self.run_mysql(cfg, step, queue).await {
                 return r;
@@ -581,6 +584,7 @@ impl PgRunner {
                 }
                 Ok(Some(version))
             }
+            Op::Migrate(_) => unreachable!("run by migrate()"),
             Op::DropDatabase { name, force } => {
                 // dbctl's own connection to it (from earlier steps) is not an open connection to refuse on.
                 if let Some(own) = queue.pg.remove(&Some(name.clone())) {
@@ -702,6 +706,29 @@ impl PgRunner {
             }
         };
         Some(run.await)
+    }
+
+    /// One migration, in its database: see `crate::migrate::run`.
+    async fn migrate(
+        &self,
+        step: &Step,
+        m: &crate::migrate::MigrationStep,
+        queue: &mut Conns,
+    ) -> Result<Option<String>, String> {
+        let database = step.database.as_deref().ok_or("a migration step without its database")?;
+        if self.is_mysql(step) {
+            if queue.my.is_none() {
+                let server = step.server.as_ref().ok_or("step has no server")?;
+                let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+                let mut c =
+                    crate::engine::mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?;
+                queue.my_id = crate::engine::mysql::limit(&mut c).await.map_err(|e| e.to_string())?;
+                queue.my = Some(c);
+            }
+            return crate::migrate::run::mysql(queue.my.as_mut().expect("connected"), database, m).await;
+        }
+        let (conn, _pid) = self.conn(step, queue).await?;
+        crate::migrate::run::postgres(conn, m).await
     }
 
     /// Run a step's statement on its connection, under the step time

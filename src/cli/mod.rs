@@ -108,7 +108,7 @@ pub enum Command {
     /// Show and rotate secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
-    /// Pending migrations per database, and their lint (not built yet).
+    /// Migrations: status per database, lint, and a new pair of files.
     #[command(subcommand)]
     Migrate(MigrateCommand),
     /// Print the JSON Schema of the configuration (kept in schema/config.schema.json).
@@ -343,8 +343,23 @@ pub enum SecretCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
-    /// Pending migrations per database.
-    Status,
-    /// Lint migrations for backward compatibility.
+    /// Applied (with checksums and times) and pending migrations per database.
+    Status {
+        /// human or json.
+        #[arg(long, default_value = "human", value_parser = ["human", "json"])]
+        format: String,
+    },
+    /// Lint every migration: squawk's rules and the backward-compatibility rules.
     Lint,
+    /// On a throwaway embedded server: every migration from empty, and each
+    /// down file must leave the schema as it was before its up file.
+    Test,
+    /// Write the next pair of files, NNNN_NAME.up.sql and NNNN_NAME.down.sql.
+    New {
+        /// The migration's name (letters, digits and _).
+        name: String,
+        /// Which migrations block, when there are several (migrations.NAME).
+        #[arg(long = "block")]
+        block: Option<String>,
+    },
 }

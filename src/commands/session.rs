@@ -526,6 +526,7 @@ impl Session {
             hosts: &hosts,
             published: &published,
             backups: &self.backup_status().await,
+            migrations: &self.migration_status(Some(&live)).await,
             destroy: opts.destroy,
             force: opts.force,
             replace: &replace,

@@ -312,6 +312,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
             database: b.reference("database")?,
             dir: b.str("dir")?,
             lint: b.str("lint").unwrap_or_else(|| "error".into()),
+            out_of_order: b.bool("out_of_order").unwrap_or(false),
         }),
     };
 

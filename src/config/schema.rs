@@ -441,6 +441,7 @@ pub static MIGRATIONS: BlockSchema = BlockSchema {
         req("database", Ty::Ref(DATABASE), "The database the migrations run in."),
         req("dir", Ty::String, "Directory of NNNN_name.up.sql (+ optional .down.sql) files."),
         a("lint", Ty::Enum(LINT), "Backward-compatibility rules: error (default), warn or off."),
+        a("out_of_order", Ty::Bool, "Apply a new migration older than the newest applied one (default false)."),
     ],
     blocks: &[LIFECYCLE_N],
     open: false,

@@ -42,6 +42,9 @@ pub struct Inputs<'a> {
     /// Per backup policy: database name → when its newest complete backup
     /// finished (RFC 3339), or why the storage could not be read.
     pub backups: &'a BTreeMap<Address, Result<BTreeMap<String, String>, String>>,
+    /// Per `migrations` block: its files, lint and tracking table, or why
+    /// they could not be read (the plan then fails, naming the file).
+    pub migrations: &'a BTreeMap<Address, Result<crate::migrate::Status, Vec<String>>>,
     /// Plan the removal of everything managed (`dbctl destroy`).
     pub destroy: bool,
     /// Drop databases even with open connections.
@@ -55,14 +58,6 @@ pub struct Diffed {
     pub drift: Vec<Drift>,
     pub notes: Vec<String>,
     pub fingerprints: BTreeMap<String, String>,
-}
-
-/// Kinds handled by a later milestone: in the plan as a note, never silently.
-fn not_planned_yet(kind: Kind) -> Option<&'static str> {
-    match kind {
-        Kind::Migrations => Some("migrations are not built yet"),
-        _ => None,
-    }
 }
 
 pub(crate) fn change(addr: &str, kind: &str, name: &str, action: Action) -> ResourceChange {
@@ -257,6 +252,141 @@ fn publish(inp: &Inputs, addr: &Address, managed: bool, c: &mut ResourceChange) 
     if c.action == Action::NoOp && !c.steps.is_empty() {
         c.action = if managed { Action::Update } else { Action::Create };
     }
+}
+
+/// A `migrations` block's change: its pending migrations as steps; refusals
+/// and lint errors as plan errors, each naming the file.
+#[allow(clippy::too_many_arguments)]
+fn migrations(
+    inp: &Inputs,
+    want: &Desired,
+    addr: &Address,
+    m: &crate::model::Migrations,
+    errors: &mut Vec<String>,
+    notes: &mut Vec<String>,
+    by_addr: &mut BTreeMap<String, ResourceChange>,
+) {
+    let Some(st) = inp.migrations.get(addr) else { return };
+    let st = match st {
+        Ok(st) => st,
+        Err(e) => {
+            errors.extend(e.iter().map(|x| format!("{addr}: {x}")));
+            return;
+        }
+    };
+    let pending = match &st.pending {
+        Ok(p) => p,
+        Err(e) => {
+            errors.extend(e.iter().map(|x| format!("{addr}: {x}")));
+            return;
+        }
+    };
+    for f in &st.findings {
+        let where_ = format!("{}:{}:{}", f.file, f.line, f.column);
+        if m.lint == "error" {
+            errors.push(format!(
+                "{addr}: {where_}: [{}] {} (help: {}; or put -- dbctl:allow {} on the line before)",
+                f.rule, f.message, f.help, f.rule
+            ));
+        } else if m.lint == "warn" {
+            notes.push(format!("Warning: {addr}: {where_}: [{}] {}", f.rule, f.message));
+        }
+    }
+    let key = addr.to_string();
+    let in_state = inp.state.resources.get(&key);
+    let after = json!({
+        "database": st.database,
+        "dir": m.dir,
+        "lint": m.lint,
+        "applied": st.applied.len(),
+        "pending": pending.iter().map(|p| format!("{:04}_{}", p.version, p.name)).collect::<Vec<_>>(),
+    });
+    let mut c = change(&key, "migrations", &addr.name, Action::NoOp);
+    c.server = Some(st.server.to_string());
+    c.before = in_state.map(|s| s.attributes.clone());
+    c.action = match (in_state.is_some(), pending.is_empty()) {
+        (false, _) => Action::Create,
+        (true, false) => Action::Update,
+        (true, true) => Action::NoOp,
+    };
+    if c.action == Action::Update {
+        c.attributes.push(AttrChange {
+            name: "pending".into(),
+            before: json!([]),
+            after: after["pending"].clone(),
+            forces_replacement: false,
+            sensitive: false,
+        });
+    }
+    let admin = inp.live.get(&st.server).map(|l| l.admin.as_str()).unwrap_or("");
+    let role = want.db_owner(&st.server, &st.database).filter(|o| *o != admin && st.engine == Engine::Postgres);
+    for p in pending {
+        let mut p = p.clone();
+        p.role = role.map(str::to_string);
+        if st.engine == Engine::Mysql {
+            c.notes.push(format!(
+                "{}: MySQL/MariaDB commit DDL as it runs: if it fails, the statements before the failing one stay applied",
+                p.file
+            ));
+        } else if p.no_transaction {
+            c.notes.push(format!(
+                "{}: not in a transaction (-- dbctl:no-transaction): if it fails, what ran before stays",
+                p.file
+            ));
+        }
+        c.steps.push(Step {
+            address: key.clone(),
+            server: Some(st.server.clone()),
+            database: Some(st.database.clone()),
+            op: Op::Migrate(p),
+        });
+    }
+    c.after = Some(after);
+    by_addr.insert(key, c);
+}
+
+/// A grant's new default privileges cover tables created after it; the
+/// migrations of this plan run before it, so their tables get the grant too.
+fn grant_what_migrations_create(by_addr: &mut BTreeMap<String, ResourceChange>) {
+    let migrating: BTreeSet<(Option<Address>, Option<String>)> = by_addr
+        .values()
+        .flat_map(|c| &c.steps)
+        .filter(|s| matches!(s.op, Op::Migrate(_)))
+        .map(|s| (s.server.clone(), s.database.clone()))
+        .collect();
+    if migrating.is_empty() {
+        return;
+    }
+    for c in by_addr.values_mut().filter(|c| c.kind == "grant" || c.kind == "router") {
+        let mut out = Vec::new();
+        for s in std::mem::take(&mut c.steps) {
+            let extra = match &s.op {
+                Op::Sql { sql } if migrating.contains(&(s.server.clone(), s.database.clone())) => {
+                    existing_objects_grant(sql)
+                }
+                _ => None,
+            };
+            out.push(s.clone());
+            if let Some(sql) = extra {
+                out.push(Step { op: Op::Sql { sql }, ..s });
+            }
+        }
+        c.steps = out;
+    }
+}
+
+/// `ALTER DEFAULT PRIVILEGES FOR ROLE o IN SCHEMA s GRANT p ON TABLES TO g`
+/// → `GRANT p ON ALL TABLES IN SCHEMA s TO g` (sequences alike).
+fn existing_objects_grant(sql: &str) -> Option<String> {
+    let rest = sql.strip_prefix("ALTER DEFAULT PRIVILEGES FOR ROLE ")?;
+    let (_, rest) = rest.split_once(" IN SCHEMA ")?;
+    let (schema, rest) = rest.split_once(" GRANT ")?;
+    for objects in ["TABLES", "SEQUENCES"] {
+        if let Some((privs, grantee)) = rest.split_once(&format!(" ON {objects} TO ")) {
+            return Some(format!("GRANT {privs} ON ALL {objects} IN SCHEMA {schema} TO {grantee}"));
+        }
+    }
+    None
 }
 
 /// Set a role's password from a secret: the step (which reads the store only
@@ -551,15 +681,6 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
     // against the server as it is after the renames.
     let mut renames: BTreeMap<Address, Renames> = BTreeMap::new();
 
-    for r in cfg.resources.values() {
-        if inp.destroy {
-            break;
-        }
-        if let Some(why) = not_planned_yet(r.addr.kind) {
-            notes.push(format!("{} is not planned: {why}.", r.addr));
-        }
-    }
-
     // Servers.
     for r in cfg.of_kind(Kind::Server) {
         let Body::Server(s) = &r.body else { continue };
@@ -780,6 +901,15 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             _ => {}
         }
         by_addr.insert(addr, c);
+    }
+
+    // Migrations: the pending ones, one step each, in their database.
+    for r in cfg.of_kind(Kind::Migrations) {
+        let Body::Migrations(m) = &r.body else { continue };
+        if inp.destroy {
+            continue;
+        }
+        migrations(inp, &want, &r.addr, m, &mut errors, &mut notes, &mut by_addr);
     }
 
     // Roles renamed by this plan, first: memberships in them follow the new names.
@@ -1246,6 +1376,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
     }
 
     // Resources in the state but not (any more) in the configuration.
+    grant_what_migrations_create(&mut by_addr);
     let desired_addrs: BTreeSet<&String> = by_addr.keys().collect();
     // Databases this plan drops: roles dropped with them need no reassignment there.
     let dropping: BTreeSet<(Option<String>, String)> = inp

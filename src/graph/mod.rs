@@ -95,6 +95,7 @@ impl Graph {
                 }
             }
         }
+        migration_edges(cfg, &mut g, &index);
         Graph { g, index }
     }
 
@@ -225,4 +226,47 @@ fn cycle_path(graph: &Graph, start: NodeIndex, members: &BTreeSet<NodeIndex>) ->
     let mut seen = BTreeSet::from([start]);
     dfs(graph, start, start, members, &mut path, &mut seen);
     path
+}
+
+/// A `migrations` block runs after the users and roles of its server (its
+/// SQL may grant to them), and before the grants and routers on its database
+/// (their `tables = "*"` covers the tables it creates). An edge that would
+/// close a cycle is left out.
+fn migration_edges(cfg: &Config, g: &mut DiGraph<Node, Loc>, index: &BTreeMap<Node, NodeIndex>) {
+    use crate::model::Body;
+    for r in cfg.of_kind(Kind::Migrations) {
+        let Body::Migrations(m) = &r.body else { continue };
+        let Some(Body::Database(db)) = cfg.get(&m.database).map(|x| &x.body) else { continue };
+        let Some(&mig) = index.get(&Node::Resource(r.addr.clone())) else { continue };
+        let add = |g: &mut DiGraph<Node, Loc>, from: NodeIndex, to: NodeIndex| {
+            if from != to && !g.contains_edge(from, to) && !petgraph::algo::has_path_connecting(&*g, to, from, None) {
+                g.add_edge(from, to, r.origin.header.clone());
+            }
+        };
+        for other in cfg.resources.values() {
+            let on_server = match &other.body {
+                Body::User(u) => u.server == db.server,
+                Body::Role(x) => x.server == db.server,
+                _ => false,
+            };
+            if on_server {
+                if let Some(&u) = index.get(&Node::Resource(other.addr.clone())) {
+                    add(g, mig, u);
+                }
+            }
+            // Grant blocks naming the database, and routers routing to it.
+            if other.refs.iter().any(|x| x.to == m.database && x.attr.starts_with("grant.")) {
+                if let Some(&gr) = index.get(&Node::Grants(other.addr.clone())) {
+                    add(g, gr, mig);
+                }
+            }
+            if let Body::Router(rt) = &other.body {
+                if rt.routes.iter().any(|x| x.database == m.database) {
+                    if let Some(&ro) = index.get(&Node::Resource(other.addr.clone())) {
+                        add(g, ro, mig);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -398,6 +398,9 @@ pub struct Migrations {
     pub database: Address,
     pub dir: String,
     pub lint: String,
+    /// Accept a new migration older than the newest applied one.
+    #[serde(default)]
+    pub out_of_order: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

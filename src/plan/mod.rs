@@ -94,6 +94,9 @@ pub enum Op {
     Sql {
         sql: String,
     },
+    /// Run one migration's up file in its database and record it in the
+    /// tracking table, in one transaction unless the file opts out.
+    Migrate(crate::migrate::MigrationStep),
     /// Refuse if the database has open connections (unless forced).
     DropDatabase {
         name: String,
@@ -216,6 +219,12 @@ impl Step {
             Op::RdsDeleteCluster { identifier, final_snapshot: None } => {
                 format!("delete RDS cluster {identifier} WITHOUT a final snapshot, wait until gone")
             }
+            Op::Migrate(m) => format!(
+                "-- {} ({}){on}\n{}",
+                m.file,
+                if m.no_transaction { "not in a transaction" } else { "in one transaction" },
+                m.sql.trim_end()
+            ),
             Op::DropDatabase { name, force } => format!(
                 "DROP DATABASE {}{}",
                 crate::engine::sql::pg_ident(name),

@@ -162,7 +162,7 @@ fn resource(c: &ResourceChange, verbose: bool, out: &mut String) {
     if verbose && !c.steps.is_empty() {
         let _ = writeln!(out, "        # steps:");
         for s in &c.steps {
-            let _ = writeln!(out, "        #   {}", s.describe());
+            let _ = writeln!(out, "        #   {}", s.describe().replace('\n', "\n        #     "));
         }
     }
     let _ = writeln!(out, "    }}");
@@ -795,6 +795,10 @@ pub fn markdown(plan: &Plan, _verbose: bool) -> String {
                     let on = st.database.as_ref().map(|db| format!(" -- in database {db}")).unwrap_or_default();
                     let stmt = d.strip_suffix(on.as_str()).unwrap_or(&d).trim_end().trim_end_matches(';');
                     let _ = writeln!(s, "{stmt};{on}");
+                } else if let super::Op::Migrate(m) = &st.op {
+                    // The file's own SQL, under a comment naming it.
+                    let _ = writeln!(s, "{}", d.lines().next().unwrap_or_default());
+                    let _ = writeln!(s, "{}", m.sql.trim_end());
                 } else {
                     let _ = writeln!(s, "-- {}", d.replace('\n', " "));
                 }

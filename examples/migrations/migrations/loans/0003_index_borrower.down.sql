@@ -1,0 +1,2 @@
+-- dbctl:no-transaction
+DROP INDEX CONCURRENTLY IF EXISTS loans_borrower;

@@ -1,0 +1,2 @@
+-- dbctl:no-transaction
+CREATE INDEX CONCURRENTLY IF NOT EXISTS loans_borrower ON loans (borrower);
