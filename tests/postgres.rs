@@ -619,7 +619,8 @@ fn targets_are_checked_and_destroy_touches_only_what_it_targets() {
     assert!(out.contains("user.svc.grant will be destroyed"), "{out}");
     assert!(out.contains("Resources: 0 added, 0 changed, 3 destroyed."), "{out}");
     assert!(!out.contains("server.main will"), "{out}");
-    let left = p.ok(&["state", "list"], 0);
+    // The addresses on stdout (configuration warnings go to stderr).
+    let left = common::text(&p.dbctl(&["state", "list"]).stdout);
     assert_eq!(left.trim(), "database.keep\nserver.main\nuser.svc", "{left}");
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname IN ('a', 'b')"), "0");
     assert_eq!(p.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'keep'"), "1");
