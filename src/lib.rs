@@ -1,6 +1,7 @@
 //! dbctl as a library: the binary is a thin shell over `commands::run`.
 
 pub mod apply;
+pub mod aws;
 pub mod backup;
 pub mod cli;
 pub mod commands;

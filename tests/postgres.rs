@@ -633,7 +633,7 @@ fn targets_are_checked_and_destroy_touches_only_what_it_targets() {
     assert!(out.contains("server.main will be forgotten"), "{out}");
     assert!(!out.contains("server.main will be destroyed"), "{out}");
     assert!(out.contains("Resources: 0 added, 0 changed, 2 destroyed, 1 forgotten."), "{out}");
-    assert_eq!(p.ok(&["state", "list"], 0).trim(), "");
+    assert_eq!(common::text(&p.dbctl(&["state", "list"]).stdout).trim(), "");
 }
 
 #[test]

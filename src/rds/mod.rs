@@ -10,9 +10,6 @@ pub mod plan;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_rds::error::DisplayErrorContext;
 use aws_sdk_rds::types::Tag;
 use aws_sdk_rds::Client;
@@ -230,28 +227,7 @@ pub fn timeout() -> Duration {
 
 impl Rds {
     pub async fn new(p: &AwsProvider) -> Rds {
-        let region = p.region.clone().unwrap_or_else(|| "us-east-1".into());
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region.clone()))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_timeout(Duration::from_secs(60))
-                    .build(),
-            )
-            // An endpoint override is a local stand-in (moto): fail fast there.
-            .retry_config(if p.endpoint.is_some() { RetryConfig::disabled() } else { RetryConfig::standard() });
-        if let Some(ep) = &p.endpoint {
-            loader = loader.endpoint_url(ep);
-        }
-        if let Some(profile) = &p.profile {
-            loader = loader.profile_name(profile);
-        }
-        let conf = loader.load().await;
-        let place = match &p.endpoint {
-            Some(ep) => format!("RDS at {ep}"),
-            None => format!("RDS in {region}"),
-        };
+        let (conf, place) = crate::aws::sdk_config(p, "RDS", Duration::from_secs(60)).await;
         Rds { client: Client::new(&conf), place }
     }
 

@@ -18,9 +18,6 @@
 
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use aws_sdk_secretsmanager::primitives::DateTimeFormat;
 use aws_sdk_secretsmanager::types::Tag;
@@ -55,28 +52,7 @@ fn when(d: Option<&aws_sdk_secretsmanager::primitives::DateTime>) -> String {
 
 impl AwsStore {
     pub async fn new(p: &AwsProvider) -> AwsStore {
-        let region = p.region.clone().unwrap_or_else(|| "us-east-1".into());
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region.clone()))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_timeout(Duration::from_secs(30))
-                    .build(),
-            )
-            // An endpoint override is a local stand-in (moto, LocalStack): fail fast there.
-            .retry_config(if p.endpoint.is_some() { RetryConfig::disabled() } else { RetryConfig::standard() });
-        if let Some(ep) = &p.endpoint {
-            loader = loader.endpoint_url(ep);
-        }
-        if let Some(profile) = &p.profile {
-            loader = loader.profile_name(profile);
-        }
-        let conf = loader.load().await;
-        let place = match &p.endpoint {
-            Some(ep) => format!("AWS Secrets Manager at {ep}"),
-            None => format!("AWS Secrets Manager in {region}"),
-        };
+        let (conf, place) = crate::aws::sdk_config(p, "AWS Secrets Manager", Duration::from_secs(30)).await;
         AwsStore { client: Client::new(&conf), place }
     }
 
