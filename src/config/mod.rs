@@ -495,6 +495,9 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     for kind in Kind::ALL {
         ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
     }
+    // The same with `each`, rebound per instance: building a context per
+    // instance would copy every resource name each time (quadratic).
+    let mut each_ctx = ctx.clone();
     let mut decoded = Vec::new();
     for (key, &i) in &resource_blocks {
         let rb = &raw[i];
@@ -512,26 +515,20 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 each: each_key.is_some(),
                 before_resources: false,
             };
-            let mut inner = root_context();
             let inner_ctx = if let (Some(k), Some(v)) = (&each_key, &each_value) {
                 let mut each = Map::new();
                 each.insert("key".to_string(), Value::String(k.clone()));
                 each.insert("value".to_string(), v.clone());
-                inner.declare_var("var", var_object.clone());
-                inner.declare_var("local", local_object.clone());
-                for kind in Kind::ALL {
-                    inner.declare_var(kind.as_str(), resource_object(&resources, kind));
-                }
-                inner.declare_var("each", Value::Object(each));
-                &inner
+                each_ctx.declare_var("each", Value::Object(each));
+                &each_ctx
             } else {
                 &ctx
             };
-            let errors_before = diags.0.iter().filter(|d| d.is_error()).count();
+            let diags_before = diags.0.len();
             let d = decode_block(rb.schema, &rb.block, &rb.file, inner_ctx, &scope, &mut diags);
             // A block that did not decode is left out, so checks that follow
             // do not report consequences of an error already reported.
-            let failed = diags.0.iter().filter(|d| d.is_error()).count() > errors_before;
+            let failed = diags.0[diags_before..].iter().any(|d| d.is_error());
             let addr = match &each_key {
                 Some(k) => Address::keyed(key.0, &key.1, k),
                 None => Address::new(key.0, &key.1),
