@@ -365,6 +365,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             }
         }
         pending.retain(|n| !bad.contains(*n));
+        let mut local_ctx: Option<hcl::eval::Context> = None;
         loop {
             let before = pending.len();
             let mut still = Vec::new();
@@ -380,13 +381,17 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                     still.push(name);
                     continue;
                 }
-                let mut ctx = root_context();
-                ctx.declare_var("var", var_object.clone());
+                // One context for every local; only `local` changes between them.
+                let ctx = local_ctx.get_or_insert_with(|| {
+                    let mut ctx = root_context();
+                    ctx.declare_var("var", var_object.clone());
+                    for kind in Kind::ALL {
+                        ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
+                    }
+                    ctx
+                });
                 ctx.declare_var("local", Value::Object(local_values.clone()));
-                for kind in Kind::ALL {
-                    ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
-                }
-                match evaluate(&a.value, f, &ctx) {
+                match evaluate(&a.value, f, ctx) {
                     Ok(v) => {
                         local_values.insert(name.clone(), v);
                     }
