@@ -288,6 +288,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             resources: &empty_resources,
             with_for_each: &with_for_each,
             each: false,
+            each_key: None,
             before_resources: true,
         };
         let given = given_variables(opts, &var_blocks, &mut diags);
@@ -352,6 +353,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             resources: &resources,
             with_for_each: &with_for_each,
             each: false,
+            each_key: None,
             before_resources: true,
         };
         let mut pending: Vec<&String> = local_attrs.keys().collect();
@@ -438,6 +440,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             resources: &resources,
             with_for_each: &with_for_each,
             each: false,
+            each_key: None,
             before_resources: true,
         };
         let errs = check_refs(&fe.value, &rb.file, &scope);
@@ -518,6 +521,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 resources: &resources,
                 with_for_each: &with_for_each,
                 each: each_key.is_some(),
+                each_key: each_key.as_deref(),
                 before_resources: false,
             };
             let inner_ctx = if let (Some(k), Some(v)) = (&each_key, &each_value) {
@@ -562,6 +566,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         resources: &resources,
         with_for_each: &with_for_each,
         each: false,
+        each_key: None,
         before_resources: false,
     };
     if let Some(&i) = provider_blocks.get("aws") {
