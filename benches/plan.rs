@@ -45,6 +45,53 @@ fn config(n: usize) -> (String, usize) {
     (s, dbs + roles + users * 2 + dbs)
 }
 
+/// The second shape: N/2 users each with one database-level grant, N/40
+/// databases, N/1000 group roles, nothing to read inside the databases, so
+/// the plan's server reads are a few catalog queries and its time is CPU.
+fn config_flat(n: usize) -> (String, usize) {
+    let dbs = (n / 40).max(1);
+    let roles = (n / 1000).max(1);
+    let users = n / 2;
+    let mut s = String::from("server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n");
+    for r in 0..roles {
+        let _ = write!(s, "\nrole \"r{r}\" {{\n  server = server.main\n}}\n");
+    }
+    for d in 0..dbs {
+        let _ = write!(s, "\ndatabase \"d{d}\" {{\n  server = server.main\n}}\n");
+    }
+    for u in 0..users {
+        let _ = write!(
+            s,
+            "\nuser \"u{u}\" {{\n  server    = server.main\n  member_of = [role.r{}]\n  grant {{\n    database   = database.d{}\n    privileges = [\"CONNECT\"]\n  }}\n}}\n",
+            u % roles,
+            u % dbs
+        );
+    }
+    (s, dbs + roles + users * 2)
+}
+
+/// A configuration of `n` users made by one block with for_each.
+fn config_for_each(n: usize) -> String {
+    let keys: Vec<String> = (0..n).map(|i| format!("\"u{i}\"")).collect();
+    format!(
+        "server \"main\" {{\n  engine   = \"postgres\"\n  embedded = true\n}}\n\ndatabase \"app\" {{\n  server = server.main\n}}\n\nlocals {{\n  names = toset([{}])\n}}\n\nuser \"team\" {{\n  for_each = local.names\n  server   = server.main\n  name     = each.key\n  grant {{\n    database   = database.app\n    privileges = [\"CONNECT\"]\n  }}\n}}\n",
+        keys.join(", ")
+    )
+}
+
+/// Milliseconds of the phases a plan logs at debug level: (load, refresh, diff).
+fn phases(dir: &Path) -> (u64, u64, u64) {
+    let out = dbctl(dir).args(["plan"]).env("DBCTL_LOG", "dbctl=debug").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    let grab = |prefix: &str| -> u64 {
+        text.lines()
+            .filter_map(|l| l.split_once(prefix).map(|(_, r)| r))
+            .filter_map(|r| r.split(" ms").next().and_then(|n| n.rsplit(' ').next()).and_then(|n| n.parse().ok()))
+            .sum()
+    };
+    (grab("configuration loaded in "), grab("refresh: "), grab("diff: "))
+}
+
 /// Run a command to completion; wall time and its peak RSS in KiB.
 fn measure(cmd: &mut Command) -> (Duration, i64, bool) {
     let t = Instant::now();
@@ -184,6 +231,41 @@ fn main() {
         panic!("the plan after apply must be a no-op; it says:\n{}", head.join("\n"));
     }
 
+    let (load, refresh, diffms) = phases(dir.path());
+
+    // The flat shape: the same number of objects, nothing read inside the databases.
+    let (flat_hcl, flat_objects) = config_flat(n);
+    let flat_dir = tempfile::tempdir().unwrap();
+    project(flat_dir.path(), &flat_hcl);
+    assert!(dbctl(flat_dir.path()).args(["dev", "up"]).status().unwrap().success());
+    let (_, _, ok) = measure(dbctl(flat_dir.path()).args(["apply", "--auto-approve"]));
+    assert!(ok, "apply of the flat shape failed");
+    settle(flat_dir.path());
+    let flat_read = flat_dir.path().join("read.sql");
+    std::fs::write(&flat_read, format!("{};\n", dbctl::engine::postgres::SERVER_QUERY.trim())).unwrap();
+    let mut flat_plans = Vec::new();
+    let mut flat_floors = Vec::new();
+    let mut flat_rss = 0;
+    for _ in 0..5 {
+        let (t, rss, ok) = measure(dbctl(flat_dir.path()).args(["plan", "--detailed-exitcode"]));
+        assert!(ok, "plan of the flat shape failed or is not a no-op");
+        flat_plans.push(t);
+        flat_rss = flat_rss.max(rss);
+        flat_floors.push(measure(&mut psql(flat_dir.path(), &flat_read)).0);
+    }
+    let (flat_load, flat_refresh, flat_diff) = phases(flat_dir.path());
+    let _ = dbctl(flat_dir.path()).args(["dev", "down"]).status();
+    let (flat_plan, flat_floor) = (median(flat_plans), median(flat_floors));
+
+    // for_each: validate one block of K keys (no server).
+    let fe_dir = tempfile::tempdir().unwrap();
+    let mut for_each = Vec::new();
+    for k in [2_500, 5_000, 10_000, 20_000] {
+        project(fe_dir.path(), &config_for_each(k));
+        let t = median((0..3).map(|_| measure(dbctl(fe_dir.path()).arg("validate")).0).collect());
+        for_each.push((k, t));
+    }
+
     // A plan with 1% of the objects changed (every 100th user's connection limit).
     let mut changed = String::new();
     let mut n_user = 0;
@@ -260,6 +342,12 @@ fn main() {
         ms(floor_apply),
         ms(apply) / ms(floor_apply)
     );
+    println!(
+        "| no-change plan, flat shape ({flat_objects} objects, nothing read inside databases) | {:.0} ms | {:.0} ms (psql, same catalog reads) | {:.2} |",
+        ms(flat_plan),
+        ms(flat_floor),
+        ms(flat_plan) / ms(flat_floor)
+    );
     println!("| validate | {:.0} ms | | |", ms(validate));
     println!("| plan with 1% changed | {:.0} ms | | |", ms(plan_1pct));
     println!(
@@ -277,4 +365,12 @@ fn main() {
         ms(multi_light[1]) / ms(multi_light[0])
     );
     println!("peak RSS: plan {:.1} MiB, apply {:.1} MiB", plan_rss as f64 / 1024.0, apply_rss as f64 / 1024.0);
+    println!(
+        "phases of a no-change plan (load + refresh + diff, ms): {load} + {refresh} + {diffms}; flat shape: {flat_load} + {flat_refresh} + {flat_diff} (load + diff {} ms), peak RSS {:.1} MiB",
+        flat_load + flat_diff,
+        flat_rss as f64 / 1024.0
+    );
+    for (k, t) in for_each {
+        println!("validate for_each with {k} keys: {:.0} ms", ms(t));
+    }
 }

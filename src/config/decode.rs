@@ -160,6 +160,8 @@ pub struct Scope<'a> {
     pub with_for_each: &'a HashSet<(Kind, String)>,
     /// Inside a for_each resource.
     pub each: bool,
+    /// The instance's key there (`[each.key]` is then resolved without the evaluator).
+    pub each_key: Option<&'a str>,
     /// In a `locals` or `for_each` expression: resources with for_each are not yet known.
     pub before_resources: bool,
 }
@@ -266,6 +268,14 @@ fn fast_reference(expr: &Expression, scope: &Scope) -> Option<Value> {
             let key = match ops.next() {
                 None => None,
                 Some(TraversalOperator::Index(Expression::String(k))) => Some(k.as_str().to_string()),
+                // `[each.key]`: the evaluator would copy every instance of the kind.
+                Some(TraversalOperator::Index(Expression::Traversal(i))) if is_each_key(i) => {
+                    let k = scope.each_key?;
+                    match scope.resources.get(&(kind, name.as_str().to_string())) {
+                        Some(Some(keys)) if keys.iter().any(|x| x == k) => Some(k.to_string()),
+                        _ => return None,
+                    }
+                }
                 Some(_) => return None,
             };
             if ops.next().is_some() {
@@ -285,6 +295,14 @@ fn fast_reference(expr: &Expression, scope: &Scope) -> Option<Value> {
         }
         _ => None,
     }
+}
+
+/// `each.key`, written plainly.
+fn is_each_key(t: &hcl::edit::expr::Traversal) -> bool {
+    let Expression::Variable(root) = &t.expr else { return false };
+    root.as_str() == "each"
+        && t.operators.len() == 1
+        && matches!(t.operators[0].value(), TraversalOperator::GetAttr(a) if a.as_str() == "key")
 }
 
 /// Every `/` and `%` whose right side evaluates to zero: hcl's evaluator

@@ -288,6 +288,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             resources: &empty_resources,
             with_for_each: &with_for_each,
             each: false,
+            each_key: None,
             before_resources: true,
         };
         let given = given_variables(opts, &var_blocks, &mut diags);
@@ -352,6 +353,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             resources: &resources,
             with_for_each: &with_for_each,
             each: false,
+            each_key: None,
             before_resources: true,
         };
         let mut pending: Vec<&String> = local_attrs.keys().collect();
@@ -365,6 +367,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             }
         }
         pending.retain(|n| !bad.contains(*n));
+        let mut local_ctx: Option<hcl::eval::Context> = None;
         loop {
             let before = pending.len();
             let mut still = Vec::new();
@@ -380,13 +383,17 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                     still.push(name);
                     continue;
                 }
-                let mut ctx = root_context();
-                ctx.declare_var("var", var_object.clone());
+                // One context for every local; only `local` changes between them.
+                let ctx = local_ctx.get_or_insert_with(|| {
+                    let mut ctx = root_context();
+                    ctx.declare_var("var", var_object.clone());
+                    for kind in Kind::ALL {
+                        ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
+                    }
+                    ctx
+                });
                 ctx.declare_var("local", Value::Object(local_values.clone()));
-                for kind in Kind::ALL {
-                    ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
-                }
-                match evaluate(&a.value, f, &ctx) {
+                match evaluate(&a.value, f, ctx) {
                     Ok(v) => {
                         local_values.insert(name.clone(), v);
                     }
@@ -433,6 +440,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             resources: &resources,
             with_for_each: &with_for_each,
             each: false,
+            each_key: None,
             before_resources: true,
         };
         let errs = check_refs(&fe.value, &rb.file, &scope);
@@ -495,6 +503,9 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     for kind in Kind::ALL {
         ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
     }
+    // The same with `each`, rebound per instance: building a context per
+    // instance would copy every resource name each time (quadratic).
+    let mut each_ctx = ctx.clone();
     let mut decoded = Vec::new();
     for (key, &i) in &resource_blocks {
         let rb = &raw[i];
@@ -510,28 +521,23 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 resources: &resources,
                 with_for_each: &with_for_each,
                 each: each_key.is_some(),
+                each_key: each_key.as_deref(),
                 before_resources: false,
             };
-            let mut inner = root_context();
             let inner_ctx = if let (Some(k), Some(v)) = (&each_key, &each_value) {
                 let mut each = Map::new();
                 each.insert("key".to_string(), Value::String(k.clone()));
                 each.insert("value".to_string(), v.clone());
-                inner.declare_var("var", var_object.clone());
-                inner.declare_var("local", local_object.clone());
-                for kind in Kind::ALL {
-                    inner.declare_var(kind.as_str(), resource_object(&resources, kind));
-                }
-                inner.declare_var("each", Value::Object(each));
-                &inner
+                each_ctx.declare_var("each", Value::Object(each));
+                &each_ctx
             } else {
                 &ctx
             };
-            let errors_before = diags.0.iter().filter(|d| d.is_error()).count();
+            let diags_before = diags.0.len();
             let d = decode_block(rb.schema, &rb.block, &rb.file, inner_ctx, &scope, &mut diags);
             // A block that did not decode is left out, so checks that follow
             // do not report consequences of an error already reported.
-            let failed = diags.0.iter().filter(|d| d.is_error()).count() > errors_before;
+            let failed = diags.0[diags_before..].iter().any(|d| d.is_error());
             let addr = match &each_key {
                 Some(k) => Address::keyed(key.0, &key.1, k),
                 None => Address::new(key.0, &key.1),
@@ -560,6 +566,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         resources: &resources,
         with_for_each: &with_for_each,
         each: false,
+        each_key: None,
         before_resources: false,
     };
     if let Some(&i) = provider_blocks.get("aws") {
