@@ -86,7 +86,9 @@ fn phases(dir: &Path) -> (u64, u64, u64) {
     let grab = |prefix: &str| -> u64 {
         text.lines()
             .filter_map(|l| l.split_once(prefix).map(|(_, r)| r))
-            .filter_map(|r| r.split(" ms").next().and_then(|n| n.rsplit(' ').next()).and_then(|n| n.parse().ok()))
+            .filter_map(|r| {
+                r.split(" ms").next().and_then(|n| n.rsplit(' ').next()).and_then(|n| n.parse::<u64>().ok())
+            })
             .sum()
     };
     (grab("configuration loaded in "), grab("refresh: "), grab("diff: "))

@@ -13,12 +13,19 @@ use crate::model::AwsProvider;
 /// The SDK configuration for `p`, each call bounded by `operation_timeout`,
 /// and where the clients made from it talk to ("<service> at <endpoint>" or
 /// "<service> in <region>", for messages).
-pub async fn sdk_config(p: &AwsProvider, service: &str, operation_timeout: Duration) -> (aws_config::SdkConfig, String) {
+pub async fn sdk_config(
+    p: &AwsProvider,
+    service: &str,
+    operation_timeout: Duration,
+) -> (aws_config::SdkConfig, String) {
     let region = p.region.clone().unwrap_or_else(|| "us-east-1".into());
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.clone()))
         .timeout_config(
-            TimeoutConfig::builder().connect_timeout(Duration::from_secs(3)).operation_timeout(operation_timeout).build(),
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_timeout(operation_timeout)
+                .build(),
         )
         // An endpoint override is a local stand-in (moto, LocalStack): fail fast there.
         .retry_config(if p.endpoint.is_some() { RetryConfig::disabled() } else { RetryConfig::standard() });
