@@ -209,17 +209,10 @@ fn import_cluster(session: &super::session::Session, a: &Address, id: &str) -> u
     let Some(aws) = session.config.aws.as_ref() else {
         return err("an rds_cluster needs a provider \"aws\" block (region, and endpoint for a stand-in)");
     };
-    let _lock = match session.state_store.lock("import", Duration::ZERO) {
-        Ok(l) => l,
-        Err(e) => return err(e),
+    let (_lock, mut st) = match locked_unmanaged(session, a) {
+        Ok(x) => x,
+        Err(rc) => return rc,
     };
-    let mut st = match session.state_store.load() {
-        Ok(st) => st,
-        Err(e) => return err(e),
-    };
-    if st.resources.contains_key(&a.to_string()) {
-        return err(format!("{a} is already managed"));
-    }
     let found = block_on(async {
         let rds = crate::rds::Rds::new(aws).await;
         let c = rds.cluster(id).await?;
@@ -289,17 +282,10 @@ fn import_secret(session: &super::session::Session, a: &Address, s: &crate::mode
             "{a} is in the local store (.dbctl/secrets.json), which only dbctl writes: there is nothing to import"
         ));
     }
-    let _lock = match session.state_store.lock("import", Duration::ZERO) {
-        Ok(l) => l,
-        Err(e) => return err(e),
+    let (_lock, mut st) = match locked_unmanaged(session, a) {
+        Ok(x) => x,
+        Err(rc) => return rc,
     };
-    let mut st = match session.state_store.load() {
-        Ok(st) => st,
-        Err(e) => return err(e),
-    };
-    if st.resources.contains_key(&a.to_string()) {
-        return err(format!("{a} is already managed"));
-    }
     let adopted = block_on(async {
         let stores = session.stores().await.map_err(|_| None)?;
         stores.adopt(id, &s.name, a).await.map_err(Some)
@@ -476,4 +462,17 @@ pub fn force_unlock(ctx: &Ctx, force: bool) -> u8 {
         )),
         Err(e) => err(e),
     }
+}
+
+/// For an import: the state lock, and the state, where `a` is not managed yet.
+fn locked_unmanaged(
+    session: &super::session::Session,
+    a: &Address,
+) -> Result<(crate::state::StateLock, crate::state::State), u8> {
+    let lock = session.state_store.lock("import", Duration::ZERO).map_err(err)?;
+    let st = session.state_store.load().map_err(err)?;
+    if st.resources.contains_key(&a.to_string()) {
+        return Err(err(format!("{a} is already managed")));
+    }
+    Ok((lock, st))
 }
