@@ -234,23 +234,48 @@ pub async fn cluster_cred(
             Ok(v)
         }
     };
+    if s.admin_master_secret.as_ref().is_some_and(|c| Some(c) != s.rds_cluster.as_ref()) {
+        return Err(format!(
+            "{server}: its admin_password is the master secret of another cluster than its rds_cluster; \
+             remove admin_password (the cluster's own credentials are used)"
+        ));
+    }
     let stored = if let Some(secret) = s.admin_password.as_ref().or(cluster.master_password.as_ref()) {
         read(secret).await?
-    } else if let Some(arn) = &live.master_secret {
-        match stores.read(Store::Aws, arn, true).await {
-            Ok(Some(c)) => c.value,
-            Ok(None) => return Err(format!("{server}: the master secret RDS keeps ({arn}) is not in Secrets Manager")),
-            Err(e) => return Err(format!("{server}: reading the cluster's master secret: {e}")),
-        }
+    } else if live.master_secret.is_some() {
+        return master_secret_cred(stores, server, live).await;
     } else {
         return Err(format!(
             "{server}: its cluster has neither master_password nor manage_master_user_password, so dbctl has no admin password"
         ));
     };
+    Ok(cred_of(stored))
+}
+
+/// The credentials in the master secret RDS keeps for a cluster
+/// (`manage_master_user_password`, `rds_cluster.NAME.master_secret`).
+pub async fn master_secret_cred(
+    stores: &Stores,
+    server: &Address,
+    live: &crate::rds::LiveCluster,
+) -> Result<AdminCred, String> {
+    let Some(arn) = &live.master_secret else {
+        return Err(format!("{server}: RDS keeps no master secret for cluster {}", live.identifier));
+    };
+    match stores.read(Store::Aws, arn, true).await {
+        Ok(Some(c)) => Ok(cred_of(c.value)),
+        Ok(None) => Err(format!("{server}: the master secret RDS keeps ({arn}) is not in Secrets Manager")),
+        Err(e) => Err(format!("{server}: reading the cluster's master secret: {e}")),
+    }
+}
+
+/// A stored admin secret: a JSON document with `username` and `password`
+/// (RDS's shape), or the password alone.
+fn cred_of(stored: Sensitive) -> AdminCred {
     let username = serde_json::from_str::<serde_json::Value>(stored.expose())
         .ok()
         .and_then(|v| v.get("username").and_then(|u| u.as_str()).map(str::to_string));
-    Ok(AdminCred { password: crate::secrets::password_of(&stored), username })
+    AdminCred { password: crate::secrets::password_of(&stored), username }
 }
 
 pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server, admin: Option<&AdminCred>) -> Result<Endpoint, EngineError> {
@@ -283,6 +308,13 @@ pub fn endpoint(dbctl: &Path, addr: &Address, s: &Server, admin: Option<&AdminCr
         advertised: None,
         pending_admin: None,
     };
+    if s.admin_master_secret.is_some() && admin.is_none() {
+        // The cluster does not exist yet: nothing can be read. A plan that
+        // needs the server refuses (`Session::plan`); one targeting the
+        // cluster alone goes on.
+        ep.pending_admin = Some("(the cluster's master user)".into());
+        return Ok(ep);
+    }
     if admin.is_some() || s.connect.is_some() {
         if s.connect.is_some() {
             ep.advertised = Some(host_port(&ep));
@@ -340,14 +372,11 @@ pub async fn admin_creds(cfg: &Config, dbctl: &Path) -> Result<BTreeMap<Address,
                 }
             }
         };
-        let username = serde_json::from_str::<serde_json::Value>(stored.expose())
-            .ok()
-            .and_then(|v| v.get("username").and_then(|u| u.as_str()).map(str::to_string));
-        let password = crate::secrets::password_of(&stored);
-        if password.expose().is_empty() {
+        let cred = cred_of(stored);
+        if cred.password.expose().is_empty() {
             return Err(format!("{}: its admin password {secret} is empty", r.addr));
         }
-        out.insert(r.addr.clone(), AdminCred { password, username });
+        out.insert(r.addr.clone(), cred);
     }
     Ok(out)
 }
@@ -662,6 +691,7 @@ mod tests {
             url: Some("postgres://admin@db.internal.example/postgres".into()),
             rds_cluster: None,
             admin_password: None,
+            admin_master_secret: None,
             port: None,
             allow_superuser: false,
             sslrootcert: None,

@@ -452,6 +452,78 @@ fn examples_aurora_plans_and_applies_through_a_tunnel_with_tls() {
     assert!(!state.contains("database.context") && !state.contains("rds_cluster.aurora"), "{state}");
 }
 
+/// `admin_password = rds_cluster.NAME.master_secret`: a server reached by
+/// its own url (a reader endpoint, another host) logs in with the master
+/// secret RDS keeps for a cluster. Before the cluster exists the plan says
+/// to create it first; the validate rule refuses a cluster whose password
+/// RDS does not manage.
+#[test]
+fn a_server_reads_the_master_secret_of_a_cluster_through_an_expression() {
+    let moto = Moto::start();
+    let pg = PgServer::start(PgTls { cert: None, hba: "host all all 127.0.0.1/32 scram-sha-256", listen: "127.0.0.1" });
+    let hcl = format!(
+        r#"provider "aws" {{
+  region   = "us-east-1"
+  endpoint = "{}"
+}}
+
+rds_cluster "prod" {{
+  engine                      = "aurora-postgresql"
+  engine_version              = "15.4"
+  instance_class              = "db.r6g.large"
+  instances                   = 1
+  master_username             = "admin"
+  manage_master_user_password = true
+}}
+
+server "reporting" {{
+  engine         = "postgres"
+  url            = "postgres://127.0.0.1:{}/postgres?sslmode=disable"
+  admin_password = rds_cluster.prod.master_secret
+}}
+
+database "reports" {{
+  server = server.reporting
+  name   = "reports; \"x"
+}}
+"#,
+        moto.endpoint, pg.port
+    );
+    let p = Project::new(&hcl);
+    p.ok(&["validate"], 0);
+    let out = p.ok(&["plan"], 1);
+    assert!(out.contains("the master secret of rds_cluster.prod, which does not exist yet"), "{out}");
+    assert!(out.contains("dbctl apply --target rds_cluster.prod"), "{out}");
+    let out = p.ok(&["apply", "--auto-approve", "--target", "rds_cluster.prod"], 0);
+    assert!(out.contains("Apply complete!"), "{out}");
+    assert!(cluster(&moto, "prod").is_some());
+
+    // moto keeps admin / P@55w0rd! as the managed master secret: that login
+    // exists on the local server, as an RDS master (no superuser).
+    pg.sql("postgres", "CREATE ROLE admin LOGIN CREATEROLE CREATEDB PASSWORD 'P@55w0rd!'");
+    let out = p.ok(&["plan", "--detailed-exitcode"], 2);
+    assert!(out.contains("database.reports will be created"), "{out}");
+    let out = p.apply();
+    assert!(!out.contains("P@55w0rd!"), "{out}");
+    assert_eq!(
+        pg.sql("postgres", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'reports; \"x'"),
+        "admin"
+    );
+    p.converged();
+    let state = std::fs::read_to_string(p.path().join(".dbctl/state.json")).unwrap();
+    assert!(!state.contains("P@55w0rd!"), "{state}");
+    assert!(!pg.log().contains("P@55w0rd!"), "the password reached the server's log");
+
+    // Without a managed master secret there is nothing to read.
+    p.write(&hcl.replace("manage_master_user_password = true", "master_password = secret.master").replace(
+        "server \"reporting\"",
+        "secret \"master\" {\n  value = \"a-given-master-pw\"\n}\n\nserver \"reporting\"",
+    ));
+    let out = p.ok(&["validate"], 1);
+    assert!(out.contains("admin_password = rds_cluster.prod.master_secret, but RDS does not manage"), "{out}");
+    assert!(out.contains("there is no master secret to read"), "{out}");
+}
+
 /// A cluster removed from the configuration is destroyed by a saved plan
 /// applied later: the snapshot taken is the one the plan named, although
 /// the clock moved on.

@@ -112,6 +112,7 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
         for r in unread.resources.values_mut() {
             if let Body::Server(s) = &mut r.body {
                 s.admin_password = None;
+                s.admin_master_secret = None;
             }
         }
         runtime::endpoints(&unread, &dbctl, &admin, &by_addr).map_err(err)?
@@ -165,6 +166,17 @@ async fn read_clusters(
             stores = Some(Stores::open(dbctl, config.aws.as_ref()).await.map_err(|e| e.to_string())?);
         }
         let cred = runtime::cluster_cred(config, stores.as_ref().expect("opened"), &r.addr, s, rc, l).await?;
+        admin.insert(r.addr.clone(), cred);
+    }
+    // `admin_password = rds_cluster.NAME.master_secret` on a server reached by its url.
+    for r in config.of_kind(crate::model::Kind::Server) {
+        let Body::Server(s) = &r.body else { continue };
+        let (None, Some(c)) = (&s.rds_cluster, &s.admin_master_secret) else { continue };
+        let Some(Some(l)) = by_addr.get(c) else { continue };
+        if stores.is_none() {
+            stores = Some(Stores::open(dbctl, config.aws.as_ref()).await.map_err(|e| e.to_string())?);
+        }
+        let cred = runtime::master_secret_cred(stores.as_ref().expect("opened"), &r.addr, l).await?;
         admin.insert(r.addr.clone(), cred);
     }
     Ok((live, by_addr))
@@ -479,6 +491,25 @@ impl Session {
         }
     }
 
+    /// A server whose admin password is the master secret of a cluster that
+    /// does not exist yet cannot be read: a plan that needs it refuses and
+    /// says to create the cluster first.
+    fn check_master_secrets(&self, keep: Option<&BTreeSet<String>>) -> Result<(), u8> {
+        for r in self.config.of_kind(crate::model::Kind::Server) {
+            let Body::Server(s) = &r.body else { continue };
+            let (None, Some(cluster)) = (&s.rds_cluster, &s.admin_master_secret) else { continue };
+            let pending = self.endpoints.get(&r.addr).is_some_and(|e| e.pending_admin.is_some());
+            if pending && keep.is_none_or(|k| k.contains(&r.addr.to_string())) {
+                return Err(err(format!(
+                    "{}: its admin password is the master secret of {cluster}, which does not exist yet: create \
+                     the cluster first (dbctl apply --target {cluster}), then plan the server",
+                    r.addr
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub async fn plan(&self, state: &State, opts: &PlanOpts) -> Result<Plan, u8> {
         // Targets are checked before any server is reached.
         let keep = if opts.targets.is_empty() {
@@ -487,6 +518,7 @@ impl Session {
             let targets = resolve_targets(&self.config, state, &opts.targets).map_err(err)?;
             Some(target_closure(&self.config, &targets, opts.destroy))
         };
+        self.check_master_secrets(keep.as_ref())?;
         let guarded = keep.as_ref().map(|k| guard_only(&self.config, k));
         let (live, tls_warnings) = if opts.no_refresh {
             (self.recorded_live(state)?, Vec::new())

@@ -467,6 +467,25 @@ fn check_server(cfg: &Config, r: &Resource, s: &Server, diags: &mut Diags) {
                 );
             }
         }
+    }
+    if let Some(cluster) = &s.admin_master_secret {
+        if let Some(Body::RdsCluster(c)) = cfg.get(cluster).map(|x| &x.body) {
+            if !c.manage_master_user_password {
+                diags.push(
+                    Diagnostic::error(format!(
+                        "{}: admin_password = {cluster}.master_secret, but RDS does not manage that cluster's password",
+                        r.addr
+                    ))
+                    .at(ref_loc(r, "admin_password"), "there is no master secret to read")
+                    .help(format!(
+                        "set manage_master_user_password = true on {cluster}, or refer to the secret of its \
+                         master_password"
+                    )),
+                );
+            }
+        }
+    }
+    if s.admin_password.is_some() || s.admin_master_secret.is_some() {
         if s.url.as_deref().and_then(crate::runtime::url_password).is_some() {
             diags.push(
                 Diagnostic::error(format!("{} has a password in url and admin_password", r.addr))

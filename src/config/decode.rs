@@ -253,6 +253,9 @@ pub fn uses_unset_variable(expr: &Expression, scope: &Scope) -> bool {
         .any(|t| t.root == "var" && t.attr.as_ref().and_then(|a| scope.variables.get(a)).is_some_and(|v| v.unset))
 }
 
+/// How `rds_cluster.NAME.master_secret` ends, in a reference marker.
+pub const MASTER_SECRET_SUFFIX: &str = ".master_secret";
+
 /// A reference written plainly (`server.main`, `database.app["users"]`), or a
 /// list of them, evaluated without hcl's evaluator: looking a name up there
 /// copies the whole map of resources of that kind, which at thousands of
@@ -275,6 +278,14 @@ fn fast_reference(expr: &Expression, scope: &Scope) -> Option<Value> {
                         Some(Some(keys)) if keys.iter().any(|x| x == k) => Some(k.to_string()),
                         _ => return None,
                     }
+                }
+                // `rds_cluster.NAME.master_secret`
+                Some(TraversalOperator::GetAttr(a)) if kind == Kind::RdsCluster && a.as_str() == "master_secret" => {
+                    if ops.next().is_some() || !scope.resources.contains_key(&(kind, name.as_str().to_string())) {
+                        return None;
+                    }
+                    let addr = Address::new(kind, name.as_str());
+                    return Some(super::eval::ref_marker(&format!("{addr}{MASTER_SECRET_SUFFIX}")));
                 }
                 Some(_) => return None,
             };
@@ -482,6 +493,11 @@ pub fn typecheck(v: &Value, ty: Ty) -> Result<V, (String, Option<String>)> {
             _ => Err(wrong()),
         },
         Ty::Ref(kinds) => to_ref(v, kinds).map(V::Ref),
+        // `rds_cluster.NAME.master_secret` decodes to the cluster's address.
+        Ty::AdminSecret => match as_ref(v).and_then(|a| a.strip_suffix(MASTER_SECRET_SUFFIX)) {
+            Some(cluster) => Address::parse(cluster).map(V::Ref).map_err(|e| (e, None)),
+            None => to_ref(v, &[Kind::Secret]).map(V::Ref),
+        },
         Ty::RefList(kinds) => match v {
             Value::Array(items) => items.iter().map(|i| to_ref(i, kinds)).collect::<Result<_, _>>().map(V::Refs),
             _ => Err(wrong()),

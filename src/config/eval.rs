@@ -23,7 +23,8 @@ pub fn ref_marker(addr: &str) -> Value {
 /// The address inside a reference marker.
 pub fn as_ref(v: &Value) -> Option<&str> {
     match v {
-        Value::Object(m) if m.len() == 1 => m.get(REF_KEY).and_then(Value::as_str),
+        // An rds_cluster's marker also carries its `master_secret`.
+        Value::Object(m) if m.len() <= 2 => m.get(REF_KEY).and_then(Value::as_str),
         _ => None,
     }
 }

@@ -22,6 +22,10 @@ fn ty(t: Ty) -> Value {
         Ty::Enum(v) => json!({ "enum": v }),
         Ty::Ref(k) => refs(k),
         Ty::RefList(k) => json!({ "type": "array", "items": refs(k) }),
+        Ty::AdminSecret => json!({ "anyOf": [
+            refs(&[crate::model::Kind::Secret]),
+            { "type": "string", "pattern": "^\\$\\{rds_cluster\\.[A-Za-z_][A-Za-z0-9_-]*\\.master_secret\\}$" }
+        ]}),
         Ty::Any => json!({}),
         Ty::ForEach => json!({ "anyOf": [
             { "type": "array", "items": { "type": "string" } },

@@ -331,6 +331,18 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             }
             let v = match keys {
                 None if raw[resource_blocks[&(*k, name.clone())]].block.body.has_attribute("for_each") => continue,
+                None if kind == Kind::RdsCluster => {
+                    // `rds_cluster.NAME.master_secret` through the evaluator (inside a conditional, say).
+                    let addr = Address::new(kind, name).to_string();
+                    let mut m = ref_marker(&addr);
+                    if let Value::Object(o) = &mut m {
+                        o.insert(
+                            "master_secret".into(),
+                            ref_marker(&format!("{addr}{}", decode::MASTER_SECRET_SUFFIX)),
+                        );
+                    }
+                    m
+                }
                 None => ref_marker(&Address::new(kind, name).to_string()),
                 Some(keys) => Value::Object(
                     keys.iter()

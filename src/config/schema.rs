@@ -20,6 +20,9 @@ pub enum Ty {
     Ref(&'static [Kind]),
     /// A list of references.
     RefList(&'static [Kind]),
+    /// A server's admin password: a reference to a secret, or
+    /// `rds_cluster.NAME.master_secret` (the secret RDS manages).
+    AdminSecret,
     /// A duration such as `90d` or `12h`.
     Duration,
     /// A five-field cron expression (UTC).
@@ -42,6 +45,7 @@ impl Ty {
             Ty::Enum(v) => format!("one of {}", quoted_list(v)),
             Ty::Ref(k) => format!("a reference to a {}", kinds(k)),
             Ty::RefList(k) => format!("a list of references to {}", kinds(k)),
+            Ty::AdminSecret => "a reference to a secret, or rds_cluster.NAME.master_secret".into(),
             Ty::Duration => "a duration such as \"90d\" or \"12h\"".into(),
             Ty::Cron => "a cron expression such as \"0 3 * * *\"".into(),
             Ty::Timestamp => "an RFC 3339 timestamp such as \"2027-01-01T00:00:00Z\"".into(),
@@ -215,7 +219,11 @@ pub static SERVER_B: BlockSchema = BlockSchema {
         a("embedded", Ty::Bool, "dbctl initialises and starts a local server under .dbctl/servers/NAME."),
         a("url", Ty::String, "Admin connection URL when not embedded."),
         a("rds_cluster", Ty::Ref(&[Kind::RdsCluster]), "Endpoint and master credentials from a managed cluster."),
-        a("admin_password", Ty::Ref(SECRET), "Admin password when the URL carries none."),
+        a(
+            "admin_password",
+            Ty::AdminSecret,
+            "Admin password when the URL carries none: a secret, or rds_cluster.NAME.master_secret.",
+        ),
         a("port", Ty::Int, "Port of an embedded server (default: a free port chosen once and kept)."),
         a("allow_superuser", Ty::Bool, "PostgreSQL: users of this server may set superuser = true (default false)."),
         a(

@@ -189,6 +189,9 @@ pub struct Server {
     pub url: Option<String>,
     pub rds_cluster: Option<Address>,
     pub admin_password: Option<Address>,
+    /// `admin_password = rds_cluster.NAME.master_secret`: the cluster whose
+    /// RDS-managed master secret holds the admin credentials.
+    pub admin_master_secret: Option<Address>,
     pub port: Option<u16>,
     /// PostgreSQL: users may be superusers (`superuser = true`).
     pub allow_superuser: bool,
