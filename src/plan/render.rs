@@ -125,16 +125,22 @@ fn resource(c: &ResourceChange, verbose: bool, out: &mut String) {
         match c.action {
             Action::Create | Action::Delete => {
                 let (v, s) = if c.action == Action::Create { (&c.after, "+") } else { (&c.before, "-") };
+                let hidden: Vec<&str> = c
+                    .attributes
+                    .iter()
+                    .filter(|a| a.sensitive && v.as_ref().is_none_or(|v| v.get(&a.name).is_none()))
+                    .map(|a| a.name.as_str())
+                    .collect();
+                let keys = v.as_ref().and_then(Value::as_object).into_iter().flat_map(|m| m.keys());
+                // One column for the values, the sensitive attributes' too.
+                let w = keys.map(String::len).chain(hidden.iter().map(|n| n.len())).max().unwrap_or(0);
                 if let Some(Value::Object(m)) = v {
-                    let w = m.keys().map(|k| k.len()).max().unwrap_or(0);
                     for (k, val) in m {
                         let _ = writeln!(out, "      {s} {k:<w$} = {}", shown(c, k, val));
                     }
                 }
-                for a in
-                    c.attributes.iter().filter(|a| a.sensitive && v.as_ref().is_none_or(|v| v.get(&a.name).is_none()))
-                {
-                    let _ = writeln!(out, "      {s} {:<w$} = (sensitive)", a.name, w = a.name.len());
+                for name in hidden {
+                    let _ = writeln!(out, "      {s} {name:<w$} = (sensitive)");
                 }
             }
             Action::Update | Action::Replace | Action::NoOp => {
