@@ -500,3 +500,78 @@ fn passwords_reach_mariadb_only_hashed() {
         assert!(!text.contains(pw.as_str()), "a password reached the general log");
     }
 }
+
+/// A plan stores the statement in its server's dialect, and apply runs that
+/// text: a dropped database is ``DROP DATABASE `...` `` (not PostgreSQL's
+/// `"..."`) in the human plan, the JSON plan and the saved plan, with a name
+/// that backquotes, quotes, ends a statement and is not ASCII, and exactly
+/// that statement reaches the server's general log and drops it. A user's
+/// password statement is logged as the plan showed it, with only the hash
+/// where the plan shows (sensitive).
+#[test]
+fn a_dropped_database_runs_as_the_plan_shows_it() {
+    let db = "old`db\"'; x ü名";
+    let user = "o'k`ü";
+    let with_db = format!(
+        r#"{SERVER}
+secret "pw" {{}}
+user "app" {{
+  server   = server.main
+  name     = "{user}"
+  password = secret.pw
+}}
+database "old" {{
+  server = server.main
+  name   = "{}"
+}}
+"#,
+        db.replace('"', "\\\"")
+    );
+    let p = Project::new(&with_db);
+    p.ok(&["dev", "up"], 0);
+    // In the server's own data directory: the only place its system user surely may write.
+    my(&p, "SET GLOBAL general_log_file = 'dbctl-general.log'");
+    my(&p, "SET GLOBAL general_log = ON");
+    let log = std::path::Path::new(&my(&p, "SELECT @@datadir")).join("dbctl-general.log");
+
+    let shown_password = "ALTER USER 'o''k`ü'@'%' IDENTIFIED WITH mysql_native_password AS (sensitive) ACCOUNT UNLOCK";
+    let plan = p.plan_json();
+    assert!(steps(&plan).contains(&shown_password.to_string()), "{plan}");
+    assert!(steps(&plan).contains(&"CREATE DATABASE `old``db\"'; x ü名`".to_string()), "{plan}");
+    p.apply();
+    p.converged();
+    let pw = p.secret("secret.pw");
+    assert_eq!(my_as(&p, user, &pw, "SELECT 1").unwrap(), "1");
+    let exists =
+        format!("SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{}'", db.replace('\'', "''"));
+    assert_eq!(my(&p, &exists), "1");
+
+    // The database leaves the configuration.
+    p.write(&with_db[..with_db.find("database \"old\"").unwrap()]);
+    let want = "DROP DATABASE `old``db\"'; x ü名`";
+    let human = p.ok(&["plan", "--verbose"], 0);
+    assert!(human.contains(&format!("#   {want}\n")), "{human}");
+    assert!(!human.contains("DROP DATABASE \""), "PostgreSQL's quoting on a MariaDB server: {human}");
+    assert_eq!(steps(&p.plan_json()), [want]);
+    let saved = p.path().join("drop.plan");
+    p.ok(&["plan", "--out", saved.to_str().unwrap()], 0);
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let step = &file["changes"][0]["steps"][0];
+    assert_eq!((step["op"].as_str(), step["sql"].as_str()), (Some("drop_database"), Some(want)), "{file}");
+    let out = p.ok(&["apply", saved.to_str().unwrap()], 0);
+    assert!(out.contains(want), "apply says what it runs: {out}");
+    assert_eq!(my(&p, &exists), "0", "the database is gone");
+    p.converged();
+
+    // What ran is what the plans showed.
+    let text = std::fs::read_to_string(&log).expect("the general log");
+    let logged: Vec<&str> = text.lines().filter(|l| l.contains("DROP DATABASE")).collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].ends_with(&format!("Query\t{want}")), "{logged:?}");
+    let hash = {
+        use sha1::{Digest, Sha1};
+        format!("'*{}'", hex::encode_upper(Sha1::digest(Sha1::digest(pw.as_bytes()))))
+    };
+    assert!(text.contains(&shown_password.replace("(sensitive)", &hash)), "{text}");
+    assert!(!text.contains(pw.as_str()), "a password reached the general log");
+}

@@ -756,7 +756,12 @@ fn mysql_from_nothing() {
     let sql: Vec<String> = p.changes.iter().flat_map(|c| c.steps.iter().map(|s| s.describe())).collect();
     // Accounts with hosts, created locked until the password is set; grants at database level.
     assert!(sql.contains(&"CREATE USER 'shop'@'%' WITH MAX_USER_CONNECTIONS 20 ACCOUNT LOCK".to_string()), "{sql:?}");
-    assert!(sql.contains(&"ALTER USER 'shop'@'%' IDENTIFIED BY (sensitive) ACCOUNT UNLOCK".to_string()), "{sql:?}");
+    assert!(
+        sql.contains(
+            &"ALTER USER 'shop'@'%' IDENTIFIED WITH mysql_native_password AS (sensitive) ACCOUNT UNLOCK".to_string()
+        ),
+        "{sql:?}"
+    );
     assert!(
         sql.contains(&"GRANT CREATE TEMPORARY TABLES, DELETE, INSERT, LOCK TABLES, SELECT, SHOW VIEW, UPDATE ON `orders`.* TO 'shop'@'%'".to_string()),
         "{sql:?}"
@@ -952,4 +957,56 @@ router "svc" {
         "{module}"
     );
     assert_eq!(module.matches("_database(\"django.db.backends.postgresql\"").count(), 1, "one alias per database");
+}
+
+/// A database dbctl manages leaves the configuration: its `DROP DATABASE`
+/// is written in its server's dialect when the plan is made, and every
+/// format shows that text (the one apply runs): backquoted on MySQL,
+/// double-quoted on PostgreSQL, with a name that quotes, backquotes,
+/// ends a statement and is not ASCII.
+#[test]
+fn a_dropped_database_is_shown_in_its_servers_dialect() {
+    let name = "old`db\"'; x ü名";
+    for (engine, url, version, want) in [
+        ("mysql", "mysql://root@db.internal:3306", "10.11.6-MariaDB", "DROP DATABASE `old``db\"'; x ü名`"),
+        ("postgres", "postgres://admin@db.internal/postgres", "15.4", "DROP DATABASE \"old`db\"\"'; x ü名\""),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.hcl"),
+            format!("server \"main\" {{\n  engine = \"{engine}\"\n  url    = \"{url}\"\n}}\n"),
+        )
+        .unwrap();
+        let cfg = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() }).config.unwrap();
+        let mut live =
+            LiveServer { exists: true, version: version.into(), admin: "admin".into(), ..Default::default() };
+        live.roles.insert(
+            "admin".into(),
+            LiveRole { login: true, superuser: true, connection_limit: -1, ..Default::default() },
+        );
+        live.databases.insert(name.into(), LiveDatabase { owner: "admin".into(), ..Default::default() });
+        let live = BTreeMap::from([(Address::new(Kind::Server, "main"), live)]);
+        let mut state = State::new();
+        managed(&mut state, "database.old", "database", name, json!({ "name": name }));
+        let p = plan(&cfg, &live, &state, false);
+        assert_eq!(p.summary(), "Plan: 0 to add, 0 to change, 1 to destroy.", "{engine}");
+
+        let described: Vec<String> = p.steps().map(|s| s.describe()).collect();
+        assert_eq!(described, [want], "{engine}");
+        let human = render::human(&p, true);
+        assert!(human.contains(&format!("#   {want}\n")), "{engine}: {human}");
+        let j = render::json(&p);
+        let shown: Vec<&str> =
+            j["steps"].as_array().unwrap().iter().map(|s| s["description"].as_str().unwrap()).collect();
+        assert_eq!(shown, [want], "{engine}");
+        assert_eq!(j["steps"][0]["op"], "drop_database");
+        let md = render::markdown(&p, false);
+        assert!(md.contains(&format!("{want};\n")), "{engine}: {md}");
+        // A saved plan holds the statement apply runs.
+        let saved = serde_json::to_value(&p).unwrap();
+        assert_eq!(saved["changes"][0]["steps"][0]["sql"], want, "{engine}");
+        if engine == "mysql" {
+            assert!(!human.contains("DROP DATABASE \"") && !md.contains("DROP DATABASE \""), "{human}\n{md}");
+        }
+    }
 }

@@ -18,6 +18,7 @@ use std::time::Instant;
 use sqlx::postgres::PgConnection;
 use sqlx::Connection;
 
+use crate::engine::dialect::Dialect;
 use crate::engine::postgres;
 use crate::model::{Address, Config};
 use crate::plan::{Action, Op, Plan, ResourceChange, Step};
@@ -565,15 +566,12 @@ impl PgRunner {
                 Ok(None)
             }
             Op::SetPassword { role, secret, .. } => {
+                let dialect = self.dialect(step);
+                let shown = planned_statement(dialect, step)?;
                 let (password, version, pending) = self.password_to_set(cfg, secret).await?;
-                // Only the SCRAM-SHA-256 verifier reaches the server (what psql's
-                // \password sends): its statement and error logs never see the password.
-                let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
-                let sql = format!(
-                    "ALTER ROLE {} PASSWORD {}",
-                    crate::engine::sql::pg_ident(role),
-                    crate::engine::sql::pg_literal(&verifier)
-                );
+                // The statement the plan showed, with only the SCRAM-SHA-256 verifier
+                // in place of (sensitive): the server's logs never see the password.
+                let sql = dialect.with_password(&shown, password.expose())?;
                 // The statement holds the password and is never shown; the
                 // server's reason (say, a password-check hook's) is kept.
                 self.pg_execute(step, queue, sql)
@@ -585,7 +583,8 @@ impl PgRunner {
                 Ok(Some(version))
             }
             Op::Migrate(_) => unreachable!("run by migrate()"),
-            Op::DropDatabase { name, force } => {
+            Op::DropDatabase { name, force, .. } => {
+                let sql = planned_statement(self.dialect(step), step)?;
                 // dbctl's own connection to it (from earlier steps) is not an open connection to refuse on.
                 if let Some(own) = queue.pg.remove(&Some(name.clone())) {
                     let _ = own.close().await;
@@ -607,11 +606,6 @@ impl PgRunner {
                         ));
                     }
                 }
-                let sql = format!(
-                    "DROP DATABASE {}{}",
-                    crate::engine::sql::pg_ident(name),
-                    if *force { " WITH (FORCE)" } else { "" }
-                );
                 self.pg_execute(&admin_step, queue, sql).await?;
                 Ok(None)
             }
@@ -655,6 +649,11 @@ impl PgRunner {
         })
     }
 
+    /// The SQL dialect of the server a step runs on.
+    fn dialect(&self, step: &Step) -> Dialect {
+        Dialect::of(step.server.as_ref().and_then(|s| self.ep(s)).map_or(crate::model::Engine::Postgres, |e| e.engine))
+    }
+
     fn is_mysql(&self, step: &Step) -> bool {
         step.server.as_ref().and_then(|s| self.ep(s)).is_some_and(|e| e.engine == crate::model::Engine::Mysql)
     }
@@ -667,14 +666,14 @@ impl PgRunner {
         }
         let run = async {
             let (sql, version) = match &step.op {
-                Op::DropDatabase { name, .. } => {
-                    (format!("DROP DATABASE {}", crate::engine::sql::mysql_ident(name)), None)
-                }
-                Op::SetPassword { secret, account, .. } => {
-                    // The plan names the account ('user'@'host') of every MySQL password step.
-                    let account = account.as_deref().ok_or("a MySQL password step without its account")?;
+                Op::DropDatabase { .. } => (planned_statement(self.dialect(step), step)?, None),
+                Op::SetPassword { secret, .. } => {
+                    let dialect = self.dialect(step);
+                    let shown = planned_statement(dialect, step)?;
                     let (password, version, pending) = self.password_to_set(cfg, secret).await?;
-                    (crate::diff::mysql::set_password_sql(account, password.expose()), Some((version, pending, secret)))
+                    // The statement the plan showed, with only the native-password
+                    // hash in place of (sensitive).
+                    (dialect.with_password(&shown, password.expose())?, Some((version, pending, secret)))
                 }
                 Op::Sql { sql } => (sql.clone(), None),
                 _ => unreachable!("matched above"),
@@ -773,6 +772,30 @@ impl PgRunner {
         let pid = queue.pids.get(&step.database).copied().unwrap_or_default();
         Ok((queue.pg.get_mut(&step.database).expect("just inserted"), pid))
     }
+}
+
+/// The statement of a step whose text depends on the engine, as its plan
+/// showed it: the text `dialect` (the server's, now) renders for the step,
+/// which must be the one the plan stored. A step planned in another
+/// dialect is refused, never run as something the plan did not show. A
+/// password statement keeps `(sensitive)` (see `Dialect::with_password`).
+fn planned_statement(dialect: Dialect, step: &Step) -> Result<String, String> {
+    let (stored, rendered) = match &step.op {
+        Op::DropDatabase { name, force, sql } => (sql, dialect.drop_database(name, *force)),
+        Op::SetPassword { role, account, sql, .. } => {
+            // The plan names the account ('user'@'host') of a MySQL user; a role is named by the dialect.
+            let who = account.clone().unwrap_or_else(|| dialect.password_account(role, None));
+            (sql, dialect.set_password(&who))
+        }
+        _ => return Err(format!("{}: not a statement step", step.address)),
+    };
+    if stored.is_empty() || *stored == rendered {
+        return Ok(rendered);
+    }
+    Err(format!(
+        "{}: the plan shows {stored} but this server's engine runs {rendered}; nothing of it ran: make the plan again",
+        step.address
+    ))
 }
 
 #[cfg(test)]
@@ -1008,5 +1031,39 @@ mod tests {
         let state = crate::state::LocalState::new(dir.path()).load().unwrap();
         assert!(!state.resources.contains_key("role.gone"));
         assert!(state.resources.contains_key("database.x"), "created by its first step, so managed");
+    }
+
+    #[test]
+    fn a_statement_runs_only_as_its_plan_showed_it() {
+        let drop = |sql: &str| Step {
+            op: Op::DropDatabase { name: "o`ld".into(), force: true, sql: sql.into() },
+            ..step("database.old", Some("server.main"), "")
+        };
+        // The text the plan stored is the text that runs.
+        let planned = drop(&Dialect::Mysql.drop_database("o`ld", true));
+        assert_eq!(planned_statement(Dialect::Mysql, &planned).unwrap(), "DROP DATABASE `o``ld`");
+        assert_eq!(planned_statement(Dialect::Mysql, &planned).unwrap(), planned.describe());
+        // Planned for another engine than the server's now: refused, never run in another spelling.
+        let err = planned_statement(Dialect::Postgres, &planned).unwrap_err();
+        assert!(err.contains("DROP DATABASE `o``ld`") && err.contains("make the plan again"), "{err}");
+        // Saved before steps stored it: rendered in the server's dialect.
+        assert_eq!(planned_statement(Dialect::Postgres, &drop("")).unwrap(), "DROP DATABASE \"o`ld\" WITH (FORCE)");
+
+        let password = |account: Option<&str>, sql: String| Step {
+            op: Op::SetPassword {
+                role: "app".into(),
+                secret: Address::parse("secret.pw").unwrap(),
+                account: account.map(str::to_string),
+                sql,
+            },
+            ..step("user.app", Some("server.main"), "")
+        };
+        let shown = Dialect::Mysql.set_password("'app'@'%'");
+        let p = password(Some("'app'@'%'"), shown.clone());
+        assert_eq!(planned_statement(Dialect::Mysql, &p).unwrap(), shown);
+        assert!(planned_statement(Dialect::Postgres, &p).is_err());
+        let shown = Dialect::Postgres.set_password("\"app\"");
+        assert_eq!(planned_statement(Dialect::Postgres, &password(None, shown.clone())).unwrap(), shown);
+        assert_eq!(planned_statement(Dialect::Postgres, &password(None, String::new())).unwrap(), shown);
     }
 }

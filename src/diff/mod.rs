@@ -17,6 +17,7 @@ pub use self::desired::{
     access_privileges, desired, engines, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target,
 };
 pub use self::grants::recorded_targets;
+use crate::engine::dialect::Dialect;
 use crate::engine::sql::{pg_ident, pg_literal};
 use crate::engine::{LiveDatabase, LiveServer};
 use crate::graph::{Graph, Node};
@@ -391,7 +392,16 @@ fn existing_objects_grant(sql: &str) -> Option<String> {
 
 /// Set a role's password from a secret: the step (which reads the store only
 /// while it runs) and the plan line, always `(sensitive)`.
-fn set_password(c: &mut ResourceChange, server: &Address, role: &DesiredRole, secret: &Address, before: Value) {
+/// The statement is rendered here, in the server's dialect, and stored in the
+/// step: apply runs that text with the credential in place of `(sensitive)`.
+fn set_password(
+    c: &mut ResourceChange,
+    server: &Address,
+    dialect: Dialect,
+    role: &DesiredRole,
+    secret: &Address,
+    before: Value,
+) {
     c.steps.push(Step {
         address: c.address.clone(),
         server: Some(server.clone()),
@@ -400,6 +410,7 @@ fn set_password(c: &mut ResourceChange, server: &Address, role: &DesiredRole, se
             role: role.name.clone(),
             secret: secret.clone(),
             account: role.host.as_ref().map(|h| crate::engine::sql::mysql_account(&role.name, Some(h))),
+            sql: dialect.set_password(&dialect.password_account(&role.name, role.host.as_deref())),
         },
     });
     c.attributes.push(AttrChange {
@@ -409,6 +420,17 @@ fn set_password(c: &mut ResourceChange, server: &Address, role: &DesiredRole, se
         forces_replacement: false,
         sensitive: true,
     });
+}
+
+/// Drop a database: the statement in the server's dialect, stored in the step
+/// (what the plan shows is what apply runs).
+fn drop_database(addr: &str, server: &Address, dialect: Dialect, name: &str, force: bool) -> Step {
+    Step {
+        address: addr.to_string(),
+        server: Some(server.clone()),
+        database: None,
+        op: Op::DropDatabase { name: name.to_string(), force, sql: dialect.drop_database(name, force) },
+    }
 }
 
 /// A managed object that no longer exists on its server.
@@ -969,7 +991,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         Engine::Postgres => pg_create_role(&addr, server, d),
                     });
                     if let Some(secret) = &d.password {
-                        set_password(&mut c, server, d, secret, Value::Null);
+                        set_password(&mut c, server, Dialect::of(want.engine(server)), d, secret, Value::Null);
                     }
                 }
                 Some(l) => {
@@ -1057,12 +1079,26 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         let new_version =
                             password_pending || (password_version.is_some() && recorded != password_version);
                         if let (Some(v), false) = (&rotation, password_pending) {
-                            set_password(&mut c, server, d, secret, json!("(sensitive)"));
+                            set_password(
+                                &mut c,
+                                server,
+                                Dialect::of(want.engine(server)),
+                                d,
+                                secret,
+                                json!("(sensitive)"),
+                            );
                             c.notes.push(format!(
                                 "rotation pending: password set from version {v} of {secret}, which then becomes current"
                             ));
                         } else if new_version || md5_cleared {
-                            set_password(&mut c, server, d, secret, json!("(sensitive)"));
+                            set_password(
+                                &mut c,
+                                server,
+                                Dialect::of(want.engine(server)),
+                                d,
+                                secret,
+                                json!("(sensitive)"),
+                            );
                             c.notes.push(if new_version {
                                 format!("password set from a new version of {secret}")
                             } else {
@@ -1224,15 +1260,13 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                                     .join(", ")
                             ));
                         }
-                        c.steps.push(Step {
-                            address: addr.clone(),
-                            server: Some(server.clone()),
-                            database: None,
-                            op: Op::DropDatabase {
-                                name: renamed_from.clone().unwrap_or_else(|| name.clone()),
-                                force: inp.force,
-                            },
-                        });
+                        c.steps.push(drop_database(
+                            &addr,
+                            server,
+                            Dialect::of(want.engine(server)),
+                            renamed_from.as_deref().unwrap_or(name),
+                            inp.force,
+                        ));
                         create_steps(&mut c);
                         if let (Some(old), true) = (&renamed_from, mysql) {
                             c.notes.push(format!(
@@ -1456,12 +1490,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             }
             ("database", Some(server), Some(live)) => {
                 if live.databases.contains_key(&st.name) {
-                    c.steps.push(Step {
-                        address: addr.clone(),
-                        server: Some(server.clone()),
-                        database: None,
-                        op: Op::DropDatabase { name: st.name.clone(), force: inp.force },
-                    });
+                    c.steps.push(drop_database(addr, server, Dialect::of(want.engine(server)), &st.name, inp.force));
                 }
             }
             ("grant" | "router", Some(server), Some(live)) => {

@@ -137,30 +137,9 @@ pub fn alter_database(addr: &str, server: &Address, d: &DesiredDb, changed: &[At
         .then(|| sql(addr, server, None, format!("ALTER DATABASE {}{}", mysql_ident(&d.name), charset(d))))
 }
 
-/// The SQL that sets a MySQL account's password and unlocks it. Only the
-/// mysql_native_password hash (`*` + hex of SHA1(SHA1(password))) reaches
-/// the server, so its general and error logs never see the password; MariaDB
-/// and MySQL 8 both read `IDENTIFIED WITH … AS`.
-pub fn set_password_sql(account: &str, password: &str) -> String {
-    use sha1::{Digest, Sha1};
-    let hash = format!("*{}", hex::encode_upper(Sha1::digest(Sha1::digest(password.as_bytes()))));
-    format!("ALTER USER {account} IDENTIFIED WITH mysql_native_password AS {} ACCOUNT UNLOCK", mysql_literal(&hash))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_password_reaches_the_server_only_hashed() {
-        let sql = set_password_sql("'u'@'%'", "pencil");
-        assert!(!sql.contains("pencil"), "{sql}");
-        // SHA1(SHA1("pencil")), as MySQL's PASSWORD() computes it (checked with Python's hashlib).
-        assert_eq!(
-            sql,
-            "ALTER USER 'u'@'%' IDENTIFIED WITH mysql_native_password AS '*7614BE58636C810A9D8970A50B3B2A78450413E4' ACCOUNT UNLOCK"
-        );
-    }
 
     #[test]
     fn default_roles_in_each_dialect() {

@@ -5,6 +5,7 @@
 //! runs one step. The MySQL engine and RDS are further modules behind the
 //! same boundary.
 
+pub mod dialect;
 pub mod embedded;
 pub mod embedded_mysql;
 pub mod limits;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::engine::dialect::Dialect;
 use crate::model::Address;
 
 pub const FORMAT_VERSION: &str = "1.0";
@@ -82,14 +83,21 @@ pub enum Op {
         store: crate::model::Store,
         name: String,
     },
-    /// `ALTER ROLE name PASSWORD <value of secret>`; on MySQL/MariaDB
-    /// `ALTER USER <account> IDENTIFIED BY <value> ACCOUNT UNLOCK`.
+    /// `ALTER ROLE name PASSWORD <verifier of secret>`; on MySQL/MariaDB
+    /// `ALTER USER <account> IDENTIFIED WITH mysql_native_password AS <hash> ACCOUNT UNLOCK`.
     SetPassword {
         role: String,
         secret: Address,
         /// MySQL/MariaDB: the account, `'user'@'host'`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         account: Option<String>,
+        /// The statement in the server's dialect, `(sensitive)` where the
+        /// credential goes (`engine::dialect`): what the plan shows, and what
+        /// apply runs with the credential put there. Empty in a plan saved
+        /// before steps stored it (then rendered as before; never serialised
+        /// empty, so such a plan keeps its digest).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        sql: String,
     },
     Sql {
         sql: String,
@@ -101,6 +109,11 @@ pub enum Op {
     DropDatabase {
         name: String,
         force: bool,
+        /// The statement in the server's dialect (`engine::dialect`): what the
+        /// plan shows, and what apply runs. Empty in a plan saved before
+        /// steps stored it (then rendered by the server's dialect at apply).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        sql: String,
     },
     /// Create an RDS cluster and wait until it is available.
     RdsCreateCluster {
@@ -172,11 +185,11 @@ impl Step {
                 format!("schedule deletion of \"{name}\" in AWS Secrets Manager (default recovery window)")
             }
             Op::DeleteSecret { name, .. } => format!("forget \"{name}\" (the local store keeps its value)"),
-            Op::SetPassword { account: Some(account), .. } => {
-                format!("ALTER USER {account} IDENTIFIED BY (sensitive) ACCOUNT UNLOCK{on}")
-            }
+            Op::SetPassword { sql, .. } if !sql.is_empty() => format!("{sql}{on}"),
+            // Saved before steps stored their statement: only MySQL steps named an account.
+            Op::SetPassword { account: Some(account), .. } => format!("{}{on}", Dialect::Mysql.set_password(account)),
             Op::SetPassword { role, .. } => {
-                format!("ALTER ROLE {} PASSWORD (sensitive){on}", crate::engine::sql::pg_ident(role))
+                format!("{}{on}", Dialect::Postgres.set_password(&Dialect::Postgres.password_account(role, None)))
             }
             Op::Sql { sql } => format!("{sql}{on}"),
             Op::RdsCreateCluster { spec } => format!(
@@ -225,11 +238,11 @@ impl Step {
                 if m.no_transaction { "not in a transaction" } else { "in one transaction" },
                 m.sql.trim_end()
             ),
-            Op::DropDatabase { name, force } => format!(
-                "DROP DATABASE {}{}",
-                crate::engine::sql::pg_ident(name),
-                if *force { " WITH (FORCE)" } else { "" }
-            ),
+            Op::DropDatabase { sql, .. } if !sql.is_empty() => sql.clone(),
+            // Saved before steps stored their statement, which the server's dialect renders at apply.
+            Op::DropDatabase { name, force, .. } => {
+                format!("drop database \"{name}\"{}", if *force { ", ending its sessions" } else { "" })
+            }
         }
     }
 }
@@ -533,5 +546,41 @@ impl Plan {
     /// Every step in apply order.
     pub fn steps(&self) -> impl Iterator<Item = &Step> {
         self.changes.iter().flat_map(|c| c.steps.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Steps as a dbctl that did not store their statement saved them: they
+    /// load, keep their bytes (so a saved plan keeps its digest), and are
+    /// shown as before; apply renders their statement in the server's dialect.
+    #[test]
+    fn steps_saved_before_they_stored_their_statement_still_load() {
+        let old = [
+            r#"{"address":"database.old","server":"server.main","database":null,"op":"drop_database","name":"old","force":false}"#,
+            r#"{"address":"user.app","server":"server.main","database":null,"op":"set_password","role":"app","secret":"secret.pw","account":"'app'@'%'"}"#,
+            r#"{"address":"user.app","server":"server.main","database":null,"op":"set_password","role":"app","secret":"secret.pw"}"#,
+        ];
+        let steps: Vec<Step> = old.iter().map(|s| serde_json::from_str(s).unwrap()).collect();
+        for (s, text) in steps.iter().zip(old) {
+            assert_eq!(serde_json::to_string(s).unwrap(), text);
+        }
+        assert_eq!(steps[0].describe(), "drop database \"old\"");
+        assert_eq!(
+            steps[1].describe(),
+            "ALTER USER 'app'@'%' IDENTIFIED WITH mysql_native_password AS (sensitive) ACCOUNT UNLOCK"
+        );
+        assert_eq!(steps[2].describe(), "ALTER ROLE \"app\" PASSWORD (sensitive)");
+
+        // A step made now carries its statement, and shows exactly it.
+        let now = Step {
+            op: Op::DropDatabase { name: "old".into(), force: false, sql: "DROP DATABASE `old`".into() },
+            ..steps[0].clone()
+        };
+        assert_eq!(now.describe(), "DROP DATABASE `old`");
+        let back: Step = serde_json::from_str(&serde_json::to_string(&now).unwrap()).unwrap();
+        assert_eq!(back, now);
     }
 }
