@@ -29,6 +29,9 @@ pub struct Session {
     /// RDS clusters as AWS describes them (by identifier): those the
     /// configuration or the state names, and those tagged `managed-by = dbctl`.
     pub clusters: BTreeMap<String, crate::rds::LiveCluster>,
+    /// The state as read while opening (to find recorded clusters): the
+    /// commands that plan take it rather than parse it a second time.
+    recorded: Option<State>,
 }
 
 #[derive(Default)]
@@ -93,15 +96,13 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
     // Clusters the configuration or the state names: the state is read only when there may be some.
     let clusters_anywhere =
         config.of_kind(crate::model::Kind::RdsCluster).next().is_some() || state_store.exists().unwrap_or(false);
-    let recorded = if clusters_anywhere {
-        // A state that cannot be read is reported by the commands that need it.
-        state_store.load().unwrap_or_else(|_| State::new())
-    } else {
-        State::new()
-    };
+    let loaded_state = if clusters_anywhere { state_store.load().ok() } else { None };
+    // A state that cannot be read is reported by the commands that need it.
+    let empty = State::new();
+    let recorded = loaded_state.as_ref().unwrap_or(&empty);
     // RDS clusters are read from the AWS API even for a plan that does not
     // connect to the servers: without them it would plan to create them.
-    let (clusters, by_addr) = block_on(read_clusters(&config, &dbctl, &recorded, &mut admin)).map_err(err)?;
+    let (clusters, by_addr) = block_on(read_clusters(&config, &dbctl, recorded, &mut admin)).map_err(err)?;
     let endpoints = if connect {
         runtime::endpoints(&config, &dbctl, &admin, &by_addr).map_err(err)?
     } else {
@@ -126,6 +127,7 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
         endpoints,
         config_hash: hex::encode(h.finalize()),
         variables: loaded.variables,
+        recorded: loaded_state,
     })
 }
 
@@ -184,9 +186,12 @@ async fn read_clusters(
 
 /// A session and the state, for the commands that plan.
 pub fn open_with_state(ctx: &Ctx, connect: bool) -> Result<(Session, State), u8> {
-    let session = open_opts(ctx, Default::default(), connect)?;
+    let mut session = open_opts(ctx, Default::default(), connect)?;
     session.check_left_behind()?;
-    let state = session.state_store.load().map_err(err)?;
+    let state = match session.recorded.take() {
+        Some(s) => s,
+        None => session.state_store.load().map_err(err)?,
+    };
     Ok((session, state))
 }
 
@@ -592,7 +597,9 @@ impl Session {
             .filter(|c| c.kind == "database" && matches!(c.action, Action::Create | Action::Replace))
             .filter_map(|c| Address::parse(&c.address).ok())
             .collect();
-        let planned = |a: &str| changes.iter().any(|c| c.address == a && c.action != Action::NoOp);
+        let planned: std::collections::HashSet<&str> =
+            changes.iter().filter(|c| c.action != Action::NoOp).map(|c| c.address.as_str()).collect();
+        let planned = |a: &str| planned.contains(a);
         let missing = crate::config::check::grants_on_missing_schemas(&self.config, &created, &planned);
         if !missing.is_empty() {
             super::report::diags(&missing);

@@ -1019,7 +1019,9 @@ pub fn grants_on_missing_schemas(
             Body::Role(ro) => &ro.grants,
             _ => continue,
         };
-        if !planned(&format!("{}.grant", r.addr)) {
+        let on_new_schema =
+            |g: &Grant| g.schema.as_deref().is_some_and(|s| s != "public") && created.contains(&g.database);
+        if !grants.iter().any(on_new_schema) || !planned(&format!("{}.grant", r.addr)) {
             continue;
         }
         let grant_locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();
