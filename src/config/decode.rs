@@ -168,8 +168,13 @@ pub struct Scope<'a> {
 
 /// Check every reference in `expr`; one diagnostic per bad reference.
 pub fn check_refs(expr: &Expression, file: &Arc<SourceFile>, scope: &Scope) -> Vec<Diagnostic> {
+    check_traversals(&traversals(expr), file, scope)
+}
+
+/// [`check_refs`] on traversals already collected.
+fn check_traversals(travs: &[TravRef], file: &Arc<SourceFile>, scope: &Scope) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    for t in traversals(expr) {
+    for t in travs {
         let loc = Loc::new(file, t.span.clone());
         let Some(attr) = t.attr.as_deref() else { continue };
         match t.root.as_str() {
@@ -248,7 +253,11 @@ pub fn check_refs(expr: &Expression, file: &Arc<SourceFile>, scope: &Scope) -> V
 
 /// Whether an expression uses a variable that has no value (reported once, at the variable).
 pub fn uses_unset_variable(expr: &Expression, scope: &Scope) -> bool {
-    traversals(expr)
+    uses_unset(&traversals(expr), scope)
+}
+
+fn uses_unset(travs: &[TravRef], scope: &Scope) -> bool {
+    travs
         .iter()
         .any(|t| t.root == "var" && t.attr.as_ref().and_then(|a| scope.variables.get(a)).is_some_and(|v| v.unset))
 }
@@ -581,10 +590,13 @@ pub fn decode_block(
                     continue;
                 }
                 let value_loc = Loc::new(file, span_of(&attr.value));
-                if uses_unset_variable(&attr.value, scope) {
+                // One walk of the expression serves both checks (at thousands
+                // of blocks each walk shows in the profile).
+                let travs = traversals(&attr.value);
+                if uses_unset(&travs, scope) {
                     continue;
                 }
-                let ref_errors = check_refs(&attr.value, file, scope);
+                let ref_errors = check_traversals(&travs, file, scope);
                 if !ref_errors.is_empty() {
                     diags.0.extend(ref_errors);
                     continue;
