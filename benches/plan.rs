@@ -142,7 +142,9 @@ fn psql(dir: &Path, script: &Path) -> Command {
         "postgres",
         "-f",
     ])
-    .arg(script);
+    .arg(script)
+    // The embedded server asks for its admin password over TCP.
+    .env("PGPASSWORD", std::fs::read_to_string(dir.join(".dbctl/servers/main/password")).unwrap_or_default().trim());
     c
 }
 

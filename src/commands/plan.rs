@@ -89,8 +89,15 @@ fn plan(ctx: &Ctx, args: &PlanArgs) -> u8 {
             );
         }
     }
-    if args.detailed_exitcode && (plan.has_changes() || (args.refresh_only && !plan.drift.is_empty())) {
-        return EXIT_CHANGES;
-    }
-    EXIT_OK
+    let rc = if args.detailed_exitcode && (plan.has_changes() || (args.refresh_only && !plan.drift.is_empty())) {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    };
+    // The process exits next: freeing a plan and a state of thousands of
+    // resources one allocation at a time would only delay it (about a tenth
+    // of a large plan's CPU time). Both are plain data, with nothing to close.
+    std::mem::forget(plan);
+    std::mem::forget(state);
+    rc
 }
