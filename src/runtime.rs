@@ -443,8 +443,34 @@ pub fn endpoints(
 /// configured or recorded, or grants on schemas, tables or sequences), and
 /// the schemas named. Other databases are read from the server catalog alone.
 pub fn detail_scope(cfg: &Config, state: &crate::state::State) -> BTreeMap<Address, DetailScope> {
-    let want = crate::diff::desired(cfg, &BTreeMap::new(), None);
+    // What the configuration asks to read inside databases: extensions,
+    // routers (grants in schemas) and grants below the database level. With
+    // none of them (thousands of database-level grants, say), the desired
+    // objects need not be worked out twice per plan.
+    let inside = |grants: &[crate::model::Grant]| grants.iter().any(|g| GrantClass::of(g) != GrantClass::Database);
+    let configured = cfg.resources.values().any(|r| match &r.body {
+        Body::Router(_) => true,
+        Body::Database(d) => !d.extensions.is_empty(),
+        Body::User(u) => inside(&u.grants),
+        Body::Role(ro) => inside(&ro.grants),
+        _ => false,
+    });
+    let want = if configured { crate::diff::desired(cfg, &BTreeMap::new(), None) } else { Default::default() };
     let mut out: BTreeMap<Address, DetailScope> = BTreeMap::new();
+    // Databases whose extensions the state recorded (those the configuration
+    // still names are in `want`; the others are dropped from the server).
+    for st in state.resources.values().filter(|s| s.kind == "database") {
+        if !configured && st.attributes["extensions"].as_array().is_some_and(|a| !a.is_empty()) {
+            if let (Some(server), Some(name)) =
+                (st.server.as_deref().and_then(|s| Address::parse(s).ok()), st.attributes["name"].as_str())
+            {
+                out.entry(server)
+                    .or_default()
+                    .entry(name.to_string())
+                    .or_insert_with(|| BTreeSet::from(["public".to_string()]));
+            }
+        }
+    }
     for (server, dbs) in &want.databases {
         for (name, d) in dbs {
             let recorded = state

@@ -64,6 +64,14 @@ pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> R
 /// `connect`: false for a plan that reaches no server (`--refresh=false`):
 /// no admin password is read from its store.
 fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect: bool) -> Result<Session, u8> {
+    let dbctl = runtime::dbctl_dir(&ctx.dir);
+    // A local state is read and parsed on another core while the
+    // configuration loads (both take tens of milliseconds at thousands of
+    // resources); it is used once the configuration says the state is local.
+    let early_state = {
+        let local = crate::state::LocalState::new(&dbctl);
+        local.exists().then(|| std::thread::spawn(move || local.load()))
+    };
     let t = std::time::Instant::now();
     let loaded = ctx.load_with(crate::config::LoadOptions { preset, ..ctx.load_options() });
     tracing::debug!("configuration loaded in {} ms", t.elapsed().as_millis());
@@ -84,7 +92,6 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
             h.update(v.value.to_string().as_bytes());
         }
     }
-    let dbctl = runtime::dbctl_dir(&ctx.dir);
     // The secret stores are opened only when some server reads its admin password from one.
     let admin = if connect && runtime::needs_admin_creds(&config) {
         block_on(runtime::admin_creds(&config, &dbctl)).map_err(err)?
@@ -96,7 +103,11 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
     // Clusters the configuration or the state names: the state is read only when there may be some.
     let clusters_anywhere =
         config.of_kind(crate::model::Kind::RdsCluster).next().is_some() || state_store.exists().unwrap_or(false);
-    let loaded_state = if clusters_anywhere { state_store.load().ok() } else { None };
+    let loaded_state = match early_state {
+        Some(early) if config.state.backend == "local" => early.join().ok().and_then(Result::ok),
+        _ if clusters_anywhere => state_store.load().ok(),
+        _ => None,
+    };
     // A state that cannot be read is reported by the commands that need it.
     let empty = State::new();
     let recorded = loaded_state.as_ref().unwrap_or(&empty);
@@ -847,13 +858,15 @@ fn resolve_intents(state: &State, live: &BTreeMap<Address, LiveServer>) -> (BTre
     (adopted, Some(view))
 }
 
-/// Build the async runtime for commands that talk to servers.
+/// Run a future on the process's one async runtime (built on first use).
+/// A runtime per call started and stopped four worker threads each time,
+/// several times per command.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("tokio runtime")
+        })
         .block_on(f)
 }
 

@@ -604,7 +604,7 @@ pub fn db_json(d: &DesiredDb, live: Option<&LiveDatabase>) -> Value {
 /// MySQL/MariaDB databases (no owner) have no owner, connection limit or extensions either.
 fn ownerless(v: Value) -> Value {
     if v["owner"] == "" {
-        without(&v, &["owner".into(), "connection_limit".into(), "extensions".into()])
+        without(&v, &["owner".into(), "connection_limit".into(), "extensions".into()]).into_owned()
     } else {
         v
     }
@@ -626,14 +626,19 @@ fn live_db_json(name: &str, l: &LiveDatabase, managed_ext: &BTreeSet<String>) ->
     }))
 }
 
-fn without(v: &Value, keys: &[String]) -> Value {
+/// `v` without `keys`: borrowed when there is nothing to leave out (the
+/// common case, which at thousands of resources made a copy of each).
+fn without<'a>(v: &'a Value, keys: &[String]) -> std::borrow::Cow<'a, Value> {
+    if keys.is_empty() || !v.as_object().is_some_and(|o| keys.iter().any(|k| o.contains_key(k))) {
+        return std::borrow::Cow::Borrowed(v);
+    }
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
         for k in keys {
             o.remove(k);
         }
     }
-    v
+    std::borrow::Cow::Owned(v)
 }
 
 /// The databases of `server` that dbctl manages: in the state or in the configuration.
