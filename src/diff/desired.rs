@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::check::GrantClass;
 use crate::engine::LiveServer;
+use crate::model::GrantClass;
 use crate::model::{Access, Address, Body, Config, Engine, Grant};
 use crate::state::State;
 
@@ -166,7 +166,7 @@ pub fn access_privileges(engine: Engine, access: Access) -> Vec<(GrantClass, &'s
                 Access::Readwrite => {
                     &["CREATE TEMPORARY TABLES", "DELETE", "INSERT", "LOCK TABLES", "SELECT", "SHOW VIEW", "UPDATE"]
                 }
-                Access::Owner => crate::config::check::MYSQL_DATABASE_PRIVS,
+                Access::Owner => crate::engine::dialect::MYSQL_DATABASE_PRIVS,
             },
         )];
     }

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 use super::desired::{Desired, GrantSet, Target};
 use super::{change, sql};
-use crate::config::check::GrantClass;
 use crate::engine::sql::{mysql_grant_on, pg_ident};
 use crate::engine::{LiveServer, Privs};
+use crate::model::GrantClass;
 use crate::model::{Address, Engine};
 use crate::plan::{Action, ResourceChange, Step};
 
