@@ -13,9 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use self::desired::{
-    access_privileges, desired, engines, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target,
-};
+pub use self::desired::{desired, engines, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target};
 pub use self::grants::recorded_targets;
 use crate::engine::dialect::Dialect;
 use crate::engine::sql::{pg_ident, pg_literal};

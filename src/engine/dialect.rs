@@ -111,6 +111,13 @@ impl Dialect {
     /// Whom a password statement names: the role on PostgreSQL; the account
     /// `'user'@'host'` on MySQL (`'name'` without a host).
     pub fn password_account(self, name: &str, host: Option<&str>) -> String {
+        self.account(name, host)
+    }
+
+    /// How a role is named in GRANT, REVOKE and password statements: the
+    /// role on PostgreSQL (`host` is ignored); the account `'user'@'host'`
+    /// on MySQL (`'name'` without a host).
+    pub fn account(self, name: &str, host: Option<&str>) -> String {
         match self {
             Dialect::Postgres => pg_ident(name),
             Dialect::Mysql => mysql_account(name, host),
@@ -355,6 +362,11 @@ impl Dialect {
     /// Whether users have role attributes (`superuser`, `createdb`, ...).
     pub fn role_flags(self) -> bool {
         self == Dialect::Postgres
+    }
+
+    /// Whether an account has a host part (`'user'@'host'`).
+    pub fn has_hosts(self) -> bool {
+        self == Dialect::Mysql
     }
 
     /// The longest host part of an account, on an engine whose accounts have one.
