@@ -5,7 +5,6 @@
 pub mod admin;
 mod desired;
 mod grants;
-pub mod mysql;
 pub mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +15,7 @@ use sha2::{Digest, Sha256};
 pub use self::desired::{desired, engines, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target};
 pub use self::grants::recorded_targets;
 use crate::engine::dialect::Dialect;
+use crate::engine::mysql::ddl as mysql;
 use crate::engine::sql::{pg_ident, pg_literal};
 use crate::engine::{LiveDatabase, LiveServer};
 use crate::graph::{Graph, Node};
