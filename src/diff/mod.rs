@@ -16,7 +16,7 @@ pub use self::desired::{desired, engines, pg_encoding, Desired, DesiredDb, Desir
 pub use self::grants::recorded_targets;
 use crate::engine::dialect::Dialect;
 use crate::engine::mysql::ddl as mysql;
-use crate::engine::sql::{pg_ident, pg_literal};
+use crate::engine::sql::pg_ident;
 use crate::engine::{LiveDatabase, LiveServer};
 use crate::graph::{Graph, Node};
 use crate::model::{Address, Body, Config, Engine, Kind};
@@ -469,69 +469,6 @@ fn kind_rank(kind: &str) -> u8 {
         "secret" => 5,
         _ => 6,
     }
-}
-
-fn pg_create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
-    let mut opts = vec![if d.login { "LOGIN" } else { "NOLOGIN" }.to_string()];
-    if d.connection_limit != -1 {
-        opts.push(format!("CONNECTION LIMIT {}", d.connection_limit));
-    }
-    if let Some(v) = &d.valid_until {
-        opts.push(format!("VALID UNTIL {}", pg_literal(v)));
-    }
-    // Only what differs from PostgreSQL's defaults (all off but INHERIT).
-    for (f, on, off) in crate::engine::ROLE_FLAGS {
-        match (d.flags.get(*f), *f == "inherit") {
-            (Some(true), false) => opts.push(on.to_string()),
-            (Some(false), true) => opts.push(off.to_string()),
-            _ => {}
-        }
-    }
-    let name = pg_ident(&d.name);
-    let mut steps = vec![sql(addr, server, None, format!("CREATE ROLE {name} WITH {}", opts.join(" ")))];
-    for m in &d.member_of {
-        steps.push(sql(addr, server, None, format!("GRANT {} TO {name}", pg_ident(m))));
-    }
-    steps
-}
-
-fn pg_update_role(
-    addr: &str,
-    server: &Address,
-    d: &DesiredRole,
-    l: &crate::engine::LiveRole,
-    changed: &[AttrChange],
-    members: bool,
-) -> Vec<Step> {
-    let name = pg_ident(&d.name);
-    let mut steps = Vec::new();
-    let mut alter = Vec::new();
-    for ch in changed {
-        match ch.name.as_str() {
-            "login" => alter.push(if d.login { "LOGIN".to_string() } else { "NOLOGIN".to_string() }),
-            "connection_limit" => alter.push(format!("CONNECTION LIMIT {}", d.connection_limit)),
-            "valid_until" => {
-                alter.push(format!("VALID UNTIL {}", pg_literal(d.valid_until.as_deref().unwrap_or("infinity"))))
-            }
-            f => {
-                if let Some((_, on, off)) = crate::engine::ROLE_FLAGS.iter().find(|x| x.0 == f) {
-                    alter.push(if d.flags.get(f) == Some(&true) { on } else { off }.to_string());
-                }
-            }
-        }
-    }
-    if !alter.is_empty() {
-        steps.push(sql(addr, server, None, format!("ALTER ROLE {name} WITH {}", alter.join(" "))));
-    }
-    if members {
-        for m in d.member_of.difference(&l.member_of) {
-            steps.push(sql(addr, server, None, format!("GRANT {} TO {name}", pg_ident(m))));
-        }
-        for m in l.member_of.difference(&d.member_of) {
-            steps.push(sql(addr, server, None, format!("REVOKE {} FROM {name}", pg_ident(m))));
-        }
-    }
-    steps
 }
 
 pub fn role_json(r: &DesiredRole) -> Value {
@@ -989,10 +926,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         drift.push(deleted_outside(&addr));
                     }
                     c.action = Action::Create;
-                    c.steps.extend(match want.engine(server) {
-                        Engine::Mysql => mysql::create_role(&addr, server, d, mysql::is_mysql8(live)),
-                        Engine::Postgres => pg_create_role(&addr, server, d),
-                    });
+                    c.steps.extend(want.dialect(server).create_role(&addr, server, d, live));
                     if let Some(secret) = &d.password {
                         set_password(&mut c, server, Dialect::of(want.engine(server)), d, secret, Value::Null);
                     }
@@ -1067,13 +1001,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     let l = renamed_l.as_ref().unwrap_or(l);
                     let changed: Vec<AttrChange> =
                         c.attributes.iter().filter(|a| renamed_l.is_none() || a.name != "host").cloned().collect();
-                    c.steps.extend(match want.engine(server) {
-                        Engine::Mysql => {
-                            let mysql8 = mysql::is_mysql8(live);
-                            mysql::update_role(&addr, server, d, l, &changed, members, mysql8)
-                        }
-                        Engine::Postgres => pg_update_role(&addr, server, d, l, &changed, members),
-                    });
+                    c.steps.extend(want.dialect(server).update_role(&addr, server, d, l, &changed, members, live));
                     let recorded = in_state.and_then(|s| s.password_version.clone());
                     if let Some(secret) = &d.password {
                         // PostgreSQL clears an MD5 password on a rename (a SCRAM one survives):
@@ -1153,41 +1081,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                 continue;
             }
             let create_steps = |c: &mut ResourceChange| {
-                if mysql {
-                    c.steps.push(mysql::create_database(&addr, server, d));
-                    return;
-                }
-                let mut opts = vec![format!("OWNER {}", pg_ident(&d.owner))];
-                if let Some(e) = &d.encoding {
-                    opts.push(format!("ENCODING {}", pg_literal(e)));
-                }
-                if let Some(col) = &d.collation {
-                    opts.push(format!("LC_COLLATE {} LC_CTYPE {}", pg_literal(col), pg_literal(col)));
-                }
-                opts.push("TEMPLATE template0".into());
-                if d.connection_limit != -1 {
-                    opts.push(format!("CONNECTION LIMIT {}", d.connection_limit));
-                }
-                c.steps.push(sql(
-                    &addr,
-                    server,
-                    None,
-                    format!("CREATE DATABASE {} {}", pg_ident(name), opts.join(" ")),
-                ));
-                c.steps.push(sql(
-                    &addr,
-                    server,
-                    None,
-                    format!("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC", pg_ident(name)),
-                ));
-                for e in &d.extensions {
-                    c.steps.push(sql(
-                        &addr,
-                        server,
-                        Some(name),
-                        format!("CREATE EXTENSION IF NOT EXISTS {}", pg_ident(e)),
-                    ));
-                }
+                c.steps.extend(want.dialect(server).create_database(&addr, server, d));
             };
             match l {
                 None => {

@@ -16,8 +16,11 @@
 //! Text in, text out: no connection, no configuration (only a SCRAM
 //! verifier's salt is random).
 
+use crate::diff::{DesiredDb, DesiredRole};
 use crate::engine::sql::{mysql_account, mysql_ident, mysql_literal, pg_ident, pg_literal};
-use crate::model::{Access, Engine, Grant, GrantClass, Kind};
+use crate::engine::{mysql, postgres, LiveRole, LiveServer};
+use crate::model::{Access, Address, Engine, Grant, GrantClass, Kind};
+use crate::plan::{AttrChange, Step};
 
 pub const PG_DATABASE_PRIVS: &[&str] = &["CONNECT", "CREATE", "TEMPORARY"];
 pub const PG_SCHEMA_PRIVS: &[&str] = &["CREATE", "USAGE"];
@@ -357,6 +360,44 @@ impl Dialect {
             Dialect::Mysql => "PostgreSQL",
         };
         Some(Unsupported { message: format!("`{name}` is {only}-only"), label, help })
+    }
+
+    /// The statements that create role `d` (`live`: the server as read,
+    /// which tells MySQL 8 from MariaDB).
+    pub fn create_role(self, addr: &str, server: &Address, d: &DesiredRole, live: &LiveServer) -> Vec<Step> {
+        match self {
+            Dialect::Postgres => postgres::ddl::create_role(addr, server, d),
+            Dialect::Mysql => mysql::ddl::create_role(addr, server, d, mysql::ddl::is_mysql8(live)),
+        }
+    }
+
+    /// The statements that make role `l` (as read) what `d` asks:
+    /// `changed` attributes, and its memberships when `members`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_role(
+        self,
+        addr: &str,
+        server: &Address,
+        d: &DesiredRole,
+        l: &LiveRole,
+        changed: &[AttrChange],
+        members: bool,
+        live: &LiveServer,
+    ) -> Vec<Step> {
+        match self {
+            Dialect::Postgres => postgres::ddl::update_role(addr, server, d, l, changed, members),
+            Dialect::Mysql => {
+                mysql::ddl::update_role(addr, server, d, l, changed, members, mysql::ddl::is_mysql8(live))
+            }
+        }
+    }
+
+    /// The statements that create database `d`.
+    pub fn create_database(self, addr: &str, server: &Address, d: &DesiredDb) -> Vec<Step> {
+        match self {
+            Dialect::Postgres => postgres::ddl::create_database(addr, server, d),
+            Dialect::Mysql => vec![mysql::ddl::create_database(addr, server, d)],
+        }
     }
 
     /// Whether users have role attributes (`superuser`, `createdb`, ...).
