@@ -204,13 +204,7 @@ fn recorded_spelling(recorded: &Value, engine: Engine) -> Value {
     let Some(o) = v.as_object_mut() else { return v };
     for key in ["encoding", "collation", "host"] {
         let Some(Value::String(x)) = o.get(key) else { continue };
-        let canonical = match (engine, key) {
-            (Engine::Postgres, "encoding") => desired::pg_encoding(x).map(str::to_string),
-            (Engine::Mysql, "host") => Some(x.to_lowercase()),
-            (Engine::Mysql, _) => Some(crate::engine::mysql::canonical_charset(x)),
-            _ => None,
-        };
-        if let Some(c) = canonical {
+        if let Some(c) = Dialect::of(engine).canonical_spelling(key, x) {
             o.insert(key.to_string(), Value::String(c));
         }
     }
@@ -880,7 +874,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         for (name, d) in roles {
             let in_state = inp.state.resources.get(&d.addr.to_string());
             if let Some(old) = role_renamed_from(in_state, live, roles, name) {
-                if want.engine(server) == Engine::Postgres || d.login {
+                if want.dialect(server).renames_role(d.login) {
                     renames.entry(server.clone()).or_default().roles.push((old, name.clone()));
                 }
             }
@@ -913,7 +907,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             let renamed_from = role_renamed_from(in_state, live, roles, name);
             if let Some(old) = &renamed_from {
                 fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
-                if want.engine(server) == Engine::Mysql && !d.login {
+                if !want.dialect(server).renames_role(d.login) {
                     errors.push(format!(
                         "{addr}: role \"{old}\" cannot be renamed to \"{name}\" on MySQL/MariaDB; keep its name, or remove it and add a new role"
                     ));
@@ -970,31 +964,14 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     let members = !ignore.iter().any(|i| i == "member_of");
                     let mut renamed_l = None;
                     if let Some(old) = &renamed_from {
-                        c.steps.push(match want.engine(server) {
-                            Engine::Postgres => sql(
-                                &addr,
-                                server,
-                                None,
-                                format!("ALTER ROLE {} RENAME TO {}", pg_ident(old), pg_ident(name)),
-                            ),
-                            // The account moves to its new name and host at once.
-                            Engine::Mysql => {
-                                renamed_l = Some(crate::engine::LiveRole {
-                                    host: d.host.clone().unwrap_or_default(),
-                                    ..l.clone()
-                                });
-                                sql(
-                                    &addr,
-                                    server,
-                                    None,
-                                    format!(
-                                        "RENAME USER {} TO {}",
-                                        crate::engine::sql::mysql_account(old, Some(&l.host)),
-                                        crate::engine::sql::mysql_account(name, d.host.as_deref())
-                                    ),
-                                )
-                            }
-                        });
+                        let dialect = want.dialect(server);
+                        // An account moves to its new name and host at once.
+                        if dialect.has_hosts() {
+                            renamed_l =
+                                Some(crate::engine::LiveRole { host: d.host.clone().unwrap_or_default(), ..l.clone() });
+                        }
+                        let rename = dialect.rename_role(old, Some(&l.host), name, d.host.as_deref());
+                        c.steps.push(sql(&addr, server, None, rename));
                         c.notes
                             .push(format!("renamed from \"{old}\": its password, memberships and grants go with it"));
                     }
@@ -1006,7 +983,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     if let Some(secret) = &d.password {
                         // PostgreSQL clears an MD5 password on a rename (a SCRAM one survives):
                         // set it again from its secret, so the login works either way.
-                        let md5_cleared = renamed_from.is_some() && want.engine(server) == Engine::Postgres;
+                        let md5_cleared = renamed_from.is_some() && want.dialect(server).rename_clears_md5();
                         let new_version =
                             password_pending || (password_version.is_some() && recorded != password_version);
                         if let (Some(v), false) = (&rotation, password_pending) {
@@ -1073,8 +1050,9 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             let mut c = change(&addr, "database", name, Action::NoOp);
             c.server = Some(server.to_string());
             c.after = Some(after.clone());
+            let dialect = want.dialect(server);
             let mysql = want.engine(server) == Engine::Mysql;
-            if let Some(e) = d.encoding.as_deref().filter(|e| !mysql && desired::pg_encoding(e).is_none()) {
+            if let Some(e) = d.encoding.as_deref().filter(|e| !dialect.known_encoding(e)) {
                 errors.push(format!(
                     "{addr}: encoding \"{e}\" is not a PostgreSQL database encoding (for example UTF8, LATIN1, WIN1252, EUC_JP)"
                 ));
@@ -1132,8 +1110,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     c.attributes = attr_changes(
                         &without(&before, ignore),
                         &without(&after, ignore),
-                        // MySQL and MariaDB cannot rename a database.
-                        if mysql { &["name"] } else { &["encoding", "collation"] },
+                        dialect.database_replaced_by(),
                         &[],
                     );
                     if mysql && !c.attributes.iter().any(|a| a.forces_replacement) {

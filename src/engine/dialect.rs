@@ -400,6 +400,61 @@ impl Dialect {
         }
     }
 
+    /// Whether a role can be renamed in place (`login`: a user): MySQL and
+    /// MariaDB rename accounts (`RENAME USER`), not roles.
+    pub fn renames_role(self, login: bool) -> bool {
+        match self {
+            Dialect::Postgres => true,
+            Dialect::Mysql => login,
+        }
+    }
+
+    /// The statement that renames role `old` to `new` (the hosts: their
+    /// accounts' host parts, on an engine whose accounts have one).
+    pub fn rename_role(self, old: &str, old_host: Option<&str>, new: &str, new_host: Option<&str>) -> String {
+        let (old, new) = (self.account(old, old_host), self.account(new, new_host));
+        match self {
+            Dialect::Postgres => format!("ALTER ROLE {old} RENAME TO {new}"),
+            Dialect::Mysql => format!("RENAME USER {old} TO {new}"),
+        }
+    }
+
+    /// Whether renaming a role clears its password (PostgreSQL clears an
+    /// MD5 one; a SCRAM one survives).
+    pub fn rename_clears_md5(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// The database attributes whose change replaces the database: MySQL
+    /// and MariaDB cannot rename a database; PostgreSQL cannot change its
+    /// encoding or collation.
+    pub fn database_replaced_by(self) -> &'static [&'static str] {
+        match self {
+            Dialect::Postgres => &["encoding", "collation"],
+            Dialect::Mysql => &["name"],
+        }
+    }
+
+    /// Whether `encoding` names a database encoding of this engine
+    /// (MySQL/MariaDB character sets are left to the server to refuse).
+    pub fn known_encoding(self, encoding: &str) -> bool {
+        match self {
+            Dialect::Postgres => crate::diff::pg_encoding(encoding).is_some(),
+            Dialect::Mysql => true,
+        }
+    }
+
+    /// A recorded attribute (`encoding`, `collation`, `host`) as the server
+    /// spells it, where the server spells it otherwise.
+    pub fn canonical_spelling(self, key: &str, value: &str) -> Option<String> {
+        match (self, key) {
+            (Dialect::Postgres, "encoding") => crate::diff::pg_encoding(value).map(str::to_string),
+            (Dialect::Mysql, "host") => Some(value.to_lowercase()),
+            (Dialect::Mysql, _) => Some(mysql::canonical_charset(value)),
+            _ => None,
+        }
+    }
+
     /// Whether users have role attributes (`superuser`, `createdb`, ...).
     pub fn role_flags(self) -> bool {
         self == Dialect::Postgres
@@ -532,5 +587,12 @@ mod tests {
         assert_eq!(pg.account_host(Some("10.0.0.1")), "");
         assert!(pg.runs_on_rds("aurora-postgresql") && !pg.runs_on_rds("aurora-mysql"));
         assert!(my.runs_on_rds("aurora-mysql") && !my.runs_on_rds("aurora-postgresql"));
+        assert_eq!(pg.rename_role("a\"b", Some("%"), "c", None), "ALTER ROLE \"a\"\"b\" RENAME TO \"c\"");
+        assert_eq!(my.rename_role("a", Some("%"), "b", Some("10.%")), "RENAME USER 'a'@'%' TO 'b'@'10.%'");
+        assert!(pg.renames_role(false) && my.renames_role(true) && !my.renames_role(false));
+        assert_eq!(my.canonical_spelling("host", "LocalHost").as_deref(), Some("localhost"));
+        assert_eq!(pg.canonical_spelling("host", "LocalHost"), None);
+        assert_eq!(pg.database_replaced_by(), ["encoding", "collation"]);
+        assert!(!pg.known_encoding("klingon") && my.known_encoding("klingon"));
     }
 }
