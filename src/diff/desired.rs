@@ -288,7 +288,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option
                 };
                 add_role(&mut d, cfg, &u.server, role, &u.grants);
             }
-            Body::Database(db) if engine_of(&db.server) == Engine::Mysql => {
+            Body::Database(db) if !Dialect::of(engine_of(&db.server)).database_owners() => {
                 // MySQL/MariaDB databases have no owner and no connection limit.
                 let want = DesiredDb {
                     addr: r.addr.clone(),

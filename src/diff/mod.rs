@@ -312,11 +312,12 @@ fn migrations(
         });
     }
     let admin = inp.live.get(&st.server).map(|l| l.admin.as_str()).unwrap_or("");
-    let role = want.db_owner(&st.server, &st.database).filter(|o| *o != admin && st.engine == Engine::Postgres);
+    let dialect = Dialect::of(st.engine);
+    let role = want.db_owner(&st.server, &st.database).filter(|o| *o != admin && dialect.database_owners());
     for p in pending {
         let mut p = p.clone();
         p.role = role.map(str::to_string);
-        if st.engine == Engine::Mysql {
+        if !dialect.transactional_ddl() {
             c.notes.push(format!(
                 "{}: MySQL/MariaDB commit DDL as it runs: if it fails, the statements before the failing one stay applied",
                 p.file
@@ -1142,7 +1143,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                             inp.force,
                         ));
                         create_steps(&mut c);
-                        if let (Some(old), true) = (&renamed_from, mysql) {
+                        if let (Some(old), false) = (&renamed_from, dialect.renames_databases()) {
                             c.notes.push(format!(
                                 "MySQL and MariaDB cannot rename a database: \"{old}\" is dropped and \"{name}\" created empty"
                             ));

@@ -16,8 +16,8 @@
 //! Text in, text out: no connection, no configuration (only a SCRAM
 //! verifier's salt is random).
 
-use crate::diff::{DesiredDb, DesiredRole};
-use crate::engine::sql::{mysql_account, mysql_ident, mysql_literal, pg_ident, pg_literal};
+use crate::diff::{DesiredDb, DesiredRole, Target};
+use crate::engine::sql::{mysql_account, mysql_grant_on, mysql_ident, mysql_literal, pg_ident, pg_literal};
 use crate::engine::{mysql, postgres, LiveRole, LiveServer};
 use crate::model::{Access, Address, Engine, Grant, GrantClass, Kind};
 use crate::plan::{AttrChange, Step};
@@ -453,6 +453,38 @@ impl Dialect {
             (Dialect::Mysql, _) => Some(mysql::canonical_charset(value)),
             _ => None,
         }
+    }
+
+    /// What GRANT and REVOKE name for target `t`: `db`.* on MySQL/MariaDB;
+    /// the database, the schema (`public` by default), or all its tables or
+    /// sequences on PostgreSQL.
+    pub fn grant_on(self, t: &Target) -> String {
+        if self == Dialect::Mysql {
+            return mysql_grant_on(&t.database);
+        }
+        let s = pg_ident(t.schema.as_deref().unwrap_or("public"));
+        match t.class {
+            GrantClass::Database => format!("DATABASE {}", pg_ident(&t.database)),
+            GrantClass::Schema => format!("SCHEMA {s}"),
+            GrantClass::Tables => format!("ALL TABLES IN SCHEMA {s}"),
+            GrantClass::Sequences => format!("ALL SEQUENCES IN SCHEMA {s}"),
+        }
+    }
+
+    /// Whether a database has an owner (and a connection limit): not on
+    /// MySQL/MariaDB.
+    pub fn database_owners(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// Whether DDL runs inside a transaction (MySQL/MariaDB commit DDL as it runs).
+    pub fn transactional_ddl(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// Whether a database can be renamed in place (not on MySQL/MariaDB).
+    pub fn renames_databases(self) -> bool {
+        self == Dialect::Postgres
     }
 
     /// Whether users have role attributes (`superuser`, `createdb`, ...).
