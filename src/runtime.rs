@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::config::check::GrantClass;
 use crate::engine::embedded::Embedded;
 use crate::engine::{postgres, DetailScope, EngineError, LiveServer};
+use crate::model::GrantClass;
 use crate::model::{Address, Body, Config, Connect, Engine, Kind, Sensitive, Server, Store};
 use crate::secrets::Stores;
 

@@ -5,148 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::diag::{did_you_mean, Diagnostic, Diags, Loc};
+use crate::engine::dialect::{Dialect, EngineAttr, Unsupported};
 use crate::model::*;
-
-pub const PG_DATABASE_PRIVS: &[&str] = &["CONNECT", "CREATE", "TEMPORARY"];
-pub const PG_SCHEMA_PRIVS: &[&str] = &["CREATE", "USAGE"];
-pub const PG_TABLE_PRIVS: &[&str] = &["DELETE", "INSERT", "REFERENCES", "SELECT", "TRIGGER", "TRUNCATE", "UPDATE"];
-pub const PG_SEQUENCE_PRIVS: &[&str] = &["SELECT", "UPDATE", "USAGE"];
-pub const MYSQL_DATABASE_PRIVS: &[&str] = &[
-    "ALTER",
-    "ALTER ROUTINE",
-    "CREATE",
-    "CREATE ROUTINE",
-    "CREATE TEMPORARY TABLES",
-    "CREATE VIEW",
-    "DELETE",
-    "DELETE HISTORY",
-    "DROP",
-    "EVENT",
-    "EXECUTE",
-    "INDEX",
-    "INSERT",
-    "LOCK TABLES",
-    "REFERENCES",
-    "SELECT",
-    "SHOW VIEW",
-    "TRIGGER",
-    "UPDATE",
-];
-
-/// Why `name` cannot be the name of a `kind` object on `engine`, if it cannot.
-pub fn name_problem(engine: Engine, kind: Kind, name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("a name cannot be empty".into());
-    }
-    if name.contains('\0') {
-        return Some("a name cannot contain a NUL byte".into());
-    }
-    match engine {
-        Engine::Postgres if name.len() > 63 => Some(format!(
-            "\"{}\" is {} bytes; PostgreSQL names hold at most 63 bytes (it would silently cut it)",
-            name.escape_debug(),
-            name.len()
-        )),
-        Engine::Postgres => None,
-        Engine::Mysql => {
-            let max = if kind == Kind::Database { 64 } else { 80 };
-            let chars = name.chars().count();
-            if chars > max {
-                Some(format!(
-                    "\"{}\" is {chars} characters; MySQL/MariaDB {} names hold at most {max}",
-                    name.escape_debug(),
-                    kind.as_str()
-                ))
-            } else if name.chars().any(|c| c as u32 > 0xFFFF) {
-                Some(
-                    "MySQL/MariaDB names cannot hold characters outside the Basic Multilingual Plane (such as emoji)"
-                        .into(),
-                )
-            } else if kind == Kind::Database && name.ends_with(' ') {
-                Some("MySQL/MariaDB database names cannot end with a space".into())
-            } else {
-                None
-            }
-        }
-    }
-}
-
-/// Why `name` is a name the engine keeps for itself, if it is one. Names are
-/// compared as the server compares them: PostgreSQL role names as written
-/// (dbctl quotes them), MySQL/MariaDB role and database names without case.
-pub fn reserved_name(engine: Engine, kind: Kind, name: &str) -> Option<String> {
-    match (engine, kind) {
-        (Engine::Postgres, Kind::User | Kind::Role) => {
-            if ["public", "none"].contains(&name) {
-                Some(format!("\"{name}\" is reserved by PostgreSQL and cannot name a role"))
-            } else if name.starts_with("pg_") {
-                Some("role names starting with \"pg_\" are reserved for PostgreSQL's own roles".into())
-            } else if ["current_user", "session_user", "current_role"].contains(&name.to_lowercase().as_str()) {
-                Some(format!(
-                    "\"{name}\" reads as the SQL keyword {} in grants and ownership: it cannot name a role",
-                    name.to_uppercase()
-                ))
-            } else {
-                None
-            }
-        }
-        (Engine::Postgres, Kind::Database) if ["template0", "template1"].contains(&name) => Some(format!(
-            "\"{name}\" is a template database PostgreSQL copies every new database from; dbctl does not manage it"
-        )),
-        (Engine::Mysql, Kind::Role) if ["none", "public"].contains(&name.to_lowercase().as_str()) => {
-            Some(format!("\"{name}\" is reserved by MySQL/MariaDB and cannot name a role"))
-        }
-        (Engine::Mysql, Kind::Database)
-            if ["mysql", "information_schema", "performance_schema", "sys"].contains(&name.to_lowercase().as_str()) =>
-        {
-            Some(format!("\"{name}\" is a system database of MySQL/MariaDB; dbctl does not manage it"))
-        }
-        _ => None,
-    }
-}
 
 /// The shortest `rotate_every`: a shorter one rotates on nearly every apply.
 pub const MIN_ROTATION: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// The longest MySQL/MariaDB host part (`mysql.user.Host` is 255 characters).
-pub const MYSQL_HOST_MAX: usize = 255;
-
-/// What a grant is on, in the engine's terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum GrantClass {
-    Database,
-    Schema,
-    Tables,
-    Sequences,
-}
-
-impl GrantClass {
-    pub fn of(g: &Grant) -> GrantClass {
-        match (&g.schema, &g.tables, &g.sequences) {
-            (_, Some(_), _) => GrantClass::Tables,
-            (_, _, Some(_)) => GrantClass::Sequences,
-            (Some(_), None, None) => GrantClass::Schema,
-            (None, None, None) => GrantClass::Database,
-        }
-    }
-    pub fn privileges(self, engine: Engine) -> &'static [&'static str] {
-        match (engine, self) {
-            (Engine::Mysql, _) => MYSQL_DATABASE_PRIVS,
-            (Engine::Postgres, GrantClass::Database) => PG_DATABASE_PRIVS,
-            (Engine::Postgres, GrantClass::Schema) => PG_SCHEMA_PRIVS,
-            (Engine::Postgres, GrantClass::Tables) => PG_TABLE_PRIVS,
-            (Engine::Postgres, GrantClass::Sequences) => PG_SEQUENCE_PRIVS,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantClass::Database => "database",
-            GrantClass::Schema => "schema",
-            GrantClass::Tables => "tables",
-            GrantClass::Sequences => "sequences",
-        }
-    }
-}
 
 fn engine_of(cfg: &Config, server: &Address) -> Option<Engine> {
     match cfg.get(server).map(|r| &r.body) {
@@ -220,12 +83,13 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
         }
         let (Some(server), Some(name)) = (r.server(), r.object_name()) else { continue };
         let Some(engine) = engine_of(cfg, server) else { continue };
-        if let Some(problem) = name_problem(engine, r.addr.kind, name) {
+        let dialect = Dialect::of(engine);
+        if let Some(problem) = dialect.check_name(r.addr.kind, name) {
             let at = if r.origin.attrs.contains_key("name") { r.origin.attr("name") } else { &r.origin.header };
             diags.push(
                 Diagnostic::error(format!("{}: {} cannot hold this name", r.addr, engine.as_str())).at(at, problem),
             );
-        } else if let Some(problem) = reserved_name(engine, r.addr.kind, name) {
+        } else if let Some(problem) = dialect.reserved_name(r.addr.kind, name) {
             let at = if r.origin.attrs.contains_key("name") { r.origin.attr("name") } else { &r.origin.header };
             diags.push(
                 Diagnostic::error(format!("{}: the name \"{name}\" is reserved", r.addr))
@@ -242,17 +106,13 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
             diags.push(
                 Diagnostic::error(format!("{}: connection_limit = {limit} is not a limit", r.addr))
                     .at(r.origin.attr("connection_limit"), "-1 (unlimited), 0 or more")
-                    .help(if engine == Engine::Mysql {
-                        "MySQL/MariaDB would take a negative limit as unlimited"
-                    } else {
-                        "PostgreSQL refuses a negative limit other than -1"
-                    }),
+                    .help(dialect.negative_limit_help()),
             );
         }
         // Users and roles share one namespace on both engines.
         let ns = if r.addr.kind == Kind::Database { "database" } else { "role" };
         let host = match &r.body {
-            Body::User(u) if engine == Engine::Mysql => u.host.clone().unwrap_or_else(|| "%".into()),
+            Body::User(u) => dialect.account_host(u.host.as_deref()),
             _ => String::new(),
         };
         let key = (server.clone(), ns, format!("{name}@{host}"));
@@ -267,29 +127,20 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
         }
         match &r.body {
             Body::User(u) => {
-                if engine == Engine::Postgres && u.host.is_some() {
-                    diags.push(
-                        Diagnostic::error("`host` is MySQL-only")
-                            .at(r.origin.attr("host"), "PostgreSQL users have no host part")
-                            .help("control where a Postgres user may connect from in pg_hba.conf"),
-                    );
+                if u.host.is_some() {
+                    unsupported(r, "host", dialect.unsupported(EngineAttr::Host), diags);
                 }
-                if let Some(host) = u.host.as_ref().filter(|_| engine == Engine::Mysql) {
+                if let (Some(host), Some(max)) = (&u.host, dialect.host_max()) {
                     let chars = host.chars().count();
-                    if chars > MYSQL_HOST_MAX {
+                    if chars > max {
                         diags.push(
-                            Diagnostic::error(format!("{}: the host is {chars} characters long", r.addr)).at(
-                                r.origin.attr("host"),
-                                format!("MySQL/MariaDB hosts hold at most {MYSQL_HOST_MAX}"),
-                            ),
+                            Diagnostic::error(format!("{}: the host is {chars} characters long", r.addr))
+                                .at(r.origin.attr("host"), format!("{} hosts hold at most {max}", dialect.name())),
                         );
                     }
                 }
-                if engine == Engine::Mysql && u.valid_until.is_some() {
-                    diags.push(
-                        Diagnostic::error("`valid_until` is PostgreSQL-only")
-                            .at(r.origin.attr("valid_until"), "not supported on MySQL/MariaDB"),
-                    );
+                if u.valid_until.is_some() {
+                    unsupported(r, "valid_until", dialect.unsupported(EngineAttr::ValidUntil), diags);
                 }
                 check_members(cfg, r, server, &u.member_of, diags);
                 check_grants(cfg, r, server, engine, &u.grants, diags);
@@ -299,11 +150,8 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
                 check_grants(cfg, r, server, engine, &ro.grants, diags);
             }
             Body::Database(d) => {
-                if engine == Engine::Mysql && !d.extensions.is_empty() {
-                    diags.push(
-                        Diagnostic::error("`extensions` is PostgreSQL-only")
-                            .at(r.origin.attr("extensions"), "MySQL/MariaDB have no extensions"),
-                    );
+                if !d.extensions.is_empty() {
+                    unsupported(r, "extensions", dialect.unsupported(EngineAttr::Extensions), diags);
                 }
                 if let Some(owner) = &d.owner {
                     same_server(cfg, r, "owner", owner, server, diags);
@@ -317,6 +165,16 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
     check_role_flags(cfg, diags);
     warn_unused_databases(cfg, diags);
     crate::graph::check_cycles(cfg, diags);
+}
+
+/// An error at `attr` of `r` when the engine has no such attribute.
+fn unsupported(r: &Resource, attr: &str, problem: Option<Unsupported>, diags: &mut Diags) {
+    let Some(u) = problem else { return };
+    let mut d = Diagnostic::error(u.message).at(r.origin.attr(attr), u.label);
+    if let Some(help) = u.help {
+        d = d.help(help);
+    }
+    diags.push(d);
 }
 
 fn normalize_privileges(cfg: &mut Config) {
@@ -335,15 +193,15 @@ fn normalize_privileges(cfg: &mut Config) {
             _ => continue,
         };
         let Some(&engine) = engines.get(&server) else { continue };
+        let dialect = Dialect::of(engine);
         for g in grants.iter_mut() {
-            let all = GrantClass::of(g).privileges(engine);
+            let all = dialect.privileges(GrantClass::of(g));
             let mut out: Vec<String> = Vec::new();
             for p in &g.privileges {
                 let p = p.split_whitespace().collect::<Vec<_>>().join(" ");
                 match p.as_str() {
                     "ALL" | "ALL PRIVILEGES" => out.extend(all.iter().map(|s| s.to_string())),
-                    "TEMP" if engine == Engine::Postgres => out.push("TEMPORARY".into()),
-                    _ => out.push(p),
+                    _ => out.push(dialect.privilege_alias(&p).map(str::to_string).unwrap_or(p)),
                 }
             }
             out.sort();
@@ -356,7 +214,7 @@ fn normalize_privileges(cfg: &mut Config) {
 /// The url's TLS parameters (`sslmode`, `sslrootcert`; `ssl-mode`, `ssl-ca`).
 fn check_server_tls(r: &Resource, s: &Server, diags: &mut Diags) {
     let Some(url) = &s.url else { return };
-    for (error, message, help) in crate::engine::tls::check_url(url, s.engine == Engine::Mysql) {
+    for (error, message, help) in crate::engine::tls::check_url(url, Dialect::of(s.engine)) {
         let message = format!("{}: {message}", r.addr);
         let d = if error { Diagnostic::error(message) } else { Diagnostic::warning(message) };
         diags.push(d.at(r.origin.attr("url"), "in this url").help(help));
@@ -554,8 +412,7 @@ fn check_server(cfg: &Config, r: &Resource, s: &Server, diags: &mut Diags) {
     }
     if let Some(rds) = &s.rds_cluster {
         if let Some(Body::RdsCluster(c)) = cfg.get(rds).map(|x| &x.body) {
-            let pg = c.engine.contains("postgres");
-            if pg != (s.engine == Engine::Postgres) {
+            if !Dialect::of(s.engine).runs_on_rds(&c.engine) {
                 diags.push(
                     Diagnostic::error(format!("{} is {} but {rds} runs {}", r.addr, s.engine.as_str(), c.engine))
                         .at(r.origin.attr("engine"), "engines disagree"),
@@ -592,6 +449,7 @@ fn check_members(cfg: &Config, r: &Resource, server: &Address, member_of: &[Addr
 
 fn check_grants(cfg: &Config, r: &Resource, server: &Address, engine: Engine, grants: &[Grant], diags: &mut Diags) {
     let grant_locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();
+    let dialect = Dialect::of(engine);
     let mut targets: BTreeMap<(Address, Option<String>, GrantClass), usize> = BTreeMap::new();
     for (i, g) in grants.iter().enumerate() {
         let loc = grant_locs.get(i).copied().unwrap_or(&r.origin.header);
@@ -614,19 +472,15 @@ fn check_grants(cfg: &Config, r: &Resource, server: &Address, engine: Engine, gr
                     .at(loc, "split it into two grant blocks"),
             );
         }
-        match engine {
-            Engine::Postgres if (g.tables.is_some() || g.sequences.is_some()) && g.schema.is_none() => diags.push(
-                Diagnostic::error("tables and sequences are granted within a schema")
-                    .at(loc, "this grant has no schema")
-                    .help("add schema = \"public\""),
-            ),
-            Engine::Mysql if g.schema.is_some() => diags.push(
-                Diagnostic::error("MySQL/MariaDB databases have no schemas").at(loc, "remove schema from this grant"),
-            ),
-            _ => {}
+        if let Some((message, label, help)) = dialect.grant_shape_problem(g) {
+            let mut d = Diagnostic::error(message).at(loc, label);
+            if let Some(help) = help {
+                d = d.help(help);
+            }
+            diags.push(d);
         }
         let class = GrantClass::of(g);
-        let allowed = class.privileges(engine);
+        let allowed = dialect.privileges(class);
         for p in &g.privileges {
             if !allowed.contains(&p.as_str()) {
                 let mut d = Diagnostic::error(
@@ -753,13 +607,13 @@ fn check_routers(cfg: &Config, diags: &mut Diags) {
             if let Body::User(u) = &user.body {
                 let grant_locs: Vec<&Loc> =
                     user.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();
-                let engine = engine_of(cfg, &u.server).unwrap_or(Engine::Postgres);
+                let dialect = Dialect::of(engine_of(cfg, &u.server).unwrap_or(Engine::Postgres));
                 for route in &rt.routes {
                     let derived: Vec<GrantClass> =
-                        crate::diff::access_privileges(engine, route.access).into_iter().map(|(c, _)| c).collect();
+                        dialect.access_privileges(route.access).into_iter().map(|(c, _)| c).collect();
                     for (i, g) in u.grants.iter().enumerate() {
                         // MySQL grants are all at database level.
-                        let class = if engine == Engine::Mysql { GrantClass::Database } else { GrantClass::of(g) };
+                        let class = dialect.grant_class(g);
                         let same_schema = class == GrantClass::Database || g.schema.as_deref() == Some("public");
                         if g.database == route.database && same_schema && derived.contains(&class) {
                             diags.push(
@@ -842,7 +696,8 @@ fn check_role_flags(cfg: &Config, diags: &mut Diags) {
             Some(Body::Server(s)) => s,
             _ => continue,
         };
-        if server.engine != Engine::Mysql {
+        let dialect = Dialect::of(server.engine);
+        if dialect.role_flags() {
             if u.flags.iter().any(|(f, on)| f == "superuser" && *on) && !server.allow_superuser {
                 diags.push(
                     Diagnostic::error(format!("{} would be a superuser, which {} does not allow", r.addr, u.server))
@@ -853,11 +708,7 @@ fn check_role_flags(cfg: &Config, diags: &mut Diags) {
             continue;
         }
         for (f, _) in &u.flags {
-            diags.push(
-                Diagnostic::error(format!("`{f}` is PostgreSQL-only"))
-                    .at(r.origin.attr(f), "MySQL/MariaDB users have no such attribute")
-                    .help("grant the matching global privilege (e.g. CREATE) from a role instead, or remove it"),
-            );
+            unsupported(r, f, dialect.unsupported(EngineAttr::Flag(f)), diags);
         }
     }
 }

@@ -2,8 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::check::GrantClass;
+use crate::engine::dialect::Dialect;
 use crate::engine::LiveServer;
+use crate::model::GrantClass;
 use crate::model::{Access, Address, Body, Config, Engine, Grant};
 use crate::state::State;
 
@@ -69,18 +70,19 @@ impl Desired {
         self.engines.get(server).copied().unwrap_or(Engine::Postgres)
     }
 
+    /// The rules and spelling of `server`'s engine.
+    pub fn dialect(&self, server: &Address) -> Dialect {
+        Dialect::of(self.engine(server))
+    }
+
     /// How a grantee is written in GRANT and REVOKE on `server`.
     pub fn grantee(&self, server: &Address, name: &str, live: &LiveServer) -> String {
-        match self.engine(server) {
-            Engine::Postgres => crate::engine::sql::pg_ident(name),
-            Engine::Mysql => {
-                let host = match self.roles.get(server).and_then(|r| r.get(name)) {
-                    Some(r) => r.host.clone(),
-                    None => live.roles.get(name).filter(|r| r.login).map(|r| r.host.clone()),
-                };
-                crate::engine::sql::mysql_account(name, host.as_deref())
-            }
-        }
+        let dialect = self.dialect(server);
+        let host = match self.roles.get(server).and_then(|r| r.get(name)) {
+            Some(r) => r.host.clone(),
+            None => live.roles.get(name).filter(|r| r.login).map(|r| r.host.clone()),
+        };
+        dialect.account(name, host.as_deref().filter(|_| dialect.has_hosts()))
     }
 
     pub fn db_owner(&self, server: &Address, db: &str) -> Option<&str> {
@@ -155,51 +157,18 @@ fn utc(ts: &str) -> String {
     }
 }
 
-/// Privileges a router's access level gives, per object class (schema public).
-/// MySQL/MariaDB grant at database level (`db.*`) only.
-pub fn access_privileges(engine: Engine, access: Access) -> Vec<(GrantClass, &'static [&'static str])> {
-    if engine == Engine::Mysql {
-        return vec![(
-            GrantClass::Database,
-            match access {
-                Access::Readonly => &["SELECT", "SHOW VIEW"],
-                Access::Readwrite => {
-                    &["CREATE TEMPORARY TABLES", "DELETE", "INSERT", "LOCK TABLES", "SELECT", "SHOW VIEW", "UPDATE"]
-                }
-                Access::Owner => crate::config::check::MYSQL_DATABASE_PRIVS,
-            },
-        )];
-    }
-    match access {
-        Access::Readonly => vec![
-            (GrantClass::Database, &["CONNECT"]),
-            (GrantClass::Schema, &["USAGE"]),
-            (GrantClass::Tables, &["SELECT"]),
-            (GrantClass::Sequences, &["SELECT"]),
-        ],
-        Access::Readwrite => vec![
-            (GrantClass::Database, &["CONNECT", "TEMPORARY"]),
-            (GrantClass::Schema, &["USAGE"]),
-            (GrantClass::Tables, &["DELETE", "INSERT", "SELECT", "UPDATE"]),
-            (GrantClass::Sequences, &["SELECT", "USAGE"]),
-        ],
-        Access::Owner => vec![],
-    }
-}
-
 fn name_of(cfg: &Config, a: &Address) -> Option<String> {
     cfg.get(a).and_then(|r| r.object_name()).map(str::to_string)
 }
 
-fn targets_of(cfg: &Config, engine: Engine, grants: &[Grant]) -> BTreeMap<Target, BTreeSet<String>> {
+fn targets_of(cfg: &Config, dialect: Dialect, grants: &[Grant]) -> BTreeMap<Target, BTreeSet<String>> {
     let mut out: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
     for g in grants {
         let Some(db) = name_of(cfg, &g.database) else { continue };
         // MySQL: `tables = "*"` and a plain database grant are both `db.*`.
-        let t = match engine {
-            Engine::Mysql => Target { database: db, schema: None, class: GrantClass::Database },
-            Engine::Postgres => Target { database: db, schema: g.schema.clone(), class: GrantClass::of(g) },
-        };
+        let class = dialect.grant_class(g);
+        let schema = if class == GrantClass::Database { None } else { g.schema.clone() };
+        let t = Target { database: db, schema, class };
         out.entry(t).or_default().extend(g.privileges.iter().cloned());
     }
     out
@@ -237,7 +206,7 @@ fn add_role(d: &mut Desired, cfg: &Config, server: &Address, role: DesiredRole, 
             kind: "grant",
             server: server.clone(),
             grantee: role.name.clone(),
-            targets: targets_of(cfg, d.engine(server), grants),
+            targets: targets_of(cfg, d.dialect(server), grants),
             service: None,
             routes: vec![],
         });
@@ -312,13 +281,14 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option
                     member_of: u.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: u.password.clone(),
                     // The server stores a host in lower case.
-                    host: (engine_of(&u.server) == Engine::Mysql)
+                    host: Dialect::of(engine_of(&u.server))
+                        .has_hosts()
                         .then(|| u.host.as_deref().unwrap_or("%").to_lowercase()),
                     flags: u.flags.iter().cloned().collect(),
                 };
                 add_role(&mut d, cfg, &u.server, role, &u.grants);
             }
-            Body::Database(db) if engine_of(&db.server) == Engine::Mysql => {
+            Body::Database(db) if !Dialect::of(engine_of(&db.server)).database_owners() => {
                 // MySQL/MariaDB databases have no owner and no connection limit.
                 let want = DesiredDb {
                     addr: r.addr.clone(),
@@ -363,7 +333,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option
                 };
                 let mut targets: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
                 let mut grant = |db: &str, access: Access| {
-                    for (class, privs) in access_privileges(engine_of(&server), access) {
+                    for (class, privs) in Dialect::of(engine_of(&server)).access_privileges(access) {
                         let schema = (class != GrantClass::Database).then(|| "public".to_string());
                         targets
                             .entry(Target { database: db.to_string(), schema, class })

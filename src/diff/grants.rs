@@ -10,9 +10,10 @@ use serde_json::{json, Value};
 
 use super::desired::{Desired, GrantSet, Target};
 use super::{change, sql};
-use crate::config::check::GrantClass;
-use crate::engine::sql::{mysql_grant_on, pg_ident};
+use crate::engine::dialect::Dialect;
+use crate::engine::sql::pg_ident;
 use crate::engine::{LiveServer, Privs};
+use crate::model::GrantClass;
 use crate::model::{Address, Engine};
 use crate::plan::{Action, ResourceChange, Step};
 
@@ -80,16 +81,7 @@ fn live_privs(live: &LiveServer, grantee: &str, t: &Target, for_role: &str) -> H
 }
 
 fn on(engine: Engine, t: &Target) -> String {
-    if engine == Engine::Mysql {
-        return mysql_grant_on(&t.database);
-    }
-    let s = pg_ident(t.schema.as_deref().unwrap_or("public"));
-    match t.class {
-        GrantClass::Database => format!("DATABASE {}", pg_ident(&t.database)),
-        GrantClass::Schema => format!("SCHEMA {s}"),
-        GrantClass::Tables => format!("ALL TABLES IN SCHEMA {s}"),
-        GrantClass::Sequences => format!("ALL SEQUENCES IN SCHEMA {s}"),
-    }
+    Dialect::of(engine).grant_on(t)
 }
 
 fn in_db(t: &Target) -> Option<&str> {

@@ -5,7 +5,6 @@
 pub mod admin;
 mod desired;
 mod grants;
-pub mod mysql;
 pub mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,12 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use self::desired::{
-    access_privileges, desired, engines, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target,
-};
+pub use self::desired::{desired, engines, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target};
 pub use self::grants::recorded_targets;
 use crate::engine::dialect::Dialect;
-use crate::engine::sql::{pg_ident, pg_literal};
+use crate::engine::mysql::ddl as mysql;
+use crate::engine::sql::pg_ident;
 use crate::engine::{LiveDatabase, LiveServer};
 use crate::graph::{Graph, Node};
 use crate::model::{Address, Body, Config, Engine, Kind};
@@ -206,13 +204,7 @@ fn recorded_spelling(recorded: &Value, engine: Engine) -> Value {
     let Some(o) = v.as_object_mut() else { return v };
     for key in ["encoding", "collation", "host"] {
         let Some(Value::String(x)) = o.get(key) else { continue };
-        let canonical = match (engine, key) {
-            (Engine::Postgres, "encoding") => desired::pg_encoding(x).map(str::to_string),
-            (Engine::Mysql, "host") => Some(x.to_lowercase()),
-            (Engine::Mysql, _) => Some(crate::engine::mysql::canonical_charset(x)),
-            _ => None,
-        };
-        if let Some(c) = canonical {
+        if let Some(c) = Dialect::of(engine).canonical_spelling(key, x) {
             o.insert(key.to_string(), Value::String(c));
         }
     }
@@ -320,11 +312,12 @@ fn migrations(
         });
     }
     let admin = inp.live.get(&st.server).map(|l| l.admin.as_str()).unwrap_or("");
-    let role = want.db_owner(&st.server, &st.database).filter(|o| *o != admin && st.engine == Engine::Postgres);
+    let dialect = Dialect::of(st.engine);
+    let role = want.db_owner(&st.server, &st.database).filter(|o| *o != admin && dialect.database_owners());
     for p in pending {
         let mut p = p.clone();
         p.role = role.map(str::to_string);
-        if st.engine == Engine::Mysql {
+        if !dialect.transactional_ddl() {
             c.notes.push(format!(
                 "{}: MySQL/MariaDB commit DDL as it runs: if it fails, the statements before the failing one stay applied",
                 p.file
@@ -471,69 +464,6 @@ fn kind_rank(kind: &str) -> u8 {
         "secret" => 5,
         _ => 6,
     }
-}
-
-fn pg_create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
-    let mut opts = vec![if d.login { "LOGIN" } else { "NOLOGIN" }.to_string()];
-    if d.connection_limit != -1 {
-        opts.push(format!("CONNECTION LIMIT {}", d.connection_limit));
-    }
-    if let Some(v) = &d.valid_until {
-        opts.push(format!("VALID UNTIL {}", pg_literal(v)));
-    }
-    // Only what differs from PostgreSQL's defaults (all off but INHERIT).
-    for (f, on, off) in crate::engine::ROLE_FLAGS {
-        match (d.flags.get(*f), *f == "inherit") {
-            (Some(true), false) => opts.push(on.to_string()),
-            (Some(false), true) => opts.push(off.to_string()),
-            _ => {}
-        }
-    }
-    let name = pg_ident(&d.name);
-    let mut steps = vec![sql(addr, server, None, format!("CREATE ROLE {name} WITH {}", opts.join(" ")))];
-    for m in &d.member_of {
-        steps.push(sql(addr, server, None, format!("GRANT {} TO {name}", pg_ident(m))));
-    }
-    steps
-}
-
-fn pg_update_role(
-    addr: &str,
-    server: &Address,
-    d: &DesiredRole,
-    l: &crate::engine::LiveRole,
-    changed: &[AttrChange],
-    members: bool,
-) -> Vec<Step> {
-    let name = pg_ident(&d.name);
-    let mut steps = Vec::new();
-    let mut alter = Vec::new();
-    for ch in changed {
-        match ch.name.as_str() {
-            "login" => alter.push(if d.login { "LOGIN".to_string() } else { "NOLOGIN".to_string() }),
-            "connection_limit" => alter.push(format!("CONNECTION LIMIT {}", d.connection_limit)),
-            "valid_until" => {
-                alter.push(format!("VALID UNTIL {}", pg_literal(d.valid_until.as_deref().unwrap_or("infinity"))))
-            }
-            f => {
-                if let Some((_, on, off)) = crate::engine::ROLE_FLAGS.iter().find(|x| x.0 == f) {
-                    alter.push(if d.flags.get(f) == Some(&true) { on } else { off }.to_string());
-                }
-            }
-        }
-    }
-    if !alter.is_empty() {
-        steps.push(sql(addr, server, None, format!("ALTER ROLE {name} WITH {}", alter.join(" "))));
-    }
-    if members {
-        for m in d.member_of.difference(&l.member_of) {
-            steps.push(sql(addr, server, None, format!("GRANT {} TO {name}", pg_ident(m))));
-        }
-        for m in l.member_of.difference(&d.member_of) {
-            steps.push(sql(addr, server, None, format!("REVOKE {} FROM {name}", pg_ident(m))));
-        }
-    }
-    steps
 }
 
 pub fn role_json(r: &DesiredRole) -> Value {
@@ -945,7 +875,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         for (name, d) in roles {
             let in_state = inp.state.resources.get(&d.addr.to_string());
             if let Some(old) = role_renamed_from(in_state, live, roles, name) {
-                if want.engine(server) == Engine::Postgres || d.login {
+                if want.dialect(server).renames_role(d.login) {
                     renames.entry(server.clone()).or_default().roles.push((old, name.clone()));
                 }
             }
@@ -978,7 +908,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             let renamed_from = role_renamed_from(in_state, live, roles, name);
             if let Some(old) = &renamed_from {
                 fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
-                if want.engine(server) == Engine::Mysql && !d.login {
+                if !want.dialect(server).renames_role(d.login) {
                     errors.push(format!(
                         "{addr}: role \"{old}\" cannot be renamed to \"{name}\" on MySQL/MariaDB; keep its name, or remove it and add a new role"
                     ));
@@ -991,10 +921,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         drift.push(deleted_outside(&addr));
                     }
                     c.action = Action::Create;
-                    c.steps.extend(match want.engine(server) {
-                        Engine::Mysql => mysql::create_role(&addr, server, d, mysql::is_mysql8(live)),
-                        Engine::Postgres => pg_create_role(&addr, server, d),
-                    });
+                    c.steps.extend(want.dialect(server).create_role(&addr, server, d, live));
                     if let Some(secret) = &d.password {
                         set_password(&mut c, server, Dialect::of(want.engine(server)), d, secret, Value::Null);
                     }
@@ -1038,49 +965,26 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     let members = !ignore.iter().any(|i| i == "member_of");
                     let mut renamed_l = None;
                     if let Some(old) = &renamed_from {
-                        c.steps.push(match want.engine(server) {
-                            Engine::Postgres => sql(
-                                &addr,
-                                server,
-                                None,
-                                format!("ALTER ROLE {} RENAME TO {}", pg_ident(old), pg_ident(name)),
-                            ),
-                            // The account moves to its new name and host at once.
-                            Engine::Mysql => {
-                                renamed_l = Some(crate::engine::LiveRole {
-                                    host: d.host.clone().unwrap_or_default(),
-                                    ..l.clone()
-                                });
-                                sql(
-                                    &addr,
-                                    server,
-                                    None,
-                                    format!(
-                                        "RENAME USER {} TO {}",
-                                        crate::engine::sql::mysql_account(old, Some(&l.host)),
-                                        crate::engine::sql::mysql_account(name, d.host.as_deref())
-                                    ),
-                                )
-                            }
-                        });
+                        let dialect = want.dialect(server);
+                        // An account moves to its new name and host at once.
+                        if dialect.has_hosts() {
+                            renamed_l =
+                                Some(crate::engine::LiveRole { host: d.host.clone().unwrap_or_default(), ..l.clone() });
+                        }
+                        let rename = dialect.rename_role(old, Some(&l.host), name, d.host.as_deref());
+                        c.steps.push(sql(&addr, server, None, rename));
                         c.notes
                             .push(format!("renamed from \"{old}\": its password, memberships and grants go with it"));
                     }
                     let l = renamed_l.as_ref().unwrap_or(l);
                     let changed: Vec<AttrChange> =
                         c.attributes.iter().filter(|a| renamed_l.is_none() || a.name != "host").cloned().collect();
-                    c.steps.extend(match want.engine(server) {
-                        Engine::Mysql => {
-                            let mysql8 = mysql::is_mysql8(live);
-                            mysql::update_role(&addr, server, d, l, &changed, members, mysql8)
-                        }
-                        Engine::Postgres => pg_update_role(&addr, server, d, l, &changed, members),
-                    });
+                    c.steps.extend(want.dialect(server).update_role(&addr, server, d, l, &changed, members, live));
                     let recorded = in_state.and_then(|s| s.password_version.clone());
                     if let Some(secret) = &d.password {
                         // PostgreSQL clears an MD5 password on a rename (a SCRAM one survives):
                         // set it again from its secret, so the login works either way.
-                        let md5_cleared = renamed_from.is_some() && want.engine(server) == Engine::Postgres;
+                        let md5_cleared = renamed_from.is_some() && want.dialect(server).rename_clears_md5();
                         let new_version =
                             password_pending || (password_version.is_some() && recorded != password_version);
                         if let (Some(v), false) = (&rotation, password_pending) {
@@ -1147,49 +1051,16 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             let mut c = change(&addr, "database", name, Action::NoOp);
             c.server = Some(server.to_string());
             c.after = Some(after.clone());
+            let dialect = want.dialect(server);
             let mysql = want.engine(server) == Engine::Mysql;
-            if let Some(e) = d.encoding.as_deref().filter(|e| !mysql && desired::pg_encoding(e).is_none()) {
+            if let Some(e) = d.encoding.as_deref().filter(|e| !dialect.known_encoding(e)) {
                 errors.push(format!(
                     "{addr}: encoding \"{e}\" is not a PostgreSQL database encoding (for example UTF8, LATIN1, WIN1252, EUC_JP)"
                 ));
                 continue;
             }
             let create_steps = |c: &mut ResourceChange| {
-                if mysql {
-                    c.steps.push(mysql::create_database(&addr, server, d));
-                    return;
-                }
-                let mut opts = vec![format!("OWNER {}", pg_ident(&d.owner))];
-                if let Some(e) = &d.encoding {
-                    opts.push(format!("ENCODING {}", pg_literal(e)));
-                }
-                if let Some(col) = &d.collation {
-                    opts.push(format!("LC_COLLATE {} LC_CTYPE {}", pg_literal(col), pg_literal(col)));
-                }
-                opts.push("TEMPLATE template0".into());
-                if d.connection_limit != -1 {
-                    opts.push(format!("CONNECTION LIMIT {}", d.connection_limit));
-                }
-                c.steps.push(sql(
-                    &addr,
-                    server,
-                    None,
-                    format!("CREATE DATABASE {} {}", pg_ident(name), opts.join(" ")),
-                ));
-                c.steps.push(sql(
-                    &addr,
-                    server,
-                    None,
-                    format!("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC", pg_ident(name)),
-                ));
-                for e in &d.extensions {
-                    c.steps.push(sql(
-                        &addr,
-                        server,
-                        Some(name),
-                        format!("CREATE EXTENSION IF NOT EXISTS {}", pg_ident(e)),
-                    ));
-                }
+                c.steps.extend(want.dialect(server).create_database(&addr, server, d));
             };
             match l {
                 None => {
@@ -1240,8 +1111,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     c.attributes = attr_changes(
                         &without(&before, ignore),
                         &without(&after, ignore),
-                        // MySQL and MariaDB cannot rename a database.
-                        if mysql { &["name"] } else { &["encoding", "collation"] },
+                        dialect.database_replaced_by(),
                         &[],
                     );
                     if mysql && !c.attributes.iter().any(|a| a.forces_replacement) {
@@ -1273,7 +1143,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                             inp.force,
                         ));
                         create_steps(&mut c);
-                        if let (Some(old), true) = (&renamed_from, mysql) {
+                        if let (Some(old), false) = (&renamed_from, dialect.renames_databases()) {
                             c.notes.push(format!(
                                 "MySQL and MariaDB cannot rename a database: \"{old}\" is dropped and \"{name}\" created empty"
                             ));

@@ -7,11 +7,70 @@
 //! with `(sensitive)` where its credential goes; apply puts the credential
 //! there (see `with_password`), nothing else changes.
 //!
+//! It is also the one home of each engine's pure rules: the names it can
+//! hold or keeps for itself, the privileges of each grant class, what a
+//! router's access gives, and the attributes only one engine has. The
+//! configuration checks and the diff ask the dialect instead of matching on
+//! the engine.
+//!
 //! Text in, text out: no connection, no configuration (only a SCRAM
 //! verifier's salt is random).
 
-use crate::engine::sql::{mysql_account, mysql_ident, mysql_literal, pg_ident, pg_literal};
-use crate::model::Engine;
+use crate::diff::{DesiredDb, DesiredRole, Target};
+use crate::engine::sql::{mysql_account, mysql_grant_on, mysql_ident, mysql_literal, pg_ident, pg_literal};
+use crate::engine::{mysql, postgres, LiveRole, LiveServer};
+use crate::model::{Access, Address, Engine, Grant, GrantClass, Kind};
+use crate::plan::{AttrChange, Step};
+
+pub const PG_DATABASE_PRIVS: &[&str] = &["CONNECT", "CREATE", "TEMPORARY"];
+pub const PG_SCHEMA_PRIVS: &[&str] = &["CREATE", "USAGE"];
+pub const PG_TABLE_PRIVS: &[&str] = &["DELETE", "INSERT", "REFERENCES", "SELECT", "TRIGGER", "TRUNCATE", "UPDATE"];
+pub const PG_SEQUENCE_PRIVS: &[&str] = &["SELECT", "UPDATE", "USAGE"];
+pub const MYSQL_DATABASE_PRIVS: &[&str] = &[
+    "ALTER",
+    "ALTER ROUTINE",
+    "CREATE",
+    "CREATE ROUTINE",
+    "CREATE TEMPORARY TABLES",
+    "CREATE VIEW",
+    "DELETE",
+    "DELETE HISTORY",
+    "DROP",
+    "EVENT",
+    "EXECUTE",
+    "INDEX",
+    "INSERT",
+    "LOCK TABLES",
+    "REFERENCES",
+    "SELECT",
+    "SHOW VIEW",
+    "TRIGGER",
+    "UPDATE",
+];
+
+/// The longest MySQL/MariaDB host part (`mysql.user.Host` is 255 characters).
+pub const MYSQL_HOST_MAX: usize = 255;
+
+/// An attribute of the configuration that only some engines have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineAttr<'a> {
+    /// A user's `host` (MySQL's `'user'@'host'`).
+    Host,
+    /// A user's `valid_until`.
+    ValidUntil,
+    /// A database's `extensions`.
+    Extensions,
+    /// A role attribute such as `createdb` or `superuser`.
+    Flag(&'a str),
+}
+
+/// Why an engine has no such attribute: the label at the attribute, and a help line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    pub message: String,
+    pub label: &'static str,
+    pub help: Option<&'static str>,
+}
 
 /// What a plan shows in place of a secret.
 pub const SENSITIVE: &str = "(sensitive)";
@@ -55,6 +114,13 @@ impl Dialect {
     /// Whom a password statement names: the role on PostgreSQL; the account
     /// `'user'@'host'` on MySQL (`'name'` without a host).
     pub fn password_account(self, name: &str, host: Option<&str>) -> String {
+        self.account(name, host)
+    }
+
+    /// How a role is named in GRANT, REVOKE and password statements: the
+    /// role on PostgreSQL (`host` is ignored); the account `'user'@'host'`
+    /// on MySQL (`'name'` without a host).
+    pub fn account(self, name: &str, host: Option<&str>) -> String {
         match self {
             Dialect::Postgres => pg_ident(name),
             Dialect::Mysql => mysql_account(name, host),
@@ -104,11 +170,361 @@ impl Dialect {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The engine's name in messages: `PostgreSQL`, `MySQL/MariaDB`.
+    pub fn name(self) -> &'static str {
         match self {
             Dialect::Postgres => "PostgreSQL",
             Dialect::Mysql => "MySQL/MariaDB",
         }
+    }
+
+    /// Why `name` cannot be the name of a `kind` object on this engine, if it cannot.
+    pub fn check_name(self, kind: Kind, name: &str) -> Option<String> {
+        if name.is_empty() {
+            return Some("a name cannot be empty".into());
+        }
+        if name.contains('\0') {
+            return Some("a name cannot contain a NUL byte".into());
+        }
+        match self {
+            Dialect::Postgres if name.len() > 63 => Some(format!(
+                "\"{}\" is {} bytes; PostgreSQL names hold at most 63 bytes (it would silently cut it)",
+                name.escape_debug(),
+                name.len()
+            )),
+            Dialect::Postgres => None,
+            Dialect::Mysql => {
+                let max = if kind == Kind::Database { 64 } else { 80 };
+                let chars = name.chars().count();
+                if chars > max {
+                    Some(format!(
+                        "\"{}\" is {chars} characters; MySQL/MariaDB {} names hold at most {max}",
+                        name.escape_debug(),
+                        kind.as_str()
+                    ))
+                } else if name.chars().any(|c| c as u32 > 0xFFFF) {
+                    Some(
+                        "MySQL/MariaDB names cannot hold characters outside the Basic Multilingual Plane (such as emoji)"
+                            .into(),
+                    )
+                } else if kind == Kind::Database && name.ends_with(' ') {
+                    Some("MySQL/MariaDB database names cannot end with a space".into())
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Why `name` is a name the engine keeps for itself, if it is one. Names are
+    /// compared as the server compares them: PostgreSQL role names as written
+    /// (dbctl quotes them), MySQL/MariaDB role and database names without case.
+    pub fn reserved_name(self, kind: Kind, name: &str) -> Option<String> {
+        match (self, kind) {
+            (Dialect::Postgres, Kind::User | Kind::Role) => {
+                if ["public", "none"].contains(&name) {
+                    Some(format!("\"{name}\" is reserved by PostgreSQL and cannot name a role"))
+                } else if name.starts_with("pg_") {
+                    Some("role names starting with \"pg_\" are reserved for PostgreSQL's own roles".into())
+                } else if ["current_user", "session_user", "current_role"].contains(&name.to_lowercase().as_str()) {
+                    Some(format!(
+                        "\"{name}\" reads as the SQL keyword {} in grants and ownership: it cannot name a role",
+                        name.to_uppercase()
+                    ))
+                } else {
+                    None
+                }
+            }
+            (Dialect::Postgres, Kind::Database) if ["template0", "template1"].contains(&name) => Some(format!(
+                "\"{name}\" is a template database PostgreSQL copies every new database from; dbctl does not manage it"
+            )),
+            (Dialect::Mysql, Kind::Role) if ["none", "public"].contains(&name.to_lowercase().as_str()) => {
+                Some(format!("\"{name}\" is reserved by MySQL/MariaDB and cannot name a role"))
+            }
+            (Dialect::Mysql, Kind::Database)
+                if ["mysql", "information_schema", "performance_schema", "sys"]
+                    .contains(&name.to_lowercase().as_str()) =>
+            {
+                Some(format!("\"{name}\" is a system database of MySQL/MariaDB; dbctl does not manage it"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The classes of object a grant can be on: MySQL/MariaDB grant at
+    /// database level (`db.*`) only.
+    pub fn grant_classes(self) -> &'static [GrantClass] {
+        match self {
+            Dialect::Postgres => &[GrantClass::Database, GrantClass::Schema, GrantClass::Tables, GrantClass::Sequences],
+            Dialect::Mysql => &[GrantClass::Database],
+        }
+    }
+
+    /// The class a grant block is on in this engine: on MySQL/MariaDB,
+    /// `tables = "*"` and a plain database grant are both `db.*`.
+    pub fn grant_class(self, g: &Grant) -> GrantClass {
+        let class = GrantClass::of(g);
+        if self.grant_classes().contains(&class) {
+            class
+        } else {
+            GrantClass::Database
+        }
+    }
+
+    /// What is wrong with where a grant block points, if anything: the
+    /// message, the label at the grant, and a help line.
+    pub fn grant_shape_problem(self, g: &Grant) -> Option<(&'static str, &'static str, Option<&'static str>)> {
+        match self {
+            Dialect::Postgres if (g.tables.is_some() || g.sequences.is_some()) && g.schema.is_none() => Some((
+                "tables and sequences are granted within a schema",
+                "this grant has no schema",
+                Some("add schema = \"public\""),
+            )),
+            Dialect::Mysql if g.schema.is_some() => {
+                Some(("MySQL/MariaDB databases have no schemas", "remove schema from this grant", None))
+            }
+            _ => None,
+        }
+    }
+
+    /// Every privilege a grant on `class` can hold (what `ALL` means there).
+    pub fn privileges(self, class: GrantClass) -> &'static [&'static str] {
+        match (self, class) {
+            (Dialect::Mysql, _) => MYSQL_DATABASE_PRIVS,
+            (Dialect::Postgres, GrantClass::Database) => PG_DATABASE_PRIVS,
+            (Dialect::Postgres, GrantClass::Schema) => PG_SCHEMA_PRIVS,
+            (Dialect::Postgres, GrantClass::Tables) => PG_TABLE_PRIVS,
+            (Dialect::Postgres, GrantClass::Sequences) => PG_SEQUENCE_PRIVS,
+        }
+    }
+
+    /// The privilege another spelling stands for (`TEMP` is PostgreSQL's `TEMPORARY`).
+    pub fn privilege_alias(self, privilege: &str) -> Option<&'static str> {
+        match (self, privilege) {
+            (Dialect::Postgres, "TEMP") => Some("TEMPORARY"),
+            _ => None,
+        }
+    }
+
+    /// Privileges a router's access level gives, per object class (schema public).
+    /// MySQL/MariaDB grant at database level (`db.*`) only.
+    pub fn access_privileges(self, access: Access) -> Vec<(GrantClass, &'static [&'static str])> {
+        match self {
+            Dialect::Mysql => vec![(
+                GrantClass::Database,
+                match access {
+                    Access::Readonly => &["SELECT", "SHOW VIEW"],
+                    Access::Readwrite => {
+                        &["CREATE TEMPORARY TABLES", "DELETE", "INSERT", "LOCK TABLES", "SELECT", "SHOW VIEW", "UPDATE"]
+                    }
+                    Access::Owner => MYSQL_DATABASE_PRIVS,
+                },
+            )],
+            Dialect::Postgres => match access {
+                Access::Readonly => vec![
+                    (GrantClass::Database, &["CONNECT"]),
+                    (GrantClass::Schema, &["USAGE"]),
+                    (GrantClass::Tables, &["SELECT"]),
+                    (GrantClass::Sequences, &["SELECT"]),
+                ],
+                Access::Readwrite => vec![
+                    (GrantClass::Database, &["CONNECT", "TEMPORARY"]),
+                    (GrantClass::Schema, &["USAGE"]),
+                    (GrantClass::Tables, &["DELETE", "INSERT", "SELECT", "UPDATE"]),
+                    (GrantClass::Sequences, &["SELECT", "USAGE"]),
+                ],
+                Access::Owner => vec![],
+            },
+        }
+    }
+
+    /// Why this engine has no `attr`, if it has none.
+    pub fn unsupported(self, attr: EngineAttr) -> Option<Unsupported> {
+        let (name, label, help) = match (self, attr) {
+            (Dialect::Postgres, EngineAttr::Host) => (
+                "host",
+                "PostgreSQL users have no host part",
+                Some("control where a Postgres user may connect from in pg_hba.conf"),
+            ),
+            (Dialect::Mysql, EngineAttr::ValidUntil) => ("valid_until", "not supported on MySQL/MariaDB", None),
+            (Dialect::Mysql, EngineAttr::Extensions) => ("extensions", "MySQL/MariaDB have no extensions", None),
+            (Dialect::Mysql, EngineAttr::Flag(f)) => (
+                f,
+                "MySQL/MariaDB users have no such attribute",
+                Some("grant the matching global privilege (e.g. CREATE) from a role instead, or remove it"),
+            ),
+            _ => return None,
+        };
+        let only = match self {
+            Dialect::Postgres => "MySQL",
+            Dialect::Mysql => "PostgreSQL",
+        };
+        Some(Unsupported { message: format!("`{name}` is {only}-only"), label, help })
+    }
+
+    /// The statements that create role `d` (`live`: the server as read,
+    /// which tells MySQL 8 from MariaDB).
+    pub fn create_role(self, addr: &str, server: &Address, d: &DesiredRole, live: &LiveServer) -> Vec<Step> {
+        match self {
+            Dialect::Postgres => postgres::ddl::create_role(addr, server, d),
+            Dialect::Mysql => mysql::ddl::create_role(addr, server, d, mysql::ddl::is_mysql8(live)),
+        }
+    }
+
+    /// The statements that make role `l` (as read) what `d` asks:
+    /// `changed` attributes, and its memberships when `members`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_role(
+        self,
+        addr: &str,
+        server: &Address,
+        d: &DesiredRole,
+        l: &LiveRole,
+        changed: &[AttrChange],
+        members: bool,
+        live: &LiveServer,
+    ) -> Vec<Step> {
+        match self {
+            Dialect::Postgres => postgres::ddl::update_role(addr, server, d, l, changed, members),
+            Dialect::Mysql => {
+                mysql::ddl::update_role(addr, server, d, l, changed, members, mysql::ddl::is_mysql8(live))
+            }
+        }
+    }
+
+    /// The statements that create database `d`.
+    pub fn create_database(self, addr: &str, server: &Address, d: &DesiredDb) -> Vec<Step> {
+        match self {
+            Dialect::Postgres => postgres::ddl::create_database(addr, server, d),
+            Dialect::Mysql => vec![mysql::ddl::create_database(addr, server, d)],
+        }
+    }
+
+    /// Whether a role can be renamed in place (`login`: a user): MySQL and
+    /// MariaDB rename accounts (`RENAME USER`), not roles.
+    pub fn renames_role(self, login: bool) -> bool {
+        match self {
+            Dialect::Postgres => true,
+            Dialect::Mysql => login,
+        }
+    }
+
+    /// The statement that renames role `old` to `new` (the hosts: their
+    /// accounts' host parts, on an engine whose accounts have one).
+    pub fn rename_role(self, old: &str, old_host: Option<&str>, new: &str, new_host: Option<&str>) -> String {
+        let (old, new) = (self.account(old, old_host), self.account(new, new_host));
+        match self {
+            Dialect::Postgres => format!("ALTER ROLE {old} RENAME TO {new}"),
+            Dialect::Mysql => format!("RENAME USER {old} TO {new}"),
+        }
+    }
+
+    /// Whether renaming a role clears its password (PostgreSQL clears an
+    /// MD5 one; a SCRAM one survives).
+    pub fn rename_clears_md5(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// The database attributes whose change replaces the database: MySQL
+    /// and MariaDB cannot rename a database; PostgreSQL cannot change its
+    /// encoding or collation.
+    pub fn database_replaced_by(self) -> &'static [&'static str] {
+        match self {
+            Dialect::Postgres => &["encoding", "collation"],
+            Dialect::Mysql => &["name"],
+        }
+    }
+
+    /// Whether `encoding` names a database encoding of this engine
+    /// (MySQL/MariaDB character sets are left to the server to refuse).
+    pub fn known_encoding(self, encoding: &str) -> bool {
+        match self {
+            Dialect::Postgres => crate::diff::pg_encoding(encoding).is_some(),
+            Dialect::Mysql => true,
+        }
+    }
+
+    /// A recorded attribute (`encoding`, `collation`, `host`) as the server
+    /// spells it, where the server spells it otherwise.
+    pub fn canonical_spelling(self, key: &str, value: &str) -> Option<String> {
+        match (self, key) {
+            (Dialect::Postgres, "encoding") => crate::diff::pg_encoding(value).map(str::to_string),
+            (Dialect::Mysql, "host") => Some(value.to_lowercase()),
+            (Dialect::Mysql, _) => Some(mysql::canonical_charset(value)),
+            _ => None,
+        }
+    }
+
+    /// What GRANT and REVOKE name for target `t`: `db`.* on MySQL/MariaDB;
+    /// the database, the schema (`public` by default), or all its tables or
+    /// sequences on PostgreSQL.
+    pub fn grant_on(self, t: &Target) -> String {
+        if self == Dialect::Mysql {
+            return mysql_grant_on(&t.database);
+        }
+        let s = pg_ident(t.schema.as_deref().unwrap_or("public"));
+        match t.class {
+            GrantClass::Database => format!("DATABASE {}", pg_ident(&t.database)),
+            GrantClass::Schema => format!("SCHEMA {s}"),
+            GrantClass::Tables => format!("ALL TABLES IN SCHEMA {s}"),
+            GrantClass::Sequences => format!("ALL SEQUENCES IN SCHEMA {s}"),
+        }
+    }
+
+    /// Whether a database has an owner (and a connection limit): not on
+    /// MySQL/MariaDB.
+    pub fn database_owners(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// Whether DDL runs inside a transaction (MySQL/MariaDB commit DDL as it runs).
+    pub fn transactional_ddl(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// Whether a database can be renamed in place (not on MySQL/MariaDB).
+    pub fn renames_databases(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// Whether users have role attributes (`superuser`, `createdb`, ...).
+    pub fn role_flags(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// Whether an account has a host part (`'user'@'host'`).
+    pub fn has_hosts(self) -> bool {
+        self == Dialect::Mysql
+    }
+
+    /// The longest host part of an account, on an engine whose accounts have one.
+    pub fn host_max(self) -> Option<usize> {
+        match self {
+            Dialect::Postgres => None,
+            Dialect::Mysql => Some(MYSQL_HOST_MAX),
+        }
+    }
+
+    /// The host part of a user's account (`%` when none is given), or ""
+    /// on an engine whose accounts have none.
+    pub fn account_host(self, host: Option<&str>) -> String {
+        match self {
+            Dialect::Postgres => String::new(),
+            Dialect::Mysql => host.unwrap_or("%").to_string(),
+        }
+    }
+
+    /// Why a negative `connection_limit` other than -1 is refused here.
+    pub fn negative_limit_help(self) -> &'static str {
+        match self {
+            Dialect::Mysql => "MySQL/MariaDB would take a negative limit as unlimited",
+            Dialect::Postgres => "PostgreSQL refuses a negative limit other than -1",
+        }
+    }
+
+    /// Whether an RDS cluster engine (`aurora-postgresql`, `aurora-mysql`) runs this engine.
+    pub fn runs_on_rds(self, rds_engine: &str) -> bool {
+        rds_engine.contains("postgres") == (self == Dialect::Postgres)
     }
 }
 
@@ -161,5 +577,54 @@ mod tests {
         let err = Dialect::Postgres.with_password(&Dialect::Mysql.set_password(&my), "pencil").unwrap_err();
         assert!(err.contains("make the plan again") && !err.contains("pencil"), "{err}");
         assert!(Dialect::Mysql.with_password("DROP DATABASE `x`", "pencil").is_err());
+    }
+
+    fn grant(schema: Option<&str>, tables: Option<&str>) -> Grant {
+        Grant {
+            database: crate::model::Address { kind: Kind::Database, name: "app".into(), key: None },
+            schema: schema.map(str::to_string),
+            tables: tables.map(str::to_string),
+            sequences: None,
+            privileges: vec![],
+        }
+    }
+
+    #[test]
+    fn each_engine_says_which_grants_and_attributes_it_has() {
+        let (pg, my) = (Dialect::Postgres, Dialect::Mysql);
+        assert_eq!(
+            pg.grant_shape_problem(&grant(None, Some("*"))),
+            Some((
+                "tables and sequences are granted within a schema",
+                "this grant has no schema",
+                Some("add schema = \"public\"")
+            ))
+        );
+        assert_eq!(
+            my.grant_shape_problem(&grant(Some("public"), None)),
+            Some(("MySQL/MariaDB databases have no schemas", "remove schema from this grant", None))
+        );
+        assert_eq!(pg.grant_class(&grant(Some("public"), Some("*"))), GrantClass::Tables);
+        assert_eq!(my.grant_class(&grant(None, Some("*"))), GrantClass::Database, "db.* on MySQL");
+        assert_eq!(pg.privileges(GrantClass::Sequences), PG_SEQUENCE_PRIVS);
+        assert_eq!(my.privileges(GrantClass::Tables), MYSQL_DATABASE_PRIVS);
+        assert_eq!(pg.privilege_alias("TEMP"), Some("TEMPORARY"));
+        assert_eq!(my.privilege_alias("TEMP"), None);
+        assert_eq!(my.access_privileges(Access::Owner), vec![(GrantClass::Database, MYSQL_DATABASE_PRIVS)]);
+        assert!(pg.access_privileges(Access::Owner).is_empty());
+        assert_eq!(my.unsupported(EngineAttr::Flag("createdb")).unwrap().message, "`createdb` is PostgreSQL-only");
+        assert_eq!(pg.unsupported(EngineAttr::Host).unwrap().message, "`host` is MySQL-only");
+        assert_eq!(pg.unsupported(EngineAttr::Extensions), None);
+        assert_eq!(my.account_host(None), "%");
+        assert_eq!(pg.account_host(Some("10.0.0.1")), "");
+        assert!(pg.runs_on_rds("aurora-postgresql") && !pg.runs_on_rds("aurora-mysql"));
+        assert!(my.runs_on_rds("aurora-mysql") && !my.runs_on_rds("aurora-postgresql"));
+        assert_eq!(pg.rename_role("a\"b", Some("%"), "c", None), "ALTER ROLE \"a\"\"b\" RENAME TO \"c\"");
+        assert_eq!(my.rename_role("a", Some("%"), "b", Some("10.%")), "RENAME USER 'a'@'%' TO 'b'@'10.%'");
+        assert!(pg.renames_role(false) && my.renames_role(true) && !my.renames_role(false));
+        assert_eq!(my.canonical_spelling("host", "LocalHost").as_deref(), Some("localhost"));
+        assert_eq!(pg.canonical_spelling("host", "LocalHost"), None);
+        assert_eq!(pg.database_replaced_by(), ["encoding", "collation"]);
+        assert!(!pg.known_encoding("klingon") && my.known_encoding("klingon"));
     }
 }

@@ -209,7 +209,7 @@ impl Embedded {
         };
         let bindir = match engine {
             crate::model::Engine::Postgres => find_bindir()?,
-            crate::model::Engine::Mysql => super::embedded_mysql::find_bindir()?,
+            crate::model::Engine::Mysql => super::mysql::embedded::find_bindir()?,
         };
         let e = Embedded { name: name.to_string(), root, port, engine, bindir };
         // Known before the server exists, so the admin URL of a plan made now carries it.
@@ -218,7 +218,7 @@ impl Embedded {
         // A running MariaDB made by an earlier dbctl: its root gets the password now
         // (a stopped one gets it when it starts; PostgreSQL's admin was trusted, see `start`).
         if !had_password && engine == crate::model::Engine::Mysql && e.is_initialised() && e.is_running() {
-            super::embedded_mysql::require_password(&e)?;
+            super::mysql::embedded::require_password(&e)?;
         }
         Ok(e)
     }
@@ -477,7 +477,7 @@ impl Embedded {
             std::fs::remove_dir_all(&data).map_err(|e| io("remove the half-made", &data, e))?;
         }
         if self.engine == crate::model::Engine::Mysql {
-            super::embedded_mysql::init(self, &home, &staging, &lock)?;
+            super::mysql::embedded::init(self, &home, &staging, &lock)?;
         } else {
             self.initdb(&home, &staging, &lock)?;
         }
@@ -600,7 +600,7 @@ impl Embedded {
             return false;
         }
         if self.engine == crate::model::Engine::Mysql {
-            return super::embedded_mysql::is_running(self);
+            return super::mysql::embedded::is_running(self);
         }
         let mut c = self.command("pg_ctl");
         c.arg("status").arg("-D").arg(self.data_dir());
@@ -615,7 +615,7 @@ impl Embedded {
             return self.wait_ready();
         }
         if self.engine == crate::model::Engine::Mysql {
-            return super::embedded_mysql::start(self);
+            return super::mysql::embedded::start(self);
         }
         // A cluster an older dbctl made and was killed before configuring.
         let conf = self.data_dir().join("postgresql.conf");
@@ -689,7 +689,7 @@ impl Embedded {
             return Ok(());
         }
         if self.engine == crate::model::Engine::Mysql {
-            return super::embedded_mysql::stop(self);
+            return super::mysql::embedded::stop(self);
         }
         let mut c = self.command("pg_ctl");
         c.arg("stop").arg("-D").arg(self.data_dir()).args(["-m", "fast", "-w", "-t", "60"]);

@@ -7,7 +7,6 @@
 
 pub mod dialect;
 pub mod embedded;
-pub mod embedded_mysql;
 pub mod limits;
 pub mod mysql;
 pub mod postgres;

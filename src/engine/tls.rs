@@ -13,6 +13,8 @@
 //!   `hostnossl`-only pg_hba.conf), as libpq does.
 //! - MySQL `ssl-ca` without `ssl-mode` means `VERIFY_CA`, as the mysql client reads it.
 
+use crate::engine::dialect::Dialect;
+
 /// Choose rustls's process-wide crypto provider (ring, the one sqlx uses)
 /// before the first TLS connection. Both ring and aws-lc-rs are compiled in
 /// (the AWS SDK uses the latter), and rustls cannot choose between them by
@@ -81,7 +83,8 @@ const MY_MODES: &[&str] = &["DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "V
 /// (is an error, message, help); a CA file missing here is only a warning
 /// (`validate` may run where the file is not, as in CI). The url itself is
 /// never part of a message.
-pub fn check_url(url: &str, mysql: bool) -> Vec<(bool, String, String)> {
+pub fn check_url(url: &str, dialect: Dialect) -> Vec<(bool, String, String)> {
+    let mysql = dialect == Dialect::Mysql;
     let mut out = Vec::new();
     let (mode_names, ca_names, modes) =
         if mysql { (MY_MODE, MY_CA, MY_MODES) } else { (PG_MODE, PG_ROOT_CERT, PG_MODES) };
@@ -312,9 +315,11 @@ mod tests {
 
     #[test]
     fn bad_tls_parameters_are_found_before_any_connection() {
-        assert!(check_url("postgres://u:pw@h/db?sslmode=verify-full&sslrootcert=/etc/hostname", false).is_empty());
-        assert!(check_url("postgres://u:pw@h/db?sslmode=Verify-Full&sslrootcert=system", false).is_empty());
-        let p = check_url("postgres://u:pw@h/db?sslmode=verify_full&sslrootcert=/nonexistent/ca.pem", false);
+        assert!(check_url("postgres://u:pw@h/db?sslmode=verify-full&sslrootcert=/etc/hostname", Dialect::Postgres)
+            .is_empty());
+        assert!(check_url("postgres://u:pw@h/db?sslmode=Verify-Full&sslrootcert=system", Dialect::Postgres).is_empty());
+        let p =
+            check_url("postgres://u:pw@h/db?sslmode=verify_full&sslrootcert=/nonexistent/ca.pem", Dialect::Postgres);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(
             p[0].0 && p[0].1.contains("\"verify_full\" is not a TLS mode") && p[0].2.contains("verify-full"),
@@ -322,9 +327,9 @@ mod tests {
         );
         assert!(!p[1].0 && p[1].1.contains("/nonexistent/ca.pem cannot be read"), "{p:?}");
         assert!(p.iter().all(|(_, m, h)| !m.contains("pw") && !h.contains("pw")));
-        let p = check_url("mysql://u:pw@h/?ssl-mode=verify-full", true);
+        let p = check_url("mysql://u:pw@h/?ssl-mode=verify-full", Dialect::Mysql);
         assert!(p[0].2.contains("VERIFY_IDENTITY"), "{p:?}");
-        assert!(check_url("mysql://u:pw@h/?ssl-mode=verify_identity", true).is_empty());
+        assert!(check_url("mysql://u:pw@h/?ssl-mode=verify_identity", Dialect::Mysql).is_empty());
         assert_eq!(
             without_param("postgres://h/db?sslrootcert=system&sslmode=require", PG_ROOT_CERT),
             "postgres://h/db?sslmode=require"

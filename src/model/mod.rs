@@ -220,6 +220,34 @@ pub struct Grant {
     pub privileges: Vec<String>,
 }
 
+/// What a grant is on, in the engine's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GrantClass {
+    Database,
+    Schema,
+    Tables,
+    Sequences,
+}
+
+impl GrantClass {
+    pub fn of(g: &Grant) -> GrantClass {
+        match (&g.schema, &g.tables, &g.sequences) {
+            (_, Some(_), _) => GrantClass::Tables,
+            (_, _, Some(_)) => GrantClass::Sequences,
+            (Some(_), None, None) => GrantClass::Schema,
+            (None, None, None) => GrantClass::Database,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantClass::Database => "database",
+            GrantClass::Schema => "schema",
+            GrantClass::Tables => "tables",
+            GrantClass::Sequences => "sequences",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Role {
     pub name: String,

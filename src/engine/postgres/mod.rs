@@ -3,6 +3,7 @@
 //! extensions), and execute steps.
 
 pub mod acl;
+pub mod ddl;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;

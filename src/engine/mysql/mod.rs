@@ -7,6 +7,9 @@
 //! configuration asks for is kept under the plain name (see `read`) and the
 //! others under `name@host`, so they are never mistaken for it.
 
+pub mod ddl;
+pub mod embedded;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 

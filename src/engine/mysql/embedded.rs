@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::embedded::{io, is_root, make_private_dir, nix_user, write_private, Embedded};
-use super::EngineError;
+use crate::engine::embedded::{io, is_root, make_private_dir, nix_user, write_private, Embedded};
+use crate::engine::EngineError;
 
 pub fn find_bindir() -> Result<PathBuf, EngineError> {
     if let Ok(dir) = std::env::var("DBCTL_MARIADB_BINDIR") {
@@ -107,7 +107,7 @@ pub fn init(e: &Embedded, home: &Path, data: &Path, lock: &std::fs::File) -> Res
     if is_root() {
         c.arg("--user=mysql");
     }
-    super::embedded::inherit_lock(&mut c, lock);
+    crate::engine::embedded::inherit_lock(&mut c, lock);
     let done = run(c, "mariadb-install-db").map(|_| ());
     let _ = std::fs::remove_file(&extra);
     done

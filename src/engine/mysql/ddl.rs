@@ -2,8 +2,8 @@
 //! roles are granted and made the default role, databases have a character
 //! set and collation but no owner, and grants are at database level.
 
-use super::desired::{DesiredDb, DesiredRole};
-use super::sql;
+use crate::diff::sql;
+use crate::diff::{DesiredDb, DesiredRole};
 use crate::engine::sql::{mysql_account, mysql_ident, mysql_literal};
 use crate::engine::LiveRole;
 use crate::model::Address;
