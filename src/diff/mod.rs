@@ -987,32 +987,18 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         let md5_cleared = renamed_from.is_some() && want.dialect(server).rename_clears_md5();
                         let new_version =
                             password_pending || (password_version.is_some() && recorded != password_version);
-                        if let (Some(v), false) = (&rotation, password_pending) {
-                            set_password(
-                                &mut c,
-                                server,
-                                Dialect::of(want.engine(server)),
-                                d,
-                                secret,
-                                json!("(sensitive)"),
-                            );
-                            c.notes.push(format!(
+                        let why = match (&rotation, password_pending) {
+                            (Some(v), false) => Some(format!(
                                 "rotation pending: password set from version {v} of {secret}, which then becomes current"
-                            ));
-                        } else if new_version || md5_cleared {
-                            set_password(
-                                &mut c,
-                                server,
-                                Dialect::of(want.engine(server)),
-                                d,
-                                secret,
-                                json!("(sensitive)"),
-                            );
-                            c.notes.push(if new_version {
-                                format!("password set from a new version of {secret}")
-                            } else {
-                                format!("password set again from {secret} after the rename")
-                            });
+                            )),
+                            _ if new_version => Some(format!("password set from a new version of {secret}")),
+                            _ if md5_cleared => Some(format!("password set again from {secret} after the rename")),
+                            _ => None,
+                        };
+                        if let Some(why) = why {
+                            let dialect = Dialect::of(want.engine(server));
+                            set_password(&mut c, server, dialect, d, secret, json!("(sensitive)"));
+                            c.notes.push(why);
                         }
                     }
                     if !c.steps.is_empty() {
