@@ -252,10 +252,6 @@ fn check_traversals(travs: &[TravRef], file: &Arc<SourceFile>, scope: &Scope) ->
 }
 
 /// Whether an expression uses a variable that has no value (reported once, at the variable).
-pub fn uses_unset_variable(expr: &Expression, scope: &Scope) -> bool {
-    uses_unset(&traversals(expr), scope)
-}
-
 fn uses_unset(travs: &[TravRef], scope: &Scope) -> bool {
     travs
         .iter()
