@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::engine::embedded::Embedded;
+pub use crate::engine::endpoint::{dial_host_port, host_port, Endpoint};
 use crate::engine::{postgres, DetailScope, EngineError, LiveServer};
 use crate::model::GrantClass;
 use crate::model::{Address, Body, Config, Connect, Engine, Kind, Sensitive, Server, Store};
@@ -13,25 +14,6 @@ use crate::secrets::Stores;
 /// `.dbctl/` beside the configuration files.
 pub fn dbctl_dir(config_dir: &Path) -> PathBuf {
     config_dir.join(".dbctl")
-}
-
-/// How dbctl reaches one server.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub address: Address,
-    pub engine: Engine,
-    /// Admin URL (may carry a password: never printed).
-    pub url: String,
-    pub embedded: Option<Embedded>,
-    /// MySQL: the host part the configuration gives each user name.
-    pub user_hosts: BTreeMap<String, String>,
-    /// The url's own host and port when `connect { }` makes dbctl dial
-    /// elsewhere (a tunnel): what clients, documents and secrets are given.
-    pub advertised: Option<(String, u16)>,
-    /// A server on an RDS cluster that does not exist yet: its endpoint is
-    /// known after apply. Holds the admin (master) user name; the plan
-    /// reads the server as empty and creates everything on it.
-    pub pending_admin: Option<String>,
 }
 
 /// The admin credentials a server's `admin_password` secret holds: the
@@ -387,22 +369,6 @@ pub fn needs_admin_creds(cfg: &Config) -> bool {
         .any(|r| matches!(&r.body, Body::Server(s) if s.admin_password.is_some() && s.rds_cluster.is_none()))
 }
 
-/// Secrets dbctl only reads: `external = true`, and every server's admin
-/// password. A plan never creates, writes, rotates or deletes them.
-pub fn read_only_secrets(cfg: &Config) -> BTreeSet<Address> {
-    let mut out = BTreeSet::new();
-    for r in cfg.resources.values() {
-        match &r.body {
-            Body::Secret(s) if s.external => {
-                out.insert(r.addr.clone());
-            }
-            Body::Server(s) => out.extend(s.admin_password.clone()),
-            _ => {}
-        }
-    }
-    out
-}
-
 /// Every server's endpoint. `clusters`: per rds_cluster address, the
 /// cluster as AWS describes it (`None`: not created yet).
 pub fn endpoints(
@@ -417,7 +383,7 @@ pub fn endpoints(
             let ep = match &s.rds_cluster {
                 Some(c) => {
                     let master = match cfg.get(c).map(|x| &x.body) {
-                        Some(Body::RdsCluster(rc)) => crate::rds::plan::master_username(rc),
+                        Some(Body::RdsCluster(rc)) => crate::rds::master_username(rc),
                         _ => "dbctl".into(),
                     };
                     let live = clusters.get(c).and_then(|l| l.as_ref());
@@ -570,33 +536,6 @@ pub async fn refresh(
         out.insert(addr, r?);
     }
     Ok(out)
-}
-
-/// Host and port of a server as clients reach it.
-pub fn host_port(ep: &Endpoint) -> (String, u16) {
-    match &ep.advertised {
-        Some(a) => a.clone(),
-        None => dial_host_port(ep),
-    }
-}
-
-/// Host and port dbctl itself dials: those of `connect { }` when set (a
-/// tunnel), for the client programs dbctl runs (pg_dump, mariadb-dump).
-pub fn dial_host_port(ep: &Endpoint) -> (String, u16) {
-    match &ep.embedded {
-        Some(e) => ("127.0.0.1".into(), e.port),
-        None if ep.engine == Engine::Mysql => {
-            use std::str::FromStr;
-            match sqlx::mysql::MySqlConnectOptions::from_str(&ep.url) {
-                Ok(o) => (o.get_host().to_string(), o.get_port()),
-                Err(_) => (String::new(), 3306),
-            }
-        }
-        None => match crate::engine::postgres::options(&ep.url, None) {
-            Ok(o) => (o.get_host().to_string(), o.get_port()),
-            Err(_) => (String::new(), 5432),
-        },
-    }
 }
 
 /// The RDS credentials shape of each secret that is a user's password: the

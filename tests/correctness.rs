@@ -175,9 +175,9 @@ database "other" {{
     );
     for s in spellings {
         let server = p.sql("postgres", &format!("SELECT pg_encoding_to_char(pg_char_to_encoding('{s}'))"));
-        assert_eq!(dbctl::diff::pg_encoding(s), Some(server.as_str()), "{s}");
+        assert_eq!(dbctl::engine::postgres::pg_encoding(s), Some(server.as_str()), "{s}");
     }
-    assert_eq!(dbctl::diff::pg_encoding("no-such-encoding"), None);
+    assert_eq!(dbctl::engine::postgres::pg_encoding("no-such-encoding"), None);
 
     // An encoding the server would refuse (unknown, or client-only) stops the plan, before anything runs.
     for bad in ["klingon", "SJIS"] {

@@ -25,9 +25,9 @@ use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
 use self::storage::Storage;
+use crate::engine::endpoint::Endpoint;
 use crate::engine::postgres::server_message as pg_msg;
 use crate::engine::sql::pg_ident;
-use crate::runtime::Endpoint;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableStat {
@@ -160,7 +160,7 @@ pub fn pg_env(ep: &Endpoint, database: &str) -> Vec<(String, String)> {
     let auth = rest.rsplit_once('@').map(|x| x.0).unwrap_or("");
     let (user, password) = auth.split_once(':').map(|(u, p)| (u, Some(p))).unwrap_or((auth, None));
     // Where dbctl dials (a tunnel's end when `connect { }` is set).
-    let (host, port) = crate::runtime::dial_host_port(ep);
+    let (host, port) = crate::engine::endpoint::dial_host_port(ep);
     let mut env = vec![
         ("PGHOST".to_string(), host),
         ("PGPORT".to_string(), port.to_string()),

@@ -17,8 +17,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::stream::{self, Inspect};
 use super::{Job, Manifest, TableStat};
+use crate::engine::endpoint::Endpoint;
 use crate::engine::sql::mysql_ident;
-use crate::runtime::Endpoint;
 
 /// The dump tool: MariaDB's name, else MySQL's.
 pub fn dump_tool() -> Result<std::path::PathBuf, String> {
@@ -46,7 +46,7 @@ fn tool(names: &[&str]) -> Result<std::path::PathBuf, String> {
 fn client(program: &std::path::Path, ep: &Endpoint) -> std::process::Command {
     use std::str::FromStr;
     // Where dbctl dials (a tunnel's end when `connect { }` is set).
-    let (host, port) = crate::runtime::dial_host_port(ep);
+    let (host, port) = crate::engine::endpoint::dial_host_port(ep);
     let opts = sqlx::mysql::MySqlConnectOptions::from_str(&ep.url).ok();
     let user = opts.as_ref().map(|o| o.get_username().to_string()).unwrap_or_else(|| "root".into());
     let mut c = std::process::Command::new(program);

@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
         Ok(s) => s,
         Err(rc) => return rc,
     };
-    let read_only = crate::runtime::read_only_secrets(&session.config).contains(&a);
+    let read_only = session.config.read_only_secrets().contains(&a);
     if rotate.is_some() {
         if read_only {
             return err(format!(

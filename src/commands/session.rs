@@ -151,7 +151,7 @@ async fn read_clusters(
     state: &State,
     admin: &mut BTreeMap<Address, runtime::AdminCred>,
 ) -> Result<(BTreeMap<String, crate::rds::LiveCluster>, BTreeMap<Address, Option<crate::rds::LiveCluster>>), String> {
-    let wanted = crate::rds::plan::wanted(config, state);
+    let wanted = crate::rds::wanted(config, state);
     if wanted.is_empty() {
         return Ok(Default::default());
     }
@@ -163,7 +163,7 @@ async fn read_clusters(
     let mut by_addr = BTreeMap::new();
     let mut stores: Option<Stores> = None;
     for r in config.of_kind(crate::model::Kind::RdsCluster) {
-        let id = crate::rds::plan::identifier(state, &r.addr);
+        let id = crate::rds::identifier(state, &r.addr);
         by_addr.insert(r.addr.clone(), live.get(&id).cloned());
     }
     for r in config.of_kind(crate::model::Kind::Server) {
@@ -372,7 +372,7 @@ impl Session {
         // Every secret that cannot be used is named, not only the first.
         let mut failed = None;
         // Secrets dbctl only reads (external ones, admin passwords) are never planned.
-        let read_only = runtime::read_only_secrets(&self.config);
+        let read_only = self.config.read_only_secrets();
         for r in self.config.of_kind(crate::model::Kind::Secret) {
             let Body::Secret(s) = &r.body else { continue };
             if read_only.contains(&r.addr) {
@@ -687,7 +687,7 @@ impl Session {
     ) -> Result<(), u8> {
         let now = time::OffsetDateTime::now_utc();
         let clusters =
-            crate::rds::plan::plan(&self.config, state, &self.clusters, opts.destroy, now).map_err(|errors| {
+            crate::diff::rds::plan(&self.config, state, &self.clusters, opts.destroy, now).map_err(|errors| {
                 for e in &errors {
                     err(e);
                 }

@@ -271,7 +271,7 @@ fn import_cluster(session: &super::session::Session, a: &Address, id: &str) -> u
 /// AWS Secrets Manager without dbctl's tag. It is tagged `managed-by = dbctl`
 /// and recorded in the state; its current value is kept.
 fn import_secret(session: &super::session::Session, a: &Address, s: &crate::model::Secret, id: &str) -> u8 {
-    if crate::runtime::read_only_secrets(&session.config).contains(a) {
+    if session.config.read_only_secrets().contains(a) {
         return err(format!(
             "{a} is only read by dbctl (external, or a server's admin password): it stays its owner's, \
              untagged and unmanaged; there is nothing to import"

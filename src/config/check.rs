@@ -268,7 +268,7 @@ fn check_cluster(cfg: &Config, r: &Resource, c: &crate::model::RdsCluster, diags
             }
         }
     }
-    let user = crate::rds::plan::master_username(c);
+    let user = crate::rds::master_username(c);
     if let Some(p) = rds::master_username_problem(&c.engine, &user) {
         diags.push(Diagnostic::error(format!("{}: master_username", r.addr)).at(at("master_username"), p));
     }

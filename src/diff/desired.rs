@@ -5,43 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::engine::dialect::Dialect;
 use crate::engine::LiveServer;
 use crate::model::GrantClass;
-use crate::model::{Access, Address, Body, Config, Engine, Grant};
+use crate::model::{Access, Address, Body, Config, DesiredDb, DesiredRole, Engine, Grant, Target};
 use crate::state::State;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DesiredRole {
-    pub addr: Address,
-    pub name: String,
-    pub login: bool,
-    pub connection_limit: i64,
-    pub valid_until: Option<String>,
-    pub member_of: BTreeSet<String>,
-    pub password: Option<Address>,
-    /// MySQL/MariaDB users: the account's host part (default `%`).
-    pub host: Option<String>,
-    /// PostgreSQL role attributes the configuration sets (of ROLE_FLAGS).
-    pub flags: BTreeMap<String, bool>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DesiredDb {
-    pub addr: Address,
-    pub name: String,
-    pub owner: String,
-    pub encoding: Option<String>,
-    pub collation: Option<String>,
-    pub connection_limit: i64,
-    pub extensions: BTreeSet<String>,
-}
-
-/// What a grant is on: a database, a schema in it, or all tables or
-/// sequences of a schema.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Target {
-    pub database: String,
-    pub schema: Option<String>,
-    pub class: GrantClass,
-}
 
 /// The grants of one grantee that one resource manages: a user's or role's
 /// grant blocks (`user.x.grant`), or what a router derives (`router.x`).
@@ -88,54 +53,6 @@ impl Desired {
     pub fn db_owner(&self, server: &Address, db: &str) -> Option<&str> {
         self.databases.get(server)?.get(db).map(|d| d.owner.as_str())
     }
-}
-
-/// PostgreSQL's own name for a server encoding, from any spelling the server
-/// accepts: it ignores case and every character but letters and digits
-/// (`utf-8`, `UTF_8`, `Utf8`), and knows aliases (`unicode`, `iso-8859-1`,
-/// `windows-1252`, ...). `None` for a name it does not know as a database
-/// encoding (the server then says why at apply).
-pub fn pg_encoding(name: &str) -> Option<&'static str> {
-    let clean: String = name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
-    let canonical = match clean.as_str() {
-        "sqlascii" => "SQL_ASCII",
-        "utf8" | "unicode" => "UTF8",
-        "eucjp" => "EUC_JP",
-        "euccn" => "EUC_CN",
-        "euckr" => "EUC_KR",
-        "euctw" => "EUC_TW",
-        "eucjis2004" => "EUC_JIS_2004",
-        "muleinternal" => "MULE_INTERNAL",
-        "latin1" | "iso88591" => "LATIN1",
-        "latin2" | "iso88592" => "LATIN2",
-        "latin3" | "iso88593" => "LATIN3",
-        "latin4" | "iso88594" => "LATIN4",
-        "latin5" | "iso88599" => "LATIN5",
-        "latin6" | "iso885910" => "LATIN6",
-        "latin7" | "iso885913" => "LATIN7",
-        "latin8" | "iso885914" => "LATIN8",
-        "latin9" | "iso885915" => "LATIN9",
-        "latin10" | "iso885916" => "LATIN10",
-        "iso88595" => "ISO_8859_5",
-        "iso88596" => "ISO_8859_6",
-        "iso88597" => "ISO_8859_7",
-        "iso88598" => "ISO_8859_8",
-        "koi8r" | "koi8" => "KOI8R",
-        "koi8u" => "KOI8U",
-        "win866" | "windows866" | "alt" => "WIN866",
-        "win874" | "windows874" => "WIN874",
-        "win1250" | "windows1250" => "WIN1250",
-        "win1251" | "windows1251" | "win" => "WIN1251",
-        "win1252" | "windows1252" => "WIN1252",
-        "win1253" | "windows1253" => "WIN1253",
-        "win1254" | "windows1254" => "WIN1254",
-        "win1255" | "windows1255" => "WIN1255",
-        "win1256" | "windows1256" => "WIN1256",
-        "win1257" | "windows1257" => "WIN1257",
-        "win1258" | "windows1258" | "abc" | "tcvn" | "tcvn5712" | "vscii" => "WIN1258",
-        _ => return None,
-    };
-    Some(canonical)
 }
 
 fn utc(ts: &str) -> String {
@@ -318,7 +235,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option
                     encoding: db
                         .encoding
                         .as_deref()
-                        .map(|e| pg_encoding(e).map_or_else(|| e.to_string(), str::to_string)),
+                        .map(|e| crate::engine::postgres::pg_encoding(e).map_or_else(|| e.to_string(), str::to_string)),
                     collation: db.collation.clone(),
                     connection_limit: db.connection_limit,
                     extensions: db.extensions.iter().cloned().collect(),

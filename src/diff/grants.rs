@@ -8,12 +8,13 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use super::desired::{Desired, GrantSet, Target};
+use super::desired::{Desired, GrantSet};
 use super::{change, sql};
 use crate::engine::dialect::Dialect;
 use crate::engine::sql::pg_ident;
 use crate::engine::{LiveServer, Privs};
 use crate::model::GrantClass;
+use crate::model::Target;
 use crate::model::{Address, Engine};
 use crate::plan::{Action, ResourceChange, Step};
 

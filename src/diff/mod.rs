@@ -5,6 +5,7 @@
 pub mod admin;
 mod desired;
 mod grants;
+pub mod rds;
 pub mod secret;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use self::desired::{desired, engines, pg_encoding, Desired, DesiredDb, DesiredRole, GrantSet, Target};
+pub use self::desired::{desired, engines, Desired, GrantSet};
 pub use self::grants::recorded_targets;
 use crate::engine::dialect::Dialect;
 use crate::engine::mysql::ddl as mysql;
@@ -20,6 +21,7 @@ use crate::engine::sql::pg_ident;
 use crate::engine::{LiveDatabase, LiveServer};
 use crate::graph::{Graph, Node};
 use crate::model::{Address, Body, Config, Engine, Kind};
+pub use crate::model::{DesiredDb, DesiredRole, Target};
 use crate::plan::{Action, AttrChange, Drift, Op, ResourceChange, Step};
 use crate::state::State;
 
@@ -75,6 +77,17 @@ pub(crate) fn change(addr: &str, kind: &str, name: &str, action: Action) -> Reso
         data_loss: None,
         after_unknown: Value::Null,
     }
+}
+
+/// The steps of resource `addr` that run an engine's statements on `server`.
+fn steps<'a>(addr: &str, server: &'a Address, stmts: Vec<crate::engine::Stmt>) -> impl Iterator<Item = Step> + 'a {
+    let addr = addr.to_string();
+    stmts.into_iter().map(move |s| Step {
+        address: addr.clone(),
+        server: Some(server.clone()),
+        database: s.database,
+        op: Op::Sql { sql: s.sql },
+    })
 }
 
 pub(crate) fn sql(addr: &str, server: &Address, database: Option<&str>, sql: String) -> Step {
@@ -681,7 +694,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         .collect();
 
     // Secrets: created once, rotated when due, rewritten when a given value changes.
-    let read_only = crate::runtime::read_only_secrets(cfg);
+    let read_only = cfg.read_only_secrets();
     for r in cfg.of_kind(Kind::Secret) {
         let Body::Secret(s) = &r.body else { continue };
         if inp.destroy {
@@ -921,7 +934,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         drift.push(deleted_outside(&addr));
                     }
                     c.action = Action::Create;
-                    c.steps.extend(want.dialect(server).create_role(&addr, server, d, live));
+                    c.steps.extend(steps(&addr, server, want.dialect(server).create_role(d, live)));
                     if let Some(secret) = &d.password {
                         set_password(&mut c, server, Dialect::of(want.engine(server)), d, secret, Value::Null);
                     }
@@ -979,7 +992,12 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                     let l = renamed_l.as_ref().unwrap_or(l);
                     let changed: Vec<AttrChange> =
                         c.attributes.iter().filter(|a| renamed_l.is_none() || a.name != "host").cloned().collect();
-                    c.steps.extend(want.dialect(server).update_role(&addr, server, d, l, &changed, members, live));
+                    let changed: Vec<&str> = changed.iter().map(|a| a.name.as_str()).collect();
+                    c.steps.extend(steps(
+                        &addr,
+                        server,
+                        want.dialect(server).update_role(d, l, &changed, members, live),
+                    ));
                     let recorded = in_state.and_then(|s| s.password_version.clone());
                     if let Some(secret) = &d.password {
                         // PostgreSQL clears an MD5 password on a rename (a SCRAM one survives):
@@ -1046,7 +1064,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                 continue;
             }
             let create_steps = |c: &mut ResourceChange| {
-                c.steps.extend(want.dialect(server).create_database(&addr, server, d));
+                c.steps.extend(steps(&addr, server, want.dialect(server).create_database(d)));
             };
             match l {
                 None => {
@@ -1101,8 +1119,9 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         &[],
                     );
                     if mysql && !c.attributes.iter().any(|a| a.forces_replacement) {
-                        if let Some(step) = mysql::alter_database(&addr, server, d, &c.attributes) {
-                            c.steps.push(step);
+                        let changed: Vec<&str> = c.attributes.iter().map(|a| a.name.as_str()).collect();
+                        if let Some(stmt) = mysql::alter_database(d, &changed) {
+                            c.steps.extend(steps(&addr, server, vec![stmt]));
                             c.action = Action::Update;
                         }
                         by_addr.insert(addr, c);
@@ -1302,7 +1321,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         match (st.kind.as_str(), &server, live) {
             ("user" | "role", Some(server), Some(live)) if want.engine(server) == Engine::Mysql => {
                 if let Some(l) = live.roles.get(&st.name) {
-                    c.steps.push(mysql::drop_role(addr, server, &st.name, l));
+                    c.steps.extend(steps(addr, server, vec![mysql::drop_role(&st.name, l)]));
                 }
             }
             ("user" | "role", Some(server), Some(live)) => {

@@ -16,11 +16,9 @@
 //! Text in, text out: no connection, no configuration (only a SCRAM
 //! verifier's salt is random).
 
-use crate::diff::{DesiredDb, DesiredRole, Target};
 use crate::engine::sql::{mysql_account, mysql_grant_on, mysql_ident, mysql_literal, pg_ident, pg_literal};
-use crate::engine::{mysql, postgres, LiveRole, LiveServer};
-use crate::model::{Access, Address, Engine, Grant, GrantClass, Kind};
-use crate::plan::{AttrChange, Step};
+use crate::engine::{mysql, postgres, LiveRole, LiveServer, Stmt};
+use crate::model::{Access, DesiredDb, DesiredRole, Engine, Grant, GrantClass, Kind, Target};
 
 pub const PG_DATABASE_PRIVS: &[&str] = &["CONNECT", "CREATE", "TEMPORARY"];
 pub const PG_SCHEMA_PRIVS: &[&str] = &["CREATE", "USAGE"];
@@ -364,39 +362,34 @@ impl Dialect {
 
     /// The statements that create role `d` (`live`: the server as read,
     /// which tells MySQL 8 from MariaDB).
-    pub fn create_role(self, addr: &str, server: &Address, d: &DesiredRole, live: &LiveServer) -> Vec<Step> {
+    pub fn create_role(self, d: &DesiredRole, live: &LiveServer) -> Vec<Stmt> {
         match self {
-            Dialect::Postgres => postgres::ddl::create_role(addr, server, d),
-            Dialect::Mysql => mysql::ddl::create_role(addr, server, d, mysql::ddl::is_mysql8(live)),
+            Dialect::Postgres => postgres::ddl::create_role(d),
+            Dialect::Mysql => mysql::ddl::create_role(d, mysql::ddl::is_mysql8(live)),
         }
     }
 
     /// The statements that make role `l` (as read) what `d` asks:
     /// `changed` attributes, and its memberships when `members`.
-    #[allow(clippy::too_many_arguments)]
     pub fn update_role(
         self,
-        addr: &str,
-        server: &Address,
         d: &DesiredRole,
         l: &LiveRole,
-        changed: &[AttrChange],
+        changed: &[&str],
         members: bool,
         live: &LiveServer,
-    ) -> Vec<Step> {
+    ) -> Vec<Stmt> {
         match self {
-            Dialect::Postgres => postgres::ddl::update_role(addr, server, d, l, changed, members),
-            Dialect::Mysql => {
-                mysql::ddl::update_role(addr, server, d, l, changed, members, mysql::ddl::is_mysql8(live))
-            }
+            Dialect::Postgres => postgres::ddl::update_role(d, l, changed, members),
+            Dialect::Mysql => mysql::ddl::update_role(d, l, changed, members, mysql::ddl::is_mysql8(live)),
         }
     }
 
     /// The statements that create database `d`.
-    pub fn create_database(self, addr: &str, server: &Address, d: &DesiredDb) -> Vec<Step> {
+    pub fn create_database(self, d: &DesiredDb) -> Vec<Stmt> {
         match self {
-            Dialect::Postgres => postgres::ddl::create_database(addr, server, d),
-            Dialect::Mysql => vec![mysql::ddl::create_database(addr, server, d)],
+            Dialect::Postgres => postgres::ddl::create_database(d),
+            Dialect::Mysql => vec![mysql::ddl::create_database(d)],
         }
     }
 
@@ -439,7 +432,7 @@ impl Dialect {
     /// (MySQL/MariaDB character sets are left to the server to refuse).
     pub fn known_encoding(self, encoding: &str) -> bool {
         match self {
-            Dialect::Postgres => crate::diff::pg_encoding(encoding).is_some(),
+            Dialect::Postgres => postgres::pg_encoding(encoding).is_some(),
             Dialect::Mysql => true,
         }
     }
@@ -448,7 +441,7 @@ impl Dialect {
     /// spells it, where the server spells it otherwise.
     pub fn canonical_spelling(self, key: &str, value: &str) -> Option<String> {
         match (self, key) {
-            (Dialect::Postgres, "encoding") => crate::diff::pg_encoding(value).map(str::to_string),
+            (Dialect::Postgres, "encoding") => postgres::pg_encoding(value).map(str::to_string),
             (Dialect::Mysql, "host") => Some(value.to_lowercase()),
             (Dialect::Mysql, _) => Some(mysql::canonical_charset(value)),
             _ => None,

@@ -172,7 +172,7 @@ fn scram_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
 
 /// A new admin password: 32 letters and digits from the OS's CSPRNG.
 fn new_password() -> String {
-    crate::secrets::generate(&crate::model::Generate { length: 32, special: false }).expose().to_string()
+    crate::model::generate(&crate::model::Generate { length: 32, special: false }).expose().to_string()
 }
 
 impl Embedded {

@@ -7,6 +7,7 @@
 
 pub mod dialect;
 pub mod embedded;
+pub mod endpoint;
 pub mod limits;
 pub mod mysql;
 pub mod postgres;
@@ -28,6 +29,24 @@ pub enum EngineError {
 }
 
 pub type Privs = BTreeSet<String>;
+
+/// One statement for a server, as the plan shows it and the engine runs it,
+/// and the database it runs in (`None`: the server's admin database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stmt {
+    pub database: Option<String>,
+    pub sql: String,
+}
+
+impl Stmt {
+    pub fn admin(sql: String) -> Stmt {
+        Stmt { database: None, sql }
+    }
+
+    pub fn on(database: &str, sql: String) -> Stmt {
+        Stmt { database: Some(database.to_string()), sql }
+    }
+}
 
 /// PostgreSQL role attributes a user may set: (attribute, on, off).
 pub const ROLE_FLAGS: &[(&str, &str, &str)] = &[

@@ -1,5 +1,6 @@
 //! The typed configuration: resources with their addresses. No I/O.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use indexmap::IndexMap;
@@ -220,6 +221,43 @@ pub struct Grant {
     pub privileges: Vec<String>,
 }
 
+/// A role or user as the configuration wants it on its server (what the
+/// diff compares and each engine's dialect writes statements for).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredRole {
+    pub addr: Address,
+    pub name: String,
+    pub login: bool,
+    pub connection_limit: i64,
+    pub valid_until: Option<String>,
+    pub member_of: BTreeSet<String>,
+    pub password: Option<Address>,
+    /// MySQL/MariaDB users: the account's host part (default `%`).
+    pub host: Option<String>,
+    /// PostgreSQL role attributes the configuration sets (of ROLE_FLAGS).
+    pub flags: BTreeMap<String, bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredDb {
+    pub addr: Address,
+    pub name: String,
+    pub owner: String,
+    pub encoding: Option<String>,
+    pub collation: Option<String>,
+    pub connection_limit: i64,
+    pub extensions: BTreeSet<String>,
+}
+
+/// What a grant is on: a database, a schema in it, or all tables or
+/// sequences of a schema.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    pub database: String,
+    pub schema: Option<String>,
+    pub class: GrantClass,
+}
+
 /// What a grant is on, in the engine's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GrantClass {
@@ -294,6 +332,19 @@ pub enum Store {
 pub struct Generate {
     pub length: u32,
     pub special: bool,
+}
+
+pub const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// Punctuation that survives URLs, shells and connection strings unquoted.
+pub const SPECIAL: &[u8] = b"!#%*+-.:=?@^_~";
+
+/// A new value from the operating system's CSPRNG.
+pub fn generate(g: &Generate) -> Sensitive {
+    use rand::{Rng, TryRngCore};
+    let mut rng = rand::rngs::OsRng.unwrap_err();
+    let alphabet: Vec<u8> = if g.special { [ALNUM, SPECIAL].concat() } else { ALNUM.to_vec() };
+    let s: String = (0..g.length).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect();
+    Sensitive::new(s)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -530,6 +581,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// Secrets dbctl only reads: `external = true`, and every server's admin
+    /// password. A plan never creates, writes, rotates or deletes them.
+    pub fn read_only_secrets(&self) -> BTreeSet<Address> {
+        let mut out = BTreeSet::new();
+        for r in self.resources.values() {
+            match &r.body {
+                Body::Secret(s) if s.external => {
+                    out.insert(r.addr.clone());
+                }
+                Body::Server(s) => out.extend(s.admin_password.clone()),
+                _ => {}
+            }
+        }
+        out
+    }
+
     pub fn get(&self, a: &Address) -> Option<&Resource> {
         self.resources.get(a)
     }

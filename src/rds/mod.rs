@@ -5,8 +5,6 @@
 //! but stand-ins such as moto do not), and the steps an apply runs, each
 //! waiting until its resource is available or gone.
 
-pub mod plan;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -15,7 +13,8 @@ use aws_sdk_rds::types::Tag;
 use aws_sdk_rds::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AwsProvider, BackupPolicy, Sensitive};
+use crate::model::{Address, AwsProvider, BackupPolicy, Config, Kind, RdsCluster, Sensitive};
+use crate::state::State;
 
 /// One cluster as AWS describes it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -473,6 +472,30 @@ fn natural(id: &str) -> (String, u64) {
         Some((p, n)) if n.parse::<u64>().is_ok() => (p.to_string(), n.parse().unwrap_or(0)),
         _ => (id.to_string(), 0),
     }
+}
+
+/// The identifier of a configured cluster: the one `dbctl import` recorded,
+/// else its label.
+pub fn identifier(state: &State, addr: &Address) -> String {
+    state
+        .resources
+        .get(&addr.to_string())
+        .filter(|r| r.kind == "rds_cluster")
+        .map(|r| r.name.clone())
+        .unwrap_or_else(|| addr.name.clone())
+}
+
+/// The identifiers of the clusters a plan reads: configured and recorded.
+pub fn wanted(cfg: &Config, state: &State) -> Vec<String> {
+    let mut out: Vec<String> = cfg.of_kind(Kind::RdsCluster).map(|r| identifier(state, &r.addr)).collect();
+    out.extend(state.resources.values().filter(|r| r.kind == "rds_cluster").map(|r| r.name.clone()));
+    out.sort();
+    out.dedup();
+    out
+}
+
+pub fn master_username(c: &RdsCluster) -> String {
+    c.master_username.clone().unwrap_or_else(|| "dbctl".into())
 }
 
 #[cfg(test)]

@@ -14,11 +14,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rand::{Rng, TryRngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Address, Generate, Sensitive, Store};
+use crate::model::{Address, Sensitive, Store};
 use crate::state::{write_private, StateError};
 
 /// What a plan may know of a secret: never its value.
@@ -475,21 +474,12 @@ impl Stores {
     }
 }
 
-const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-/// Punctuation that survives URLs, shells and connection strings unquoted.
-const SPECIAL: &[u8] = b"!#%*+-.:=?@^_~";
-
-/// A new value from the operating system's CSPRNG.
-pub fn generate(g: &Generate) -> Sensitive {
-    let mut rng = rand::rngs::OsRng.unwrap_err();
-    let alphabet: Vec<u8> = if g.special { [ALNUM, SPECIAL].concat() } else { ALNUM.to_vec() };
-    let s: String = (0..g.length).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect();
-    Sensitive::new(s)
-}
+pub use crate::model::{generate, ALNUM, SPECIAL};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Generate;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

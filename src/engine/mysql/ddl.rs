@@ -2,12 +2,9 @@
 //! roles are granted and made the default role, databases have a character
 //! set and collation but no owner, and grants are at database level.
 
-use crate::diff::sql;
-use crate::diff::{DesiredDb, DesiredRole};
 use crate::engine::sql::{mysql_account, mysql_ident, mysql_literal};
-use crate::engine::LiveRole;
-use crate::model::Address;
-use crate::plan::{AttrChange, Step};
+use crate::engine::{LiveRole, Stmt};
+use crate::model::{DesiredDb, DesiredRole};
 
 fn account(d: &DesiredRole) -> String {
     mysql_account(&d.name, if d.login { d.host.as_deref() } else { None })
@@ -37,81 +34,62 @@ fn default_role(d: &DesiredRole, mysql8: bool) -> String {
 
 /// A user is created locked: it is unlocked when its password is set, so
 /// there is never an account that logs in with an empty password.
-pub fn create_role(addr: &str, server: &Address, d: &DesiredRole, mysql8: bool) -> Vec<Step> {
+pub fn create_role(d: &DesiredRole, mysql8: bool) -> Vec<Stmt> {
     let mut steps = Vec::new();
     if d.login {
-        steps.push(sql(
-            addr,
-            server,
-            None,
-            format!(
-                "CREATE USER {} WITH MAX_USER_CONNECTIONS {} ACCOUNT LOCK",
-                account(d),
-                max_connections(d.connection_limit)
-            ),
-        ));
+        steps.push(Stmt::admin(format!(
+            "CREATE USER {} WITH MAX_USER_CONNECTIONS {} ACCOUNT LOCK",
+            account(d),
+            max_connections(d.connection_limit)
+        )));
     } else {
-        steps.push(sql(addr, server, None, format!("CREATE ROLE {}", account(d))));
+        steps.push(Stmt::admin(format!("CREATE ROLE {}", account(d))));
     }
     for m in &d.member_of {
-        steps.push(sql(addr, server, None, format!("GRANT {} TO {}", mysql_literal(m), account(d))));
+        steps.push(Stmt::admin(format!("GRANT {} TO {}", mysql_literal(m), account(d))));
     }
     if d.login && !d.member_of.is_empty() {
-        steps.push(sql(addr, server, None, default_role(d, mysql8)));
+        steps.push(Stmt::admin(default_role(d, mysql8)));
     }
     steps
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn update_role(
-    addr: &str,
-    server: &Address,
-    d: &DesiredRole,
-    live: &LiveRole,
-    changed: &[AttrChange],
-    members: bool,
-    mysql8: bool,
-) -> Vec<Step> {
+pub fn update_role(d: &DesiredRole, live: &LiveRole, changed: &[&str], members: bool, mysql8: bool) -> Vec<Stmt> {
     let mut steps = Vec::new();
     for ch in changed {
-        match ch.name.as_str() {
+        match *ch {
             "host" if d.login => steps.insert(
                 0,
-                sql(
-                    addr,
-                    server,
-                    None,
-                    format!("RENAME USER {} TO {}", mysql_account(&d.name, Some(&live.host)), account(d)),
-                ),
+                Stmt::admin(format!("RENAME USER {} TO {}", mysql_account(&d.name, Some(&live.host)), account(d))),
             ),
-            "connection_limit" if d.login => steps.push(sql(
-                addr,
-                server,
-                None,
-                format!("ALTER USER {} WITH MAX_USER_CONNECTIONS {}", account(d), max_connections(d.connection_limit)),
-            )),
+            "connection_limit" if d.login => steps.push(Stmt::admin(format!(
+                "ALTER USER {} WITH MAX_USER_CONNECTIONS {}",
+                account(d),
+                max_connections(d.connection_limit)
+            ))),
             _ => {}
         }
     }
     if members && d.member_of != live.member_of {
         for m in d.member_of.difference(&live.member_of) {
-            steps.push(sql(addr, server, None, format!("GRANT {} TO {}", mysql_literal(m), account(d))));
+            steps.push(Stmt::admin(format!("GRANT {} TO {}", mysql_literal(m), account(d))));
         }
         for m in live.member_of.difference(&d.member_of) {
-            steps.push(sql(addr, server, None, format!("REVOKE {} FROM {}", mysql_literal(m), account(d))));
+            steps.push(Stmt::admin(format!("REVOKE {} FROM {}", mysql_literal(m), account(d))));
         }
         if d.login {
-            steps.push(sql(addr, server, None, default_role(d, mysql8)));
+            steps.push(Stmt::admin(default_role(d, mysql8)));
         }
     }
     steps
 }
 
-pub fn drop_role(addr: &str, server: &Address, name: &str, live: &LiveRole) -> Step {
+pub fn drop_role(name: &str, live: &LiveRole) -> Stmt {
     if live.login {
-        sql(addr, server, None, format!("DROP USER {}", mysql_account(name, Some(&live.host))))
+        Stmt::admin(format!("DROP USER {}", mysql_account(name, Some(&live.host))))
     } else {
-        sql(addr, server, None, format!("DROP ROLE {}", mysql_literal(name)))
+        Stmt::admin(format!("DROP ROLE {}", mysql_literal(name)))
     }
 }
 
@@ -126,20 +104,21 @@ fn charset(d: &DesiredDb) -> String {
     s
 }
 
-pub fn create_database(addr: &str, server: &Address, d: &DesiredDb) -> Step {
-    sql(addr, server, None, format!("CREATE DATABASE {}{}", mysql_ident(&d.name), charset(d)))
+pub fn create_database(d: &DesiredDb) -> Stmt {
+    Stmt::admin(format!("CREATE DATABASE {}{}", mysql_ident(&d.name), charset(d)))
 }
 
 /// Character set and collation change in place.
-pub fn alter_database(addr: &str, server: &Address, d: &DesiredDb, changed: &[AttrChange]) -> Option<Step> {
-    let relevant = changed.iter().any(|c| c.name == "encoding" || c.name == "collation");
+pub fn alter_database(d: &DesiredDb, changed: &[&str]) -> Option<Stmt> {
+    let relevant = changed.iter().any(|c| *c == "encoding" || *c == "collation");
     (relevant && !charset(d).is_empty())
-        .then(|| sql(addr, server, None, format!("ALTER DATABASE {}{}", mysql_ident(&d.name), charset(d))))
+        .then(|| Stmt::admin(format!("ALTER DATABASE {}{}", mysql_ident(&d.name), charset(d))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Address;
 
     #[test]
     fn default_roles_in_each_dialect() {

@@ -1,14 +1,11 @@
 //! Statements for PostgreSQL servers: roles with their attributes and
 //! memberships, and databases made from template0.
 
-use crate::diff::sql;
-use crate::diff::{DesiredDb, DesiredRole};
 use crate::engine::sql::{pg_ident, pg_literal};
-use crate::engine::LiveRole;
-use crate::model::Address;
-use crate::plan::{AttrChange, Step};
+use crate::engine::{LiveRole, Stmt};
+use crate::model::{DesiredDb, DesiredRole};
 
-pub fn create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
+pub fn create_role(d: &DesiredRole) -> Vec<Stmt> {
     let mut opts = vec![if d.login { "LOGIN" } else { "NOLOGIN" }.to_string()];
     if d.connection_limit != -1 {
         opts.push(format!("CONNECTION LIMIT {}", d.connection_limit));
@@ -25,26 +22,19 @@ pub fn create_role(addr: &str, server: &Address, d: &DesiredRole) -> Vec<Step> {
         }
     }
     let name = pg_ident(&d.name);
-    let mut steps = vec![sql(addr, server, None, format!("CREATE ROLE {name} WITH {}", opts.join(" ")))];
+    let mut steps = vec![Stmt::admin(format!("CREATE ROLE {name} WITH {}", opts.join(" ")))];
     for m in &d.member_of {
-        steps.push(sql(addr, server, None, format!("GRANT {} TO {name}", pg_ident(m))));
+        steps.push(Stmt::admin(format!("GRANT {} TO {name}", pg_ident(m))));
     }
     steps
 }
 
-pub fn update_role(
-    addr: &str,
-    server: &Address,
-    d: &DesiredRole,
-    l: &LiveRole,
-    changed: &[AttrChange],
-    members: bool,
-) -> Vec<Step> {
+pub fn update_role(d: &DesiredRole, l: &LiveRole, changed: &[&str], members: bool) -> Vec<Stmt> {
     let name = pg_ident(&d.name);
     let mut steps = Vec::new();
     let mut alter = Vec::new();
     for ch in changed {
-        match ch.name.as_str() {
+        match *ch {
             "login" => alter.push(if d.login { "LOGIN".to_string() } else { "NOLOGIN".to_string() }),
             "connection_limit" => alter.push(format!("CONNECTION LIMIT {}", d.connection_limit)),
             "valid_until" => {
@@ -58,14 +48,14 @@ pub fn update_role(
         }
     }
     if !alter.is_empty() {
-        steps.push(sql(addr, server, None, format!("ALTER ROLE {name} WITH {}", alter.join(" "))));
+        steps.push(Stmt::admin(format!("ALTER ROLE {name} WITH {}", alter.join(" "))));
     }
     if members {
         for m in d.member_of.difference(&l.member_of) {
-            steps.push(sql(addr, server, None, format!("GRANT {} TO {name}", pg_ident(m))));
+            steps.push(Stmt::admin(format!("GRANT {} TO {name}", pg_ident(m))));
         }
         for m in l.member_of.difference(&d.member_of) {
-            steps.push(sql(addr, server, None, format!("REVOKE {} FROM {name}", pg_ident(m))));
+            steps.push(Stmt::admin(format!("REVOKE {} FROM {name}", pg_ident(m))));
         }
     }
     steps
@@ -73,7 +63,7 @@ pub fn update_role(
 
 /// `CREATE DATABASE` from template0 (so the encoding and collation can be
 /// any), closed to PUBLIC, with its extensions.
-pub fn create_database(addr: &str, server: &Address, d: &DesiredDb) -> Vec<Step> {
+pub fn create_database(d: &DesiredDb) -> Vec<Stmt> {
     let mut steps = Vec::new();
     let mut opts = vec![format!("OWNER {}", pg_ident(&d.owner))];
     if let Some(e) = &d.encoding {
@@ -86,15 +76,10 @@ pub fn create_database(addr: &str, server: &Address, d: &DesiredDb) -> Vec<Step>
     if d.connection_limit != -1 {
         opts.push(format!("CONNECTION LIMIT {}", d.connection_limit));
     }
-    steps.push(sql(&addr, server, None, format!("CREATE DATABASE {} {}", pg_ident(&d.name), opts.join(" "))));
-    steps.push(sql(
-        &addr,
-        server,
-        None,
-        format!("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC", pg_ident(&d.name)),
-    ));
+    steps.push(Stmt::admin(format!("CREATE DATABASE {} {}", pg_ident(&d.name), opts.join(" "))));
+    steps.push(Stmt::admin(format!("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC", pg_ident(&d.name))));
     for e in &d.extensions {
-        steps.push(sql(&addr, server, Some(&d.name), format!("CREATE EXTENSION IF NOT EXISTS {}", pg_ident(e))));
+        steps.push(Stmt::on(&d.name, format!("CREATE EXTENSION IF NOT EXISTS {}", pg_ident(e))));
     }
     steps
 }

@@ -403,3 +403,51 @@ pub async fn wait_for_creates(conn: &mut PgConnection, limit: std::time::Duratio
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// PostgreSQL's own name for a server encoding, from any spelling the server
+/// accepts: it ignores case and every character but letters and digits
+/// (`utf-8`, `UTF_8`, `Utf8`), and knows aliases (`unicode`, `iso-8859-1`,
+/// `windows-1252`, ...). `None` for a name it does not know as a database
+/// encoding (the server then says why at apply).
+pub fn pg_encoding(name: &str) -> Option<&'static str> {
+    let clean: String = name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+    let canonical = match clean.as_str() {
+        "sqlascii" => "SQL_ASCII",
+        "utf8" | "unicode" => "UTF8",
+        "eucjp" => "EUC_JP",
+        "euccn" => "EUC_CN",
+        "euckr" => "EUC_KR",
+        "euctw" => "EUC_TW",
+        "eucjis2004" => "EUC_JIS_2004",
+        "muleinternal" => "MULE_INTERNAL",
+        "latin1" | "iso88591" => "LATIN1",
+        "latin2" | "iso88592" => "LATIN2",
+        "latin3" | "iso88593" => "LATIN3",
+        "latin4" | "iso88594" => "LATIN4",
+        "latin5" | "iso88599" => "LATIN5",
+        "latin6" | "iso885910" => "LATIN6",
+        "latin7" | "iso885913" => "LATIN7",
+        "latin8" | "iso885914" => "LATIN8",
+        "latin9" | "iso885915" => "LATIN9",
+        "latin10" | "iso885916" => "LATIN10",
+        "iso88595" => "ISO_8859_5",
+        "iso88596" => "ISO_8859_6",
+        "iso88597" => "ISO_8859_7",
+        "iso88598" => "ISO_8859_8",
+        "koi8r" | "koi8" => "KOI8R",
+        "koi8u" => "KOI8U",
+        "win866" | "windows866" | "alt" => "WIN866",
+        "win874" | "windows874" => "WIN874",
+        "win1250" | "windows1250" => "WIN1250",
+        "win1251" | "windows1251" | "win" => "WIN1251",
+        "win1252" | "windows1252" => "WIN1252",
+        "win1253" | "windows1253" => "WIN1253",
+        "win1254" | "windows1254" => "WIN1254",
+        "win1255" | "windows1255" => "WIN1255",
+        "win1256" | "windows1256" => "WIN1256",
+        "win1257" | "windows1257" => "WIN1257",
+        "win1258" | "windows1258" | "abc" | "tcvn" | "tcvn5712" | "vscii" => "WIN1258",
+        _ => return None,
+    };
+    Some(canonical)
+}

@@ -7,34 +7,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{backup_settings, is_major_upgrade, ClusterMods, ClusterSpec, LiveCluster};
 use crate::model::{Address, Body, Config, Kind, RdsCluster};
 use crate::plan::{Action, AttrChange, Op, ResourceChange, Step};
+use crate::rds::{
+    backup_settings, identifier, is_major_upgrade, master_username, ClusterMods, ClusterSpec, LiveCluster,
+};
 use crate::state::State;
-
-/// The identifier of a configured cluster: the one `dbctl import` recorded,
-/// else its label.
-pub fn identifier(state: &State, addr: &Address) -> String {
-    state
-        .resources
-        .get(&addr.to_string())
-        .filter(|r| r.kind == "rds_cluster")
-        .map(|r| r.name.clone())
-        .unwrap_or_else(|| addr.name.clone())
-}
-
-/// The identifiers of the clusters a plan reads: configured and recorded.
-pub fn wanted(cfg: &Config, state: &State) -> Vec<String> {
-    let mut out: Vec<String> = cfg.of_kind(Kind::RdsCluster).map(|r| identifier(state, &r.addr)).collect();
-    out.extend(state.resources.values().filter(|r| r.kind == "rds_cluster").map(|r| r.name.clone()));
-    out.sort();
-    out.dedup();
-    out
-}
-
-pub fn master_username(c: &RdsCluster) -> String {
-    c.master_username.clone().unwrap_or_else(|| "dbctl".into())
-}
 
 fn after_of(id: &str, c: &RdsCluster, retention: i32, window: &Option<String>, live: Option<&LiveCluster>) -> Value {
     json!({
@@ -98,7 +76,7 @@ pub fn final_snapshot_name(id: &str, now: time::OffsetDateTime) -> String {
 }
 
 /// The lowest free `<id>-N` instance identifiers.
-fn new_instance_ids(id: &str, live: &[super::LiveInstance], n: usize) -> Vec<String> {
+fn new_instance_ids(id: &str, live: &[crate::rds::LiveInstance], n: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut k = 1;
     while out.len() < n {
@@ -284,7 +262,7 @@ pub fn plan(
                 ));
             }
         }
-        let kept: Vec<&super::LiveInstance> = l.instances.iter().take(want).collect();
+        let kept: Vec<&crate::rds::LiveInstance> = l.instances.iter().take(want).collect();
         if !class.is_empty() {
             for i in &kept {
                 let current = i.pending_instance_class.as_deref().unwrap_or(&i.instance_class);
