@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::engine::dialect::Dialect;
 use crate::engine::embedded::Embedded;
 pub use crate::engine::endpoint::{dial_host_port, host_port, Endpoint};
-use crate::engine::{postgres, DetailScope, EngineError, LiveServer};
+use crate::engine::{DetailScope, EngineError, LiveServer};
 use crate::model::GrantClass;
-use crate::model::{Address, Body, Config, Connect, Engine, Kind, Sensitive, Server, Store};
+use crate::model::{Address, Body, Config, Connect, Kind, Sensitive, Server, Store};
 use crate::secrets::Stores;
 
 /// `.dbctl/` beside the configuration files.
@@ -133,18 +134,7 @@ fn rds_url(dbctl: &Path, s: &Server, user: &str, host: &str, port: u16) -> Strin
         let full = if p.is_absolute() { p.to_path_buf() } else { dbctl.parent().unwrap_or(Path::new(".")).join(p) };
         full.display().to_string()
     });
-    match s.engine {
-        Engine::Postgres => format!(
-            "postgres://{}@{host}:{port}/postgres?sslmode=verify-full{}",
-            encode(user),
-            ca.map(|c| format!("&sslrootcert={}", encode(&c))).unwrap_or_default()
-        ),
-        Engine::Mysql => format!(
-            "mysql://{}@{host}:{port}/?ssl-mode=VERIFY_IDENTITY{}",
-            encode(user),
-            ca.map(|c| format!("&ssl-ca={}", encode(&c))).unwrap_or_default()
-        ),
-    }
+    Dialect::of(s.engine).verified_tls_url(&encode(user), host, port, ca.map(|c| encode(&c)).as_deref())
 }
 
 /// The host a server on a cluster not created yet has in a plan; the apply
@@ -163,7 +153,7 @@ pub fn rds_endpoint(
     live: Option<&crate::rds::LiveCluster>,
     admin: Option<&AdminCred>,
 ) -> Result<Endpoint, EngineError> {
-    let default_port = if s.engine == Engine::Mysql { 3306 } else { 5432 };
+    let default_port = Dialect::of(s.engine).default_port();
     let mut ep = Endpoint {
         address: addr.clone(),
         engine: s.engine,
@@ -397,7 +387,7 @@ pub fn endpoints(
     }
     for r in cfg.resources.values() {
         if let Body::User(u) = &r.body {
-            if let Some(ep) = out.get_mut(&u.server).filter(|e| e.engine == Engine::Mysql) {
+            if let Some(ep) = out.get_mut(&u.server).filter(|e| Dialect::of(e.engine).has_hosts()) {
                 ep.user_hosts.insert(u.name.clone(), u.host.clone().unwrap_or_else(|| "%".into()));
             }
         }
@@ -522,12 +512,8 @@ pub async fn refresh(
             }
         }
         let sc = scope.get(addr).unwrap_or(&empty);
-        let name = addr.to_string();
         jobs.push(async move {
-            let live = match ep.engine {
-                Engine::Postgres => postgres::read(&name, &ep.url, sc).await,
-                Engine::Mysql => crate::engine::mysql::read(&name, &ep.url, &ep.user_hosts).await,
-            };
+            let live = crate::engine::of(ep.engine).read(ep, sc).await;
             (addr.clone(), live)
         });
     }
@@ -600,10 +586,7 @@ pub async fn mark_data_loss(endpoints: &BTreeMap<Address, Endpoint>, changes: &m
             continue;
         };
         let Some(ep) = endpoints.get(&server) else { continue };
-        let counted = match ep.engine {
-            Engine::Postgres => postgres::count_tables(&server.to_string(), &ep.url, &name).await,
-            Engine::Mysql => crate::engine::mysql::count_tables(&server.to_string(), &ep.url, &name).await,
-        };
+        let counted = crate::engine::of(ep.engine).count_tables(ep, &name).await;
         let tables = counted.ok();
         if tables != Some(0) {
             c.data_loss = Some(crate::plan::DataLoss { database: name, tables });
@@ -614,6 +597,7 @@ pub async fn mark_data_loss(endpoints: &BTreeMap<Address, Endpoint>, changes: &m
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Engine;
 
     fn cred(pw: &str, user: Option<&str>) -> AdminCred {
         AdminCred { password: Sensitive::new(pw.into()), username: user.map(str::to_string) }

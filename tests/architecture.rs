@@ -18,14 +18,16 @@ const LAYERS: &[&[&str]] = &[
     &["model"],
     // Pure helpers on the model: the HCL formatter, AWS configuration, routing documents.
     &["fmt", "aws", "router"],
+    // Migration files: reading, checksums, lint, splitting into statements.
+    &["migrate"],
     // Each engine: its dialect (statement text, names, privileges) and its I/O.
     &["engine"],
     // Where dbctl keeps what it applied.
     &["state"],
     // Secret stores.
     &["secrets"],
-    // Migrations and the RDS client: read by the plan's steps.
-    &["migrate", "rds"],
+    // The RDS client.
+    &["rds"],
     // The plan: its steps and how they are shown.
     &["plan"],
     // The dependency graph and the backup runner.

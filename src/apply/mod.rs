@@ -8,18 +8,14 @@
 //! at once. Resources only depend on resources of their own server (the
 //! configuration checks that), so this respects every dependency.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sqlx::postgres::PgConnection;
-use sqlx::Connection;
-
 use crate::engine::dialect::Dialect;
-use crate::engine::postgres;
 use crate::model::{Address, Config};
 use crate::plan::{Action, Op, Plan, ResourceChange, Step};
 use crate::runtime::Endpoint;
@@ -337,17 +333,10 @@ pub struct PgRunner {
     pub base_dir: std::path::PathBuf,
 }
 
-/// One server queue's connections: PostgreSQL per database (admin and one
-/// other), or one MySQL connection.
+/// One server queue's session with its engine (opened by the first step
+/// that runs a statement there).
 #[derive(Default)]
-pub struct Conns {
-    pg: HashMap<Option<String>, PgConnection>,
-    /// The backend pid of each connection in `pg`, to see who blocks it.
-    pids: HashMap<Option<String>, i32>,
-    my: Option<sqlx::MySqlConnection>,
-    /// CONNECTION_ID() of `my`.
-    my_id: u64,
-}
+pub struct Conns(Option<Box<dyn crate::engine::EngineSession>>);
 
 impl Runner for PgRunner {
     type Queue = Conns;
@@ -363,11 +352,8 @@ impl Runner for PgRunner {
 
     fn close(&self, queue: Self::Queue) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            for (_, c) in queue.pg {
-                let _ = c.close().await;
-            }
-            if let Some(c) = queue.my {
-                let _ = c.close().await;
+            if let Some(session) = queue.0 {
+                session.close().await;
             }
         })
     }
@@ -479,14 +465,6 @@ impl PgRunner {
     }
 
     async fn run_step(&self, cfg: &Config, step: &Step, queue: &mut Conns) -> Result<Option<String>, String> {
-        if let Op::Migrate(m) = &step.op {
-            return self.migrate(step, m, queue).await;
-        }
-        if self.is_mysql(step) {
-            if let Some(r) = self.run_mysql(cfg, step, queue).await {
-                return r;
-            }
-        }
         match &step.op {
             Op::RdsCreateCluster { .. }
             | Op::RdsModifyCluster { .. }
@@ -552,29 +530,19 @@ impl PgRunner {
                 Ok(None)
             }
             Op::Sql { sql } => {
-                if step.database.is_none() && sql.starts_with("ALTER DATABASE ") && sql.contains(" RENAME TO ") {
-                    // A database being renamed must have no session: dbctl's own from
-                    // the steps before (REASSIGN OWNED, grants) goes first.
-                    let others: Vec<Option<String>> = queue.pg.keys().filter(|k| k.is_some()).cloned().collect();
-                    for k in others {
-                        if let Some(c) = queue.pg.remove(&k) {
-                            let _ = c.close().await;
-                        }
-                    }
-                }
-                self.pg_execute(step, queue, sql.clone()).await?;
+                self.session(step, queue)?.execute(&step.address, step.database.as_deref(), sql.clone()).await?;
                 Ok(None)
             }
             Op::SetPassword { role, secret, .. } => {
                 let dialect = self.dialect(step);
                 let shown = planned_statement(dialect, step)?;
                 let (password, version, pending) = self.password_to_set(cfg, secret).await?;
-                // The statement the plan showed, with only the SCRAM-SHA-256 verifier
-                // in place of (sensitive): the server's logs never see the password.
+                // The statement the plan showed, with only the hash the engine
+                // stores (SCRAM-SHA-256 verifier, native-password hash) in place
+                // of (sensitive): the server's logs never see the password.
                 let sql = dialect.with_password(&shown, password.expose())?;
-                // The statement holds the password and is never shown; the
-                // server's reason (say, a password-check hook's) is kept.
-                self.pg_execute(step, queue, sql)
+                self.session(step, queue)?
+                    .execute_secret(&step.address, sql)
                     .await
                     .map_err(|e| format!("setting the password of role \"{role}\" failed: {e}"))?;
                 if pending {
@@ -582,31 +550,14 @@ impl PgRunner {
                 }
                 Ok(Some(version))
             }
-            Op::Migrate(_) => unreachable!("run by migrate()"),
+            Op::Migrate(m) => {
+                let database = step.database.as_deref().ok_or("a migration step without its database")?;
+                self.session(step, queue)?.migrate(database, m).await?;
+                Ok(None)
+            }
             Op::DropDatabase { name, force, .. } => {
                 let sql = planned_statement(self.dialect(step), step)?;
-                // dbctl's own connection to it (from earlier steps) is not an open connection to refuse on.
-                if let Some(own) = queue.pg.remove(&Some(name.clone())) {
-                    let _ = own.close().await;
-                }
-                let admin_step = Step { database: None, ..step.clone() };
-                let (conn, _) = self.conn(&admin_step, queue).await?;
-                if !force {
-                    // A connection that just closed (dbctl's own, or a client's) leaves the
-                    // server a moment later: wait as PostgreSQL's own DROP DATABASE does.
-                    let mut open = postgres::open_connections(conn, name).await.map_err(|e| e.to_string())?;
-                    let since = Instant::now();
-                    while open > 0 && since.elapsed() < std::time::Duration::from_secs(5) {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        open = postgres::open_connections(conn, name).await.map_err(|e| e.to_string())?;
-                    }
-                    if open > 0 {
-                        return Err(format!(
-                            "database \"{name}\" has {open} open connection(s); close them, or run again with --force"
-                        ));
-                    }
-                }
-                self.pg_execute(&admin_step, queue, sql).await?;
+                self.session(step, queue)?.drop_database(&step.address, name, *force, sql).await?;
                 Ok(None)
             }
         }
@@ -649,128 +600,23 @@ impl PgRunner {
         })
     }
 
-    /// The SQL dialect of the server a step runs on.
+    /// The dialect of the server a step runs on.
     fn dialect(&self, step: &Step) -> Dialect {
         Dialect::of(step.server.as_ref().and_then(|s| self.ep(s)).map_or(crate::model::Engine::Postgres, |e| e.engine))
     }
 
-    fn is_mysql(&self, step: &Step) -> bool {
-        step.server.as_ref().and_then(|s| self.ep(s)).is_some_and(|e| e.engine == crate::model::Engine::Mysql)
-    }
-
-    /// The steps that differ on MySQL; `None` for those that do not touch the server.
-    async fn run_mysql(&self, cfg: &Config, step: &Step, queue: &mut Conns) -> Option<Result<Option<String>, String>> {
-        use crate::engine::mysql;
-        if !matches!(step.op, Op::Sql { .. } | Op::DropDatabase { .. } | Op::SetPassword { .. }) {
-            return None;
-        }
-        let run = async {
-            let (sql, version) = match &step.op {
-                Op::DropDatabase { .. } => (planned_statement(self.dialect(step), step)?, None),
-                Op::SetPassword { secret, .. } => {
-                    let dialect = self.dialect(step);
-                    let shown = planned_statement(dialect, step)?;
-                    let (password, version, pending) = self.password_to_set(cfg, secret).await?;
-                    // The statement the plan showed, with only the native-password
-                    // hash in place of (sensitive).
-                    (dialect.with_password(&shown, password.expose())?, Some((version, pending, secret)))
-                }
-                Op::Sql { sql } => (sql.clone(), None),
-                _ => unreachable!("matched above"),
-            };
-            if queue.my.is_none() {
-                let server = step.server.as_ref().ok_or("step has no server")?;
-                let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
-                let mut c = mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?;
-                queue.my_id = mysql::limit(&mut c).await.map_err(|e| e.to_string())?;
-                queue.my = Some(c);
-            }
-            let server = step.server.as_ref().ok_or("step has no server")?;
-            let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
-            let conn = queue.my.as_mut().expect("connected");
-            match mysql::execute_step(&server.to_string(), &ep.url, &step.address, queue.my_id, conn, sql).await {
-                Ok(()) => match version {
-                    Some((version, pending, secret)) => {
-                        if pending {
-                            self.promote(cfg, secret, &version).await?;
-                        }
-                        Ok(Some(version))
-                    }
-                    None => Ok(None),
-                },
-                // The statement holds the password and is never shown; the
-                // server's reason is kept unless it quotes the statement.
-                Err(e) if version.is_some() => Err(crate::engine::mysql::password_error(&step.address, &e.to_string())),
-                Err(e) => Err(e.to_string()),
-            }
-        };
-        Some(run.await)
-    }
-
-    /// One migration, in its database: see `crate::migrate::run`.
-    async fn migrate(
+    /// The step's server's session, opened on first use.
+    fn session<'q>(
         &self,
         step: &Step,
-        m: &crate::migrate::MigrationStep,
-        queue: &mut Conns,
-    ) -> Result<Option<String>, String> {
-        let database = step.database.as_deref().ok_or("a migration step without its database")?;
-        if self.is_mysql(step) {
-            if queue.my.is_none() {
-                let server = step.server.as_ref().ok_or("step has no server")?;
-                let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
-                let mut c =
-                    crate::engine::mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?;
-                queue.my_id = crate::engine::mysql::limit(&mut c).await.map_err(|e| e.to_string())?;
-                queue.my = Some(c);
-            }
-            return crate::migrate::run::mysql(queue.my.as_mut().expect("connected"), database, m).await;
+        queue: &'q mut Conns,
+    ) -> Result<&'q mut Box<dyn crate::engine::EngineSession>, String> {
+        if queue.0.is_none() {
+            let server = step.server.as_ref().ok_or("step has no server")?;
+            let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
+            queue.0 = Some(crate::engine::of(ep.engine).session(&ep));
         }
-        let (conn, _pid) = self.conn(step, queue).await?;
-        crate::migrate::run::postgres(conn, m).await
-    }
-
-    /// Run a step's statement on its connection, under the step time
-    /// limits; a step that waits says on what, and one that gives up says
-    /// who held it up.
-    async fn pg_execute(&self, step: &Step, queue: &mut Conns, sql: String) -> Result<(), String> {
-        let server = step.server.as_ref().ok_or("step has no server")?;
-        let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
-        let (conn, pid) = self.conn(step, queue).await?;
-        let run = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn);
-        let (r, blockers) =
-            crate::engine::limits::pg_watched(&server.to_string(), &ep.url, &step.address, pid, run).await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if crate::engine::limits::pg_timed_out(&e) => {
-                Err(crate::engine::limits::timed_out_message(&blockers))
-            }
-            Err(e) => Err(postgres::server_message(&e)),
-        }
-    }
-
-    async fn conn<'c>(&self, step: &Step, queue: &'c mut Conns) -> Result<(&'c mut PgConnection, i32), String> {
-        let server = step.server.as_ref().ok_or("step has no server")?;
-        let ep = self.ep(server).ok_or_else(|| format!("{server} is not in the configuration"))?;
-        let conns = &mut queue.pg;
-        if !conns.contains_key(&step.database) {
-            // Keep the admin connection and one other: a queue that walks
-            // hundreds of databases must not hold a connection to each.
-            let others: Vec<Option<String>> = conns.keys().filter(|k| k.is_some()).cloned().collect();
-            for k in others {
-                if let Some(c) = conns.remove(&k) {
-                    let _ = c.close().await;
-                }
-            }
-            let mut c = postgres::connect(&server.to_string(), &ep.url, step.database.as_deref())
-                .await
-                .map_err(|e| e.to_string())?;
-            let pid = crate::engine::limits::pg_limit(&mut c).await.map_err(|e| postgres::server_message(&e))?;
-            conns.insert(step.database.clone(), c);
-            queue.pids.insert(step.database.clone(), pid);
-        }
-        let pid = queue.pids.get(&step.database).copied().unwrap_or_default();
-        Ok((queue.pg.get_mut(&step.database).expect("just inserted"), pid))
+        Ok(queue.0.as_mut().expect("opened"))
     }
 }
 
@@ -802,6 +648,7 @@ fn planned_statement(dialect: Dialect, step: &Step) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::plan::{AttrChange, Op};
+    use std::collections::HashMap;
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 

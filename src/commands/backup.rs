@@ -98,7 +98,7 @@ async fn run_policies(
                     continue;
                 }
             }
-            if jobs > 1 && ep.engine == crate::model::Engine::Mysql {
+            if jobs > 1 && !crate::engine::dialect::Dialect::of(ep.engine).parallel_dump() {
                 eprintln!("{}: {db_addr}: --jobs applies to PostgreSQL; mariadb-dump runs as one job", pol.addr);
             }
             let job = backup::Job {

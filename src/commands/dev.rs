@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, cmd: &DevCommand) -> u8 {
                 println!(
                     "{}: {} running on 127.0.0.1:{} (data in {})",
                     r.addr,
-                    if s.engine == crate::model::Engine::Mysql { "MariaDB" } else { "PostgreSQL" },
+                    crate::engine::dialect::Dialect::of(s.engine).product(),
                     e.port,
                     e.data_dir().display()
                 );

@@ -9,7 +9,7 @@ use super::session::{block_on, err, open, Session};
 use super::{Ctx, EXIT_ERROR, EXIT_OK};
 use crate::cli::MigrateCommand;
 use crate::engine::LiveServer;
-use crate::migrate::{self, lint, Applied, File, Status};
+use crate::migrate::{self, lint, File, Status};
 use crate::model::{Address, Body, Config, Engine, Migrations};
 
 fn block<'c>(cfg: &'c Config, addr: &Address) -> Option<(&'c Migrations, String, Address)> {
@@ -46,7 +46,7 @@ impl Session {
             let exists = live.map(|l| l.get(&server).is_some_and(|s| s.databases.contains_key(&database)));
             let applied = match exists {
                 Some(false) => Ok(Vec::new()),
-                _ => read_applied(&server, ep, &database).await,
+                _ => crate::engine::of(ep.engine).applied_migrations(ep, &database).await,
             };
             tracing::debug!("{}: tracking table read after {} ms", r.addr, t.elapsed().as_millis());
             let applied = match applied {
@@ -60,7 +60,7 @@ impl Session {
                 .map(|p| p.into_iter().map(migrate::MigrationStep::from).collect::<Vec<_>>());
             // The plan lints what it would run: an applied file cannot change any more.
             let findings = match &pending {
-                Ok(p) if m.lint != "off" && ep.engine == Engine::Postgres => {
+                Ok(p) if m.lint != "off" && crate::engine::dialect::Dialect::of(ep.engine).checks_migrations() => {
                     let todo: Vec<File> =
                         files.iter().filter(|f| p.iter().any(|x| x.version == f.version)).cloned().collect();
                     lint_files(&todo)
@@ -73,25 +73,6 @@ impl Session {
             );
         }
         out
-    }
-}
-
-async fn read_applied(server: &Address, ep: &crate::runtime::Endpoint, database: &str) -> Result<Vec<Applied>, String> {
-    match ep.engine {
-        Engine::Postgres => {
-            let mut c = crate::engine::postgres::connect(&server.to_string(), &ep.url, Some(database))
-                .await
-                .map_err(|e| e.to_string())?;
-            let r = migrate::read_applied_pg(&mut c).await;
-            let _ = sqlx::Connection::close(c).await;
-            r
-        }
-        Engine::Mysql => {
-            let mut c = crate::engine::mysql::connect(&server.to_string(), &ep.url).await.map_err(|e| e.to_string())?;
-            let r = migrate::read_applied_mysql(&mut c, database).await;
-            let _ = sqlx::Connection::close(c).await;
-            r
-        }
     }
 }
 
@@ -288,7 +269,11 @@ fn test_cmd(ctx: &Ctx) -> u8 {
     let mut blocks = Vec::new();
     for r in session.config.of_kind(crate::model::Kind::Migrations) {
         let Some((m, database, server)) = block(&session.config, &r.addr) else { continue };
-        if session.endpoints.get(&server).is_some_and(|e| e.engine == Engine::Mysql) {
+        if session
+            .endpoints
+            .get(&server)
+            .is_some_and(|e| !crate::engine::dialect::Dialect::of(e.engine).checks_migrations())
+        {
             println!("skip {}: migrate test runs PostgreSQL migrations only", r.addr);
             continue;
         }
@@ -350,7 +335,7 @@ async fn run_tests(ep: &crate::runtime::Endpoint, blocks: &[(Address, String, Ve
             let step = migrate::MigrationStep::from(f);
             let label = f.label();
             let Some(down) = &f.down_sql else {
-                match migrate::run::postgres(&mut c, &step).await {
+                match crate::engine::postgres::migrate::run(&mut c, &step).await {
                     Ok(_) => println!("  ok    {label}  up (no down file)"),
                     Err(e) => {
                         println!("  FAIL  {label}  up: {e}");
@@ -361,7 +346,7 @@ async fn run_tests(ep: &crate::runtime::Endpoint, blocks: &[(Address, String, Ve
                 continue;
             };
             let before = schema(ep, database).await?;
-            if let Err(e) = migrate::run::postgres(&mut c, &step).await {
+            if let Err(e) = crate::engine::postgres::migrate::run(&mut c, &step).await {
                 println!("  FAIL  {label}  up: {e}");
                 failures += 1;
                 break;
@@ -391,7 +376,7 @@ async fn run_tests(ep: &crate::runtime::Endpoint, blocks: &[(Address, String, Ve
                 failures += 1;
                 break;
             }
-            if let Err(e) = migrate::run::postgres(&mut c, &step).await {
+            if let Err(e) = crate::engine::postgres::migrate::run(&mut c, &step).await {
                 println!("  FAIL  {label}  up again after down: {e}");
                 failures += 1;
                 break;
@@ -409,7 +394,7 @@ async fn run_down(c: &mut sqlx::PgConnection, m: &migrate::MigrationStep, no_tx:
     use crate::engine::postgres::execute;
     let forget = format!("DELETE FROM {} WHERE version = {}", migrate::TABLE, m.version);
     if no_tx {
-        for (_, s) in migrate::run::statements(&m.sql) {
+        for (_, s) in migrate::split::statements(&m.sql) {
             execute(c, s.to_string()).await.map_err(|e| format!("{}: {e}", m.file))?;
         }
         return execute(c, forget).await.map_err(|e| e.to_string());

@@ -478,7 +478,7 @@ impl Session {
                     &ep.url,
                     &host,
                     port,
-                    ep.engine == crate::model::Engine::Mysql,
+                    crate::engine::dialect::Dialect::of(ep.engine),
                 ));
             }
         }
@@ -879,7 +879,9 @@ fn plan_only_logins(
 ) -> Vec<String> {
     let pg: Vec<&LiveServer> = live
         .iter()
-        .filter(|(a, l)| l.exists && engines.get(*a).copied() == Some(crate::model::Engine::Postgres))
+        .filter(|(a, l)| {
+            l.exists && engines.get(*a).is_some_and(|e| crate::engine::dialect::Dialect::of(*e).role_flags())
+        })
         .map(|(_, l)| l)
         .collect();
     let reviewer = |l: &LiveServer| {

@@ -587,7 +587,9 @@ pub fn check(
         // A server not created yet is checked when its admin is known (an
         // RDS cluster's master user, before the cluster exists).
         let known = l.exists || l.roles.contains_key(&l.admin);
-        if engines.get(server).copied().unwrap_or(Engine::Postgres) != Engine::Postgres || !known {
+        if !crate::engine::dialect::Dialect::of(engines.get(server).copied().unwrap_or(Engine::Postgres)).role_flags()
+            || !known
+        {
             continue;
         }
         check_drops(changes, server, l, &mut errors);

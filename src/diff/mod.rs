@@ -16,7 +16,6 @@ use sha2::{Digest, Sha256};
 pub use self::desired::{desired, engines, Desired, GrantSet};
 pub use self::grants::recorded_targets;
 use crate::engine::dialect::Dialect;
-use crate::engine::mysql::ddl as mysql;
 use crate::engine::sql::pg_ident;
 use crate::engine::{LiveDatabase, LiveServer};
 use crate::graph::{Graph, Node};
@@ -1056,7 +1055,7 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
             c.server = Some(server.to_string());
             c.after = Some(after.clone());
             let dialect = want.dialect(server);
-            let mysql = want.engine(server) == Engine::Mysql;
+            let ownerless = !dialect.database_owners();
             if let Some(e) = d.encoding.as_deref().filter(|e| !dialect.known_encoding(e)) {
                 errors.push(format!(
                     "{addr}: encoding \"{e}\" is not a PostgreSQL database encoding (for example UTF8, LATIN1, WIN1252, EUC_JP)"
@@ -1118,9 +1117,9 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         dialect.database_replaced_by(),
                         &[],
                     );
-                    if mysql && !c.attributes.iter().any(|a| a.forces_replacement) {
+                    if ownerless && !c.attributes.iter().any(|a| a.forces_replacement) {
                         let changed: Vec<&str> = c.attributes.iter().map(|a| a.name.as_str()).collect();
-                        if let Some(stmt) = mysql::alter_database(d, &changed) {
+                        if let Some(stmt) = dialect.alter_database(d, &changed) {
                             c.steps.extend(steps(&addr, server, vec![stmt]));
                             c.action = Action::Update;
                         }
@@ -1319,9 +1318,11 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
         c.server = st.server.clone();
         c.before = Some(st.attributes.clone());
         match (st.kind.as_str(), &server, live) {
-            ("user" | "role", Some(server), Some(live)) if want.engine(server) == Engine::Mysql => {
-                if let Some(l) = live.roles.get(&st.name) {
-                    c.steps.extend(steps(addr, server, vec![mysql::drop_role(&st.name, l)]));
+            ("user" | "role", Some(server), Some(live)) if !want.dialect(server).roles_own_objects() => {
+                if let Some(stmt) =
+                    live.roles.get(&st.name).and_then(|l| want.dialect(server).drop_account(&st.name, l))
+                {
+                    c.steps.extend(steps(addr, server, vec![stmt]));
                 }
             }
             ("user" | "role", Some(server), Some(live)) => {

@@ -515,6 +515,74 @@ impl Dialect {
         }
     }
 
+    /// Whether roles own objects (and hold privileges) that must be handed
+    /// over before the role is dropped; if not, one statement drops an
+    /// account (`drop_account`).
+    pub fn roles_own_objects(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// The statement that drops account `name` (as read: `live`) on an
+    /// engine whose roles own nothing.
+    pub fn drop_account(self, name: &str, live: &LiveRole) -> Option<Stmt> {
+        match self {
+            Dialect::Postgres => None,
+            Dialect::Mysql => Some(mysql::ddl::drop_role(name, live)),
+        }
+    }
+
+    /// The statement that changes database `d` in place (`changed`: the
+    /// attributes that differ), on an engine whose databases have no owner.
+    pub fn alter_database(self, d: &DesiredDb, changed: &[&str]) -> Option<Stmt> {
+        match self {
+            Dialect::Postgres => None,
+            Dialect::Mysql => mysql::ddl::alter_database(d, changed),
+        }
+    }
+
+    /// The port a server listens on unless its url says otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Dialect::Postgres => 5432,
+            Dialect::Mysql => 3306,
+        }
+    }
+
+    /// The admin url of a server reached over TLS that checks the server's
+    /// certificate and name (`ca`: the CA bundle's path). `user` and `ca`
+    /// are already percent-encoded.
+    pub fn verified_tls_url(self, user: &str, host: &str, port: u16, ca: Option<&str>) -> String {
+        match self {
+            Dialect::Postgres => format!(
+                "postgres://{user}@{host}:{port}/postgres?sslmode=verify-full{}",
+                ca.map(|c| format!("&sslrootcert={c}")).unwrap_or_default()
+            ),
+            Dialect::Mysql => format!(
+                "mysql://{user}@{host}:{port}/?ssl-mode=VERIFY_IDENTITY{}",
+                ca.map(|c| format!("&ssl-ca={c}")).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// The server program an embedded server of this engine runs, as users know it.
+    pub fn product(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "PostgreSQL",
+            Dialect::Mysql => "MariaDB",
+        }
+    }
+
+    /// Whether migrations are linted (squawk parses PostgreSQL's SQL) and
+    /// tested up and down on a throwaway server (`dbctl migrate test`).
+    pub fn checks_migrations(self) -> bool {
+        self == Dialect::Postgres
+    }
+
+    /// Whether a backup can dump one database with several jobs (`pg_dump -j`).
+    pub fn parallel_dump(self) -> bool {
+        self == Dialect::Postgres
+    }
+
     /// Whether an RDS cluster engine (`aurora-postgresql`, `aurora-mysql`) runs this engine.
     pub fn runs_on_rds(self, rds_engine: &str) -> bool {
         rds_engine.contains("postgres") == (self == Dialect::Postgres)

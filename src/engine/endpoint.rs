@@ -38,16 +38,6 @@ pub fn host_port(ep: &Endpoint) -> (String, u16) {
 pub fn dial_host_port(ep: &Endpoint) -> (String, u16) {
     match &ep.embedded {
         Some(e) => ("127.0.0.1".into(), e.port),
-        None if ep.engine == Engine::Mysql => {
-            use std::str::FromStr;
-            match sqlx::mysql::MySqlConnectOptions::from_str(&ep.url) {
-                Ok(o) => (o.get_host().to_string(), o.get_port()),
-                Err(_) => (String::new(), 3306),
-            }
-        }
-        None => match crate::engine::postgres::options(&ep.url, None) {
-            Ok(o) => (o.get_host().to_string(), o.get_port()),
-            Err(_) => (String::new(), 5432),
-        },
+        None => super::of(ep.engine).dial_host_port(&ep.url),
     }
 }

@@ -1,13 +1,22 @@
 //! The boundary every engine implements, and the live state it reads.
 //!
-//! `read` returns a `LiveServer` (engine-agnostic), in as few round trips as
-//! the catalog allows; the diff never asks the server anything; `execute`
-//! runs one step. The MySQL engine and RDS are further modules behind the
-//! same boundary.
+//! Two halves, one folder per engine (`postgres/`, `mysql/`):
+//! - [`Dialect`](dialect::Dialect), pure: names and their limits, privileges
+//!   per grant class, what a router's access means, and the text of every
+//!   statement. The plan stores that text and apply runs it, so the two
+//!   cannot disagree.
+//! - [`Engine`], I/O: read a server's live state (a `LiveServer`, the same
+//!   shape for every engine, in as few round trips as the catalog allows),
+//!   count what a drop would lose, and open an [`EngineSession`] that runs a
+//!   plan's statements in order.
+//!
+//! [`of`] is the one place that picks an engine by its kind; the diff never
+//! asks a server anything.
 
 pub mod dialect;
 pub mod embedded;
 pub mod endpoint;
+mod engines;
 pub mod limits;
 pub mod mysql;
 pub mod postgres;
@@ -17,6 +26,8 @@ pub mod tls;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+
+pub use engines::of;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -157,3 +168,70 @@ pub struct LiveServer {
 
 /// What to read inside databases: database name → schemas the config mentions.
 pub type DetailScope = BTreeMap<String, BTreeSet<String>>;
+
+/// A future an engine returns (the trait is used as `dyn Engine`).
+pub type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What dbctl does with a server of one engine. Pure knowledge (statement
+/// text, names, privileges) is the engine's [`Dialect`](dialect::Dialect).
+pub trait Engine: Send + Sync {
+    fn kind(&self) -> crate::model::Engine;
+    fn dialect(&self) -> dialect::Dialect;
+    /// The server's live state: its roles and databases, and inside the
+    /// databases `scope` names.
+    fn read<'a>(
+        &'a self,
+        ep: &'a endpoint::Endpoint,
+        scope: &'a DetailScope,
+    ) -> BoxFut<'a, Result<LiveServer, EngineError>>;
+    /// How many user tables (or keys) a database holds: what dropping it loses.
+    fn count_tables<'a>(
+        &'a self,
+        ep: &'a endpoint::Endpoint,
+        database: &'a str,
+    ) -> BoxFut<'a, Result<u64, EngineError>>;
+    /// The migrations a database's tracking table records.
+    fn applied_migrations<'a>(
+        &'a self,
+        ep: &'a endpoint::Endpoint,
+        database: &'a str,
+    ) -> BoxFut<'a, Result<Vec<crate::migrate::Applied>, String>>;
+    /// A session that runs a plan's statements on the server; it connects
+    /// when its first statement runs.
+    fn session(&self, ep: &endpoint::Endpoint) -> Box<dyn EngineSession>;
+    /// The host and port an admin url dials, and the default port.
+    fn dial_host_port(&self, url: &str) -> (String, u16);
+}
+
+/// One server's queue of statements during an apply: its connections are
+/// kept between steps and closed at the end.
+pub trait EngineSession: Send {
+    /// Run one statement, as the plan showed it, in `database` (`None`: the
+    /// admin database), under the step time limits.
+    fn execute<'a>(
+        &'a mut self,
+        address: &'a str,
+        database: Option<&'a str>,
+        sql: String,
+    ) -> BoxFut<'a, Result<(), String>>;
+    /// Run a statement that carries a secret (a password hash): an error
+    /// never quotes the statement.
+    fn execute_secret<'a>(&'a mut self, address: &'a str, sql: String) -> BoxFut<'a, Result<(), String>>;
+    /// Drop a database (`sql`, as planned); without `force`, refuse while
+    /// clients are connected to it.
+    fn drop_database<'a>(
+        &'a mut self,
+        address: &'a str,
+        name: &'a str,
+        force: bool,
+        sql: String,
+    ) -> BoxFut<'a, Result<(), String>>;
+    /// Run one migration in `database`, recording it in the tracking table.
+    fn migrate<'a>(
+        &'a mut self,
+        database: &'a str,
+        m: &'a crate::migrate::MigrationStep,
+    ) -> BoxFut<'a, Result<(), String>>;
+    /// Close the session's connections.
+    fn close(self: Box<Self>) -> BoxFut<'static, ()>;
+}

@@ -121,8 +121,8 @@ pub fn is_loopback(host: &str) -> bool {
 
 /// The warning a plan and an apply give for a connection that ended up in
 /// clear, to the server whose admin url is `url`.
-pub fn plaintext_warning(server: &str, url: &str, host: &str, port: u16, mysql: bool) -> String {
-    let (fix, disabled) = if mysql {
+pub fn plaintext_warning(server: &str, url: &str, host: &str, port: u16, dialect: super::dialect::Dialect) -> String {
+    let (fix, disabled) = if dialect == super::dialect::Dialect::Mysql {
         (
             "set ssl-mode=VERIFY_IDENTITY&ssl-ca=<CA file> (or at least ssl-mode=REQUIRED) in its url",
             url_param(url, MY_MODE).is_some_and(|m| m.eq_ignore_ascii_case("disabled")),

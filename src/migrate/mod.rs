@@ -4,7 +4,7 @@
 //! Everything here but `read_applied` is pure.
 
 pub mod lint;
-pub mod run;
+pub mod split;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -213,38 +213,6 @@ pub fn pending<'a>(
     }
 }
 
-/// The tracking table's DDL for an engine (sqlx's layout).
-pub fn create_table_sql(engine: Engine) -> String {
-    match engine {
-        Engine::Postgres => format!(
-            "CREATE TABLE IF NOT EXISTS {TABLE} (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
-             installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, \
-             execution_time BIGINT NOT NULL)"
-        ),
-        Engine::Mysql => format!(
-            "CREATE TABLE IF NOT EXISTS {TABLE} (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
-             installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, checksum BLOB NOT NULL, \
-             execution_time BIGINT NOT NULL)"
-        ),
-    }
-}
-
-/// The row a successful migration leaves (run in the migration's own transaction).
-pub fn record_sql(engine: Engine, f: &MigrationStep, duration_ns: i64) -> String {
-    let desc = match engine {
-        Engine::Postgres => crate::engine::sql::pg_literal(&f.name),
-        Engine::Mysql => crate::engine::sql::mysql_literal(&f.name),
-    };
-    let sum = match engine {
-        Engine::Postgres => format!("'\\x{}'::bytea", f.checksum),
-        Engine::Mysql => format!("X'{}'", f.checksum),
-    };
-    format!(
-        "INSERT INTO {TABLE} (version, description, success, checksum, execution_time) VALUES ({}, {desc}, TRUE, {sum}, {duration_ns})",
-        f.version
-    )
-}
-
 /// What a plan step carries to run one migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationStep {
@@ -282,55 +250,6 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
-}
-
-/// Read a database's tracking table: one query; no table means nothing applied.
-pub async fn read_applied_pg(conn: &mut sqlx::PgConnection) -> Result<Vec<Applied>, String> {
-    use sqlx::Row;
-    let sql = format!(
-        "SELECT version, description, encode(checksum, 'hex') AS checksum, \
-         to_char(installed_on AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS applied_at, \
-         execution_time, success FROM {TABLE} ORDER BY version"
-    );
-    match sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await {
-        Ok(rows) => Ok(rows
-            .iter()
-            .map(|r| Applied {
-                version: r.get(0),
-                name: r.get(1),
-                checksum: r.get(2),
-                applied_at: r.get(3),
-                duration_ns: r.get(4),
-                success: r.get(5),
-            })
-            .collect()),
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(Vec::new()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-pub async fn read_applied_mysql(conn: &mut sqlx::MySqlConnection, database: &str) -> Result<Vec<Applied>, String> {
-    use sqlx::Row;
-    let sql = format!(
-        "SELECT version, CAST(description AS CHAR), LOWER(HEX(checksum)), DATE_FORMAT(installed_on, '%Y-%m-%dT%H:%i:%sZ'), \
-         execution_time, success FROM {}.{TABLE} ORDER BY version",
-        crate::engine::sql::mysql_ident(database)
-    );
-    match sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await {
-        Ok(rows) => Ok(rows
-            .iter()
-            .map(|r| Applied {
-                version: r.get(0),
-                name: r.get(1),
-                checksum: r.get(2),
-                applied_at: r.get(3),
-                duration_ns: r.get(4),
-                success: r.get::<bool, _>(5),
-            })
-            .collect()),
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42S02") => Ok(Vec::new()),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 /// The first statement of `sql` at or after a server error's 1-based character

@@ -133,7 +133,7 @@ impl Inner {
                                 &self.url,
                                 &self.host,
                                 self.port,
-                                false
+                                crate::engine::dialect::Dialect::Postgres
                             )
                         );
                     }

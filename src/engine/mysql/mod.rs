@@ -9,6 +9,8 @@
 
 pub mod ddl;
 pub mod embedded;
+pub mod migrate;
+pub mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;

@@ -4,6 +4,8 @@
 
 pub mod acl;
 pub mod ddl;
+pub mod migrate;
+pub mod session;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;

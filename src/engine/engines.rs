@@ -1,0 +1,106 @@
+//! The engines dbctl knows, by kind: the one `match` on the engine kind
+//! that picks an implementation.
+
+use super::dialect::Dialect;
+use super::endpoint::Endpoint;
+use super::{mysql, postgres, BoxFut, DetailScope, Engine, EngineError, EngineSession, LiveServer};
+use crate::migrate::Applied;
+use crate::model::Engine as Kind;
+
+/// The engine that serves servers of `kind`.
+pub fn of(kind: Kind) -> &'static dyn Engine {
+    match kind {
+        Kind::Postgres => &Postgres,
+        Kind::Mysql => &Mysql,
+    }
+}
+
+struct Postgres;
+
+impl Engine for Postgres {
+    fn kind(&self) -> Kind {
+        Kind::Postgres
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn read<'a>(&'a self, ep: &'a Endpoint, scope: &'a DetailScope) -> BoxFut<'a, Result<LiveServer, EngineError>> {
+        Box::pin(async move { postgres::read(&ep.address.to_string(), &ep.url, scope).await })
+    }
+
+    fn count_tables<'a>(&'a self, ep: &'a Endpoint, database: &'a str) -> BoxFut<'a, Result<u64, EngineError>> {
+        Box::pin(async move { postgres::count_tables(&ep.address.to_string(), &ep.url, database).await })
+    }
+
+    fn applied_migrations<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        database: &'a str,
+    ) -> BoxFut<'a, Result<Vec<Applied>, String>> {
+        Box::pin(async move {
+            let mut c =
+                postgres::connect(&ep.address.to_string(), &ep.url, Some(database)).await.map_err(|e| e.to_string())?;
+            let r = postgres::migrate::applied(&mut c).await;
+            let _ = sqlx::Connection::close(c).await;
+            r
+        })
+    }
+
+    fn session(&self, ep: &Endpoint) -> Box<dyn EngineSession> {
+        Box::new(postgres::session::PgSession::new(ep))
+    }
+
+    fn dial_host_port(&self, url: &str) -> (String, u16) {
+        match postgres::options(url, None) {
+            Ok(o) => (o.get_host().to_string(), o.get_port()),
+            Err(_) => (String::new(), 5432),
+        }
+    }
+}
+
+struct Mysql;
+
+impl Engine for Mysql {
+    fn kind(&self) -> Kind {
+        Kind::Mysql
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Mysql
+    }
+
+    fn read<'a>(&'a self, ep: &'a Endpoint, _scope: &'a DetailScope) -> BoxFut<'a, Result<LiveServer, EngineError>> {
+        Box::pin(async move { mysql::read(&ep.address.to_string(), &ep.url, &ep.user_hosts).await })
+    }
+
+    fn count_tables<'a>(&'a self, ep: &'a Endpoint, database: &'a str) -> BoxFut<'a, Result<u64, EngineError>> {
+        Box::pin(async move { mysql::count_tables(&ep.address.to_string(), &ep.url, database).await })
+    }
+
+    fn applied_migrations<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        database: &'a str,
+    ) -> BoxFut<'a, Result<Vec<Applied>, String>> {
+        Box::pin(async move {
+            let mut c = mysql::connect(&ep.address.to_string(), &ep.url).await.map_err(|e| e.to_string())?;
+            let r = mysql::migrate::applied(&mut c, database).await;
+            let _ = sqlx::Connection::close(c).await;
+            r
+        })
+    }
+
+    fn session(&self, ep: &Endpoint) -> Box<dyn EngineSession> {
+        Box::new(mysql::session::MySession::new(ep))
+    }
+
+    fn dial_host_port(&self, url: &str) -> (String, u16) {
+        use std::str::FromStr;
+        match sqlx::mysql::MySqlConnectOptions::from_str(url) {
+            Ok(o) => (o.get_host().to_string(), o.get_port()),
+            Err(_) => (String::new(), 3306),
+        }
+    }
+}
