@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod limits;
 pub mod mysql;
 pub mod postgres;
+pub mod redis;
 pub mod sql;
 pub mod tls;
 
