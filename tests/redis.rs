@@ -128,7 +128,7 @@ async fn users_are_confined_to_their_namespaces_and_read_back_as_written() {
     assert!(!live.roles.contains_key("dbctl"));
     let role = &live.roles[USER];
     assert!(role.login && role.flags.is_empty(), "{role:?}");
-    assert!(!live.roles["default"].login);
+    assert!(!live.roles.contains_key("default"), "the built-in user, off, is no account");
     assert_eq!(live.databases.keys().cloned().collect::<Vec<_>>(), {
         let mut v = vec![RW, RO, OWNED, spaced].into_iter().map(String::from).collect::<Vec<_>>();
         v.sort();
@@ -185,30 +185,32 @@ async fn users_are_confined_to_their_namespaces_and_read_back_as_written() {
 async fn dropping_a_namespace_removes_only_its_keys() {
     let s = server();
     let mut a = admin(&s).await;
-    for ns in ["a*", "ab", "has space"] {
+    for ns in ["a*", "ab", "has space", "a*:nested"] {
         run(&s, &acl::create_namespace(ns)).await;
     }
     for i in 0..1200 {
         set(&mut a, &format!("a*:{i}")).await.unwrap();
     }
-    for k in ["ab:1", "a*x:1", "has space:1", "loose"] {
+    for k in ["ab:1", "a*x:1", "has space:1", "loose", "a*:nested:1"] {
         set(&mut a, k).await.unwrap();
     }
+    // `a*:nested:1` matches `a*`'s pattern but is the nested namespace's key.
     assert_eq!(engine::count_keys("r", &s.e.url(), "a*").await.unwrap(), 1200);
+    assert_eq!(engine::count_keys("r", &s.e.url(), "a*:nested").await.unwrap(), 1);
     assert_eq!(engine::count_keys("r", &s.e.url(), "has space").await.unwrap(), 1);
     for st in acl::drop_namespace("a*") {
         run(&s, &st).await;
     }
     assert_eq!(engine::count_keys("r", &s.e.url(), "a*").await.unwrap(), 0);
     let n: i64 = redis::cmd("DBSIZE").query_async(&mut a).await.unwrap();
-    assert_eq!(n, 4 + 1, "the other keys and the registry remain");
+    assert_eq!(n, 5 + 1, "the other keys and the registry remain");
     let live = engine::read("r", &s.e.url()).await.unwrap();
-    assert_eq!(live.databases.keys().map(String::as_str).collect::<Vec<_>>(), ["ab", "has space"]);
+    assert_eq!(live.databases.keys().map(String::as_str).collect::<Vec<_>>(), ["a*:nested", "ab", "has space"]);
     for st in acl::drop_namespace("has space") {
         run(&s, &st).await;
     }
     let n: i64 = redis::cmd("DBSIZE").query_async(&mut a).await.unwrap();
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,19 +247,21 @@ async fn a_restarted_embedded_server_keeps_users_and_data() {
 async fn backups_verify_and_tampered_ones_do_not() {
     let s = server();
     let mut a = admin(&s).await;
-    let names = vec![RW.to_string(), RO.to_string(), "empty".to_string()];
+    let nested = format!("{RW}:inner");
+    let names = vec![RW.to_string(), RO.to_string(), "empty".to_string(), nested.clone()];
     for ns in &names {
         run(&s, &acl::create_namespace(ns)).await;
     }
     for i in 0..300 {
         set(&mut a, &format!("{RW}:{i}")).await.unwrap();
     }
+    set(&mut a, &format!("{nested}:1")).await.unwrap();
     for i in 0..7 {
         let _: () = redis::cmd("HSET").arg(format!("{RO}:{i}")).arg("f").arg(i).query_async(&mut a).await.unwrap();
     }
     let out = tempfile::tempdir().unwrap();
     let mut b = backup::snapshot("r", &s.e.url(), &names, &out.path().join("snap.rdb")).await.unwrap();
-    assert_eq!(b.counts, BTreeMap::from([(RW.into(), 300), (RO.into(), 7), ("empty".into(), 0)]));
+    assert_eq!(b.counts, BTreeMap::from([(RW.into(), 300), (RO.into(), 7), ("empty".into(), 0), (nested, 1)]));
     assert!(b.bytes > 1000 && b.bytes == std::fs::metadata(&b.path).unwrap().len());
     assert!(!b.verified);
     backup::verify(&mut b).await.unwrap();

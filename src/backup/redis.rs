@@ -147,8 +147,11 @@ pub fn count_in_rdb(rdb: &Path, namespaces: &[String]) -> Result<BTreeMap<String
             }
             std::thread::sleep(Duration::from_millis(50));
         };
+        let registry = call(&mut s, &["SMEMBERS", acl::REGISTRY]).map_err(|e| e.to_string())?;
         let mut counts = BTreeMap::new();
         for ns in namespaces {
+            // Counted as the live server counts them (`engine::redis::count_keys`).
+            let nested = acl::nested_in(ns, &registry);
             let pattern = acl::key_pattern(ns);
             let (mut cursor, mut n) = ("0".to_string(), 0u64);
             loop {
@@ -158,7 +161,7 @@ pub fn count_in_rdb(rdb: &Path, namespaces: &[String]) -> Result<BTreeMap<String
                 let Some((next, keys)) = r.split_first().filter(|(c, _)| !c.starts_with('-')) else {
                     return Err(format!("SCAN failed on the loaded RDB: {}", r.join(" ")));
                 };
-                n += keys.len() as u64;
+                n += keys.iter().filter(|k| !nested.iter().any(|p| k.starts_with(p.as_str()))).count() as u64;
                 cursor = next.clone();
                 if cursor == "0" {
                     break;

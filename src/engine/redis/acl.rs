@@ -141,6 +141,22 @@ pub fn namespace_of(pattern: &str) -> Option<String> {
     Some(out)
 }
 
+/// The key prefixes (`NAME:`) of the namespaces in `all` nested in
+/// `namespace` (`app:cache` in `app`): `app`'s pattern matches their keys,
+/// which are theirs, not `app`'s, when counting and dropping. A grant on
+/// `app` covers them all the same (ACL patterns have no exceptions).
+pub fn nested_in(namespace: &str, all: &[String]) -> Vec<String> {
+    let prefix = format!("{namespace}:");
+    all.iter().filter(|n| n.starts_with(&prefix)).map(|n| format!("{n}:")).collect()
+}
+
+/// Why a name cannot be a Redis database, if so: dbctl's own keys live
+/// under `__dbctl__:` (the registry), which no namespace may cover.
+pub fn namespace_problem(name: &str) -> Option<String> {
+    (name.is_empty() || name == "__dbctl__" || name.starts_with("__dbctl__:"))
+        .then(|| format!("Redis database name {} is empty or reserved for dbctl's own keys", quote(name)))
+}
+
 /// Why a namespace cannot carry grants, if so. Redis refuses key patterns
 /// with whitespace, and parses a selector's text again with quote handling,
 /// where a `"` or `'` would change the pattern (`~a"b:*"` means `~ab:*`).
@@ -549,7 +565,12 @@ mod tests {
              clearselectors \"(~app:* -@all +@read +@write -@dangerous)\" \"(~r\\\\*o:* -@all +@read -@dangerous)\""
         );
         assert_eq!(tokenize(&s).unwrap()[14], "(~r\\*o:* -@all +@read -@dangerous)");
-        assert!(set_grants("u", &BTreeMap::from([("a b".into(), Privs::from(["read".into()]))])).is_err());
+        for refused in ["a b", "a\"b", "a'b", "a\nb", ""] {
+            let e = set_grants("u", &BTreeMap::from([(refused.into(), Privs::from(["read".into()]))])).unwrap_err();
+            assert!(e.contains("Redis"), "{e}");
+        }
+        assert!(namespace_problem("__dbctl__").is_some() && namespace_problem("app").is_none());
+        assert_eq!(nested_in("a", &["a".into(), "a:b".into(), "ab".into(), "a:b:c".into()]), ["a:b:", "a:b:c:"]);
         assert!(set_grants("u", &BTreeMap::from([("a".into(), Privs::from(["all".into()]))])).is_err());
     }
 

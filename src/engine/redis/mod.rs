@@ -133,7 +133,8 @@ pub async fn read_catalog(conn: &mut MultiplexedConnection, password: Option<&st
     Ok(Catalog { version, admin, namespaces, users: out, categories })
 }
 
-/// Read one server: roles are the ACL users but the admin (`login`: on or
+/// Read one server: roles are the ACL users but the admin and a `default`
+/// user that is off (`login`: on or
 /// off; `flags` holds `acl::CUSTOM_ACL` when its ACL has rules dbctl does
 /// not write); databases are the registry's namespaces, with
 /// `privileges[user]` the privilege names of its selector there. A
@@ -149,6 +150,10 @@ pub async fn read(server: &str, url: &str) -> Result<LiveServer, EngineError> {
         .collect();
     let mut roles = BTreeMap::new();
     for (name, u) in &c.users {
+        // Redis's built-in user cannot be deleted; switched off it is no account.
+        if name == "default" && !u.login {
+            continue;
+        }
         let mut role = LiveRole { login: u.login, ..LiveRole::default() };
         if !u.exact {
             role.flags.insert(acl::CUSTOM_ACL.to_string());
@@ -181,10 +186,13 @@ pub async fn run_on(
     let argv = acl::tokenize(statement).map_err(|e| EngineError::Query(scrub(e, password)))?;
     let Some(command) = argv.first() else { return Ok(()) };
     if command == acl::UNLINK_MATCHING {
-        let [_, pattern] = argv.as_slice() else {
-            return Err(EngineError::Query(format!("{} takes one key pattern", acl::UNLINK_MATCHING)));
+        let namespace = match argv.as_slice() {
+            [_, pattern] => acl::namespace_of(pattern),
+            _ => None,
         };
-        unlink_matching(conn, pattern).await.map_err(|e| query_error(e, password))?;
+        let namespace = namespace
+            .ok_or_else(|| EngineError::Query(format!("{} takes one namespace's key pattern", acl::UNLINK_MATCHING)))?;
+        scan_namespace(conn, &namespace, Unlink).await.map_err(|e| query_error(e, password))?;
         return Ok(());
     }
     let mut cmd = ::redis::cmd(command);
@@ -205,42 +213,21 @@ pub async fn run_on(
     Ok(())
 }
 
-/// Every key matching `pattern`, in SCAN batches (UNLINK frees memory in the background).
-async fn unlink_matching(conn: &mut MultiplexedConnection, pattern: &str) -> ::redis::RedisResult<u64> {
-    let mut cursor = 0u64;
-    let mut n = 0;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = ::redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(BATCH)
-            .query_async(conn)
-            .await?;
-        if !keys.is_empty() {
-            n += keys.len() as u64;
-            let _: Value = ::redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;
-        }
-        if next == 0 {
-            return Ok(n);
-        }
-        cursor = next;
-    }
-}
-
-/// How many keys the namespace holds (SCAN MATCH its escaped pattern).
-pub async fn count_keys(server: &str, url: &str, namespace: &str) -> Result<u64, EngineError> {
-    let mut conn = connect(server, url).await?;
-    count_keys_on(&mut conn, namespace).await.map_err(|e| query_error(e, url_password(url).as_deref()))
-}
-
-pub async fn count_keys_on(conn: &mut MultiplexedConnection, namespace: &str) -> ::redis::RedisResult<u64> {
+/// A namespace's own keys, batch by batch: those matching its pattern but
+/// not a registered namespace nested in it (`app:cache` in `app`), whose keys
+/// `app:*` matches too. `each` gets every batch (SCAN may repeat a key).
+async fn scan_namespace(
+    conn: &mut MultiplexedConnection,
+    namespace: &str,
+    mut each: impl AsyncBatch,
+) -> ::redis::RedisResult<u64> {
+    let registry: Vec<String> = ::redis::cmd("SMEMBERS").arg(REGISTRY).query_async(conn).await?;
+    let nested = acl::nested_in(namespace, &registry);
     let pattern = acl::key_pattern(namespace);
     let mut cursor = 0u64;
     let mut n = 0;
     loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = ::redis::cmd("SCAN")
+        let (next, mut keys): (u64, Vec<Vec<u8>>) = ::redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(&pattern)
@@ -248,12 +235,46 @@ pub async fn count_keys_on(conn: &mut MultiplexedConnection, namespace: &str) ->
             .arg(BATCH)
             .query_async(conn)
             .await?;
-        n += keys.len() as u64;
+        keys.retain(|k| !nested.iter().any(|p| k.starts_with(p.as_bytes())));
+        if !keys.is_empty() {
+            n += keys.len() as u64;
+            each.batch(conn, keys).await?;
+        }
         if next == 0 {
             return Ok(n);
         }
         cursor = next;
     }
+}
+
+/// What `scan_namespace` does with each batch.
+trait AsyncBatch {
+    async fn batch(&mut self, conn: &mut MultiplexedConnection, keys: Vec<Vec<u8>>) -> ::redis::RedisResult<()>;
+}
+
+struct Count;
+impl AsyncBatch for Count {
+    async fn batch(&mut self, _: &mut MultiplexedConnection, _: Vec<Vec<u8>>) -> ::redis::RedisResult<()> {
+        Ok(())
+    }
+}
+
+/// UNLINK frees the values' memory in the background.
+struct Unlink;
+impl AsyncBatch for Unlink {
+    async fn batch(&mut self, conn: &mut MultiplexedConnection, keys: Vec<Vec<u8>>) -> ::redis::RedisResult<()> {
+        ::redis::cmd("UNLINK").arg(&keys).query_async::<Value>(conn).await.map(|_| ())
+    }
+}
+
+/// How many keys the namespace holds (SCAN MATCH its escaped pattern; see `scan_namespace`).
+pub async fn count_keys(server: &str, url: &str, namespace: &str) -> Result<u64, EngineError> {
+    let mut conn = connect(server, url).await?;
+    count_keys_on(&mut conn, namespace).await.map_err(|e| query_error(e, url_password(url).as_deref()))
+}
+
+pub async fn count_keys_on(conn: &mut MultiplexedConnection, namespace: &str) -> ::redis::RedisResult<u64> {
+    scan_namespace(conn, namespace, Count).await
 }
 
 #[cfg(test)]
