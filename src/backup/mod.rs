@@ -12,6 +12,7 @@
 pub mod keep;
 pub mod mysql;
 pub mod pgdump;
+pub mod redis;
 pub mod storage;
 pub mod stream;
 

@@ -20,6 +20,7 @@ mod engines;
 pub mod limits;
 pub mod mysql;
 pub mod postgres;
+pub mod redis;
 pub mod sql;
 pub mod tls;
 

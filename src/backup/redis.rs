@@ -1,0 +1,177 @@
+//! Redis backups: an RDB snapshot of the whole server (`redis-cli --rdb`,
+//! which asks the server for the same file a replica gets), with the key
+//! count of each namespace read just before it. `verify` loads the file into
+//! a throwaway redis-server (Unix socket only, in a private temporary
+//! directory, no TCP port) and compares its counts.
+//!
+//! The counts are read on the live server right before the snapshot starts:
+//! on a server written to meanwhile they may differ from the file's, and
+//! verification then says so rather than passing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::engine::redis::embedded::{call, cli_binary, server_binary};
+use crate::engine::redis::{acl, connect, count_keys_on};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RdbBackup {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// sha256 of the file.
+    pub sha256: String,
+    /// Namespace → keys, on the server when the snapshot was taken.
+    pub counts: BTreeMap<String, u64>,
+    /// True once `verify` found the same counts in the file.
+    pub verified: bool,
+}
+
+/// Snapshot the server at `url` into `to`, with the key counts of `namespaces`.
+/// The password reaches redis-cli through REDISCLI_AUTH, never its command line.
+pub async fn snapshot(server: &str, url: &str, namespaces: &[String], to: &Path) -> Result<RdbBackup, String> {
+    let info: ::redis::ConnectionInfo =
+        ::redis::IntoConnectionInfo::into_connection_info(url).map_err(|_| format!("{server}: not a redis:// URL"))?;
+    let ::redis::ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
+        return Err(format!("{server}: an RDB backup needs a plain TCP redis:// URL"));
+    };
+    let password = info.redis_settings().password().map(str::to_string);
+    let mut conn = connect(server, url).await.map_err(|e| e.to_string())?;
+    let mut counts = BTreeMap::new();
+    for ns in namespaces {
+        let n = count_keys_on(&mut conn, ns).await.map_err(|e| scrub(e.to_string(), password.as_deref()))?;
+        counts.insert(ns.clone(), n);
+    }
+    let mut c = tokio::process::Command::new(cli_binary().map_err(|e| e.to_string())?);
+    c.arg("-h").arg(&host).arg("-p").arg(port.to_string()).arg("--no-auth-warning");
+    c.env_remove("REDISCLI_AUTH");
+    if let Some(user) = info.redis_settings().username() {
+        c.arg("--user").arg(user);
+    }
+    if let Some(p) = &password {
+        c.env("REDISCLI_AUTH", p);
+    }
+    c.arg("--rdb").arg(to).stdin(Stdio::null()).kill_on_drop(true);
+    let out = c.output().await.map_err(|e| format!("cannot run redis-cli: {e}"))?;
+    if !out.status.success() {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        return Err(format!("redis-cli --rdb failed: {}", scrub(text.trim().to_string(), password.as_deref())));
+    }
+    let bytes = std::fs::read(to).map_err(|e| format!("cannot read {}: {e}", to.display()))?;
+    use sha2::Digest;
+    Ok(RdbBackup {
+        path: to.to_path_buf(),
+        bytes: bytes.len() as u64,
+        sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+        counts,
+        verified: false,
+    })
+}
+
+fn scrub(m: String, password: Option<&str>) -> String {
+    match password {
+        Some(p) if !p.is_empty() => m.replace(p, "(sensitive)"),
+        _ => m,
+    }
+}
+
+/// Load `rdb` into a throwaway server and compare each namespace's key count
+/// with `expected`; sets `verified` when they are equal.
+pub async fn verify(backup: &mut RdbBackup) -> Result<(), String> {
+    let rdb = backup.path.clone();
+    let names: Vec<String> = backup.counts.keys().cloned().collect();
+    let found = tokio::task::spawn_blocking(move || count_in_rdb(&rdb, &names)).await.map_err(|e| e.to_string())??;
+    let wrong: Vec<String> = backup
+        .counts
+        .iter()
+        .filter(|(ns, n)| found.get(*ns) != Some(n))
+        .map(|(ns, n)| {
+            format!("{}: {n} keys at the snapshot, {} in the file", acl::quote(ns), found.get(ns).unwrap_or(&0))
+        })
+        .collect();
+    if !wrong.is_empty() {
+        return Err(format!(
+            "the RDB file {} does not hold what was snapshot:\n{}",
+            backup.path.display(),
+            wrong.join("\n")
+        ));
+    }
+    backup.verified = true;
+    Ok(())
+}
+
+/// Key counts per namespace in an RDB file, read by a throwaway redis-server
+/// that loads it. Fails when the server cannot load the file (truncated, altered).
+pub fn count_in_rdb(rdb: &Path, namespaces: &[String]) -> Result<BTreeMap<String, u64>, String> {
+    let dir =
+        tempfile::Builder::new().prefix("dbctl-rdb-").tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    std::fs::copy(rdb, dir.path().join("dump.rdb")).map_err(|e| format!("cannot copy {}: {e}", rdb.display()))?;
+    let socket = dir.path().join("redis.sock");
+    let log = dir.path().join("server.log");
+    let mut child = std::process::Command::new(server_binary().map_err(|e| e.to_string())?)
+        .args(["--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dbfilename", "dump.rdb"])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--unixsocket")
+        .arg(&socket)
+        .args(["--unixsocketperm", "700"])
+        .arg("--logfile")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server: {e}"))?;
+    let result = (|| {
+        let t = Instant::now();
+        let mut s = loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                return Err(format!(
+                    "the RDB file {} does not load (redis-server {status}):\n{}",
+                    rdb.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+            // Ready once it answers PING; before it has loaded the file it answers -LOADING.
+            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) {
+                s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+                if call(&mut s, &["PING"]).is_ok_and(|r| r == ["+PONG"]) {
+                    break s;
+                }
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                return Err(format!("the RDB file {} did not load within 120 s", rdb.display()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let registry = call(&mut s, &["SMEMBERS", acl::REGISTRY]).map_err(|e| e.to_string())?;
+        let mut counts = BTreeMap::new();
+        for ns in namespaces {
+            // Counted as the live server counts them (`engine::redis::count_keys`).
+            let nested = acl::nested_in(ns, &registry);
+            let pattern = acl::key_pattern(ns);
+            let (mut cursor, mut n) = ("0".to_string(), 0u64);
+            loop {
+                let r =
+                    call(&mut s, &["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"]).map_err(|e| e.to_string())?;
+                // The cursor, then the keys.
+                let Some((next, keys)) = r.split_first().filter(|(c, _)| !c.starts_with('-')) else {
+                    return Err(format!("SCAN failed on the loaded RDB: {}", r.join(" ")));
+                };
+                n += keys.iter().filter(|k| !nested.iter().any(|p| k.starts_with(p.as_str()))).count() as u64;
+                cursor = next.clone();
+                if cursor == "0" {
+                    break;
+                }
+            }
+            counts.insert(ns.clone(), n);
+        }
+        Ok(counts)
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
