@@ -1,0 +1,587 @@
+//! The engine conformance suite: the same scenarios against every engine,
+//! through the real `dbctl` binary, on real throwaway servers that dbctl
+//! itself starts (`embedded = true`), checked with the engine's own client.
+//!
+//! Each engine is one entry: a type implementing [`Conformance`] (its
+//! server block, how to run SQL as the admin and as a user, how to read back
+//! what the scenarios change) and one line in the `conformance!` invocation
+//! at the bottom, which generates a module of `#[test]`s for it
+//! (`postgres::hostile_names_converge_and_destroy`, ...). Adding an
+//! engine is: implement the trait, add the line (docs/adding-an-engine.md).
+//!
+//! Scenarios:
+//! - `create_converge_change_drift_destroy`: databases, users whose
+//!   passwords come from secrets, a group role, grants and a router are
+//!   created; the next plan has no changes; every attribute the
+//!   configuration can change (connection_limit, member_of, grant
+//!   privileges, router access) is changed and converges; a change made on
+//!   the server by hand is reported as drift and repaired; destroy removes
+//!   everything and leaves the state empty and unmanaged objects alone.
+//! - `hostile_names_converge_and_destroy`: quotes, backticks, semicolons,
+//!   spaces and unicode in database and user names.
+//! - `plan_text_is_what_apply_runs`: a dropped database's statement is
+//!   quoted for the engine in the plan, and apply runs exactly that text.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use common::{steps, text, Project};
+
+/// What the suite needs to know about one engine.
+trait Conformance {
+    /// The `engine = "..."` value.
+    const ENGINE: &'static str;
+
+    /// The `server "main"` block.
+    fn server_hcl(&self) -> String {
+        format!("server \"main\" {{\n  engine   = \"{}\"\n  embedded = true\n}}\n", Self::ENGINE)
+    }
+
+    /// Database-level privileges for a user's grant: a first set, and a
+    /// second set that adds one and removes one.
+    fn grant_privileges(&self) -> (&'static [&'static str], &'static [&'static str]);
+
+    /// What the group role is granted on the database.
+    fn role_privileges(&self) -> &'static [&'static str];
+
+    /// Run SQL as the server's admin in `db` (`None`: the admin database);
+    /// rows as lines, columns separated by `|`.
+    fn admin(&self, p: &Project, db: Option<&str>, sql: &str) -> String;
+
+    /// Run SQL as `user` with `password`, connected to `db`.
+    fn as_user(&self, p: &Project, user: &str, password: &str, db: &str, sql: &str) -> Result<String, String>;
+
+    /// A string literal.
+    fn lit(&self, s: &str) -> String;
+
+    /// A quoted identifier (a database or table name).
+    fn ident(&self, s: &str) -> String;
+
+    fn database_exists(&self, p: &Project, name: &str) -> bool;
+
+    fn account_exists(&self, p: &Project, name: &str) -> bool;
+
+    fn connection_limit(&self, p: &Project, user: &str) -> i64;
+
+    /// Change a user's connection limit by hand (drift).
+    fn set_connection_limit(&self, p: &Project, user: &str, limit: i64);
+
+    /// The roles `user` is a member of.
+    fn memberships(&self, p: &Project, user: &str) -> BTreeSet<String>;
+
+    /// The database-level privileges `grantee` holds on `db`.
+    fn database_privileges(&self, p: &Project, grantee: &str, db: &str) -> BTreeSet<String>;
+
+    /// The statement the plan shows to drop database `name`.
+    fn drop_database_sql(&self, name: &str) -> String;
+
+    /// A table in `db` the router's user reads and writes (created by the admin).
+    fn create_table(&self, p: &Project, db: &str, table: &str) {
+        self.admin(p, Some(db), &format!("CREATE TABLE {} (x int)", self.ident(table)));
+    }
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn hcl_list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn run(c: &mut Command) -> Result<String, String> {
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    if out.status.success() {
+        Ok(text(&out.stdout).trim().to_string())
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------
+
+struct Postgres;
+
+impl Conformance for Postgres {
+    const ENGINE: &'static str = "postgres";
+
+    fn grant_privileges(&self) -> (&'static [&'static str], &'static [&'static str]) {
+        (&["CONNECT", "TEMPORARY"], &["CONNECT", "CREATE"])
+    }
+
+    fn role_privileges(&self) -> &'static [&'static str] {
+        &["CONNECT"]
+    }
+
+    fn admin(&self, p: &Project, db: Option<&str>, sql: &str) -> String {
+        p.sql(db.unwrap_or("postgres"), sql)
+    }
+
+    fn as_user(&self, p: &Project, user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
+        p.psql_as(user, Some(password), db, sql)
+    }
+
+    fn lit(&self, s: &str) -> String {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+
+    fn ident(&self, s: &str) -> String {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+
+    fn database_exists(&self, p: &Project, name: &str) -> bool {
+        self.admin(p, None, &format!("SELECT count(*) FROM pg_database WHERE datname = {}", self.lit(name))) == "1"
+    }
+
+    fn account_exists(&self, p: &Project, name: &str) -> bool {
+        self.admin(p, None, &format!("SELECT count(*) FROM pg_roles WHERE rolname = {}", self.lit(name))) == "1"
+    }
+
+    fn connection_limit(&self, p: &Project, user: &str) -> i64 {
+        self.admin(p, None, &format!("SELECT rolconnlimit FROM pg_roles WHERE rolname = {}", self.lit(user)))
+            .parse()
+            .unwrap()
+    }
+
+    fn set_connection_limit(&self, p: &Project, user: &str, limit: i64) {
+        self.admin(p, None, &format!("ALTER ROLE {} CONNECTION LIMIT {limit}", self.ident(user)));
+    }
+
+    fn memberships(&self, p: &Project, user: &str) -> BTreeSet<String> {
+        let rows = self.admin(
+            p,
+            None,
+            &format!(
+                "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid \
+                 JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = {}",
+                self.lit(user)
+            ),
+        );
+        rows.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    }
+
+    fn database_privileges(&self, p: &Project, grantee: &str, db: &str) -> BTreeSet<String> {
+        let rows = self.admin(
+            p,
+            None,
+            &format!(
+                "SELECT a.privilege_type FROM pg_database d, aclexplode(d.datacl) a \
+                 WHERE d.datname = {} AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = {})",
+                self.lit(db),
+                self.lit(grantee)
+            ),
+        );
+        rows.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    }
+
+    fn drop_database_sql(&self, name: &str) -> String {
+        format!("DROP DATABASE {}", self.ident(name))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// MariaDB (engine = "mysql")
+// ---------------------------------------------------------------------------
+
+struct Mariadb;
+
+impl Mariadb {
+    fn client(p: &Project, user: &str, password: &str, db: Option<&str>, sql: &str) -> Result<String, String> {
+        let mut c = Command::new("mariadb");
+        c.args(["--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-N", "-B", "-u", user])
+            .arg(format!("--port={}", p.port()))
+            .arg(format!("--password={password}"));
+        if let Some(db) = db {
+            c.arg(format!("--database={db}"));
+        }
+        c.args(["-e", sql]);
+        run(&mut c).map(|s| s.replace('\t', "|"))
+    }
+}
+
+impl Conformance for Mariadb {
+    const ENGINE: &'static str = "mysql";
+
+    fn grant_privileges(&self) -> (&'static [&'static str], &'static [&'static str]) {
+        (&["INSERT", "SELECT"], &["SELECT", "UPDATE"])
+    }
+
+    fn role_privileges(&self) -> &'static [&'static str] {
+        &["SELECT"]
+    }
+
+    fn admin(&self, p: &Project, db: Option<&str>, sql: &str) -> String {
+        Self::client(p, "root", &p.admin_password(), db, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    fn as_user(&self, p: &Project, user: &str, password: &str, db: &str, sql: &str) -> Result<String, String> {
+        Self::client(p, user, password, Some(db), sql)
+    }
+
+    fn lit(&self, s: &str) -> String {
+        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    }
+
+    fn ident(&self, s: &str) -> String {
+        format!("`{}`", s.replace('`', "``"))
+    }
+
+    fn database_exists(&self, p: &Project, name: &str) -> bool {
+        self.admin(
+            p,
+            None,
+            &format!("SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}", self.lit(name)),
+        ) == "1"
+    }
+
+    fn account_exists(&self, p: &Project, name: &str) -> bool {
+        self.admin(p, None, &format!("SELECT count(*) FROM mysql.user WHERE User = {}", self.lit(name))) != "0"
+    }
+
+    fn connection_limit(&self, p: &Project, user: &str) -> i64 {
+        self.admin(p, None, &format!("SELECT max_user_connections FROM mysql.user WHERE User = {}", self.lit(user)))
+            .parse()
+            .unwrap()
+    }
+
+    fn set_connection_limit(&self, p: &Project, user: &str, limit: i64) {
+        self.admin(p, None, &format!("ALTER USER {}@'%' WITH MAX_USER_CONNECTIONS {limit}", self.lit(user)));
+    }
+
+    fn memberships(&self, p: &Project, user: &str) -> BTreeSet<String> {
+        let rows = self.admin(
+            p,
+            None,
+            &format!("SELECT Role FROM mysql.roles_mapping WHERE User = {} AND Host = '%'", self.lit(user)),
+        );
+        rows.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    }
+
+    /// Names without `_` or `%` only (a grant's database name escapes them).
+    fn database_privileges(&self, p: &Project, grantee: &str, db: &str) -> BTreeSet<String> {
+        let account = format!("'{}'@'%'", grantee.replace('\'', "''"));
+        let rows = self.admin(
+            p,
+            None,
+            &format!(
+                "SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES \
+                 WHERE GRANTEE IN ({}, {}, {}) AND TABLE_SCHEMA = {}",
+                self.lit(&account),
+                // A role's grantee has an empty host part, or none.
+                self.lit(&format!("'{}'@''", grantee.replace('\'', "''"))),
+                self.lit(&format!("'{}'", grantee.replace('\'', "''"))),
+                self.lit(db)
+            ),
+        );
+        rows.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    }
+
+    fn drop_database_sql(&self, name: &str) -> String {
+        format!("DROP DATABASE {}", self.ident(name))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The scenarios
+// ---------------------------------------------------------------------------
+
+/// What the main scenario configures, and what it changes.
+struct Knobs<'a> {
+    limit: i64,
+    member_of: &'a str,
+    privileges: &'a [&'a str],
+    access: &'a str,
+}
+
+fn main_config<E: Conformance>(e: &E, k: &Knobs) -> String {
+    format!(
+        r#"{server}
+secret "app" {{}}
+
+secret "svc" {{}}
+
+database "shop" {{
+  server = server.main
+  name   = "shop"
+}}
+
+database "reports" {{
+  server = server.main
+  name   = "reports"
+}}
+
+role "readers" {{
+  server = server.main
+  grant {{
+    database   = database.shop
+    privileges = {role_privs}
+  }}
+}}
+
+role "auditors" {{
+  server = server.main
+}}
+
+user "app" {{
+  server           = server.main
+  name             = "app"
+  password         = secret.app
+  member_of        = [{member_of}]
+  connection_limit = {limit}
+  grant {{
+    database   = database.shop
+    privileges = {privs}
+  }}
+}}
+
+user "svc" {{
+  server   = server.main
+  name     = "svc"
+  password = secret.svc
+}}
+
+router "svc" {{
+  user   = user.svc
+  access = "{access}"
+  route "reports" {{
+    database = database.reports
+  }}
+  default = "reports"
+  publish {{
+    file   = "out/svc.json"
+    format = "json"
+  }}
+}}
+"#,
+        server = e.server_hcl(),
+        role_privs = hcl_list(e.role_privileges()),
+        member_of = k.member_of,
+        limit = k.limit,
+        privs = hcl_list(k.privileges),
+        access = k.access,
+    )
+}
+
+/// The plan's exit code with `--detailed-exitcode` and its output.
+fn detailed(p: &Project) -> (i32, String) {
+    let out = p.dbctl(&["plan", "--detailed-exitcode"]);
+    (out.status.code().unwrap_or(-1), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+fn assert_changes(p: &Project) -> String {
+    let (rc, out) = detailed(p);
+    assert_eq!(rc, 2, "expected changes (exit 2):\n{out}");
+    out
+}
+
+fn state_addresses(p: &Project) -> Vec<String> {
+    let out = p.ok(&["state", "list"], 0);
+    out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+fn create_converge_change_drift_destroy<E: Conformance>(e: E) {
+    let (privs1, privs2) = e.grant_privileges();
+    let v1 = Knobs { limit: 5, member_of: "role.readers", privileges: privs1, access: "readwrite" };
+    let p = Project::new(&main_config(&e, &v1));
+
+    // Create: a plan with changes, then apply, then no changes.
+    assert_changes(&p);
+    let out = p.apply();
+    assert!(out.contains("Apply complete!"), "{out}");
+    p.converged();
+
+    for db in ["shop", "reports"] {
+        assert!(e.database_exists(&p, db), "database {db}");
+    }
+    for account in ["app", "svc", "readers", "auditors"] {
+        assert!(e.account_exists(&p, account), "account {account}");
+    }
+    assert_eq!(e.connection_limit(&p, "app"), 5);
+    assert_eq!(e.memberships(&p, "app"), set(&["readers"]));
+    assert_eq!(e.database_privileges(&p, "app", "shop"), set(privs1));
+    assert_eq!(e.database_privileges(&p, "readers", "shop"), set(e.role_privileges()));
+
+    // The passwords from the secrets log in; a wrong one does not.
+    let app_pw = p.secret("secret.app");
+    let svc_pw = p.secret("secret.svc");
+    assert_eq!(e.as_user(&p, "app", &app_pw, "shop", "SELECT 40 + 2").unwrap(), "42");
+    assert!(e.as_user(&p, "app", "not-the-password", "shop", "SELECT 1").is_err());
+
+    // The router's user reads and writes its routed database; the document names it.
+    e.create_table(&p, "reports", "t");
+    e.as_user(&p, "svc", &svc_pw, "reports", "INSERT INTO t VALUES (1)").unwrap();
+    assert_eq!(e.as_user(&p, "svc", &svc_pw, "reports", "SELECT count(*) FROM t").unwrap(), "1");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path().join("out/svc.json")).unwrap()).unwrap();
+    assert!(doc.to_string().contains("reports"), "{doc}");
+    assert!(!doc.to_string().contains(&svc_pw), "the published document never holds the password");
+    p.converged();
+
+    // Change every attribute the configuration can change.
+    let v2 = Knobs { limit: 7, member_of: "role.auditors", privileges: privs2, access: "readonly" };
+    p.write(&main_config(&e, &v2));
+    let out = assert_changes(&p);
+    assert!(out.contains("connection_limit"), "{out}");
+    let plan = p.plan_json();
+    let s = steps(&plan);
+    assert!(!s.iter().any(|x| x.contains("REVOKE ALL")), "grants change by delta: {s:?}");
+    p.apply();
+    p.converged();
+    assert_eq!(e.connection_limit(&p, "app"), 7);
+    assert_eq!(e.memberships(&p, "app"), set(&["auditors"]));
+    assert_eq!(e.database_privileges(&p, "app", "shop"), set(privs2));
+    // Readonly now: the router's user still reads and no longer writes.
+    assert_eq!(e.as_user(&p, "svc", &svc_pw, "reports", "SELECT count(*) FROM t").unwrap(), "1");
+    let denied = e.as_user(&p, "svc", &svc_pw, "reports", "INSERT INTO t VALUES (2)");
+    assert!(denied.as_ref().is_err_and(|m| m.contains("denied")), "{denied:?}");
+
+    // Drift: a change by hand is reported, and apply puts it back.
+    e.set_connection_limit(&p, "app", 99);
+    let out = assert_changes(&p);
+    assert!(out.contains("Objects have changed outside of dbctl"), "{out}");
+    assert!(out.contains("connection_limit changed from 7 to 99"), "{out}");
+    p.apply();
+    p.converged();
+    assert_eq!(e.connection_limit(&p, "app"), 7);
+
+    // Destroy: everything dbctl created is gone, nothing else, and the state is empty.
+    e.admin(&p, None, "CREATE DATABASE unmanaged");
+    let out = p.ok(&["destroy", "--auto-approve"], 0);
+    assert!(out.contains("destroyed"), "{out}");
+    for db in ["shop", "reports"] {
+        assert!(!e.database_exists(&p, db), "database {db} left behind");
+    }
+    for account in ["app", "svc", "readers", "auditors"] {
+        assert!(!e.account_exists(&p, account), "account {account} left behind");
+    }
+    assert!(e.database_exists(&p, "unmanaged"), "an unmanaged database is never touched");
+    let left: Vec<String> = state_addresses(&p).into_iter().filter(|a| !a.starts_with("server.")).collect();
+    assert!(left.is_empty(), "the state still holds {left:?}");
+    assert!(!p.path().join("out/svc.json").exists(), "the published document goes with its router");
+}
+
+/// Names with quotes, a backtick, semicolons, spaces and unicode.
+const HOSTILE: &[(&str, &str)] = &[
+    ("quote", "it's \"quoted\""),
+    ("semi", "x; DROP DATABASE y; --"),
+    ("tick", "back`tick` and spaces"),
+    ("uni", "Ünïcødé データ"),
+];
+
+fn hostile_names_converge_and_destroy<E: Conformance>(e: E) {
+    let (privs, _) = e.grant_privileges();
+    let mut hcl = e.server_hcl();
+    for (label, name) in HOSTILE {
+        let n = dbctl::model::escape_hcl_string(name);
+        hcl.push_str(&format!(
+            r#"
+secret "{label}" {{}}
+
+database "{label}" {{
+  server = server.main
+  name   = "{n}"
+}}
+
+user "{label}" {{
+  server   = server.main
+  name     = "{n}"
+  password = secret.{label}
+  grant {{
+    database   = database.{label}
+    privileges = {privs}
+  }}
+}}
+"#,
+            privs = hcl_list(privs),
+        ));
+    }
+    let p = Project::new(&hcl);
+    let out = p.apply();
+    p.converged();
+    for (label, name) in HOSTILE {
+        assert!(e.database_exists(&p, name), "database {name:?}");
+        assert!(e.account_exists(&p, name), "account {name:?}");
+        let pw = p.secret(&format!("secret.{label}"));
+        assert!(!out.contains(&pw), "a password is never printed");
+        // The user logs in to its own database with the password from its secret.
+        assert_eq!(e.as_user(&p, name, &pw, name, "SELECT 40 + 2").unwrap(), "42", "{name:?}");
+    }
+    // Drift on a hostile name is read back under the same name.
+    let (label, name) = HOSTILE[0];
+    let _ = label;
+    e.set_connection_limit(&p, name, 3);
+    let out = assert_changes(&p);
+    assert!(
+        out.contains("connection_limit changed from -1 to 3") || out.contains("connection_limit changed from 0 to 3"),
+        "{out}"
+    );
+    p.apply();
+    p.converged();
+    p.ok(&["destroy", "--auto-approve"], 0);
+    for (_, name) in HOSTILE {
+        assert!(!e.database_exists(&p, name), "database {name:?} left behind");
+        assert!(!e.account_exists(&p, name), "account {name:?} left behind");
+    }
+}
+
+fn plan_text_is_what_apply_runs<E: Conformance>(e: E) {
+    let name = "old`db; x";
+    let n = dbctl::model::escape_hcl_string(name);
+    let with = format!("{}\ndatabase \"old\" {{\n  server = server.main\n  name   = \"{n}\"\n}}\n", e.server_hcl());
+    let p = Project::new(&with);
+    p.apply();
+    p.converged();
+    assert!(e.database_exists(&p, name));
+
+    p.write(&e.server_hcl());
+    let expected = e.drop_database_sql(name);
+    let plan = p.plan_json();
+    assert_eq!(steps(&plan), [expected.clone()], "{plan}");
+    let human = p.ok(&["plan", "--verbose"], 0);
+    assert!(human.contains(&expected), "the human plan shows the statement:\n{human}");
+    // A saved plan stores the text; apply re-renders it and refuses a difference, so this runs it as shown.
+    let file = p.path().join("drop.plan");
+    p.ok(&["plan", "--out", file.to_str().unwrap()], 0);
+    let saved = p.ok(&["show", "--format", "json", file.to_str().unwrap()], 0);
+    assert!(saved.contains(&serde_json::to_string(&expected).unwrap()), "{saved}");
+    p.ok(&["apply", "--auto-approve", file.to_str().unwrap()], 0);
+    assert!(!e.database_exists(&p, name), "apply dropped the database the plan named");
+    p.converged();
+}
+
+/// One `#[test]` per scenario per engine, in a module named after the
+/// engine: `postgres::create_converge_change_drift_destroy`, ...
+macro_rules! conformance {
+    ($($engine:ident => $ty:expr;)*) => {
+        $(
+            mod $engine {
+                use super::*;
+
+                #[test]
+                fn create_converge_change_drift_destroy() {
+                    super::create_converge_change_drift_destroy($ty);
+                }
+
+                #[test]
+                fn hostile_names_converge_and_destroy() {
+                    super::hostile_names_converge_and_destroy($ty);
+                }
+
+                #[test]
+                fn plan_text_is_what_apply_runs() {
+                    super::plan_text_is_what_apply_runs($ty);
+                }
+            }
+        )*
+    };
+}
+
+conformance! {
+    postgres => Postgres;
+    mariadb => Mariadb;
+}
