@@ -9,9 +9,11 @@
 //! the engine.
 //!
 //! `--target` is resolved in `src/commands/session.rs` (`resolve_targets`,
-//! `target_closure`), which are private: the diff itself has no targets.
-//! The one part of it reachable without a server is an unknown target,
-//! refused before any server is reached; that is checked through the binary.
+//! `target_closure`), which are private: the diff only learns the closure
+//! (`Inputs::keep`) and the caller drops the other changes. Here: the diff's
+//! part of a targeted destroy, and an unknown target (refused before any
+//! server is reached, through the binary). The closure itself is checked
+//! on real servers in tests/conformance.rs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -147,6 +149,11 @@ impl Fake {
     }
 
     fn plan(&self, cfg: &Config, destroy: bool) -> Diffed {
+        self.plan_keeping(cfg, destroy, None)
+    }
+
+    /// A plan as `--target` makes it: `keep` is the targets' closure.
+    fn plan_keeping(&self, cfg: &Config, destroy: bool, keep: Option<&BTreeSet<String>>) -> Diffed {
         let live = BTreeMap::from([(server(), self.live.clone())]);
         let hosts = BTreeMap::from([(server(), ("db.invalid".to_string(), 5432))]);
         diff(&Inputs {
@@ -163,6 +170,7 @@ impl Fake {
             destroy,
             force: false,
             replace: &BTreeSet::new(),
+            keep,
         })
         .unwrap_or_else(|e| panic!("the diff refused: {e:?}"))
     }
@@ -174,6 +182,9 @@ impl Fake {
             let before = c.before.clone().unwrap_or(Value::Null);
             let gone = c.action == Action::Delete;
             match c.kind.as_str() {
+                "secret" if gone => {
+                    self.secrets.remove(&Address::parse(&c.address).unwrap());
+                }
                 "secret" => {
                     let meta = SecretMeta {
                         version: "v1".into(),
@@ -338,7 +349,7 @@ fn create_converge_change_drift_destroy(k: Kindly) {
     f.live.roles.insert("stranger".into(), LiveRole { login: true, connection_limit: -1, ..Default::default() });
     assert_converged(&f, &cfg);
 
-    // Destroy: everything managed is deleted; the state keeps nothing but the server.
+    // Destroy: everything managed is deleted, secrets too; the state keeps nothing but the server.
     let d = f.plan(&cfg, true);
     let deleted: BTreeSet<String> =
         d.changes.iter().filter(|c| c.action == Action::Delete).map(|c| c.address.clone()).collect();
@@ -348,7 +359,7 @@ fn create_converge_change_drift_destroy(k: Kindly) {
     assert!(!statements(&d).iter().any(|s| s.contains("unmanaged") || s.contains("stranger")), "{:?}", statements(&d));
     f.apply(&d.changes);
     let left: Vec<&String> = f.state.resources.keys().filter(|a| !a.starts_with("server.")).collect();
-    assert!(left.iter().all(|a| a.starts_with("secret.")), "the state still holds {left:?}");
+    assert!(left.is_empty(), "the state still holds {left:?}");
     assert!(f.live.databases.contains_key("unmanaged") && f.live.roles.contains_key("stranger"));
     assert!(!f.live.databases.contains_key("shop") && !f.live.roles.contains_key("app"));
 }
@@ -371,6 +382,40 @@ fn hostile_names_are_quoted(k: Kindly) {
     assert_converged(&f, &cfg);
     let d = f.plan(&cfg, true);
     assert!(statements(&d).contains(&format!("DROP DATABASE {}", (k.quote)(db))), "{:?}", statements(&d));
+}
+
+/// A targeted destroy of a PostgreSQL user cleans up (REASSIGN/DROP OWNED)
+/// in the databases it does not drop; a whole destroy, which drops them,
+/// does not. (A targeted destroy once skipped the clean-up as if every
+/// managed database were dropped, and the plan was refused.)
+#[test]
+fn postgres_targeted_destroy_of_a_user_cleans_up_in_the_databases_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = Fake::new(POSTGRES);
+    let cfg = config(dir.path(), &hcl(POSTGRES, "shop", "app", 5, POSTGRES.privs.0));
+    let d = f.plan(&cfg, false);
+    f.apply(&d.changes);
+    let reassign = "REASSIGN OWNED BY \"app\" TO \"postgres\"; DROP OWNED BY \"app\"";
+    let user_steps = |d: &Diffed| -> Vec<(Option<String>, String)> {
+        d.changes
+            .iter()
+            .filter(|c| c.address == "user.app")
+            .flat_map(|c| c.steps.iter().map(|s| (s.database.clone(), s.describe())))
+            .collect()
+    };
+
+    let keep: BTreeSet<String> = ["user.app", "user.app.grant"].iter().map(|s| s.to_string()).collect();
+    let d = f.plan_keeping(&cfg, true, Some(&keep));
+    assert_eq!(
+        user_steps(&d),
+        [
+            (Some("shop".to_string()), format!("{reassign} -- in database shop")),
+            (None, "DROP ROLE \"app\"".to_string())
+        ]
+    );
+
+    let d = f.plan(&cfg, true);
+    assert_eq!(user_steps(&d), [(None, "DROP ROLE \"app\"".to_string())], "shop is dropped: nothing to clean there");
 }
 
 #[test]

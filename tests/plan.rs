@@ -69,6 +69,7 @@ fn plan_at(
         destroy: false,
         force: false,
         replace: &BTreeSet::new(),
+        keep: None,
     })
     .expect("plans");
     Plan {

@@ -103,6 +103,7 @@ fn diff_lost(extra: &str, present: &[&str], replace: &[&str]) -> Result<dbctl::d
         destroy: false,
         force: false,
         replace: &replace,
+        keep: None,
     })
 }
 

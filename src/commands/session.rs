@@ -578,6 +578,7 @@ impl Session {
             destroy: opts.destroy,
             force: opts.force,
             replace: &replace,
+            keep: keep.as_ref(),
         };
         let t = std::time::Instant::now();
         let d = diff(&inputs);

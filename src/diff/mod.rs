@@ -51,6 +51,9 @@ pub struct Inputs<'a> {
     pub force: bool,
     /// Secrets to give a new value (`--replace secret.NAME`).
     pub replace: &'a BTreeSet<Address>,
+    /// With `--target`: the addresses the plan keeps (the caller drops the
+    /// other changes). `None`: every change is kept.
+    pub keep: Option<&'a BTreeSet<String>>,
 }
 
 pub struct Diffed {
@@ -1292,11 +1295,13 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
     grant_what_migrations_create(&mut by_addr);
     let desired_addrs: BTreeSet<&String> = by_addr.keys().collect();
     // Databases this plan drops: roles dropped with them need no reassignment there.
+    // A targeted plan drops only the databases it keeps.
     let dropping: BTreeSet<(Option<String>, String)> = inp
         .state
         .resources
         .iter()
         .filter(|(a, st)| st.kind == "database" && !desired_addrs.contains(a))
+        .filter(|(a, _)| inp.keep.is_none_or(|k| k.contains(*a)))
         .map(|(_, st)| (st.server.clone(), st.name.clone()))
         .collect();
     for (addr, st) in &inp.state.resources {
