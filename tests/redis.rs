@@ -487,3 +487,15 @@ database "spaced" {
     assert!(out.contains("key patterns cannot hold"), "a space in a namespace:\n{out}");
     assert!(out.contains("no character set"), "{out}");
 }
+
+#[test]
+fn the_redis_example_applies_converges_and_backs_up() {
+    let p = Project::example("redis");
+    p.ok(&["validate"], 0);
+    p.apply();
+    p.converged();
+    let out = p.ok(&["backup", "run"], 0);
+    assert!(out.contains("verified"), "{out}");
+    let doc = std::fs::read_to_string(p.path().join("deploy/shop/redis.json")).unwrap();
+    assert!(doc.contains("\"key_prefix\": \"sessions:\""), "{doc}");
+}

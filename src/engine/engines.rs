@@ -59,6 +59,15 @@ impl Engine for Postgres {
             Err(_) => (String::new(), 5432),
         }
     }
+
+    fn settle<'a>(&'a self, ep: &'a Endpoint, limit: std::time::Duration) -> BoxFut<'a, Option<u64>> {
+        Box::pin(async move {
+            let mut conn = postgres::connect(&ep.address.to_string(), &ep.url, None).await.ok()?;
+            let n = postgres::wait_for_creates(&mut conn, limit).await.ok();
+            let _ = sqlx::Connection::close(conn).await;
+            n.filter(|n| *n > 0).map(|n| n as u64)
+        })
+    }
 }
 
 struct Mysql;
