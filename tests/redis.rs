@@ -6,6 +6,9 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+use common::{text, Project};
+
 use dbctl::backup::redis as backup;
 use dbctl::engine::redis::{self as engine, acl, embedded::RedisEmbedded};
 use dbctl::engine::Privs;
@@ -288,3 +291,211 @@ async fn backups_verify_and_tampered_ones_do_not() {
 }
 
 use backup::RdbBackup;
+
+// ---------------------------------------------------------------------------
+// Through the dbctl command: `engine = "redis"` on an embedded server.
+
+/// A user and database names with semicolons, unicode and glob characters
+/// (Redis refuses spaces and quotes in key patterns; validate says so).
+const SHOP: &str = "sh;op✓";
+const SESSIONS: &str = "sess;ions*✓";
+const CATALOG: &str = "cat[alog]";
+
+fn redis_config(catalog_access: &str) -> String {
+    format!(
+        r#"server "main" {{
+  engine   = "redis"
+  embedded = true
+}}
+
+secret "shop" {{
+  generate {{
+    length = 32
+  }}
+}}
+
+user "shop" {{
+  server   = server.main
+  name     = "{SHOP}"
+  password = secret.shop
+}}
+
+database "sessions" {{
+  server = server.main
+  name   = "{SESSIONS}"
+}}
+
+database "catalog" {{
+  server = server.main
+  name   = "{CATALOG}"
+}}
+
+router "shop" {{
+  user   = user.shop
+  access = "readwrite"
+
+  route "sessions" {{
+    database = database.sessions
+  }}
+  route "catalog" {{
+    database = database.catalog
+    access   = "{catalog_access}"
+  }}
+  default = "sessions"
+
+  publish {{
+    file   = "deploy/shop.json"
+    format = "json"
+  }}
+}}
+
+backup_policy "nightly" {{
+  databases   = [database.sessions]
+  schedule    = "0 3 * * *"
+  storage     = "file://.dbctl/backups"
+  compression = "zstd"
+  verify      = true
+}}
+"#
+    )
+}
+
+fn admin_url(p: &Project) -> String {
+    format!("redis://dbctl:{}@127.0.0.1:{}", p.admin_password(), p.port())
+}
+
+async fn as_user(p: &Project) -> redis::aio::MultiplexedConnection {
+    let url = user_url(p.port(), SHOP, &p.secret("secret.shop"));
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+async fn as_admin(p: &Project) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(admin_url(p)).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_confines_a_service_to_its_namespaces_and_converges() {
+    let p = Project::new(&redis_config("readonly"));
+    let plan = p.ok(&["plan", "--verbose"], 0);
+    // The statements are command lines with every value quoted; the password is not in them.
+    assert!(plan.contains(&format!("ACL SETUSER {}", acl::quote(SHOP))), "{plan}");
+    assert!(plan.contains(&format!("SADD \"__dbctl__:databases\" {}", acl::quote(SESSIONS))), "{plan}");
+    assert!(plan.contains("resetpass \"#(sensitive)\""), "{plan}");
+    p.apply();
+    p.converged();
+
+    let mut c = as_user(&p).await;
+    let own = format!("{SESSIONS}:cart");
+    let _: () = redis::cmd("SET").arg(&own).arg("1").query_async(&mut c).await.unwrap();
+    let got: String = redis::cmd("GET").arg(&own).query_async(&mut c).await.unwrap();
+    assert_eq!(got, "1");
+    // Readonly on the catalog, nothing elsewhere, nothing server-wide.
+    assert!(noperm(redis::cmd("SET").arg(format!("{CATALOG}:x")).arg("1").query_async::<()>(&mut c).await));
+    let _: Option<String> = redis::cmd("GET").arg(format!("{CATALOG}:x")).query_async(&mut c).await.unwrap();
+    assert!(noperm(redis::cmd("SET").arg("other:x").arg("1").query_async::<()>(&mut c).await));
+    // `sess;ions*✓`'s pattern is escaped: a key that only the unescaped glob would match is refused.
+    assert!(noperm(redis::cmd("SET").arg("sess;ionsXX✓:x").arg("1").query_async::<()>(&mut c).await));
+    assert!(noperm(redis::cmd("FLUSHALL").query_async::<()>(&mut c).await));
+    assert!(noperm(redis::cmd("CONFIG").arg("GET").arg("*").query_async::<()>(&mut c).await));
+
+    // The routing document tells the service its key prefix.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path().join("deploy/shop.json")).unwrap()).unwrap();
+    assert_eq!(doc["databases"]["default"]["key_prefix"], format!("{SESSIONS}:"));
+    let engines: Vec<&serde_json::Value> =
+        doc["databases"].as_object().unwrap().values().map(|d| &d["engine"]).collect();
+    assert!(engines.len() == 2 && engines.iter().all(|e| *e == "redis"), "{doc}");
+
+    // Drift: a rule added by hand is shown and written over.
+    let mut a = as_admin(&p).await;
+    let _: () = redis::cmd("ACL").arg("SETUSER").arg(SHOP).arg("+@all").query_async(&mut a).await.unwrap();
+    let drifted = p.ok(&["plan", "--detailed-exitcode"], 2);
+    assert!(drifted.contains("permissions dbctl did not write"), "{drifted}");
+    p.apply();
+    p.converged();
+    assert!(noperm(redis::cmd("FLUSHALL").query_async::<()>(&mut as_user(&p).await).await));
+
+    // A change of access: the catalog becomes writable, in one statement for the user.
+    p.write(&redis_config("readwrite"));
+    let changed = p.ok(&["plan", "--verbose", "--detailed-exitcode"], 2);
+    assert!(changed.contains("clearselectors"), "{changed}");
+    p.apply();
+    p.converged();
+    let _: () =
+        redis::cmd("SET").arg(format!("{CATALOG}:x")).arg("1").query_async(&mut as_user(&p).await).await.unwrap();
+
+    // A verified backup of the sessions namespace: the RDB holds its keys.
+    let backup = p.ok(&["backup", "run"], 0);
+    assert!(backup.contains("verified"), "{backup}");
+    let listed = p.ok(&["backup", "list"], 0);
+    assert!(listed.contains("yes"), "{listed}");
+
+    // The password is in no output, state, plan, document, log or ACL file.
+    let password = p.secret("secret.shop");
+    let json = text(&p.dbctl(&["plan", "--format", "json"]).stdout);
+    for (what, body) in [
+        ("plan", changed.as_str()),
+        ("json plan", json.as_str()),
+        ("state", &std::fs::read_to_string(p.path().join(".dbctl/state.json")).unwrap()),
+        ("document", &std::fs::read_to_string(p.path().join("deploy/shop.json")).unwrap()),
+        ("server log", &std::fs::read_to_string(p.path().join(".dbctl/servers/main/server.log")).unwrap()),
+        ("ACL file", &std::fs::read_to_string(p.path().join(".dbctl/servers/main/users.acl")).unwrap()),
+    ] {
+        assert!(!body.contains(&password), "the password is in the {what}");
+    }
+
+    // Destroy: the namespaces' keys, the registry and the user are gone; other keys stay.
+    let _: () = redis::cmd("SET").arg("unmanaged:k").arg("1").query_async(&mut a).await.unwrap();
+    let destroyed = p.ok(&["destroy", "--auto-approve"], 0);
+    assert!(destroyed.contains("drops databases that hold data"), "the namespace's keys were counted:\n{destroyed}");
+    let mut a = as_admin(&p).await;
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query_async(&mut a).await.unwrap();
+    assert!(!users.contains(&SHOP.to_string()), "{users:?}");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut a).await.unwrap();
+    assert_eq!(keys, vec!["unmanaged:k".to_string()]);
+}
+
+#[test]
+fn validate_refuses_what_redis_does_not_have_at_its_line() {
+    let p = Project::new(
+        r#"server "main" {
+  engine   = "redis"
+  embedded = true
+}
+
+role "readers" {
+  server = server.main
+}
+
+user "app" {
+  server           = server.main
+  connection_limit = 5
+}
+
+database "spaced" {
+  server   = server.main
+  name     = "a b"
+  encoding = "UTF8"
+}
+"#,
+    );
+    let out = p.ok(&["validate"], 1);
+    assert!(out.contains("Redis has no group roles"), "{out}");
+    assert!(out.contains("main.hcl:6"), "the role's line:\n{out}");
+    assert!(out.contains("Redis has no connection limits"), "{out}");
+    assert!(out.contains("main.hcl:12"), "the connection_limit's line:\n{out}");
+    assert!(out.contains("key patterns cannot hold"), "a space in a namespace:\n{out}");
+    assert!(out.contains("no character set"), "{out}");
+}
+
+#[test]
+fn the_redis_example_applies_converges_and_backs_up() {
+    let p = Project::example("redis");
+    p.ok(&["validate"], 0);
+    p.apply();
+    p.converged();
+    let out = p.ok(&["backup", "run"], 0);
+    assert!(out.contains("verified"), "{out}");
+    let doc = std::fs::read_to_string(p.path().join("deploy/shop/redis.json")).unwrap();
+    assert!(doc.contains("\"key_prefix\": \"sessions:\""), "{doc}");
+}

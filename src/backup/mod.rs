@@ -323,8 +323,10 @@ pub async fn run(job: &Job<'_>, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<
         &uuid::Uuid::new_v4().simple().to_string()[..6]
     );
     let ep = job.endpoint;
-    if ep.engine == crate::model::Engine::Mysql {
-        return mysql::run(job, &id, progress).await;
+    match ep.engine {
+        crate::model::Engine::Mysql => return mysql::run(job, &id, progress).await,
+        crate::model::Engine::Redis => return redis::run(job, &id, progress).await,
+        crate::model::Engine::Postgres => {}
     }
     let mut conn = crate::engine::postgres::connect(&ep.address.to_string(), &ep.url, Some(&job.database))
         .await
@@ -582,6 +584,13 @@ pub async fn restore(storage: &Storage, m: &Manifest, ep: &Endpoint, to: &str, r
     if m.engine == "mysql" {
         return mysql::restore(storage, m, ep, to, replace).await;
     }
+    if m.engine == "redis" {
+        return Err(format!(
+            "restoring a Redis backup into a namespace is not built yet; the backup is an RDB file of the whole \
+             server ({}): start a redis-server with it (--dbfilename) to read it",
+            m.object
+        ));
+    }
     let mut c = admin(ep).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(to)
@@ -611,6 +620,8 @@ pub async fn restore(storage: &Storage, m: &Manifest, ep: &Endpoint, to: &str, r
 pub async fn verify(storage: &Storage, m: &Manifest, ep: &Endpoint) -> Result<(), String> {
     if m.engine == "mysql" {
         mysql::verify(storage, m, ep).await?;
+    } else if m.engine == "redis" {
+        redis::verify_stored(storage, m).await?;
     } else {
         verify_postgres(storage, m, ep).await?;
     }

@@ -175,3 +175,86 @@ pub fn count_in_rdb(rdb: &Path, namespaces: &[String]) -> Result<BTreeMap<String
     let _ = child.wait();
     result
 }
+
+/// Nothing to look at in an RDB stream while it is stored.
+struct Plain;
+
+impl super::stream::Inspect for Plain {
+    fn feed(&mut self, _data: &[u8]) {}
+}
+
+/// The manifest's one "table" for a Redis database: its namespace's keys,
+/// and the sha256 of the RDB file they were counted in.
+fn keys_stat(keys: u64, rdb_sha256: &str) -> super::TableStat {
+    super::TableStat { rows: keys as i64, checksum: format!("rdb:{rdb_sha256}") }
+}
+
+/// A backup job on a Redis server: an RDB snapshot of the server (Redis
+/// has one keyspace), stored with the policy's compression, and the keys of
+/// the job's namespace counted when it was taken.
+pub async fn run(
+    job: &super::Job<'_>,
+    id: &str,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<super::Manifest, String> {
+    let started = super::now();
+    let ep = job.endpoint;
+    let dir =
+        tempfile::Builder::new().prefix("dbctl-rdb-").tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let rdb = dir.path().join("dump.rdb");
+    let server = ep.address.to_string();
+    let snap = snapshot(&server, &ep.url, std::slice::from_ref(&job.database), &rdb).await?;
+    let object_name = format!("{id}.{}", super::extension(job.compression).replace("dump", "rdb"));
+    let object = job.storage.path(&[job.policy, &job.database, &object_name]);
+    let raw = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let file = std::fs::File::open(&rdb).map_err(|e| format!("cannot read {}: {e}", rdb.display()))?;
+    let mut on_piece = |stored: u64| progress(raw.load(std::sync::atomic::Ordering::Relaxed), stored);
+    let up = super::stream::upload(job.storage, &object, job.compression, file, Plain, &raw, &mut on_piece).await?;
+    up.writer.finish().await.map_err(|e| format!("{}: {e}", job.storage.url))?;
+    let mut conn = connect(&server, &ep.url).await.map_err(|e| e.to_string())?;
+    let info: String = ::redis::cmd("INFO").arg("server").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+    let version = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or_default().trim().to_string();
+    let keys = snap.counts.get(&job.database).copied().unwrap_or_default();
+    let mut tools = BTreeMap::new();
+    tools.insert("redis-cli".to_string(), "--rdb".to_string());
+    tools.insert("dbctl".to_string(), env!("CARGO_PKG_VERSION").to_string());
+    let manifest = super::Manifest {
+        server_version: version,
+        started,
+        finished: super::now(),
+        size: snap.bytes,
+        compressed_size: up.stored,
+        sha256: up.sha256,
+        tools,
+        tables: BTreeMap::from([("keys".to_string(), keys_stat(keys, &snap.sha256))]),
+        ..super::Manifest::base(job, id, "rdb", &object_name)
+    };
+    progress(manifest.size, manifest.compressed_size);
+    super::put_json(job.storage, &[job.policy, &job.database, &format!("{id}.manifest.json")], &manifest).await?;
+    Ok(manifest)
+}
+
+/// Fetch a stored RDB (its sha256 checked), load it into a throwaway
+/// redis-server and count the namespace's keys: they must be the recorded ones.
+pub async fn verify_stored(storage: &super::storage::Storage, m: &super::Manifest) -> Result<(), String> {
+    let dir =
+        tempfile::Builder::new().prefix("dbctl-rdb-").tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let rdb = dir.path().join("dump.rdb");
+    let mut file = tokio::fs::File::create(&rdb).await.map_err(|e| format!("cannot write {}: {e}", rdb.display()))?;
+    let object = storage.path(&[&m.policy, &m.database_name, &m.object]);
+    let got = super::stream::download(storage, &object, &m.compression, &mut file).await?;
+    tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| e.to_string())?;
+    drop(file);
+    got.check(&m.id, &m.object, &m.sha256)?;
+    let raw_sha = {
+        use sha2::Digest;
+        let bytes = std::fs::read(&rdb).map_err(|e| format!("cannot read {}: {e}", rdb.display()))?;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let names = vec![m.database_name.clone()];
+    let path = rdb.clone();
+    let found = tokio::task::spawn_blocking(move || count_in_rdb(&path, &names)).await.map_err(|e| e.to_string())??;
+    let keys = found.get(&m.database_name).copied().unwrap_or_default();
+    let stats = BTreeMap::from([("keys".to_string(), keys_stat(keys, &raw_sha))]);
+    super::compare(m, &stats)
+}

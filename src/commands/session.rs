@@ -493,17 +493,9 @@ impl Session {
             state.resources.values().filter(|r| r.pending).filter_map(|r| r.server.as_deref()).collect();
         for s in servers {
             let Some(ep) = Address::parse(s).ok().and_then(|a| self.endpoints.get(&a)) else { continue };
-            if ep.engine != crate::model::Engine::Postgres {
-                continue;
+            if let Some(n) = crate::engine::of(ep.engine).settle(ep, std::time::Duration::from_secs(30)).await {
+                tracing::warn!("{s}: {n} create statement(s) of another dbctl session still running after 30 s");
             }
-            let Ok(mut conn) = crate::engine::postgres::connect(s, &ep.url, None).await else { continue };
-            let limit = std::time::Duration::from_secs(30);
-            if let Ok(n) = crate::engine::postgres::wait_for_creates(&mut conn, limit).await {
-                if n > 0 {
-                    tracing::warn!("{s}: {n} create statement(s) of another dbctl session still running after 30 s");
-                }
-            }
-            let _ = sqlx::Connection::close(conn).await;
         }
     }
 

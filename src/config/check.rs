@@ -142,16 +142,36 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
                 if u.valid_until.is_some() {
                     unsupported(r, "valid_until", dialect.unsupported(EngineAttr::ValidUntil), diags);
                 }
+                if !u.member_of.is_empty() {
+                    unsupported(r, "member_of", dialect.unsupported(EngineAttr::MemberOf), diags);
+                }
+                if r.origin.attrs.contains_key("connection_limit") {
+                    unsupported(r, "connection_limit", dialect.unsupported(EngineAttr::ConnectionLimit), diags);
+                }
                 check_members(cfg, r, server, &u.member_of, diags);
                 check_grants(cfg, r, server, engine, &u.grants, diags);
             }
             Body::Role(ro) => {
+                if let Some(u) = dialect.unsupported(EngineAttr::Role) {
+                    diags.push(Diagnostic::error(u.message).at(&r.origin.header, u.label).help(u.help.unwrap_or("")));
+                }
                 check_members(cfg, r, server, &ro.member_of, diags);
                 check_grants(cfg, r, server, engine, &ro.grants, diags);
             }
             Body::Database(d) => {
                 if !d.extensions.is_empty() {
                     unsupported(r, "extensions", dialect.unsupported(EngineAttr::Extensions), diags);
+                }
+                if d.owner.is_some() {
+                    unsupported(r, "owner", dialect.unsupported(EngineAttr::Owner), diags);
+                }
+                for a in ["encoding", "collation"] {
+                    if r.origin.attrs.contains_key(a) {
+                        unsupported(r, a, dialect.unsupported(EngineAttr::Charset(a)), diags);
+                    }
+                }
+                if r.origin.attrs.contains_key("connection_limit") {
+                    unsupported(r, "connection_limit", dialect.unsupported(EngineAttr::ConnectionLimit), diags);
                 }
                 if let Some(owner) = &d.owner {
                     same_server(cfg, r, "owner", owner, server, diags);

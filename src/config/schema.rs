@@ -106,7 +106,7 @@ const fn req(name: &'static str, ty: Ty, doc: &'static str) -> Attr {
     Attr { name, ty, required: true, doc }
 }
 
-pub const ENGINES: &[&str] = &["postgres", "mysql"];
+pub const ENGINES: &[&str] = &["postgres", "mysql", "redis"];
 pub const ACCESS: &[&str] = &["readonly", "readwrite", "owner"];
 pub const COMPRESSION: &[&str] = &["zstd", "gzip", "none"];
 pub const STORES: &[&str] = &["local", "aws"];

@@ -4,7 +4,7 @@
 //! tables that exist (ON ALL TABLES IN SCHEMA) and those created later by the
 //! database's owner (ALTER DEFAULT PRIVILEGES FOR ROLE owner).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
@@ -170,6 +170,43 @@ pub fn recorded_routes(attrs: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Everything the configuration grants `grantee` on `server`, per database:
+/// what an engine that writes grants per account (Redis) is given at once.
+fn account_grants(want: &Desired, server: &Address, grantee: &str) -> BTreeMap<String, Privs> {
+    let mut out: BTreeMap<String, Privs> = BTreeMap::new();
+    for g in want.grants.iter().filter(|g| &g.server == server && g.grantee == grantee) {
+        for (t, p) in g.targets.iter().filter(|(_, p)| !p.is_empty()) {
+            out.entry(t.database.clone()).or_default().extend(p.iter().cloned());
+        }
+    }
+    out
+}
+
+/// What `grantee` holds on `server` now, per database (database-level grants).
+fn live_account_grants(live: &LiveServer, grantee: &str) -> BTreeMap<String, Privs> {
+    live.databases
+        .iter()
+        .filter_map(|(n, d)| d.privileges.get(grantee).filter(|p| !p.is_empty()).map(|p| (n.clone(), p.clone())))
+        .collect()
+}
+
+/// On an engine that writes a user's grants as a whole: the one statement
+/// that gives `grantee` all the configuration grants it, when that differs
+/// from what it holds.
+fn account_step(addr: &str, server: &Address, grantee: &str, live: &LiveServer, want: &Desired) -> Vec<Step> {
+    let full = account_grants(want, server, grantee);
+    // Rules dbctl does not write (added by hand) make the user's permissions differ too.
+    let custom = live.roles.get(grantee).is_some_and(|r| r.flags.contains(crate::engine::redis::acl::CUSTOM_ACL));
+    if full == live_account_grants(live, grantee) && !custom {
+        return Vec::new();
+    }
+    match want.dialect(server).set_account_grants(grantee, &full) {
+        Ok(stmt) => vec![sql(addr, server, None, stmt)],
+        // The configuration checks refuse what the engine cannot grant on.
+        Err(e) => unreachable!("validated: {e}"),
+    }
+}
+
 pub fn diff_grant_set(
     gs: &GrantSet,
     live: &LiveServer,
@@ -198,10 +235,21 @@ pub fn diff_grant_set(
         if gs.targets.contains_key(t) {
             after.push(target_json(t, want_p));
         }
-        let who = (want.engine(&gs.server), want.grantee(&gs.server, &gs.grantee, live));
-        c.steps.extend(delta(&gs.node, &gs.server, (who.0, &who.1), t, want_p, &held, &owner, owner == gs.grantee));
+        if !want.dialect(&gs.server).grants_per_account() {
+            let who = (want.engine(&gs.server), want.grantee(&gs.server, &gs.grantee, live));
+            c.steps.extend(delta(&gs.node, &gs.server, (who.0, &who.1), t, want_p, &held, &owner, owner == gs.grantee));
+        }
         if !gs.targets.contains_key(t) {
             c.notes.push(format!("no longer managed: {} on {}", t.class.as_str(), t.database));
+        }
+    }
+    if want.dialect(&gs.server).grants_per_account() {
+        c.steps = account_step(&gs.node, &gs.server, &gs.grantee, live, want);
+        if live.roles.get(&gs.grantee).is_some_and(|r| r.flags.contains(crate::engine::redis::acl::CUSTOM_ACL)) {
+            c.notes.push(format!(
+                "\"{}\" has permissions dbctl did not write (changed on the server): they are written again",
+                gs.grantee
+            ));
         }
     }
     let mut b = json!({ "grantee": gs.grantee, "grants": before });
@@ -236,6 +284,9 @@ pub fn revoke_all(
     let who = (want.engine(server), want.grantee(server, grantee, live));
     if !live.roles.contains_key(grantee) {
         return Vec::new();
+    }
+    if want.dialect(server).grants_per_account() {
+        return account_step(addr, server, grantee, live, want);
     }
     let none = Privs::new();
     let mut steps = Vec::new();

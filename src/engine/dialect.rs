@@ -16,8 +16,9 @@
 //! Text in, text out: no connection, no configuration (only a SCRAM
 //! verifier's salt is random).
 
+use crate::engine::redis::acl;
 use crate::engine::sql::{mysql_account, mysql_grant_on, mysql_ident, mysql_literal, pg_ident, pg_literal};
-use crate::engine::{mysql, postgres, LiveRole, LiveServer, Stmt};
+use crate::engine::{mysql, postgres, LiveRole, LiveServer, Privs, Stmt};
 use crate::model::{Access, DesiredDb, DesiredRole, Engine, Grant, GrantClass, Kind, Target};
 
 pub const PG_DATABASE_PRIVS: &[&str] = &["CONNECT", "CREATE", "TEMPORARY"];
@@ -60,6 +61,16 @@ pub enum EngineAttr<'a> {
     Extensions,
     /// A role attribute such as `createdb` or `superuser`.
     Flag(&'a str),
+    /// A user's or role's `member_of`.
+    MemberOf,
+    /// A user's or database's `connection_limit`.
+    ConnectionLimit,
+    /// A database's `owner`.
+    Owner,
+    /// A database's `encoding` or `collation`.
+    Charset(&'a str),
+    /// A `role` block (a group role).
+    Role,
 }
 
 /// Why an engine has no such attribute: the label at the attribute, and a help line.
@@ -79,13 +90,20 @@ pub enum Dialect {
     Postgres,
     /// MySQL and MariaDB (they spell these statements alike).
     Mysql,
+    /// Redis: a database is a key namespace, a user an ACL user; statements
+    /// are command lines (`engine::redis::acl`).
+    Redis,
 }
+
+/// Redis privileges on a namespace (each an ACL command category on its keys).
+pub const REDIS_PRIVS: &[&str] = &["keyspace", "read", "write"];
 
 impl Dialect {
     pub fn of(engine: Engine) -> Dialect {
         match engine {
             Engine::Postgres => Dialect::Postgres,
             Engine::Mysql => Dialect::Mysql,
+            Engine::Redis => Dialect::Redis,
         }
     }
 
@@ -94,6 +112,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => pg_ident(name),
             Dialect::Mysql => mysql_ident(name),
+            Dialect::Redis => acl::quote(name),
         }
     }
 
@@ -106,6 +125,8 @@ impl Dialect {
                 format!("DROP DATABASE {}{}", self.quote_ident(name), if force { " WITH (FORCE)" } else { "" })
             }
             Dialect::Mysql => format!("DROP DATABASE {}", self.quote_ident(name)),
+            // Its keys, then its registry entry: one command per line.
+            Dialect::Redis => acl::drop_namespace(name).join("\n"),
         }
     }
 
@@ -122,6 +143,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => pg_ident(name),
             Dialect::Mysql => mysql_account(name, host),
+            Dialect::Redis => acl::quote(name),
         }
     }
 
@@ -140,12 +162,17 @@ impl Dialect {
     /// and error logs never see the password. A `shown` that is not this
     /// dialect's statement is refused (the error never holds the password).
     pub fn with_password(self, shown: &str, password: &str) -> Result<String, String> {
+        if self == Dialect::Redis {
+            // `#<sha256 hex>`: Redis stores and compares the hash.
+            return acl::with_password(shown, password);
+        }
         let account = self.account_in(shown).ok_or_else(|| {
             format!("the plan's password statement `{shown}` is not a {} one: make the plan again", self.name())
         })?;
         let credential = match self {
             Dialect::Postgres => pg_literal(&postgres_protocol::password::scram_sha_256(password.as_bytes())),
             Dialect::Mysql => mysql_literal(&mysql_native_hash(password)),
+            Dialect::Redis => unreachable!("returned above"),
         };
         Ok(self.password_statement(account, &credential))
     }
@@ -161,6 +188,7 @@ impl Dialect {
 
     fn password_statement(self, account: &str, credential: &str) -> String {
         match self {
+            Dialect::Redis => format!("ACL SETUSER {account} resetpass {}", acl::quote(&format!("#{credential}"))),
             Dialect::Postgres => format!("ALTER ROLE {account} PASSWORD {credential}"),
             Dialect::Mysql => {
                 format!("ALTER USER {account} IDENTIFIED WITH mysql_native_password AS {credential} ACCOUNT UNLOCK")
@@ -173,6 +201,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => "PostgreSQL",
             Dialect::Mysql => "MySQL/MariaDB",
+            Dialect::Redis => "Redis",
         }
     }
 
@@ -191,6 +220,10 @@ impl Dialect {
                 name.len()
             )),
             Dialect::Postgres => None,
+            Dialect::Redis if kind == Kind::Database => {
+                acl::namespace_problem(name).or_else(|| acl::grant_problem(name))
+            }
+            Dialect::Redis => acl::user_problem(name),
             Dialect::Mysql => {
                 let max = if kind == Kind::Database { 64 } else { 80 };
                 let chars = name.chars().count();
@@ -236,6 +269,9 @@ impl Dialect {
             (Dialect::Postgres, Kind::Database) if ["template0", "template1"].contains(&name) => Some(format!(
                 "\"{name}\" is a template database PostgreSQL copies every new database from; dbctl does not manage it"
             )),
+            (Dialect::Redis, Kind::User | Kind::Role) if name == "default" => {
+                Some(format!("\"{name}\" is Redis's built-in user; it cannot be managed"))
+            }
             (Dialect::Mysql, Kind::Role) if ["none", "public"].contains(&name.to_lowercase().as_str()) => {
                 Some(format!("\"{name}\" is reserved by MySQL/MariaDB and cannot name a role"))
             }
@@ -254,7 +290,7 @@ impl Dialect {
     pub fn grant_classes(self) -> &'static [GrantClass] {
         match self {
             Dialect::Postgres => &[GrantClass::Database, GrantClass::Schema, GrantClass::Tables, GrantClass::Sequences],
-            Dialect::Mysql => &[GrantClass::Database],
+            Dialect::Mysql | Dialect::Redis => &[GrantClass::Database],
         }
     }
 
@@ -281,6 +317,11 @@ impl Dialect {
             Dialect::Mysql if g.schema.is_some() => {
                 Some(("MySQL/MariaDB databases have no schemas", "remove schema from this grant", None))
             }
+            Dialect::Redis if g.schema.is_some() || g.tables.is_some() || g.sequences.is_some() => Some((
+                "a Redis database is a key namespace: grants are on the whole namespace",
+                "remove schema, tables and sequences from this grant",
+                None,
+            )),
             _ => None,
         }
     }
@@ -289,6 +330,7 @@ impl Dialect {
     pub fn privileges(self, class: GrantClass) -> &'static [&'static str] {
         match (self, class) {
             (Dialect::Mysql, _) => MYSQL_DATABASE_PRIVS,
+            (Dialect::Redis, _) => REDIS_PRIVS,
             (Dialect::Postgres, GrantClass::Database) => PG_DATABASE_PRIVS,
             (Dialect::Postgres, GrantClass::Schema) => PG_SCHEMA_PRIVS,
             (Dialect::Postgres, GrantClass::Tables) => PG_TABLE_PRIVS,
@@ -308,6 +350,14 @@ impl Dialect {
     /// MySQL/MariaDB grant at database level (`db.*`) only.
     pub fn access_privileges(self, access: Access) -> Vec<(GrantClass, &'static [&'static str])> {
         match self {
+            Dialect::Redis => vec![(
+                GrantClass::Database,
+                match access {
+                    Access::Readonly => &["read"],
+                    Access::Readwrite => &["read", "write"],
+                    Access::Owner => REDIS_PRIVS,
+                },
+            )],
             Dialect::Mysql => vec![(
                 GrantClass::Database,
                 match access {
@@ -346,6 +396,29 @@ impl Dialect {
             ),
             (Dialect::Mysql, EngineAttr::ValidUntil) => ("valid_until", "not supported on MySQL/MariaDB", None),
             (Dialect::Mysql, EngineAttr::Extensions) => ("extensions", "MySQL/MariaDB have no extensions", None),
+            (Dialect::Redis, EngineAttr::Host) => ("host", "Redis users have no host part", None),
+            (Dialect::Redis, EngineAttr::ValidUntil) => ("valid_until", "Redis users do not expire", None),
+            (Dialect::Redis, EngineAttr::Extensions) => ("extensions", "Redis has no extensions", None),
+            (Dialect::Redis, EngineAttr::Flag(f)) => (f, "Redis users have no such attribute", None),
+            (Dialect::Redis, EngineAttr::MemberOf) => {
+                ("member_of", "Redis has no group roles", Some("grant each user its databases instead"))
+            }
+            (Dialect::Redis, EngineAttr::ConnectionLimit) => {
+                ("connection_limit", "Redis has no connection limits", None)
+            }
+            (Dialect::Redis, EngineAttr::Owner) => (
+                "owner",
+                "a Redis database (a key namespace) has no owner",
+                Some("give a user owner access in a router"),
+            ),
+            (Dialect::Redis, EngineAttr::Charset(a)) => {
+                (a, "a Redis database (a key namespace) has no character set", None)
+            }
+            (Dialect::Redis, EngineAttr::Role) => (
+                "role",
+                "Redis has no group roles: only users (ACL users)",
+                Some("declare a user, and grant it its databases"),
+            ),
             (Dialect::Mysql, EngineAttr::Flag(f)) => (
                 f,
                 "MySQL/MariaDB users have no such attribute",
@@ -353,11 +426,12 @@ impl Dialect {
             ),
             _ => return None,
         };
-        let only = match self {
-            Dialect::Postgres => "MySQL",
-            Dialect::Mysql => "PostgreSQL",
+        let message = match self {
+            Dialect::Postgres => format!("`{name}` is MySQL-only"),
+            Dialect::Mysql => format!("`{name}` is PostgreSQL-only"),
+            Dialect::Redis => format!("`{name}` does not apply to Redis"),
         };
-        Some(Unsupported { message: format!("`{name}` is {only}-only"), label, help })
+        Some(Unsupported { message, label, help })
     }
 
     /// The statements that create role `d` (`live`: the server as read,
@@ -366,6 +440,8 @@ impl Dialect {
         match self {
             Dialect::Postgres => postgres::ddl::create_role(d),
             Dialect::Mysql => mysql::ddl::create_role(d, mysql::ddl::is_mysql8(live)),
+            // No password yet (its own step sets it): an account that is on cannot log in without one.
+            Dialect::Redis => vec![Stmt::admin(acl::create_account(&d.name, d.login))],
         }
     }
 
@@ -382,6 +458,9 @@ impl Dialect {
         match self {
             Dialect::Postgres => postgres::ddl::update_role(d, l, changed, members),
             Dialect::Mysql => mysql::ddl::update_role(d, l, changed, members, mysql::ddl::is_mysql8(live)),
+            Dialect::Redis => {
+                changed.contains(&"login").then(|| Stmt::admin(acl::set_login(&d.name, d.login))).into_iter().collect()
+            }
         }
     }
 
@@ -390,6 +469,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => postgres::ddl::create_database(d),
             Dialect::Mysql => vec![mysql::ddl::create_database(d)],
+            Dialect::Redis => vec![Stmt::admin(acl::create_namespace(&d.name))],
         }
     }
 
@@ -399,6 +479,8 @@ impl Dialect {
         match self {
             Dialect::Postgres => true,
             Dialect::Mysql => login,
+            // Redis has no ACL rename: a renamed user is a new one.
+            Dialect::Redis => false,
         }
     }
 
@@ -409,6 +491,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => format!("ALTER ROLE {old} RENAME TO {new}"),
             Dialect::Mysql => format!("RENAME USER {old} TO {new}"),
+            Dialect::Redis => unreachable!("Redis renames no user (renames_role)"),
         }
     }
 
@@ -424,7 +507,7 @@ impl Dialect {
     pub fn database_replaced_by(self) -> &'static [&'static str] {
         match self {
             Dialect::Postgres => &["encoding", "collation"],
-            Dialect::Mysql => &["name"],
+            Dialect::Mysql | Dialect::Redis => &["name"],
         }
     }
 
@@ -433,7 +516,7 @@ impl Dialect {
     pub fn known_encoding(self, encoding: &str) -> bool {
         match self {
             Dialect::Postgres => postgres::pg_encoding(encoding).is_some(),
-            Dialect::Mysql => true,
+            Dialect::Mysql | Dialect::Redis => true,
         }
     }
 
@@ -452,8 +535,10 @@ impl Dialect {
     /// the database, the schema (`public` by default), or all its tables or
     /// sequences on PostgreSQL.
     pub fn grant_on(self, t: &Target) -> String {
-        if self == Dialect::Mysql {
-            return mysql_grant_on(&t.database);
+        match self {
+            Dialect::Mysql => return mysql_grant_on(&t.database),
+            Dialect::Redis => return acl::quote(&acl::key_pattern(&t.database)),
+            Dialect::Postgres => {}
         }
         let s = pg_ident(t.schema.as_deref().unwrap_or("public"));
         match t.class {
@@ -462,6 +547,36 @@ impl Dialect {
             GrantClass::Tables => format!("ALL TABLES IN SCHEMA {s}"),
             GrantClass::Sequences => format!("ALL SEQUENCES IN SCHEMA {s}"),
         }
+    }
+
+    /// Whether a user's grants are written as a whole, one statement per
+    /// user (Redis: ACL selectors cannot be removed one at a time), rather
+    /// than GRANT and REVOKE per target.
+    pub fn grants_per_account(self) -> bool {
+        self == Dialect::Redis
+    }
+
+    /// The statement that gives `account` exactly `grants` (database →
+    /// privileges), on an engine that writes grants per account.
+    pub fn set_account_grants(
+        self,
+        account: &str,
+        grants: &std::collections::BTreeMap<String, Privs>,
+    ) -> Result<String, String> {
+        match self {
+            Dialect::Redis => acl::set_grants(account, grants),
+            _ => Err(format!("{} grants per target, not per account", self.name())),
+        }
+    }
+
+    /// Whether the engine has group roles (Redis has users only).
+    pub fn has_roles(self) -> bool {
+        self != Dialect::Redis
+    }
+
+    /// Whether a user has a connection limit.
+    pub fn connection_limits(self) -> bool {
+        self != Dialect::Redis
     }
 
     /// Whether a database has an owner (and a connection limit): not on
@@ -493,7 +608,7 @@ impl Dialect {
     /// The longest host part of an account, on an engine whose accounts have one.
     pub fn host_max(self) -> Option<usize> {
         match self {
-            Dialect::Postgres => None,
+            Dialect::Postgres | Dialect::Redis => None,
             Dialect::Mysql => Some(MYSQL_HOST_MAX),
         }
     }
@@ -502,7 +617,7 @@ impl Dialect {
     /// on an engine whose accounts have none.
     pub fn account_host(self, host: Option<&str>) -> String {
         match self {
-            Dialect::Postgres => String::new(),
+            Dialect::Postgres | Dialect::Redis => String::new(),
             Dialect::Mysql => host.unwrap_or("%").to_string(),
         }
     }
@@ -512,6 +627,7 @@ impl Dialect {
         match self {
             Dialect::Mysql => "MySQL/MariaDB would take a negative limit as unlimited",
             Dialect::Postgres => "PostgreSQL refuses a negative limit other than -1",
+            Dialect::Redis => "Redis has no connection limit per user",
         }
     }
 
@@ -528,6 +644,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => None,
             Dialect::Mysql => Some(mysql::ddl::drop_role(name, live)),
+            Dialect::Redis => Some(Stmt::admin(acl::delete_user(name))),
         }
     }
 
@@ -535,7 +652,7 @@ impl Dialect {
     /// attributes that differ), on an engine whose databases have no owner.
     pub fn alter_database(self, d: &DesiredDb, changed: &[&str]) -> Option<Stmt> {
         match self {
-            Dialect::Postgres => None,
+            Dialect::Postgres | Dialect::Redis => None,
             Dialect::Mysql => mysql::ddl::alter_database(d, changed),
         }
     }
@@ -545,6 +662,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => 5432,
             Dialect::Mysql => 3306,
+            Dialect::Redis => 6379,
         }
     }
 
@@ -561,6 +679,8 @@ impl Dialect {
                 "mysql://{user}@{host}:{port}/?ssl-mode=VERIFY_IDENTITY{}",
                 ca.map(|c| format!("&ssl-ca={c}")).unwrap_or_default()
             ),
+            // The redis crate checks the certificate and name of a rediss:// server against the system's roots.
+            Dialect::Redis => format!("rediss://{user}@{host}:{port}"),
         }
     }
 
@@ -569,6 +689,7 @@ impl Dialect {
         match self {
             Dialect::Postgres => "PostgreSQL",
             Dialect::Mysql => "MariaDB",
+            Dialect::Redis => "Redis",
         }
     }
 

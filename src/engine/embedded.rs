@@ -210,6 +210,9 @@ impl Embedded {
         let bindir = match engine {
             crate::model::Engine::Postgres => find_bindir()?,
             crate::model::Engine::Mysql => super::mysql::embedded::find_bindir()?,
+            crate::model::Engine::Redis => {
+                super::redis::embedded::server_binary()?.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
         };
         let e = Embedded { name: name.to_string(), root, port, engine, bindir };
         // Known before the server exists, so the admin URL of a plan made now carries it.
@@ -232,6 +235,8 @@ impl Embedded {
             crate::model::Engine::Postgres
         } else if data.join("mysql").is_dir() {
             crate::model::Engine::Mysql
+        } else if data.parent().is_some_and(|root| root.join("users.acl").is_file()) {
+            crate::model::Engine::Redis
         } else {
             return None;
         };
@@ -299,6 +304,7 @@ impl Embedded {
                 format!("postgres://{}@127.0.0.1:{}/postgres", auth("postgres"), self.port)
             }
             crate::model::Engine::Mysql => format!("mysql://{}@127.0.0.1:{}/", auth("root"), self.port),
+            crate::model::Engine::Redis => self.redis().url(),
         }
     }
 
@@ -306,7 +312,13 @@ impl Embedded {
         match self.engine {
             crate::model::Engine::Postgres => self.data_dir().join("PG_VERSION").is_file(),
             crate::model::Engine::Mysql => self.data_dir().join("mysql").is_dir(),
+            crate::model::Engine::Redis => self.redis().is_initialised(),
         }
+    }
+
+    /// The Redis server in the same directory (for `engine = "redis"`).
+    fn redis(&self) -> super::redis::embedded::RedisEmbedded {
+        super::redis::embedded::RedisEmbedded { name: self.name.clone(), root: self.root.clone(), port: self.port }
     }
 
     pub fn bindir(&self) -> &Path {
@@ -318,6 +330,8 @@ impl Embedded {
         match self.engine {
             crate::model::Engine::Postgres => "postgres",
             crate::model::Engine::Mysql => "mysql",
+            // redis-server runs as the caller, root included.
+            crate::model::Engine::Redis => "root",
         }
     }
 
@@ -325,6 +339,7 @@ impl Embedded {
         match self.engine {
             crate::model::Engine::Postgres => "postgresql",
             crate::model::Engine::Mysql => "mariadb-server",
+            crate::model::Engine::Redis => "redis-server",
         }
     }
 
@@ -458,6 +473,10 @@ impl Embedded {
     /// first (it holds `init.lock`).
     pub fn init(&self) -> Result<(), EngineError> {
         if self.is_initialised() {
+            return Ok(());
+        }
+        if self.engine == crate::model::Engine::Redis {
+            // Its first start writes the ACL file (the admin's hash, `default` off).
             return Ok(());
         }
         std::fs::create_dir_all(&self.root).map_err(|e| io("create", &self.root, e))?;
@@ -602,6 +621,9 @@ impl Embedded {
         if self.engine == crate::model::Engine::Mysql {
             return super::mysql::embedded::is_running(self);
         }
+        if self.engine == crate::model::Engine::Redis {
+            return self.redis().is_running();
+        }
         // What `pg_ctl status` decides, without starting `runuser` and
         // `pg_ctl` (50 ms each, twice per plan): the pid in postmaster.pid is
         // alive, and is a postgres process (not a stale file's pid reused).
@@ -619,6 +641,9 @@ impl Embedded {
 
     /// Initialise if needed, then start if not running. Idempotent.
     pub fn start(&self) -> Result<(), EngineError> {
+        if self.engine == crate::model::Engine::Redis {
+            return self.redis().start();
+        }
         self.init()?;
         if self.is_running() {
             // Perhaps started by a dbctl killed before the server was ready.
@@ -657,7 +682,7 @@ impl Embedded {
     /// Wait until a running server accepts connections: one that a killed
     /// dbctl started may still be recovering or starting up.
     pub fn wait_ready(&self) -> Result<(), EngineError> {
-        if self.engine == crate::model::Engine::Mysql {
+        if self.engine != crate::model::Engine::Postgres {
             // Running means it answered a ping.
             return Ok(());
         }
@@ -700,6 +725,9 @@ impl Embedded {
         }
         if self.engine == crate::model::Engine::Mysql {
             return super::mysql::embedded::stop(self);
+        }
+        if self.engine == crate::model::Engine::Redis {
+            return self.redis().stop();
         }
         let mut c = self.command("pg_ctl");
         c.arg("stop").arg("-D").arg(self.data_dir()).args(["-m", "fast", "-w", "-t", "60"]);

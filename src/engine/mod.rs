@@ -202,6 +202,12 @@ pub trait Engine: Send + Sync {
     fn session(&self, ep: &endpoint::Endpoint) -> Box<dyn EngineSession>;
     /// The host and port an admin url dials, and the default port.
     fn dial_host_port(&self, url: &str) -> (String, u16);
+    /// Wait (up to `limit`) for statements a killed dbctl left running on
+    /// the server (a create outlives its client on PostgreSQL); how many
+    /// still run after the wait. `None`: nothing to wait for, or not known.
+    fn settle<'a>(&'a self, _ep: &'a endpoint::Endpoint, _limit: std::time::Duration) -> BoxFut<'a, Option<u64>> {
+        Box::pin(async { None })
+    }
 }
 
 /// One server's queue of statements during an apply: its connections are

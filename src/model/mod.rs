@@ -158,6 +158,7 @@ impl TryFrom<String> for Address {
 pub enum Engine {
     Postgres,
     Mysql,
+    Redis,
 }
 
 impl Engine {
@@ -165,6 +166,7 @@ impl Engine {
         match s {
             "postgres" => Some(Engine::Postgres),
             "mysql" => Some(Engine::Mysql),
+            "redis" => Some(Engine::Redis),
             _ => None,
         }
     }
@@ -172,6 +174,7 @@ impl Engine {
         match self {
             Engine::Postgres => "postgres",
             Engine::Mysql => "mysql",
+            Engine::Redis => "redis",
         }
     }
 }

@@ -240,19 +240,21 @@ fn password_json(svc: &Service) -> serde_json::Value {
 fn json_doc(svc: &Service) -> String {
     let mut dbs = serde_json::Map::new();
     for d in &svc.databases {
-        dbs.insert(
-            d.alias.clone(),
-            json!({
-                "engine": d.engine,
-                "host": d.host,
-                "port": d.port,
-                "database": d.database,
-                "user": svc.user,
-                "access": d.access,
-                "options": d.options.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-                "password": password_json(svc),
-            }),
-        );
+        let mut entry = json!({
+            "engine": d.engine,
+            "host": d.host,
+            "port": d.port,
+            "database": d.database,
+            "user": svc.user,
+            "access": d.access,
+            "options": d.options.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "password": password_json(svc),
+        });
+        if d.engine == "redis" {
+            // A Redis database is a key namespace: the service's keys must start with this.
+            entry["key_prefix"] = json!(format!("{}:", d.database));
+        }
+        dbs.insert(d.alias.clone(), entry);
     }
     let apps: serde_json::Map<_, _> = svc.apps.iter().map(|(a, al)| (a.clone(), json!(al))).collect();
     let mut doc = json!({

@@ -215,6 +215,13 @@ fn password_statement(name: &str, credential: &str, create: Option<bool>) -> Str
     }
 }
 
+/// A new user without a password (its own statement sets one: an account
+/// that is on cannot log in without one), no other permissions than
+/// `ROOT_COMMANDS` until `set_grants`.
+pub fn create_account(name: &str, login: bool) -> String {
+    format!("ACL SETUSER {} reset {} {}", quote(name), if login { "on" } else { "off" }, root_rules())
+}
+
 /// A new user: no other permissions than `ROOT_COMMANDS` until `set_grants`;
 /// `(sensitive)` where the password's hash goes (`with_password`).
 pub fn create_user(name: &str, login: bool) -> String {

@@ -148,7 +148,7 @@ impl RedisEmbedded {
         if let Some(p) = self.password() {
             return Ok(p);
         }
-        let p = crate::secrets::generate(&crate::model::Generate { length: 32, special: false }).expose().to_string();
+        let p = crate::model::generate(&crate::model::Generate { length: 32, special: false }).expose().to_string();
         let tmp = self.root.join("password.tmp");
         write_private(&tmp, &p, None)?;
         std::fs::rename(&tmp, self.password_file()).map_err(|e| io("write", &self.password_file(), e))?;

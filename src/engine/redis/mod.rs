@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod embedded;
+pub mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -146,7 +147,7 @@ pub async fn read(server: &str, url: &str) -> Result<LiveServer, EngineError> {
     let mut databases: BTreeMap<String, LiveDatabase> = c
         .namespaces
         .iter()
-        .map(|n| (n.clone(), LiveDatabase { owner: c.admin.clone(), ..LiveDatabase::default() }))
+        .map(|n| (n.clone(), LiveDatabase { connection_limit: -1, ..LiveDatabase::default() }))
         .collect();
     let mut roles = BTreeMap::new();
     for (name, u) in &c.users {
@@ -154,16 +155,22 @@ pub async fn read(server: &str, url: &str) -> Result<LiveServer, EngineError> {
         if name == "default" && !u.login {
             continue;
         }
-        let mut role = LiveRole { login: u.login, ..LiveRole::default() };
+        let mut role = LiveRole { login: u.login, connection_limit: -1, ..LiveRole::default() };
         if !u.exact {
             role.flags.insert(acl::CUSTOM_ACL.to_string());
         }
         roles.insert(name.clone(), role);
         for (ns, privs) in &u.grants {
-            let db = databases
-                .entry(ns.clone())
-                .or_insert_with(|| LiveDatabase { encoding: "unregistered".into(), ..LiveDatabase::default() });
-            db.privileges.insert(name.clone(), privs.clone());
+            match databases.get_mut(ns) {
+                Some(db) => {
+                    db.privileges.insert(name.clone(), privs.clone());
+                }
+                // A selector on a namespace dbctl does not manage: rewriting the
+                // user's permissions would drop it, so the user reads as custom.
+                None => {
+                    roles.get_mut(name).map(|r: &mut LiveRole| r.flags.insert(acl::CUSTOM_ACL.to_string()));
+                }
+            }
         }
     }
     Ok(LiveServer { exists: true, version: c.version, admin: c.admin, roles, databases, ..LiveServer::default() })
