@@ -338,10 +338,13 @@ impl Dialect {
         }
     }
 
-    /// The privilege another spelling stands for (`TEMP` is PostgreSQL's `TEMPORARY`).
+    /// The privilege another spelling stands for (`TEMP` is PostgreSQL's
+    /// `TEMPORARY`; Redis's privileges are lower-case, and the configuration
+    /// upper-cases every privilege it reads).
     pub fn privilege_alias(self, privilege: &str) -> Option<&'static str> {
         match (self, privilege) {
             (Dialect::Postgres, "TEMP") => Some("TEMPORARY"),
+            (Dialect::Redis, p) => REDIS_PRIVS.iter().copied().find(|r| r.eq_ignore_ascii_case(p) && *r != p),
             _ => None,
         }
     }
@@ -792,6 +795,8 @@ mod tests {
         assert_eq!(my.privileges(GrantClass::Tables), MYSQL_DATABASE_PRIVS);
         assert_eq!(pg.privilege_alias("TEMP"), Some("TEMPORARY"));
         assert_eq!(my.privilege_alias("TEMP"), None);
+        assert_eq!(Dialect::Redis.privilege_alias("READ"), Some("read"));
+        assert_eq!(Dialect::Redis.privilege_alias("TEMP"), None);
         assert_eq!(my.access_privileges(Access::Owner), vec![(GrantClass::Database, MYSQL_DATABASE_PRIVS)]);
         assert!(pg.access_privileges(Access::Owner).is_empty());
         assert_eq!(my.unsupported(EngineAttr::Flag("createdb")).unwrap().message, "`createdb` is PostgreSQL-only");
