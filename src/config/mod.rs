@@ -148,7 +148,83 @@ pub fn load(opts: &LoadOptions) -> Loaded {
     let files: Vec<Arc<SourceFile>> = parsed.iter().map(|(f, _)| f.clone()).collect();
     let mut loaded = Loaded { config: None, diags: Diags::default(), files, variables: IndexMap::new() };
 
-    // Classify top-level blocks.
+    let raw = classify(parsed, &mut diags);
+    let index = Index::of(&raw, &mut diags);
+    let resource_blocks = &index.resource_blocks;
+    let with_for_each: HashSet<(Kind, String)> = resource_blocks
+        .iter()
+        .filter(|(_, &i)| raw[i].block.body.has_attribute("for_each"))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let variables = variables(opts, &raw, &index.var_blocks, &with_for_each, &mut diags);
+    let var_object = Value::Object(variables.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect());
+    // Names of every resource, with for_each keys once known.
+    let mut resources: IndexMap<(Kind, String), Option<Vec<String>>> =
+        resource_blocks.keys().map(|k| (k.clone(), None)).collect();
+    let local_names: HashSet<String> = index.local_attrs.keys().cloned().collect();
+    let local_values =
+        locals(&raw, &index, &variables, &local_names, &resources, &with_for_each, &var_object, &mut diags);
+    let local_object = Value::Object(local_values);
+    let each_values = for_each_keys(
+        &raw,
+        resource_blocks,
+        &variables,
+        &local_names,
+        &mut resources,
+        &with_for_each,
+        (&var_object, &local_object),
+        &mut diags,
+    );
+
+    let mut ctx = root_context();
+    ctx.declare_var("var", var_object.clone());
+    ctx.declare_var("local", local_object.clone());
+    for kind in Kind::ALL {
+        ctx.declare_var(kind.as_str(), resource_object(&raw, resource_blocks, &resources, kind));
+    }
+    let decoded = instances(
+        &raw,
+        resource_blocks,
+        &each_values,
+        &variables,
+        &local_names,
+        &resources,
+        &with_for_each,
+        &ctx,
+        &mut diags,
+    );
+
+    let mut config = Config::default();
+    // Blocks outside any resource: every name is known, no `each`.
+    let top_scope = Scope {
+        variables: &variables,
+        locals: &local_names,
+        resources: &resources,
+        with_for_each: &with_for_each,
+        each: false,
+        each_key: None,
+        before_resources: false,
+    };
+    settings(&raw, &index, &ctx, &top_scope, &mut config, &mut diags);
+    for d in decoded {
+        if let Some(r) = build::build(d, &mut diags) {
+            config.resources.insert(r.addr.clone(), r);
+        }
+    }
+    check::check(&mut config, &mut diags);
+
+    loaded.diags = diags;
+    loaded.variables = variables;
+    if !loaded.diags.has_errors() {
+        loaded.config = Some(config);
+    }
+    loaded
+}
+
+/// The top-level blocks of the parsed files that the schema knows, with
+/// their labels checked; attributes outside blocks and unknown block types
+/// are reported.
+fn classify(parsed: Vec<(Arc<SourceFile>, Option<hcl::edit::structure::Body>)>, diags: &mut Diags) -> Vec<RawBlock> {
     let mut raw: Vec<RawBlock> = Vec::new();
     for (file, body) in parsed {
         let Some(body) = body else { continue };
@@ -175,7 +251,7 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                         );
                         continue;
                     };
-                    if check_labels(schema, &block, &file, &mut diags) {
+                    if check_labels(schema, &block, &file, diags) {
                         raw.push(RawBlock { schema, block, file: file.clone() });
                     }
                 }
@@ -183,259 +259,297 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         }
     }
 
-    // Index: variables, locals, providers, settings, resources; duplicates.
-    let mut var_blocks: IndexMap<String, usize> = IndexMap::new();
-    let mut local_attrs: IndexMap<String, (Attribute, Arc<SourceFile>)> = IndexMap::new();
-    let mut resource_blocks: IndexMap<(Kind, String), usize> = IndexMap::new();
-    let mut provider_blocks: IndexMap<String, usize> = IndexMap::new();
-    let mut dbctl_block: Option<usize> = None;
-    for (i, rb) in raw.iter().enumerate() {
-        let dup = |first: &RawBlock, what: String| {
-            Diagnostic::error(format!("duplicate {what}"))
-                .at(&rb.header(), "declared again here")
-                .also(&first.header(), "first declared here")
-        };
-        match rb.schema.name {
-            "variable" => {
-                if let Some(&j) = var_blocks.get(rb.label()) {
-                    diags.push(dup(&raw[j], format!("variable \"{}\"", rb.label())));
-                } else {
-                    var_blocks.insert(rb.label().to_string(), i);
+    raw
+}
+
+/// Where each kind of top-level block is in `raw`: variables, locals,
+/// resources, providers and the `dbctl` block; duplicates are reported.
+#[derive(Default)]
+struct Index {
+    var_blocks: IndexMap<String, usize>,
+    local_attrs: IndexMap<String, (Attribute, Arc<SourceFile>)>,
+    resource_blocks: IndexMap<(Kind, String), usize>,
+    provider_blocks: IndexMap<String, usize>,
+    dbctl_block: Option<usize>,
+}
+
+impl Index {
+    fn of(raw: &[RawBlock], diags: &mut Diags) -> Index {
+        let Index { mut var_blocks, mut local_attrs, mut resource_blocks, mut provider_blocks, mut dbctl_block } =
+            Index::default();
+        for (i, rb) in raw.iter().enumerate() {
+            let dup = |first: &RawBlock, what: String| {
+                Diagnostic::error(format!("duplicate {what}"))
+                    .at(&rb.header(), "declared again here")
+                    .also(&first.header(), "first declared here")
+            };
+            match rb.schema.name {
+                "variable" => {
+                    if let Some(&j) = var_blocks.get(rb.label()) {
+                        diags.push(dup(&raw[j], format!("variable \"{}\"", rb.label())));
+                    } else {
+                        var_blocks.insert(rb.label().to_string(), i);
+                    }
                 }
-            }
-            "locals" => {
-                for s in rb.block.body.iter() {
-                    match s {
-                        Structure::Attribute(a) => {
-                            let key = a.key.as_str().to_string();
-                            let loc = Loc::new(&rb.file, span_of(&a.key));
-                            if let Some((first, f)) = local_attrs.get(&key) {
-                                diags.push(
-                                    Diagnostic::error(format!("duplicate local `{key}`"))
-                                        .at(&loc, "set again here")
-                                        .also(&Loc::new(f, span_of(&first.key)), "first set here"),
-                                );
-                            } else {
-                                local_attrs.insert(key, (a.clone(), rb.file.clone()));
+                "locals" => {
+                    for s in rb.block.body.iter() {
+                        match s {
+                            Structure::Attribute(a) => {
+                                let key = a.key.as_str().to_string();
+                                let loc = Loc::new(&rb.file, span_of(&a.key));
+                                if let Some((first, f)) = local_attrs.get(&key) {
+                                    diags.push(
+                                        Diagnostic::error(format!("duplicate local `{key}`"))
+                                            .at(&loc, "set again here")
+                                            .also(&Loc::new(f, span_of(&first.key)), "first set here"),
+                                    );
+                                } else {
+                                    local_attrs.insert(key, (a.clone(), rb.file.clone()));
+                                }
                             }
+                            Structure::Block(b) => diags.push(
+                                Diagnostic::error("blocks are not allowed in locals")
+                                    .at(&Loc::new(&rb.file, header_span(b)), "here"),
+                            ),
                         }
-                        Structure::Block(b) => diags.push(
-                            Diagnostic::error("blocks are not allowed in locals")
-                                .at(&Loc::new(&rb.file, header_span(b)), "here"),
-                        ),
+                    }
+                }
+                "provider" => {
+                    if rb.label() != "aws" {
+                        diags.push(
+                            Diagnostic::error(format!("unknown provider \"{}\"", rb.label()))
+                                .at(&rb.header(), "dbctl knows only the aws provider")
+                                .help(
+                                    did_you_mean(rb.label(), ["aws"]).unwrap_or_else(|| "use provider \"aws\"".into()),
+                                ),
+                        );
+                    } else if let Some(&j) = provider_blocks.get(rb.label()) {
+                        diags.push(dup(&raw[j], format!("provider \"{}\"", rb.label())));
+                    } else {
+                        provider_blocks.insert(rb.label().to_string(), i);
+                    }
+                }
+                "dbctl" => match dbctl_block {
+                    Some(j) => diags.push(dup(&raw[j], "dbctl block".into())),
+                    None => dbctl_block = Some(i),
+                },
+                kind_name => {
+                    let kind = Kind::parse(kind_name).expect("resource schema names are kinds");
+                    let label = rb.label();
+                    let label_loc = Loc::new(&rb.file, span_of(&rb.block.labels[0]));
+                    if label.is_empty()
+                        || !label.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+                        || label.starts_with(|c: char| c.is_ascii_digit())
+                    {
+                        diags.push(
+                            Diagnostic::error(format!("`{label}` cannot be a resource name"))
+                                .at(&label_loc, "letters, digits, _ and - only, not starting with a digit")
+                                .help(format!(
+                                    "the label is how other blocks refer to it; set the name on the server with name = \"{}\"",
+                                    crate::model::escape_hcl_string(label)
+                                )),
+                        );
+                        continue;
+                    }
+                    if let Some(&j) = resource_blocks.get(&(kind, label.to_string())) {
+                        diags.push(dup(&raw[j], format!("resource address {kind_name}.{label}")));
+                    } else {
+                        resource_blocks.insert((kind, label.to_string()), i);
                     }
                 }
             }
-            "provider" => {
-                if rb.label() != "aws" {
-                    diags.push(
-                        Diagnostic::error(format!("unknown provider \"{}\"", rb.label()))
-                            .at(&rb.header(), "dbctl knows only the aws provider")
-                            .help(did_you_mean(rb.label(), ["aws"]).unwrap_or_else(|| "use provider \"aws\"".into())),
-                    );
-                } else if let Some(&j) = provider_blocks.get(rb.label()) {
-                    diags.push(dup(&raw[j], format!("provider \"{}\"", rb.label())));
-                } else {
-                    provider_blocks.insert(rb.label().to_string(), i);
-                }
-            }
-            "dbctl" => match dbctl_block {
-                Some(j) => diags.push(dup(&raw[j], "dbctl block".into())),
-                None => dbctl_block = Some(i),
-            },
-            kind_name => {
-                let kind = Kind::parse(kind_name).expect("resource schema names are kinds");
-                let label = rb.label();
-                let label_loc = Loc::new(&rb.file, span_of(&rb.block.labels[0]));
-                if label.is_empty()
-                    || !label.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-                    || label.starts_with(|c: char| c.is_ascii_digit())
-                {
-                    diags.push(
-                        Diagnostic::error(format!("`{label}` cannot be a resource name"))
-                            .at(&label_loc, "letters, digits, _ and - only, not starting with a digit")
-                            .help(format!(
-                                "the label is how other blocks refer to it; set the name on the server with name = \"{}\"",
-                                crate::model::escape_hcl_string(label)
-                            )),
-                    );
-                    continue;
-                }
-                if let Some(&j) = resource_blocks.get(&(kind, label.to_string())) {
-                    diags.push(dup(&raw[j], format!("resource address {kind_name}.{label}")));
-                } else {
-                    resource_blocks.insert((kind, label.to_string()), i);
-                }
-            }
         }
+        Index { var_blocks, local_attrs, resource_blocks, provider_blocks, dbctl_block }
     }
+}
 
-    let with_for_each: HashSet<(Kind, String)> = resource_blocks
-        .iter()
-        .filter(|(_, &i)| raw[i].block.body.has_attribute("for_each"))
-        .map(|(k, _)| k.clone())
-        .collect();
-
-    // Variables.
+/// Every declared variable's value: given from outside, else its default;
+/// one with neither is reported.
+fn variables(
+    opts: &LoadOptions,
+    raw: &[RawBlock],
+    var_blocks: &IndexMap<String, usize>,
+    with_for_each: &HashSet<(Kind, String)>,
+    diags: &mut Diags,
+) -> IndexMap<String, VarInfo> {
     let mut variables: IndexMap<String, VarInfo> = IndexMap::new();
-    let empty_locals = HashSet::new();
-    let empty_resources = IndexMap::new();
-    {
-        let no_vars = IndexMap::new();
-        let scope = Scope {
-            variables: &no_vars,
-            locals: &empty_locals,
-            resources: &empty_resources,
-            with_for_each: &with_for_each,
-            each: false,
-            each_key: None,
-            before_resources: true,
+    let (no_vars, no_locals, no_resources) = (IndexMap::new(), HashSet::new(), IndexMap::new());
+    let scope = Scope {
+        variables: &no_vars,
+        locals: &no_locals,
+        resources: &no_resources,
+        with_for_each,
+        each: false,
+        each_key: None,
+        before_resources: true,
+    };
+    let given = given_variables(opts, var_blocks, diags);
+    for (name, &i) in var_blocks {
+        let rb = &raw[i];
+        let ctx = root_context();
+        let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &scope, diags);
+        let sensitive = d.bool("sensitive").unwrap_or(false);
+        let value = match (given.get(name), d.get("default")) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(decode::V::Any(v))) => Some(v.clone()),
+            _ => None,
         };
-        let given = given_variables(opts, &var_blocks, &mut diags);
-        for (name, &i) in &var_blocks {
-            let rb = &raw[i];
-            let ctx = root_context();
-            let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &scope, &mut diags);
-            let sensitive = d.bool("sensitive").unwrap_or(false);
-            let value = match (given.get(name), d.get("default")) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Some(decode::V::Any(v))) => Some(v.clone()),
-                _ => None,
-            };
-            match value {
-                Some(value) => {
-                    variables.insert(name.clone(), VarInfo { value, sensitive, unset: false });
-                }
-                None => {
-                    variables.insert(name.clone(), VarInfo { value: Value::Null, sensitive, unset: true });
-                    diags.push(
-                        Diagnostic::error(format!("variable \"{name}\" has no value"))
-                            .at(&rb.header(), "declared without a default")
-                            .help(format!("set it with --var {name}=VALUE, in a --var-file, or with DBCTL_VAR_{name}")),
-                    );
-                }
+        match value {
+            Some(value) => {
+                variables.insert(name.clone(), VarInfo { value, sensitive, unset: false });
+            }
+            None => {
+                variables.insert(name.clone(), VarInfo { value: Value::Null, sensitive, unset: true });
+                diags.push(
+                    Diagnostic::error(format!("variable \"{name}\" has no value"))
+                        .at(&rb.header(), "declared without a default")
+                        .help(format!("set it with --var {name}=VALUE, in a --var-file, or with DBCTL_VAR_{name}")),
+                );
             }
         }
     }
-    let var_object = Value::Object(variables.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect());
+    variables
+}
 
-    // Names of every resource, with for_each keys once known.
-    let mut resources: IndexMap<(Kind, String), Option<Vec<String>>> =
-        resource_blocks.keys().map(|k| (k.clone(), None)).collect();
+/// What `KIND.NAME` evaluates to for every resource of `kind`: a reference
+/// marker, or one per for_each key once the keys are known.
+fn resource_object(
+    raw: &[RawBlock],
+    resource_blocks: &IndexMap<(Kind, String), usize>,
+    resources: &IndexMap<(Kind, String), Option<Vec<String>>>,
+    kind: Kind,
+) -> Value {
+    let mut m = Map::new();
+    for ((k, name), keys) in resources {
+        if *k != kind {
+            continue;
+        }
+        let v = match keys {
+            None if raw[resource_blocks[&(*k, name.clone())]].block.body.has_attribute("for_each") => continue,
+            None if kind == Kind::RdsCluster => {
+                // `rds_cluster.NAME.master_secret` through the evaluator (inside a conditional, say).
+                let addr = Address::new(kind, name).to_string();
+                let mut m = ref_marker(&addr);
+                if let Value::Object(o) = &mut m {
+                    o.insert("master_secret".into(), ref_marker(&format!("{addr}{}", decode::MASTER_SECRET_SUFFIX)));
+                }
+                m
+            }
+            None => ref_marker(&Address::new(kind, name).to_string()),
+            Some(keys) => Value::Object(
+                keys.iter()
+                    .map(|key| (key.clone(), ref_marker(&Address::keyed(kind, name, key).to_string())))
+                    .collect(),
+            ),
+        };
+        m.insert(name.clone(), v);
+    }
+    Value::Object(m)
+}
 
-    let resource_object = |resources: &IndexMap<(Kind, String), Option<Vec<String>>>, kind: Kind| -> Value {
-        let mut m = Map::new();
-        for ((k, name), keys) in resources {
-            if *k != kind {
+/// The locals' values, in dependency order; a cycle or a bad reference is reported.
+#[allow(clippy::too_many_arguments)]
+fn locals(
+    raw: &[RawBlock],
+    index: &Index,
+    variables: &IndexMap<String, VarInfo>,
+    local_names: &HashSet<String>,
+    resources: &IndexMap<(Kind, String), Option<Vec<String>>>,
+    with_for_each: &HashSet<(Kind, String)>,
+    var_object: &Value,
+    diags: &mut Diags,
+) -> Map<String, Value> {
+    let local_attrs = &index.local_attrs;
+    let mut local_values: Map<String, Value> = Map::new();
+    let scope = Scope {
+        variables,
+        locals: local_names,
+        resources,
+        with_for_each,
+        each: false,
+        each_key: None,
+        before_resources: true,
+    };
+    let mut pending: Vec<&String> = local_attrs.keys().collect();
+    let mut bad: HashSet<String> = HashSet::new();
+    for name in &pending {
+        let (a, f) = &local_attrs[*name];
+        let errs = check_refs(&a.value, f, &scope);
+        if !errs.is_empty() {
+            diags.0.extend(errs);
+            bad.insert((*name).clone());
+        }
+    }
+    pending.retain(|n| !bad.contains(*n));
+    let mut local_ctx: Option<hcl::eval::Context> = None;
+    loop {
+        let before = pending.len();
+        let mut still = Vec::new();
+        for name in pending {
+            let (a, f) = &local_attrs[name];
+            let deps: Vec<String> =
+                traversals(&a.value).into_iter().filter(|t| t.root == "local").filter_map(|t| t.attr).collect();
+            if deps.iter().any(|d| bad.contains(d)) {
+                bad.insert(name.clone());
                 continue;
             }
-            let v = match keys {
-                None if raw[resource_blocks[&(*k, name.clone())]].block.body.has_attribute("for_each") => continue,
-                None if kind == Kind::RdsCluster => {
-                    // `rds_cluster.NAME.master_secret` through the evaluator (inside a conditional, say).
-                    let addr = Address::new(kind, name).to_string();
-                    let mut m = ref_marker(&addr);
-                    if let Value::Object(o) = &mut m {
-                        o.insert(
-                            "master_secret".into(),
-                            ref_marker(&format!("{addr}{}", decode::MASTER_SECRET_SUFFIX)),
-                        );
-                    }
-                    m
-                }
-                None => ref_marker(&Address::new(kind, name).to_string()),
-                Some(keys) => Value::Object(
-                    keys.iter()
-                        .map(|key| (key.clone(), ref_marker(&Address::keyed(kind, name, key).to_string())))
-                        .collect(),
-                ),
-            };
-            m.insert(name.clone(), v);
-        }
-        Value::Object(m)
-    };
-
-    // Locals, in dependency order.
-    let local_names: HashSet<String> = local_attrs.keys().cloned().collect();
-    let mut local_values: Map<String, Value> = Map::new();
-    {
-        let scope = Scope {
-            variables: &variables,
-            locals: &local_names,
-            resources: &resources,
-            with_for_each: &with_for_each,
-            each: false,
-            each_key: None,
-            before_resources: true,
-        };
-        let mut pending: Vec<&String> = local_attrs.keys().collect();
-        let mut bad: HashSet<String> = HashSet::new();
-        for name in &pending {
-            let (a, f) = &local_attrs[*name];
-            let errs = check_refs(&a.value, f, &scope);
-            if !errs.is_empty() {
-                diags.0.extend(errs);
-                bad.insert((*name).clone());
+            if deps.iter().any(|d| !local_values.contains_key(d)) {
+                still.push(name);
+                continue;
             }
-        }
-        pending.retain(|n| !bad.contains(*n));
-        let mut local_ctx: Option<hcl::eval::Context> = None;
-        loop {
-            let before = pending.len();
-            let mut still = Vec::new();
-            for name in pending {
-                let (a, f) = &local_attrs[name];
-                let deps: Vec<String> =
-                    traversals(&a.value).into_iter().filter(|t| t.root == "local").filter_map(|t| t.attr).collect();
-                if deps.iter().any(|d| bad.contains(d)) {
+            // One context for every local; only `local` changes between them.
+            let ctx = local_ctx.get_or_insert_with(|| {
+                let mut ctx = root_context();
+                ctx.declare_var("var", var_object.clone());
+                for kind in Kind::ALL {
+                    ctx.declare_var(kind.as_str(), resource_object(raw, &index.resource_blocks, resources, kind));
+                }
+                ctx
+            });
+            ctx.declare_var("local", Value::Object(local_values.clone()));
+            match evaluate(&a.value, f, ctx) {
+                Ok(v) => {
+                    local_values.insert(name.clone(), v);
+                }
+                Err(d) => {
+                    diags.push(d);
                     bad.insert(name.clone());
-                    continue;
                 }
-                if deps.iter().any(|d| !local_values.contains_key(d)) {
-                    still.push(name);
-                    continue;
-                }
-                // One context for every local; only `local` changes between them.
-                let ctx = local_ctx.get_or_insert_with(|| {
-                    let mut ctx = root_context();
-                    ctx.declare_var("var", var_object.clone());
-                    for kind in Kind::ALL {
-                        ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
-                    }
-                    ctx
-                });
-                ctx.declare_var("local", Value::Object(local_values.clone()));
-                match evaluate(&a.value, f, ctx) {
-                    Ok(v) => {
-                        local_values.insert(name.clone(), v);
-                    }
-                    Err(d) => {
-                        diags.push(d);
-                        bad.insert(name.clone());
-                    }
-                }
-            }
-            pending = still;
-            if pending.is_empty() || pending.len() == before {
-                break;
             }
         }
-        if !pending.is_empty() {
-            let (a, f) = &local_attrs[pending[0]];
-            diags.push(
-                Diagnostic::error(format!(
-                    "locals refer to each other in a cycle: {}",
-                    pending.iter().map(|n| format!("local.{n}")).collect::<Vec<_>>().join(", ")
-                ))
-                .at(&Loc::new(f, span_of(&a.key)), "part of the cycle"),
-            );
+        pending = still;
+        if pending.is_empty() || pending.len() == before {
+            break;
         }
     }
-    let local_object = Value::Object(local_values);
+    if !pending.is_empty() {
+        let (a, f) = &local_attrs[pending[0]];
+        diags.push(
+            Diagnostic::error(format!(
+                "locals refer to each other in a cycle: {}",
+                pending.iter().map(|n| format!("local.{n}")).collect::<Vec<_>>().join(", ")
+            ))
+            .at(&Loc::new(f, span_of(&a.key)), "part of the cycle"),
+        );
+    }
+    local_values
+}
 
-    // for_each keys.
+/// The keys and values of every `for_each`, recorded in `resources` as
+/// the instance names; a bad `for_each` is reported.
+#[allow(clippy::too_many_arguments)]
+fn for_each_keys(
+    raw: &[RawBlock],
+    resource_blocks: &IndexMap<(Kind, String), usize>,
+    variables: &IndexMap<String, VarInfo>,
+    local_names: &HashSet<String>,
+    resources: &mut IndexMap<(Kind, String), Option<Vec<String>>>,
+    with_for_each: &HashSet<(Kind, String)>,
+    (var_object, local_object): (&Value, &Value),
+    diags: &mut Diags,
+) -> IndexMap<(Kind, String), Vec<(String, Value)>> {
     let mut each_values: IndexMap<(Kind, String), Vec<(String, Value)>> = IndexMap::new();
-    for (key, &i) in &resource_blocks {
+    for (key, &i) in resource_blocks {
         let rb = &raw[i];
         let Some(fe) = rb.block.body.get_attribute("for_each") else { continue };
         let loc = Loc::new(&rb.file, span_of(&fe.value));
@@ -447,10 +561,10 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             continue;
         }
         let scope = Scope {
-            variables: &variables,
-            locals: &local_names,
-            resources: &resources,
-            with_for_each: &with_for_each,
+            variables,
+            locals: local_names,
+            resources,
+            with_for_each,
             each: false,
             each_key: None,
             before_resources: true,
@@ -508,18 +622,28 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         }
     }
 
-    // Resource instances.
-    let mut ctx = root_context();
-    ctx.declare_var("var", var_object.clone());
-    ctx.declare_var("local", local_object.clone());
-    for kind in Kind::ALL {
-        ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
-    }
-    // The same with `each`, rebound per instance: building a context per
-    // instance would copy every resource name each time (quadratic).
+    each_values
+}
+
+/// Every resource instance decoded against the schema (for_each blocks
+/// once per key, with `each` bound); blocks that did not decode are left out.
+#[allow(clippy::too_many_arguments)]
+fn instances(
+    raw: &[RawBlock],
+    resource_blocks: &IndexMap<(Kind, String), usize>,
+    each_values: &IndexMap<(Kind, String), Vec<(String, Value)>>,
+    variables: &IndexMap<String, VarInfo>,
+    local_names: &HashSet<String>,
+    resources: &IndexMap<(Kind, String), Option<Vec<String>>>,
+    with_for_each: &HashSet<(Kind, String)>,
+    ctx: &hcl::eval::Context<'static>,
+    diags: &mut Diags,
+) -> Vec<build::Decoded> {
+    // `each` is rebound per instance: building a context per instance
+    // would copy every resource name each time (quadratic).
     let mut each_ctx = ctx.clone();
     let mut decoded = Vec::new();
-    for (key, &i) in &resource_blocks {
+    for (key, &i) in resource_blocks {
         let rb = &raw[i];
         let instances: Vec<(Option<String>, Option<Value>)> = match each_values.get(key) {
             Some(pairs) => pairs.iter().map(|(k, v)| (Some(k.clone()), Some(v.clone()))).collect(),
@@ -528,10 +652,10 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         };
         for (each_key, each_value) in instances {
             let scope = Scope {
-                variables: &variables,
-                locals: &local_names,
-                resources: &resources,
-                with_for_each: &with_for_each,
+                variables,
+                locals: local_names,
+                resources,
+                with_for_each,
                 each: each_key.is_some(),
                 each_key: each_key.as_deref(),
                 before_resources: false,
@@ -543,10 +667,10 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 each_ctx.declare_var("each", Value::Object(each));
                 &each_ctx
             } else {
-                &ctx
+                ctx
             };
             let diags_before = diags.0.len();
-            let d = decode_block(rb.schema, &rb.block, &rb.file, inner_ctx, &scope, &mut diags);
+            let d = decode_block(rb.schema, &rb.block, &rb.file, inner_ctx, &scope, diags);
             // A block that did not decode is left out, so checks that follow
             // do not report consequences of an error already reported.
             let failed = diags.0[diags_before..].iter().any(|d| d.is_error());
@@ -570,20 +694,21 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         }
     }
 
-    let mut config = Config::default();
-    // Blocks outside any resource: every name is known, no `each`.
-    let top_scope = Scope {
-        variables: &variables,
-        locals: &local_names,
-        resources: &resources,
-        with_for_each: &with_for_each,
-        each: false,
-        each_key: None,
-        before_resources: false,
-    };
-    if let Some(&i) = provider_blocks.get("aws") {
+    decoded
+}
+
+/// The blocks outside any resource: `provider "aws"` and `dbctl { state }`.
+fn settings(
+    raw: &[RawBlock],
+    index: &Index,
+    ctx: &hcl::eval::Context<'static>,
+    top_scope: &Scope,
+    config: &mut Config,
+    diags: &mut Diags,
+) {
+    if let Some(&i) = index.provider_blocks.get("aws") {
         let rb = &raw[i];
-        let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &top_scope, &mut diags);
+        let d = decode_block(rb.schema, &rb.block, &rb.file, ctx, top_scope, diags);
         config.aws = Some(crate::model::AwsProvider {
             region: d.str("region"),
             endpoint: d.str("endpoint").filter(|s| !s.is_empty()),
@@ -591,10 +716,10 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         });
     }
     config.state = crate::model::StateSettings { backend: "local".into(), ..Default::default() };
-    if let Some(i) = dbctl_block {
+    if let Some(i) = index.dbctl_block {
         let rb = &raw[i];
         let errors_before = diags.0.iter().filter(|d| d.is_error()).count();
-        let d = decode_block(rb.schema, &rb.block, &rb.file, &ctx, &top_scope, &mut diags);
+        let d = decode_block(rb.schema, &rb.block, &rb.file, ctx, top_scope, diags);
         // A url that could not be evaluated is reported already.
         let reported = diags.0.iter().filter(|d| d.is_error()).count() > errors_before;
         if let Some(st) = d.block("state") {
@@ -616,20 +741,6 @@ pub fn load(opts: &LoadOptions) -> Loaded {
             }
         }
     }
-
-    for d in decoded {
-        if let Some(r) = build::build(d, &mut diags) {
-            config.resources.insert(r.addr.clone(), r);
-        }
-    }
-    check::check(&mut config, &mut diags);
-
-    loaded.diags = diags;
-    loaded.variables = variables;
-    if !loaded.diags.has_errors() {
-        loaded.config = Some(config);
-    }
-    loaded
 }
 
 /// Variable values given from outside: DBCTL_VAR_*, --var-file, --var (later wins).

@@ -621,175 +621,172 @@ fn admin_can_connect(live: &LiveServer, db: &LiveDatabase) -> bool {
 }
 
 pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
-    let cfg = inp.config;
-    let mut errors = Vec::new();
-    let mut notes = Vec::new();
-    let mut drift = Vec::new();
-    let mut fingerprints = BTreeMap::new();
-    let empty_live = LiveServer::default();
-    let want = if inp.destroy {
-        // Nothing is wanted, but how each server speaks still matters.
-        Desired { engines: desired::engines(cfg), ..Desired::default() }
-    } else {
-        desired(cfg, inp.live, Some(inp.state))
-    };
+    let mut p = Planner::new(inp);
+    p.servers();
+    p.secrets();
+    p.backup_policies();
+    p.migrations();
+    p.role_renames();
+    p.roles();
+    p.databases();
+    p.grants();
+    p.removed();
+    p.finish()
+}
 
-    let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
+/// One plan being made: what every step of `diff` reads (the inputs and
+/// the desired objects) and what they add to (changes, drift, notes).
+struct Planner<'a> {
+    inp: &'a Inputs<'a>,
+    want: Desired,
+    errors: Vec<String>,
+    notes: Vec<String>,
+    drift: Vec<Drift>,
+    fingerprints: BTreeMap<String, String>,
+    by_addr: BTreeMap<String, ResourceChange>,
+    deletes: Vec<ResourceChange>,
+    /// Roles and databases this plan renames, per server: grants are
+    /// planned against the server as it is after the renames.
+    renames: BTreeMap<Address, Renames>,
+    /// Configuration graph order for creates and updates.
+    order: Vec<String>,
+}
 
-    // Order: configuration graph order for creates and updates.
-    let order: Vec<String> = Graph::build(cfg)
-        .order()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|n| match n {
-            Node::Resource(a) => a.to_string(),
-            Node::Grants(a) => format!("{a}.grant"),
-        })
-        .collect();
-
-    let mut by_addr: BTreeMap<String, ResourceChange> = BTreeMap::new();
-    let mut deletes: Vec<ResourceChange> = Vec::new();
-    // Roles and databases this plan renames, per server: grants are planned
-    // against the server as it is after the renames.
-    let mut renames: BTreeMap<Address, Renames> = BTreeMap::new();
-
-    // Servers.
-    for r in cfg.of_kind(Kind::Server) {
-        let Body::Server(s) = &r.body else { continue };
-        if inp.destroy {
-            continue;
-        }
-        let live = live_of(&r.addr);
-        let addr = r.addr.to_string();
-        let after = json!({ "engine": s.engine.as_str(), "embedded": s.embedded });
-        let mut c = change(&addr, "server", &r.addr.name, Action::NoOp);
-        c.server = Some(addr.clone());
-        // An embedded server that exists but is not in the state (an apply killed while it
-        // started it): the idempotent start records it.
-        let unrecorded = live.exists && !inp.state.resources.contains_key(&addr);
-        if s.embedded && (!live.exists || unrecorded) {
-            if unrecorded {
-                c.notes.push("exists already (made by `dbctl dev up`, or by an apply interrupted before recording it): dbctl records it".into());
-            }
-            c.action = Action::Create;
-            c.steps.push(Step {
-                address: addr.clone(),
-                server: Some(r.addr.clone()),
-                database: None,
-                op: Op::StartEmbedded,
-            });
-            c.before = None;
+impl<'a> Planner<'a> {
+    fn new(inp: &'a Inputs<'a>) -> Planner<'a> {
+        let cfg = inp.config;
+        let want = if inp.destroy {
+            // Nothing is wanted, but how each server speaks still matters.
+            Desired { engines: desired::engines(cfg), ..Desired::default() }
         } else {
-            c.before = Some(after.clone());
+            desired(cfg, inp.live, Some(inp.state))
+        };
+        let order: Vec<String> = Graph::build(cfg)
+            .order()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| match n {
+                Node::Resource(a) => a.to_string(),
+                Node::Grants(a) => format!("{a}.grant"),
+            })
+            .collect();
+        Planner {
+            inp,
+            want,
+            errors: Vec::new(),
+            notes: Vec::new(),
+            drift: Vec::new(),
+            fingerprints: BTreeMap::new(),
+            by_addr: BTreeMap::new(),
+            deletes: Vec::new(),
+            renames: BTreeMap::new(),
+            order,
         }
-        c.after = Some(after);
-        by_addr.insert(addr, c);
     }
 
-    // Secrets a router publishes its document into: the router writes them.
-    let publish_targets: BTreeMap<&Address, &Address> = cfg
-        .of_kind(Kind::Router)
-        .filter_map(|r| match &r.body {
-            Body::Router(rt) => rt.publish.as_ref().and_then(|p| p.secret.as_ref()).map(|s| (s, &r.addr)),
-            _ => None,
-        })
-        .collect();
-
-    // Secrets: created once, rotated when due, rewritten when a given value changes.
-    let read_only = cfg.read_only_secrets();
-    for r in cfg.of_kind(Kind::Secret) {
-        let Body::Secret(s) = &r.body else { continue };
-        if inp.destroy {
-            continue;
-        }
-        if read_only.contains(&r.addr) {
-            // Read where it is needed (a server's admin password); never written, rotated or deleted.
-            let mut c = change(&r.addr.to_string(), "secret", &s.name, Action::NoOp);
-            c.after = Some(json!({ "store": s.store, "name": s.name, "value": "(sensitive)" }));
-            c.after_sensitive = json!({ "value": true });
-            c.notes.push("read only: dbctl never writes, rotates or deletes it".into());
-            by_addr.insert(r.addr.to_string(), c);
-            continue;
-        }
-        if let Some(router) = publish_targets.get(&r.addr) {
-            let mut c = change(&r.addr.to_string(), "secret", &s.name, Action::NoOp);
-            c.after = Some(json!({ "store": s.store, "name": s.name, "value": "(sensitive)" }));
-            c.notes.push(format!("holds the routing document of {router}, which writes it"));
-            by_addr.insert(r.addr.to_string(), c);
-            continue;
-        }
-        let addr = r.addr.to_string();
-        let after = json!({ "store": s.store, "name": s.name, "value": "(sensitive)" });
-        let mut c = change(&addr, "secret", &s.name, Action::NoOp);
-        c.after_sensitive = json!({ "value": true });
-        // A new value of a user's password is staged pending: the user's
-        // password step sets it on the server, then makes it current.
-        let user = secret::user_of(cfg, &r.addr);
-        let write = |pending: bool| Step {
-            address: addr.clone(),
-            server: None,
-            database: None,
-            op: Op::WriteSecret { secret: r.addr.clone(), rds: inp.rds.get(&r.addr).cloned(), pending },
-        };
-        match inp.secrets.get(&r.addr) {
-            None => {
-                if let Some((d, error)) = secret::lost(inp, &r.addr, s) {
-                    drift.push(d);
-                    errors.extend(error);
-                    c.notes.push("its value is gone from the store: a new value is generated".into());
+    /// Servers: an embedded one not made yet is started by the plan.
+    fn servers(&mut self) {
+        let inp = self.inp;
+        let cfg = inp.config;
+        let empty_live = LiveServer::default();
+        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
+        let Planner { ref mut by_addr, .. } = *self;
+        // Servers.
+        for r in cfg.of_kind(Kind::Server) {
+            let Body::Server(s) = &r.body else { continue };
+            if inp.destroy {
+                continue;
+            }
+            let live = live_of(&r.addr);
+            let addr = r.addr.to_string();
+            let after = json!({ "engine": s.engine.as_str(), "embedded": s.embedded });
+            let mut c = change(&addr, "server", &r.addr.name, Action::NoOp);
+            c.server = Some(addr.clone());
+            // An embedded server that exists but is not in the state (an apply killed while it
+            // started it): the idempotent start records it.
+            let unrecorded = live.exists && !inp.state.resources.contains_key(&addr);
+            if s.embedded && (!live.exists || unrecorded) {
+                if unrecorded {
+                    c.notes.push("exists already (made by `dbctl dev up`, or by an apply interrupted before recording it): dbctl records it".into());
                 }
                 c.action = Action::Create;
-                c.steps.push(write(false));
-            }
-            Some(meta) if inp.replace.contains(&r.addr) && !meta.pending => {
-                c.before = Some(after.clone());
-                c.action = Action::Update;
-                c.attributes.push(AttrChange {
-                    name: "value".into(),
-                    before: json!("(sensitive)"),
-                    after: json!("(sensitive)"),
-                    forces_replacement: false,
-                    sensitive: true,
+                c.steps.push(Step {
+                    address: addr.clone(),
+                    server: Some(r.addr.clone()),
+                    database: None,
+                    op: Op::StartEmbedded,
                 });
-                c.notes.push("a new value, as asked with --replace".into());
-                if let Some(u) = &user {
-                    c.notes.push(format!(
-                        "pending until {u}'s server accepts it; services read the current one until then"
-                    ));
+                c.before = None;
+            } else {
+                c.before = Some(after.clone());
+            }
+            c.after = Some(after);
+            by_addr.insert(addr, c);
+        }
+    }
+
+    /// Secrets: created once, rotated when due, rewritten when a given value changes.
+    fn secrets(&mut self) {
+        let inp = self.inp;
+        let cfg = inp.config;
+        let Planner { ref mut errors, ref mut notes, ref mut drift, ref mut by_addr, .. } = *self;
+        // Secrets a router publishes its document into: the router writes them.
+        let publish_targets: BTreeMap<&Address, &Address> = cfg
+            .of_kind(Kind::Router)
+            .filter_map(|r| match &r.body {
+                Body::Router(rt) => rt.publish.as_ref().and_then(|p| p.secret.as_ref()).map(|s| (s, &r.addr)),
+                _ => None,
+            })
+            .collect();
+
+        // Secrets: created once, rotated when due, rewritten when a given value changes.
+        let read_only = cfg.read_only_secrets();
+        for r in cfg.of_kind(Kind::Secret) {
+            let Body::Secret(s) = &r.body else { continue };
+            if inp.destroy {
+                continue;
+            }
+            if read_only.contains(&r.addr) {
+                // Read where it is needed (a server's admin password); never written, rotated or deleted.
+                let mut c = change(&r.addr.to_string(), "secret", &s.name, Action::NoOp);
+                c.after = Some(json!({ "store": s.store, "name": s.name, "value": "(sensitive)" }));
+                c.after_sensitive = json!({ "value": true });
+                c.notes.push("read only: dbctl never writes, rotates or deletes it".into());
+                by_addr.insert(r.addr.to_string(), c);
+                continue;
+            }
+            if let Some(router) = publish_targets.get(&r.addr) {
+                let mut c = change(&r.addr.to_string(), "secret", &s.name, Action::NoOp);
+                c.after = Some(json!({ "store": s.store, "name": s.name, "value": "(sensitive)" }));
+                c.notes.push(format!("holds the routing document of {router}, which writes it"));
+                by_addr.insert(r.addr.to_string(), c);
+                continue;
+            }
+            let addr = r.addr.to_string();
+            let after = json!({ "store": s.store, "name": s.name, "value": "(sensitive)" });
+            let mut c = change(&addr, "secret", &s.name, Action::NoOp);
+            c.after_sensitive = json!({ "value": true });
+            // A new value of a user's password is staged pending: the user's
+            // password step sets it on the server, then makes it current.
+            let user = secret::user_of(cfg, &r.addr);
+            let write = |pending: bool| Step {
+                address: addr.clone(),
+                server: None,
+                database: None,
+                op: Op::WriteSecret { secret: r.addr.clone(), rds: inp.rds.get(&r.addr).cloned(), pending },
+            };
+            match inp.secrets.get(&r.addr) {
+                None => {
+                    if let Some((d, error)) = secret::lost(inp, &r.addr, s) {
+                        drift.push(d);
+                        errors.extend(error);
+                        c.notes.push("its value is gone from the store: a new value is generated".into());
+                    }
+                    c.action = Action::Create;
+                    c.steps.push(write(false));
                 }
-                c.steps.push(write(user.is_some()));
-            }
-            Some(meta) => {
-                c.before = Some(after.clone());
-                let rotation_due = s.rotate_every.as_deref().and_then(|every| {
-                    let every = humantime::parse_duration(every).ok()?;
-                    let created =
-                        time::OffsetDateTime::parse(&meta.created, &time::format_description::well_known::Rfc3339)
-                            .ok()?;
-                    let age = inp.now - created;
-                    (age.whole_seconds() >= 0 && age.unsigned_abs() >= every).then(|| {
-                        format!(
-                            "rotation due: the value is {} days old (rotate_every = \"{}\")",
-                            age.whole_days(),
-                            s.rotate_every.as_deref().unwrap_or("")
-                        )
-                    })
-                });
-                let value_changed =
-                    s.value.as_ref().is_some_and(|v| crate::secrets::sha(v.expose()) != meta.value_hash);
-                if let Some(version) = &meta.rotation {
-                    c.notes.push(match &user {
-                        Some(u) => format!(
-                            "rotation pending: version {version} becomes current once {u}'s password is set from it"
-                        ),
-                        None => format!("rotation pending: version {version} has no user to set it on"),
-                    });
-                } else if meta.pending {
-                    c.notes.push("a rotation is in progress in the store (AWSPENDING): left alone".into());
-                    notes.push(format!(
-                        "{addr}: a rotation is in progress in AWS Secrets Manager (AWSPENDING); dbctl leaves it alone."
-                    ));
-                } else if value_changed || rotation_due.is_some() {
+                Some(meta) if inp.replace.contains(&r.addr) && !meta.pending => {
+                    c.before = Some(after.clone());
                     c.action = Action::Update;
                     c.attributes.push(AttrChange {
                         name: "value".into(),
@@ -798,636 +795,753 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
                         forces_replacement: false,
                         sensitive: true,
                     });
-                    let pending = user.is_some() && rotation_due.is_some();
-                    c.notes.push(rotation_due.unwrap_or_else(|| "the given value changed".into()));
-                    if let (true, Some(u)) = (pending, &user) {
+                    c.notes.push("a new value, as asked with --replace".into());
+                    if let Some(u) = &user {
                         c.notes.push(format!(
                             "pending until {u}'s server accepts it; services read the current one until then"
                         ));
                     }
-                    c.steps.push(write(pending));
+                    c.steps.push(write(user.is_some()));
                 }
-            }
-        }
-        c.after = Some(after);
-        by_addr.insert(addr, c);
-    }
-
-    // Backup policies: their registration, and warnings about the backups themselves.
-    for r in cfg.of_kind(Kind::BackupPolicy) {
-        let Body::BackupPolicy(bp) = &r.body else { continue };
-        if inp.destroy {
-            continue;
-        }
-        let addr = r.addr.to_string();
-        let after = json!({
-            "databases": bp.databases.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-            "schedule": bp.schedule,
-            "storage": bp.storage,
-            "compression": bp.compression,
-            "keep": bp.keep,
-            "verify": bp.verify,
-        });
-        let mut c = change(&addr, "backup_policy", &r.addr.name, Action::NoOp);
-        let in_state = inp.state.resources.get(&addr);
-        match in_state {
-            None => {
-                c.action = Action::Create;
-                let clusters: Vec<String> = cfg
-                    .of_kind(Kind::RdsCluster)
-                    .filter(|x| matches!(&x.body, Body::RdsCluster(rc) if rc.backup_policy.as_ref() == Some(&r.addr)))
-                    .map(|x| x.addr.to_string())
-                    .collect();
-                if !clusters.is_empty() {
-                    c.notes.push(format!("sets the backup retention and window of {}", clusters.join(", ")));
-                }
-                if !bp.databases.is_empty() || clusters.is_empty() {
-                    c.notes.push("registered; `dbctl backup run --due` (from cron or CI) takes its backups".into());
-                }
-            }
-            Some(st) => {
-                c.before = Some(st.attributes.clone());
-                c.attributes = attr_changes(&st.attributes, &after, &[], &[]);
-                if !c.attributes.is_empty() {
-                    c.action = Action::Update;
-                }
-            }
-        }
-        c.after = Some(after);
-        match inp.backups.get(&r.addr) {
-            Some(Err(e)) => notes.push(format!("Warning: {addr}: its storage {} cannot be read: {e}", bp.storage)),
-            Some(Ok(newest)) if in_state.is_some() => {
-                for db in &bp.databases {
-                    let Some(name) = cfg.get(db).and_then(|d| d.object_name()) else { continue };
-                    let last = newest.get(name).map(String::as_str);
-                    let now = chrono::DateTime::<chrono::Utc>::from_timestamp(inp.now.unix_timestamp(), 0)
-                        .unwrap_or_default();
-                    if crate::backup::due(&bp.schedule, last, now) {
-                        notes.push(match last {
-                            Some(l) => format!("Warning: {addr}: the newest backup of {db} is from {l}, older than its schedule \"{}\" allows", bp.schedule),
-                            None => format!("Warning: {addr}: {db} has no backup yet (schedule \"{}\")", bp.schedule),
+                Some(meta) => {
+                    c.before = Some(after.clone());
+                    let rotation_due = s.rotate_every.as_deref().and_then(|every| {
+                        let every = humantime::parse_duration(every).ok()?;
+                        let created =
+                            time::OffsetDateTime::parse(&meta.created, &time::format_description::well_known::Rfc3339)
+                                .ok()?;
+                        let age = inp.now - created;
+                        (age.whole_seconds() >= 0 && age.unsigned_abs() >= every).then(|| {
+                            format!(
+                                "rotation due: the value is {} days old (rotate_every = \"{}\")",
+                                age.whole_days(),
+                                s.rotate_every.as_deref().unwrap_or("")
+                            )
+                        })
+                    });
+                    let value_changed =
+                        s.value.as_ref().is_some_and(|v| crate::secrets::sha(v.expose()) != meta.value_hash);
+                    if let Some(version) = &meta.rotation {
+                        c.notes.push(match &user {
+                            Some(u) => format!(
+                                "rotation pending: version {version} becomes current once {u}'s password is set from it"
+                            ),
+                            None => format!("rotation pending: version {version} has no user to set it on"),
                         });
-                    }
-                }
-            }
-            _ => {}
-        }
-        by_addr.insert(addr, c);
-    }
-
-    // Migrations: the pending ones, one step each, in their database.
-    for r in cfg.of_kind(Kind::Migrations) {
-        let Body::Migrations(m) = &r.body else { continue };
-        if inp.destroy {
-            continue;
-        }
-        migrations(inp, &want, &r.addr, m, &mut errors, &mut notes, &mut by_addr);
-    }
-
-    // Roles renamed by this plan, first: memberships in them follow the new names.
-    for (server, roles) in &want.roles {
-        let live = live_of(server);
-        for (name, d) in roles {
-            let in_state = inp.state.resources.get(&d.addr.to_string());
-            if let Some(old) = role_renamed_from(in_state, live, roles, name) {
-                if want.dialect(server).renames_role(d.login) {
-                    renames.entry(server.clone()).or_default().roles.push((old, name.clone()));
-                }
-            }
-        }
-    }
-
-    // Roles and users.
-    for (server, roles) in &want.roles {
-        let live = live_of(server);
-        for (name, d) in roles {
-            let addr = d.addr.to_string();
-            let kind = if d.login { "user" } else { "role" };
-            let res = cfg.get(&d.addr).expect("desired comes from config");
-            let mut c = change(&addr, kind, name, Action::NoOp);
-            c.server = Some(server.to_string());
-            let after = role_json(d);
-            c.after = Some(after.clone());
-            let in_state = inp.state.resources.get(&addr);
-            let password_version = d.password.as_ref().and_then(|s| inp.secrets.get(s)).map(|m| m.version.clone());
-            // The secret gets a new version in this plan: the password follows.
-            let password_pending = d
-                .password
-                .as_ref()
-                .is_some_and(|s| by_addr.get(&s.to_string()).is_some_and(|sc| sc.action != Action::NoOp));
-            // A rotation staged in the store (`dbctl secret rotate`): set, then made current.
-            let rotation = d.password.as_ref().and_then(|s| inp.secrets.get(s)).and_then(|m| m.rotation.clone());
-            fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
-            // `name` changed: the managed object still holds the old one. Renamed
-            // in place, so its password, memberships and grants go with it.
-            let renamed_from = role_renamed_from(in_state, live, roles, name);
-            if let Some(old) = &renamed_from {
-                fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
-                if !want.dialect(server).renames_role(d.login) {
-                    errors.push(format!(
-                        "{addr}: role \"{old}\" cannot be renamed to \"{name}\" on MySQL/MariaDB; keep its name, or remove it and add a new role"
-                    ));
-                    continue;
-                }
-            }
-            match live.roles.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.roles.get(o))) {
-                None => {
-                    if in_state.is_some() {
-                        drift.push(deleted_outside(&addr));
-                    }
-                    c.action = Action::Create;
-                    c.steps.extend(steps(&addr, server, want.dialect(server).create_role(d, live)));
-                    if let Some(secret) = &d.password {
-                        set_password(&mut c, server, Dialect::of(want.engine(server)), d, secret, Value::Null);
-                    }
-                }
-                Some(l) => {
-                    if in_state.is_none() {
-                        errors.push(format!(
-                            "{kind} \"{name}\" already exists on {server} but dbctl does not manage it: adopt it with `dbctl import {addr} {name}`, or give the resource another name"
+                    } else if meta.pending {
+                        c.notes.push("a rotation is in progress in the store (AWSPENDING): left alone".into());
+                        notes.push(format!(
+                            "{addr}: a rotation is in progress in AWS Secrets Manager (AWSPENDING); dbctl leaves it alone."
                         ));
-                        continue;
-                    }
-                    let ignore = &res.lifecycle.ignore_changes;
-                    let rn = renames.get(server);
-                    // Memberships in renamed roles, as they are once the renames ran.
-                    let mapped;
-                    let l = match rn {
-                        Some(rn) => {
-                            mapped = crate::engine::LiveRole {
-                                member_of: l.member_of.iter().map(|m| rn.role(m).to_string()).collect(),
-                                ..l.clone()
-                            };
-                            &mapped
-                        }
-                        None => l,
-                    };
-                    let mut before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
-                    managed_flags(&mut before, &after);
-                    if let Some(st) = in_state {
-                        drift_since_applied(
-                            &addr,
-                            &st.attributes,
-                            want.engine(server),
-                            rn,
-                            &before,
-                            ignore,
-                            &mut drift,
-                        );
-                    }
-                    c.before = Some(before.clone());
-                    c.attributes = attr_changes(&without(&before, ignore), &without(&after, ignore), &[], &[]);
-                    let members = !ignore.iter().any(|i| i == "member_of");
-                    let mut renamed_l = None;
-                    if let Some(old) = &renamed_from {
-                        let dialect = want.dialect(server);
-                        // An account moves to its new name and host at once.
-                        if dialect.has_hosts() {
-                            renamed_l =
-                                Some(crate::engine::LiveRole { host: d.host.clone().unwrap_or_default(), ..l.clone() });
-                        }
-                        let rename = dialect.rename_role(old, Some(&l.host), name, d.host.as_deref());
-                        c.steps.push(sql(&addr, server, None, rename));
-                        c.notes
-                            .push(format!("renamed from \"{old}\": its password, memberships and grants go with it"));
-                    }
-                    let l = renamed_l.as_ref().unwrap_or(l);
-                    let changed: Vec<AttrChange> =
-                        c.attributes.iter().filter(|a| renamed_l.is_none() || a.name != "host").cloned().collect();
-                    let changed: Vec<&str> = changed.iter().map(|a| a.name.as_str()).collect();
-                    c.steps.extend(steps(
-                        &addr,
-                        server,
-                        want.dialect(server).update_role(d, l, &changed, members, live),
-                    ));
-                    let recorded = in_state.and_then(|s| s.password_version.clone());
-                    if let Some(secret) = &d.password {
-                        // PostgreSQL clears an MD5 password on a rename (a SCRAM one survives):
-                        // set it again from its secret, so the login works either way.
-                        let md5_cleared = renamed_from.is_some() && want.dialect(server).rename_clears_md5();
-                        let new_version =
-                            password_pending || (password_version.is_some() && recorded != password_version);
-                        let why = match (&rotation, password_pending) {
-                            (Some(v), false) => Some(format!(
-                                "rotation pending: password set from version {v} of {secret}, which then becomes current"
-                            )),
-                            _ if new_version => Some(format!("password set from a new version of {secret}")),
-                            _ if md5_cleared => Some(format!("password set again from {secret} after the rename")),
-                            _ => None,
-                        };
-                        if let Some(why) = why {
-                            let dialect = Dialect::of(want.engine(server));
-                            set_password(&mut c, server, dialect, d, secret, json!("(sensitive)"));
-                            c.notes.push(why);
-                        }
-                    }
-                    if !c.steps.is_empty() {
+                    } else if value_changed || rotation_due.is_some() {
                         c.action = Action::Update;
+                        c.attributes.push(AttrChange {
+                            name: "value".into(),
+                            before: json!("(sensitive)"),
+                            after: json!("(sensitive)"),
+                            forces_replacement: false,
+                            sensitive: true,
+                        });
+                        let pending = user.is_some() && rotation_due.is_some();
+                        c.notes.push(rotation_due.unwrap_or_else(|| "the given value changed".into()));
+                        if let (true, Some(u)) = (pending, &user) {
+                            c.notes.push(format!(
+                                "pending until {u}'s server accepts it; services read the current one until then"
+                            ));
+                        }
+                        c.steps.push(write(pending));
                     }
                 }
             }
-            c.after_sensitive = json!({ "password": d.password.is_some() });
+            c.after = Some(after);
             by_addr.insert(addr, c);
         }
     }
 
-    // Databases.
-    for (server, dbs) in &want.databases {
-        let live = live_of(server);
-        for (name, d) in dbs {
-            let addr = d.addr.to_string();
-            let res = cfg.get(&d.addr).expect("desired comes from config");
-            let in_state = inp.state.resources.get(&addr);
-            // `name` changed: the managed database still has the old one.
-            let renamed_from = in_state
-                .map(|st| &st.name)
-                .filter(|old| {
-                    *old != name
-                        && !live.databases.contains_key(name)
-                        && live.databases.contains_key(*old)
-                        && !dbs.contains_key(*old)
-                })
-                .cloned();
-            if let Some(old) = &renamed_from {
-                fingerprints.insert(format!("{server}/database/{old}"), hash(&live.databases.get(old)));
-            }
-            let l = live.databases.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.databases.get(o)));
-            fingerprints.insert(format!("{server}/database/{name}"), hash(&live.databases.get(name)));
-            let after = db_json(d, l);
-            let mut c = change(&addr, "database", name, Action::NoOp);
-            c.server = Some(server.to_string());
-            c.after = Some(after.clone());
-            let dialect = want.dialect(server);
-            let ownerless = !dialect.database_owners();
-            if let Some(e) = d.encoding.as_deref().filter(|e| !dialect.known_encoding(e)) {
-                errors.push(format!(
-                    "{addr}: encoding \"{e}\" is not a PostgreSQL database encoding (for example UTF8, LATIN1, WIN1252, EUC_JP)"
-                ));
+    /// Backup policies: their registration, and warnings about the backups themselves.
+    fn backup_policies(&mut self) {
+        let inp = self.inp;
+        let cfg = inp.config;
+        let Planner { ref mut notes, ref mut by_addr, .. } = *self;
+        // Backup policies: their registration, and warnings about the backups themselves.
+        for r in cfg.of_kind(Kind::BackupPolicy) {
+            let Body::BackupPolicy(bp) = &r.body else { continue };
+            if inp.destroy {
                 continue;
             }
-            let create_steps = |c: &mut ResourceChange| {
-                c.steps.extend(steps(&addr, server, want.dialect(server).create_database(d)));
-            };
-            match l {
+            let addr = r.addr.to_string();
+            let after = json!({
+                "databases": bp.databases.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "schedule": bp.schedule,
+                "storage": bp.storage,
+                "compression": bp.compression,
+                "keep": bp.keep,
+                "verify": bp.verify,
+            });
+            let mut c = change(&addr, "backup_policy", &r.addr.name, Action::NoOp);
+            let in_state = inp.state.resources.get(&addr);
+            match in_state {
                 None => {
-                    if in_state.is_some() {
-                        drift.push(deleted_outside(&addr));
-                    }
                     c.action = Action::Create;
-                    create_steps(&mut c);
+                    let clusters: Vec<String> = cfg
+                        .of_kind(Kind::RdsCluster)
+                        .filter(
+                            |x| matches!(&x.body, Body::RdsCluster(rc) if rc.backup_policy.as_ref() == Some(&r.addr)),
+                        )
+                        .map(|x| x.addr.to_string())
+                        .collect();
+                    if !clusters.is_empty() {
+                        c.notes.push(format!("sets the backup retention and window of {}", clusters.join(", ")));
+                    }
+                    if !bp.databases.is_empty() || clusters.is_empty() {
+                        c.notes.push("registered; `dbctl backup run --due` (from cron or CI) takes its backups".into());
+                    }
                 }
-                Some(l) => {
-                    if in_state.is_none() {
+                Some(st) => {
+                    c.before = Some(st.attributes.clone());
+                    c.attributes = attr_changes(&st.attributes, &after, &[], &[]);
+                    if !c.attributes.is_empty() {
+                        c.action = Action::Update;
+                    }
+                }
+            }
+            c.after = Some(after);
+            match inp.backups.get(&r.addr) {
+                Some(Err(e)) => notes.push(format!("Warning: {addr}: its storage {} cannot be read: {e}", bp.storage)),
+                Some(Ok(newest)) if in_state.is_some() => {
+                    for db in &bp.databases {
+                        let Some(name) = cfg.get(db).and_then(|d| d.object_name()) else { continue };
+                        let last = newest.get(name).map(String::as_str);
+                        let now = chrono::DateTime::<chrono::Utc>::from_timestamp(inp.now.unix_timestamp(), 0)
+                            .unwrap_or_default();
+                        if crate::backup::due(&bp.schedule, last, now) {
+                            notes.push(match last {
+                                Some(l) => format!("Warning: {addr}: the newest backup of {db} is from {l}, older than its schedule \"{}\" allows", bp.schedule),
+                                None => format!("Warning: {addr}: {db} has no backup yet (schedule \"{}\")", bp.schedule),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+            by_addr.insert(addr, c);
+        }
+    }
+
+    /// Migrations: the pending ones, one step each, in their database.
+    fn migrations(&mut self) {
+        let inp = self.inp;
+        let cfg = inp.config;
+        let Planner { ref want, ref mut errors, ref mut notes, ref mut by_addr, .. } = *self;
+        // Migrations: the pending ones, one step each, in their database.
+        for r in cfg.of_kind(Kind::Migrations) {
+            let Body::Migrations(m) = &r.body else { continue };
+            if inp.destroy {
+                continue;
+            }
+            migrations(inp, &want, &r.addr, m, errors, notes, by_addr);
+        }
+    }
+
+    /// Roles renamed by this plan, first: memberships in them follow the new names.
+    fn role_renames(&mut self) {
+        let inp = self.inp;
+        let empty_live = LiveServer::default();
+        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
+        let Planner { ref want, ref mut renames, .. } = *self;
+        // Roles renamed by this plan, first: memberships in them follow the new names.
+        for (server, roles) in &want.roles {
+            let live = live_of(server);
+            for (name, d) in roles {
+                let in_state = inp.state.resources.get(&d.addr.to_string());
+                if let Some(old) = role_renamed_from(in_state, live, roles, name) {
+                    if want.dialect(server).renames_role(d.login) {
+                        renames.entry(server.clone()).or_default().roles.push((old, name.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Roles and users: created, changed in place, renamed, their passwords set.
+    fn roles(&mut self) {
+        let inp = self.inp;
+        let cfg = inp.config;
+        let empty_live = LiveServer::default();
+        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
+        let Planner {
+            ref want,
+            ref mut errors,
+            ref mut drift,
+            ref mut fingerprints,
+            ref mut by_addr,
+            ref mut renames,
+            ..
+        } = *self;
+        // Roles and users.
+        for (server, roles) in &want.roles {
+            let live = live_of(server);
+            for (name, d) in roles {
+                let addr = d.addr.to_string();
+                let kind = if d.login { "user" } else { "role" };
+                let res = cfg.get(&d.addr).expect("desired comes from config");
+                let mut c = change(&addr, kind, name, Action::NoOp);
+                c.server = Some(server.to_string());
+                let after = role_json(d);
+                c.after = Some(after.clone());
+                let in_state = inp.state.resources.get(&addr);
+                let password_version = d.password.as_ref().and_then(|s| inp.secrets.get(s)).map(|m| m.version.clone());
+                // The secret gets a new version in this plan: the password follows.
+                let password_pending = d
+                    .password
+                    .as_ref()
+                    .is_some_and(|s| by_addr.get(&s.to_string()).is_some_and(|sc| sc.action != Action::NoOp));
+                // A rotation staged in the store (`dbctl secret rotate`): set, then made current.
+                let rotation = d.password.as_ref().and_then(|s| inp.secrets.get(s)).and_then(|m| m.rotation.clone());
+                fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
+                // `name` changed: the managed object still holds the old one. Renamed
+                // in place, so its password, memberships and grants go with it.
+                let renamed_from = role_renamed_from(in_state, live, roles, name);
+                if let Some(old) = &renamed_from {
+                    fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
+                    if !want.dialect(server).renames_role(d.login) {
                         errors.push(format!(
-                            "database \"{name}\" already exists on {server} but dbctl does not manage it: adopt it with `dbctl import {addr} {name}`, or give the resource another name"
+                            "{addr}: role \"{old}\" cannot be renamed to \"{name}\" on MySQL/MariaDB; keep its name, or remove it and add a new role"
                         ));
                         continue;
                     }
-                    let ignore = &res.lifecycle.ignore_changes;
-                    let managed_ext: BTreeSet<String> = d
-                        .extensions
-                        .iter()
-                        .cloned()
-                        .chain(
-                            in_state
-                                .and_then(|s| s.attributes["extensions"].as_array().cloned())
-                                .unwrap_or_default()
-                                .into_iter()
-                                .filter_map(|v| v.as_str().map(str::to_string)),
-                        )
-                        .collect();
-                    let mut before = live_db_json(renamed_from.as_deref().unwrap_or(name), l, &managed_ext);
-                    // Its owner, as it is once this plan's role renames ran.
-                    let rn = renames.get(server);
-                    if let (Some(rn), Some(owner)) = (rn, before["owner"].as_str()) {
-                        before["owner"] = json!(rn.role(owner));
-                    }
-                    if let Some(st) = in_state {
-                        drift_since_applied(
-                            &addr,
-                            &st.attributes,
-                            want.engine(server),
-                            rn,
-                            &before,
-                            ignore,
-                            &mut drift,
-                        );
-                    }
-                    c.before = Some(before.clone());
-                    c.attributes = attr_changes(
-                        &without(&before, ignore),
-                        &without(&after, ignore),
-                        dialect.database_replaced_by(),
-                        &[],
-                    );
-                    if ownerless && !c.attributes.iter().any(|a| a.forces_replacement) {
-                        let changed: Vec<&str> = c.attributes.iter().map(|a| a.name.as_str()).collect();
-                        if let Some(stmt) = dialect.alter_database(d, &changed) {
-                            c.steps.extend(steps(&addr, server, vec![stmt]));
-                            c.action = Action::Update;
+                }
+                match live.roles.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.roles.get(o))) {
+                    None => {
+                        if in_state.is_some() {
+                            drift.push(deleted_outside(&addr));
                         }
-                        by_addr.insert(addr, c);
-                        continue;
+                        c.action = Action::Create;
+                        c.steps.extend(steps(&addr, server, want.dialect(server).create_role(d, live)));
+                        if let Some(secret) = &d.password {
+                            set_password(&mut c, server, Dialect::of(want.engine(server)), d, secret, Value::Null);
+                        }
                     }
-                    if c.attributes.iter().any(|a| a.forces_replacement) {
-                        c.action = Action::Replace;
-                        if res.lifecycle.prevent_destroy {
+                    Some(l) => {
+                        if in_state.is_none() {
                             errors.push(format!(
-                                "{addr} has lifecycle.prevent_destroy, but this plan replaces it ({} changed)",
-                                c.attributes
-                                    .iter()
-                                    .filter(|a| a.forces_replacement)
-                                    .map(|a| a.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                "{kind} \"{name}\" already exists on {server} but dbctl does not manage it: adopt it with `dbctl import {addr} {name}`, or give the resource another name"
+                            ));
+                            continue;
+                        }
+                        let ignore = &res.lifecycle.ignore_changes;
+                        let rn = renames.get(server);
+                        // Memberships in renamed roles, as they are once the renames ran.
+                        let mapped;
+                        let l = match rn {
+                            Some(rn) => {
+                                mapped = crate::engine::LiveRole {
+                                    member_of: l.member_of.iter().map(|m| rn.role(m).to_string()).collect(),
+                                    ..l.clone()
+                                };
+                                &mapped
+                            }
+                            None => l,
+                        };
+                        let mut before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
+                        managed_flags(&mut before, &after);
+                        if let Some(st) = in_state {
+                            drift_since_applied(&addr, &st.attributes, want.engine(server), rn, &before, ignore, drift);
+                        }
+                        c.before = Some(before.clone());
+                        c.attributes = attr_changes(&without(&before, ignore), &without(&after, ignore), &[], &[]);
+                        let members = !ignore.iter().any(|i| i == "member_of");
+                        let mut renamed_l = None;
+                        if let Some(old) = &renamed_from {
+                            let dialect = want.dialect(server);
+                            // An account moves to its new name and host at once.
+                            if dialect.has_hosts() {
+                                renamed_l = Some(crate::engine::LiveRole {
+                                    host: d.host.clone().unwrap_or_default(),
+                                    ..l.clone()
+                                });
+                            }
+                            let rename = dialect.rename_role(old, Some(&l.host), name, d.host.as_deref());
+                            c.steps.push(sql(&addr, server, None, rename));
+                            c.notes.push(format!(
+                                "renamed from \"{old}\": its password, memberships and grants go with it"
                             ));
                         }
-                        c.steps.push(drop_database(
+                        let l = renamed_l.as_ref().unwrap_or(l);
+                        let changed: Vec<AttrChange> =
+                            c.attributes.iter().filter(|a| renamed_l.is_none() || a.name != "host").cloned().collect();
+                        let changed: Vec<&str> = changed.iter().map(|a| a.name.as_str()).collect();
+                        c.steps.extend(steps(
                             &addr,
                             server,
-                            Dialect::of(want.engine(server)),
-                            renamed_from.as_deref().unwrap_or(name),
-                            inp.force,
+                            want.dialect(server).update_role(d, l, &changed, members, live),
                         ));
-                        create_steps(&mut c);
-                        if let (Some(old), false) = (&renamed_from, dialect.renames_databases()) {
-                            c.notes.push(format!(
-                                "MySQL and MariaDB cannot rename a database: \"{old}\" is dropped and \"{name}\" created empty"
-                            ));
-                        }
-                    } else {
-                        if let Some(old) = &renamed_from {
-                            c.steps.push(sql(
-                                &addr,
-                                server,
-                                None,
-                                format!("ALTER DATABASE {} RENAME TO {}", pg_ident(old), pg_ident(name)),
-                            ));
-                            c.notes.push(format!("renamed from \"{old}\": its data, owner and grants go with it"));
-                            renames.entry(server.clone()).or_default().databases.push((old.clone(), name.clone()));
-                        }
-                        for ch in &c.attributes {
-                            match ch.name.as_str() {
-                                "owner" => c.steps.push(sql(
-                                    &addr,
-                                    server,
-                                    None,
-                                    format!("ALTER DATABASE {} OWNER TO {}", pg_ident(name), pg_ident(&d.owner)),
+                        let recorded = in_state.and_then(|s| s.password_version.clone());
+                        if let Some(secret) = &d.password {
+                            // PostgreSQL clears an MD5 password on a rename (a SCRAM one survives):
+                            // set it again from its secret, so the login works either way.
+                            let md5_cleared = renamed_from.is_some() && want.dialect(server).rename_clears_md5();
+                            let new_version =
+                                password_pending || (password_version.is_some() && recorded != password_version);
+                            let why = match (&rotation, password_pending) {
+                                (Some(v), false) => Some(format!(
+                                    "rotation pending: password set from version {v} of {secret}, which then becomes current"
                                 )),
-                                "connection_limit" => c.steps.push(sql(
-                                    &addr,
-                                    server,
-                                    None,
-                                    format!(
-                                        "ALTER DATABASE {} WITH CONNECTION LIMIT {}",
-                                        pg_ident(name),
-                                        d.connection_limit
-                                    ),
-                                )),
-                                _ => {}
+                                _ if new_version => Some(format!("password set from a new version of {secret}")),
+                                _ if md5_cleared => Some(format!("password set again from {secret} after the rename")),
+                                _ => None,
+                            };
+                            if let Some(why) = why {
+                                let dialect = Dialect::of(want.engine(server));
+                                set_password(&mut c, server, dialect, d, secret, json!("(sensitive)"));
+                                c.notes.push(why);
                             }
-                        }
-                        if let Some(det) = &l.detail {
-                            for e in d.extensions.iter().filter(|e| !det.extensions.contains(*e)) {
-                                c.steps.push(sql(
-                                    &addr,
-                                    server,
-                                    Some(name),
-                                    format!("CREATE EXTENSION IF NOT EXISTS {}", pg_ident(e)),
-                                ));
-                            }
-                            for e in
-                                managed_ext.iter().filter(|e| !d.extensions.contains(*e) && det.extensions.contains(*e))
-                            {
-                                c.steps.push(sql(
-                                    &addr,
-                                    server,
-                                    Some(name),
-                                    format!("DROP EXTENSION IF EXISTS {}", pg_ident(e)),
-                                ));
-                            }
-                        }
-                        if let Some(p) = l
-                            .privileges
-                            .get("PUBLIC")
-                            .filter(|p| !p.is_empty() && !ignore.iter().any(|i| i == "public"))
-                        {
-                            let privs: Vec<&str> = p.iter().map(String::as_str).collect();
-                            c.steps.push(sql(
-                                &addr,
-                                server,
-                                None,
-                                format!("REVOKE {} ON DATABASE {} FROM PUBLIC", privs.join(", "), pg_ident(name)),
-                            ));
-                            c.notes.push(format!("PUBLIC can {} on this database; dbctl-managed databases admit only their owner and granted roles", privs.join(", ")));
                         }
                         if !c.steps.is_empty() {
                             c.action = Action::Update;
                         }
                     }
                 }
+                c.after_sensitive = json!({ "password": d.password.is_some() });
+                by_addr.insert(addr, c);
+            }
+        }
+    }
+
+    /// Databases: created, changed, renamed or replaced.
+    fn databases(&mut self) {
+        let inp = self.inp;
+        let cfg = inp.config;
+        let empty_live = LiveServer::default();
+        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
+        let Planner {
+            ref want,
+            ref mut errors,
+            ref mut drift,
+            ref mut fingerprints,
+            ref mut by_addr,
+            ref mut renames,
+            ..
+        } = *self;
+        // Databases.
+        for (server, dbs) in &want.databases {
+            let live = live_of(server);
+            for (name, d) in dbs {
+                let addr = d.addr.to_string();
+                let res = cfg.get(&d.addr).expect("desired comes from config");
+                let in_state = inp.state.resources.get(&addr);
+                // `name` changed: the managed database still has the old one.
+                let renamed_from = in_state
+                    .map(|st| &st.name)
+                    .filter(|old| {
+                        *old != name
+                            && !live.databases.contains_key(name)
+                            && live.databases.contains_key(*old)
+                            && !dbs.contains_key(*old)
+                    })
+                    .cloned();
+                if let Some(old) = &renamed_from {
+                    fingerprints.insert(format!("{server}/database/{old}"), hash(&live.databases.get(old)));
+                }
+                let l = live.databases.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.databases.get(o)));
+                fingerprints.insert(format!("{server}/database/{name}"), hash(&live.databases.get(name)));
+                let after = db_json(d, l);
+                let mut c = change(&addr, "database", name, Action::NoOp);
+                c.server = Some(server.to_string());
+                c.after = Some(after.clone());
+                let dialect = want.dialect(server);
+                let ownerless = !dialect.database_owners();
+                if let Some(e) = d.encoding.as_deref().filter(|e| !dialect.known_encoding(e)) {
+                    errors.push(format!(
+                        "{addr}: encoding \"{e}\" is not a PostgreSQL database encoding (for example UTF8, LATIN1, WIN1252, EUC_JP)"
+                    ));
+                    continue;
+                }
+                let create_steps = |c: &mut ResourceChange| {
+                    c.steps.extend(steps(&addr, server, want.dialect(server).create_database(d)));
+                };
+                match l {
+                    None => {
+                        if in_state.is_some() {
+                            drift.push(deleted_outside(&addr));
+                        }
+                        c.action = Action::Create;
+                        create_steps(&mut c);
+                    }
+                    Some(l) => {
+                        if in_state.is_none() {
+                            errors.push(format!(
+                                "database \"{name}\" already exists on {server} but dbctl does not manage it: adopt it with `dbctl import {addr} {name}`, or give the resource another name"
+                            ));
+                            continue;
+                        }
+                        let ignore = &res.lifecycle.ignore_changes;
+                        let managed_ext: BTreeSet<String> = d
+                            .extensions
+                            .iter()
+                            .cloned()
+                            .chain(
+                                in_state
+                                    .and_then(|s| s.attributes["extensions"].as_array().cloned())
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .filter_map(|v| v.as_str().map(str::to_string)),
+                            )
+                            .collect();
+                        let mut before = live_db_json(renamed_from.as_deref().unwrap_or(name), l, &managed_ext);
+                        // Its owner, as it is once this plan's role renames ran.
+                        let rn = renames.get(server);
+                        if let (Some(rn), Some(owner)) = (rn, before["owner"].as_str()) {
+                            before["owner"] = json!(rn.role(owner));
+                        }
+                        if let Some(st) = in_state {
+                            drift_since_applied(&addr, &st.attributes, want.engine(server), rn, &before, ignore, drift);
+                        }
+                        c.before = Some(before.clone());
+                        c.attributes = attr_changes(
+                            &without(&before, ignore),
+                            &without(&after, ignore),
+                            dialect.database_replaced_by(),
+                            &[],
+                        );
+                        if ownerless && !c.attributes.iter().any(|a| a.forces_replacement) {
+                            let changed: Vec<&str> = c.attributes.iter().map(|a| a.name.as_str()).collect();
+                            if let Some(stmt) = dialect.alter_database(d, &changed) {
+                                c.steps.extend(steps(&addr, server, vec![stmt]));
+                                c.action = Action::Update;
+                            }
+                            by_addr.insert(addr, c);
+                            continue;
+                        }
+                        if c.attributes.iter().any(|a| a.forces_replacement) {
+                            c.action = Action::Replace;
+                            if res.lifecycle.prevent_destroy {
+                                errors.push(format!(
+                                    "{addr} has lifecycle.prevent_destroy, but this plan replaces it ({} changed)",
+                                    c.attributes
+                                        .iter()
+                                        .filter(|a| a.forces_replacement)
+                                        .map(|a| a.name.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ));
+                            }
+                            c.steps.push(drop_database(
+                                &addr,
+                                server,
+                                Dialect::of(want.engine(server)),
+                                renamed_from.as_deref().unwrap_or(name),
+                                inp.force,
+                            ));
+                            create_steps(&mut c);
+                            if let (Some(old), false) = (&renamed_from, dialect.renames_databases()) {
+                                c.notes.push(format!(
+                                    "MySQL and MariaDB cannot rename a database: \"{old}\" is dropped and \"{name}\" created empty"
+                                ));
+                            }
+                        } else {
+                            if let Some(old) = &renamed_from {
+                                c.steps.push(sql(
+                                    &addr,
+                                    server,
+                                    None,
+                                    format!("ALTER DATABASE {} RENAME TO {}", pg_ident(old), pg_ident(name)),
+                                ));
+                                c.notes.push(format!("renamed from \"{old}\": its data, owner and grants go with it"));
+                                renames.entry(server.clone()).or_default().databases.push((old.clone(), name.clone()));
+                            }
+                            for ch in &c.attributes {
+                                match ch.name.as_str() {
+                                    "owner" => c.steps.push(sql(
+                                        &addr,
+                                        server,
+                                        None,
+                                        format!("ALTER DATABASE {} OWNER TO {}", pg_ident(name), pg_ident(&d.owner)),
+                                    )),
+                                    "connection_limit" => c.steps.push(sql(
+                                        &addr,
+                                        server,
+                                        None,
+                                        format!(
+                                            "ALTER DATABASE {} WITH CONNECTION LIMIT {}",
+                                            pg_ident(name),
+                                            d.connection_limit
+                                        ),
+                                    )),
+                                    _ => {}
+                                }
+                            }
+                            if let Some(det) = &l.detail {
+                                for e in d.extensions.iter().filter(|e| !det.extensions.contains(*e)) {
+                                    c.steps.push(sql(
+                                        &addr,
+                                        server,
+                                        Some(name),
+                                        format!("CREATE EXTENSION IF NOT EXISTS {}", pg_ident(e)),
+                                    ));
+                                }
+                                for e in managed_ext
+                                    .iter()
+                                    .filter(|e| !d.extensions.contains(*e) && det.extensions.contains(*e))
+                                {
+                                    c.steps.push(sql(
+                                        &addr,
+                                        server,
+                                        Some(name),
+                                        format!("DROP EXTENSION IF EXISTS {}", pg_ident(e)),
+                                    ));
+                                }
+                            }
+                            if let Some(p) = l
+                                .privileges
+                                .get("PUBLIC")
+                                .filter(|p| !p.is_empty() && !ignore.iter().any(|i| i == "public"))
+                            {
+                                let privs: Vec<&str> = p.iter().map(String::as_str).collect();
+                                c.steps.push(sql(
+                                    &addr,
+                                    server,
+                                    None,
+                                    format!("REVOKE {} ON DATABASE {} FROM PUBLIC", privs.join(", "), pg_ident(name)),
+                                ));
+                                c.notes.push(format!("PUBLIC can {} on this database; dbctl-managed databases admit only their owner and granted roles", privs.join(", ")));
+                            }
+                            if !c.steps.is_empty() {
+                                c.action = Action::Update;
+                            }
+                        }
+                    }
+                }
+                by_addr.insert(addr, c);
+            }
+        }
+    }
+
+    /// Grants, explicit and router-derived, against each server as it is after this plan's renames.
+    fn grants(&mut self) {
+        let inp = self.inp;
+        let empty_live = LiveServer::default();
+        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
+        let Planner { ref want, ref mut by_addr, ref mut renames, .. } = *self;
+        // Grants: explicit (user.x.grant / role.x.grant) and router-derived,
+        // against each server as it is after this plan's renames.
+        let renamed: BTreeMap<&Address, (&Renames, LiveServer)> =
+            renames.iter().map(|(server, r)| (server, (r, r.apply(live_of(server))))).collect();
+        // A database this plan replaces comes back empty: its grants are planned
+        // as on a new database, not read from the one that is dropped.
+        let mut replaced: BTreeMap<Address, LiveServer> = BTreeMap::new();
+        for c in by_addr.values().filter(|c| c.kind == "database" && c.action == Action::Replace) {
+            let Some(server) = c.server.as_deref().and_then(|s| Address::parse(s).ok()) else { continue };
+            let base = renamed.get(&server).map(|(_, l)| l.clone()).unwrap_or_else(|| live_of(&server).clone());
+            replaced.entry(server).or_insert(base).databases.remove(&c.name);
+        }
+        for gs in &want.grants {
+            let (live, rn) = match (replaced.get(&gs.server), renamed.get(&gs.server)) {
+                (Some(l), r) => (l, r.map(|(rn, _)| *rn)),
+                (None, Some((rn, l))) => (l, Some(*rn)),
+                (None, None) => (live_of(&gs.server), None),
+            };
+            let addr = gs.node.clone();
+            let in_state = inp.state.resources.get(&addr);
+            let mut recorded = in_state.map(|s| grants::recorded_targets(&s.attributes)).unwrap_or_default();
+            let mut renamed_here = false;
+            if let Some(rn) = rn {
+                let was = recorded.clone();
+                recorded.0 = rn.role(&recorded.0).to_string();
+                recorded.1 = recorded
+                    .1
+                    .into_iter()
+                    .map(|t| Target { database: rn.database(&t.database).to_string(), ..t })
+                    .collect();
+                renamed_here = in_state.is_some() && recorded != was;
+            }
+            let mut c = grants::diff_grant_set(gs, live, &recorded, &want);
+            if renamed_here && c.action == Action::NoOp {
+                // Nothing to run, but the state must learn the new names.
+                c.action = Action::Update;
+                c.notes.push("follows the rename; recorded under the new names".into());
+            }
+            c.server = Some(gs.server.to_string());
+            if gs.kind == "router" {
+                for (app, db) in in_state.map(|s| grants::recorded_routes(&s.attributes)).unwrap_or_default() {
+                    if !gs.routes.iter().any(|(a, d, _)| *a == app && *d == db) {
+                        c.notes.push(format!(
+                            "service \"{}\" app \"{app}\" loses access to database \"{db}\"",
+                            gs.service.as_deref().unwrap_or_default()
+                        ));
+                    }
+                }
+                if let Ok(a) = Address::parse(&gs.node) {
+                    publish(inp, &a, in_state.is_some(), &mut c);
+                }
+            }
+            if in_state.is_none() && c.action == Action::NoOp && !gs.targets.is_empty() {
+                // First time dbctl manages these grants, and they already hold: record them.
+                c.action = Action::Update;
+                c.notes.push("already in place; recorded as managed".into());
             }
             by_addr.insert(addr, c);
         }
     }
 
-    // Grants: explicit (user.x.grant / role.x.grant) and router-derived,
-    // against each server as it is after this plan's renames.
-    let renamed: BTreeMap<&Address, (&Renames, LiveServer)> =
-        renames.iter().map(|(server, r)| (server, (r, r.apply(live_of(server))))).collect();
-    // A database this plan replaces comes back empty: its grants are planned
-    // as on a new database, not read from the one that is dropped.
-    let mut replaced: BTreeMap<Address, LiveServer> = BTreeMap::new();
-    for c in by_addr.values().filter(|c| c.kind == "database" && c.action == Action::Replace) {
-        let Some(server) = c.server.as_deref().and_then(|s| Address::parse(s).ok()) else { continue };
-        let base = renamed.get(&server).map(|(_, l)| l.clone()).unwrap_or_else(|| live_of(&server).clone());
-        replaced.entry(server).or_insert(base).databases.remove(&c.name);
-    }
-    for gs in &want.grants {
-        let (live, rn) = match (replaced.get(&gs.server), renamed.get(&gs.server)) {
-            (Some(l), r) => (l, r.map(|(rn, _)| *rn)),
-            (None, Some((rn, l))) => (l, Some(*rn)),
-            (None, None) => (live_of(&gs.server), None),
-        };
-        let addr = gs.node.clone();
-        let in_state = inp.state.resources.get(&addr);
-        let mut recorded = in_state.map(|s| grants::recorded_targets(&s.attributes)).unwrap_or_default();
-        let mut renamed_here = false;
-        if let Some(rn) = rn {
-            let was = recorded.clone();
-            recorded.0 = rn.role(&recorded.0).to_string();
-            recorded.1 = recorded
-                .1
-                .into_iter()
-                .map(|t| Target { database: rn.database(&t.database).to_string(), ..t })
-                .collect();
-            renamed_here = in_state.is_some() && recorded != was;
-        }
-        let mut c = grants::diff_grant_set(gs, live, &recorded, &want);
-        if renamed_here && c.action == Action::NoOp {
-            // Nothing to run, but the state must learn the new names.
-            c.action = Action::Update;
-            c.notes.push("follows the rename; recorded under the new names".into());
-        }
-        c.server = Some(gs.server.to_string());
-        if gs.kind == "router" {
-            for (app, db) in in_state.map(|s| grants::recorded_routes(&s.attributes)).unwrap_or_default() {
-                if !gs.routes.iter().any(|(a, d, _)| *a == app && *d == db) {
-                    c.notes.push(format!(
-                        "service \"{}\" app \"{app}\" loses access to database \"{db}\"",
-                        gs.service.as_deref().unwrap_or_default()
-                    ));
+    /// What the state holds and the configuration no longer does: deleted, in reverse order of kind.
+    fn removed(&mut self) {
+        let inp = self.inp;
+        let cfg = inp.config;
+        let empty_live = LiveServer::default();
+        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
+        let Planner { ref want, ref mut errors, ref mut by_addr, ref mut deletes, .. } = *self;
+        // Resources in the state but not (any more) in the configuration.
+        grant_what_migrations_create(by_addr);
+        let desired_addrs: BTreeSet<&String> = by_addr.keys().collect();
+        // Databases this plan drops: roles dropped with them need no reassignment there.
+        // A targeted plan drops only the databases it keeps.
+        let dropping: BTreeSet<(Option<String>, String)> = inp
+            .state
+            .resources
+            .iter()
+            .filter(|(a, st)| st.kind == "database" && !desired_addrs.contains(a))
+            .filter(|(a, _)| inp.keep.is_none_or(|k| k.contains(*a)))
+            .map(|(_, st)| (st.server.clone(), st.name.clone()))
+            .collect();
+        for (addr, st) in &inp.state.resources {
+            if desired_addrs.contains(addr) || st.kind == "rds_cluster" {
+                // RDS clusters are planned by crate::rds::plan.
+                continue;
+            }
+            if let Ok(a) = Address::parse(addr) {
+                if let Some(r) = cfg.get(&a) {
+                    if r.lifecycle.prevent_destroy {
+                        errors.push(format!("{addr} has lifecycle.prevent_destroy and cannot be destroyed"));
+                        continue;
+                    }
                 }
             }
-            if let Ok(a) = Address::parse(&gs.node) {
-                publish(inp, &a, in_state.is_some(), &mut c);
-            }
-        }
-        if in_state.is_none() && c.action == Action::NoOp && !gs.targets.is_empty() {
-            // First time dbctl manages these grants, and they already hold: record them.
-            c.action = Action::Update;
-            c.notes.push("already in place; recorded as managed".into());
-        }
-        by_addr.insert(addr, c);
-    }
-
-    // Resources in the state but not (any more) in the configuration.
-    grant_what_migrations_create(&mut by_addr);
-    let desired_addrs: BTreeSet<&String> = by_addr.keys().collect();
-    // Databases this plan drops: roles dropped with them need no reassignment there.
-    // A targeted plan drops only the databases it keeps.
-    let dropping: BTreeSet<(Option<String>, String)> = inp
-        .state
-        .resources
-        .iter()
-        .filter(|(a, st)| st.kind == "database" && !desired_addrs.contains(a))
-        .filter(|(a, _)| inp.keep.is_none_or(|k| k.contains(*a)))
-        .map(|(_, st)| (st.server.clone(), st.name.clone()))
-        .collect();
-    for (addr, st) in &inp.state.resources {
-        if desired_addrs.contains(addr) || st.kind == "rds_cluster" {
-            // RDS clusters are planned by crate::rds::plan.
-            continue;
-        }
-        if let Ok(a) = Address::parse(addr) {
-            if let Some(r) = cfg.get(&a) {
-                if r.lifecycle.prevent_destroy {
-                    errors.push(format!("{addr} has lifecycle.prevent_destroy and cannot be destroyed"));
-                    continue;
+            let server = st.server.as_deref().and_then(|s| Address::parse(s).ok());
+            let live = server.as_ref().map(|s| live_of(s));
+            let mut c = change(addr, &st.kind, &st.name, Action::Delete);
+            c.server = st.server.clone();
+            c.before = Some(st.attributes.clone());
+            match (st.kind.as_str(), &server, live) {
+                ("user" | "role", Some(server), Some(live)) if !want.dialect(server).roles_own_objects() => {
+                    if let Some(stmt) =
+                        live.roles.get(&st.name).and_then(|l| want.dialect(server).drop_account(&st.name, l))
+                    {
+                        c.steps.extend(steps(addr, server, vec![stmt]));
+                    }
                 }
-            }
-        }
-        let server = st.server.as_deref().and_then(|s| Address::parse(s).ok());
-        let live = server.as_ref().map(|s| live_of(s));
-        let mut c = change(addr, &st.kind, &st.name, Action::Delete);
-        c.server = st.server.clone();
-        c.before = Some(st.attributes.clone());
-        match (st.kind.as_str(), &server, live) {
-            ("user" | "role", Some(server), Some(live)) if !want.dialect(server).roles_own_objects() => {
-                if let Some(stmt) =
-                    live.roles.get(&st.name).and_then(|l| want.dialect(server).drop_account(&st.name, l))
-                {
-                    c.steps.extend(steps(addr, server, vec![stmt]));
-                }
-            }
-            ("user" | "role", Some(server), Some(live)) => {
-                if live.roles.contains_key(&st.name) {
-                    // Clean up only where dbctl manages the database and can connect:
-                    // other databases are not its business, and one that refuses
-                    // connections must never block the removal.
-                    let managed = managed_databases(inp, &want, server);
-                    let mut cleaned = Vec::new();
-                    for (db, ldb) in live.databases.iter().filter(|(db, _)| managed.contains(*db)) {
-                        if !live.exists {
-                            break;
-                        }
-                        if dropping.contains(&(st.server.clone(), db.clone())) {
-                            continue;
-                        }
-                        if !admin_can_connect(live, ldb) {
-                            c.notes.push(format!(
-                                "database \"{db}\" does not admit {} connections: what {} owns there is not reassigned",
-                                live.admin, st.name
+                ("user" | "role", Some(server), Some(live)) => {
+                    if live.roles.contains_key(&st.name) {
+                        // Clean up only where dbctl manages the database and can connect:
+                        // other databases are not its business, and one that refuses
+                        // connections must never block the removal.
+                        let managed = managed_databases(inp, &want, server);
+                        let mut cleaned = Vec::new();
+                        for (db, ldb) in live.databases.iter().filter(|(db, _)| managed.contains(*db)) {
+                            if !live.exists {
+                                break;
+                            }
+                            if dropping.contains(&(st.server.clone(), db.clone())) {
+                                continue;
+                            }
+                            if !admin_can_connect(live, ldb) {
+                                c.notes.push(format!(
+                                    "database \"{db}\" does not admit {} connections: what {} owns there is not reassigned",
+                                    live.admin, st.name
+                                ));
+                                continue;
+                            }
+                            cleaned.push(format!("\"{db}\""));
+                            let to = if ldb.owner == st.name { live.admin.clone() } else { ldb.owner.clone() };
+                            c.steps.push(sql(
+                                addr,
+                                server,
+                                Some(db),
+                                format!(
+                                    "REASSIGN OWNED BY {} TO {}; DROP OWNED BY {}",
+                                    pg_ident(&st.name),
+                                    pg_ident(&to),
+                                    pg_ident(&st.name)
+                                ),
                             ));
-                            continue;
                         }
-                        cleaned.push(format!("\"{db}\""));
-                        let to = if ldb.owner == st.name { live.admin.clone() } else { ldb.owner.clone() };
-                        c.steps.push(sql(
+                        if !cleaned.is_empty() {
+                            c.notes.push(format!(
+                                "what it owns is reassigned, and its privileges dropped, in the databases dbctl manages: {}",
+                                cleaned.join(", ")
+                            ));
+                        }
+                        c.steps.push(sql(addr, server, None, format!("DROP ROLE {}", pg_ident(&st.name))));
+                    }
+                }
+                ("database", Some(server), Some(live)) => {
+                    if live.databases.contains_key(&st.name) {
+                        c.steps.push(drop_database(
                             addr,
                             server,
-                            Some(db),
-                            format!(
-                                "REASSIGN OWNED BY {} TO {}; DROP OWNED BY {}",
-                                pg_ident(&st.name),
-                                pg_ident(&to),
-                                pg_ident(&st.name)
-                            ),
+                            Dialect::of(want.engine(server)),
+                            &st.name,
+                            inp.force,
                         ));
                     }
-                    if !cleaned.is_empty() {
-                        c.notes.push(format!(
-                            "what it owns is reassigned, and its privileges dropped, in the databases dbctl manages: {}",
-                            cleaned.join(", ")
-                        ));
+                }
+                ("grant" | "router", Some(server), Some(live)) => {
+                    let targets = grants::recorded_targets(&st.attributes);
+                    c.steps = grants::revoke_all(addr, server, live, &targets, &want);
+                    if let Some(path) = st.attributes["publish_file"].as_str() {
+                        c.steps.push(Step {
+                            address: addr.clone(),
+                            server: None,
+                            database: None,
+                            op: Op::Unpublish { path: path.to_string() },
+                        });
                     }
-                    c.steps.push(sql(addr, server, None, format!("DROP ROLE {}", pg_ident(&st.name))));
+                    if st.kind == "router" {
+                        for (app, db) in grants::recorded_routes(&st.attributes) {
+                            c.notes.push(format!(
+                                "service \"{}\" app \"{app}\" loses access to database \"{db}\"",
+                                st.attributes["service"].as_str().unwrap_or(&st.name)
+                            ));
+                        }
+                    }
                 }
-            }
-            ("database", Some(server), Some(live)) => {
-                if live.databases.contains_key(&st.name) {
-                    c.steps.push(drop_database(addr, server, Dialect::of(want.engine(server)), &st.name, inp.force));
-                }
-            }
-            ("grant" | "router", Some(server), Some(live)) => {
-                let targets = grants::recorded_targets(&st.attributes);
-                c.steps = grants::revoke_all(addr, server, live, &targets, &want);
-                if let Some(path) = st.attributes["publish_file"].as_str() {
+                ("secret", _, _) => {
+                    let store = if st.attributes["store"] == "aws" {
+                        crate::model::Store::Aws
+                    } else {
+                        crate::model::Store::Local
+                    };
                     c.steps.push(Step {
                         address: addr.clone(),
                         server: None,
                         database: None,
-                        op: Op::Unpublish { path: path.to_string() },
+                        op: Op::DeleteSecret { store, name: st.name.clone() },
                     });
                 }
-                if st.kind == "router" {
-                    for (app, db) in grants::recorded_routes(&st.attributes) {
-                        c.notes.push(format!(
-                            "service \"{}\" app \"{app}\" loses access to database \"{db}\"",
-                            st.attributes["service"].as_str().unwrap_or(&st.name)
-                        ));
-                    }
+                ("server", _, _) => {
+                    c.notes.push("an embedded server keeps its data directory; `dbctl dev down` stops it".into())
                 }
+                _ => {}
             }
-            ("secret", _, _) => {
-                let store =
-                    if st.attributes["store"] == "aws" { crate::model::Store::Aws } else { crate::model::Store::Local };
-                c.steps.push(Step {
-                    address: addr.clone(),
-                    server: None,
-                    database: None,
-                    op: Op::DeleteSecret { store, name: st.name.clone() },
-                });
-            }
-            ("server", _, _) => {
-                c.notes.push("an embedded server keeps its data directory; `dbctl dev down` stops it".into())
-            }
-            _ => {}
+            deletes.push(c);
         }
-        deletes.push(c);
-    }
-    deletes.sort_by(|a, b| kind_rank(&a.kind).cmp(&kind_rank(&b.kind)).then(a.address.cmp(&b.address)));
-
-    if !errors.is_empty() {
-        return Err(errors);
+        deletes.sort_by(|a, b| kind_rank(&a.kind).cmp(&kind_rank(&b.kind)).then(a.address.cmp(&b.address)));
     }
 
-    let mut changes = deletes;
-    for a in &order {
-        if let Some(c) = by_addr.remove(a) {
-            changes.push(c);
+    /// The changes in order: deletes first, then the configuration's graph order.
+    fn finish(self) -> Result<Diffed, Vec<String>> {
+        let Planner { errors, notes, drift, fingerprints, mut by_addr, deletes, order, .. } = self;
+        if !errors.is_empty() {
+            return Err(errors);
         }
+
+        let mut changes = deletes;
+        for a in &order {
+            if let Some(c) = by_addr.remove(a) {
+                changes.push(c);
+            }
+        }
+        changes.extend(by_addr.into_values());
+        Ok(Diffed { changes, drift, notes, fingerprints })
     }
-    changes.extend(by_addr.into_values());
-    Ok(Diffed { changes, drift, notes, fingerprints })
 }
