@@ -15,7 +15,7 @@ pub mod migrate;
 pub mod model;
 pub mod plan;
 pub mod rds;
+pub mod reach;
 pub mod router;
-pub mod runtime;
 pub mod secrets;
 pub mod state;

@@ -35,7 +35,7 @@ const LAYERS: &[&[&str]] = &[
     // The diff: configuration + live state → plan. Pure.
     &["diff"],
     // Reaching servers: endpoints, credentials, the refresh.
-    &["runtime"],
+    &["reach"],
     // Loading and checking the configuration.
     &["config"],
     // The executor.

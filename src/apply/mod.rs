@@ -18,7 +18,7 @@ use std::time::Instant;
 use crate::engine::dialect::Dialect;
 use crate::model::{Address, Config};
 use crate::plan::{Action, Op, Plan, ResourceChange, Step};
-use crate::runtime::Endpoint;
+use crate::reach::Endpoint;
 use crate::secrets::Stores;
 use crate::state::{Journal, State, StateResource};
 
@@ -426,7 +426,7 @@ impl PgRunner {
         // Servers on this cluster: reached through its endpoint from now on.
         let me = Address::parse(&step.address).map_err(|e| e.to_string())?;
         let Some(crate::model::Body::RdsCluster(rc)) = cfg.get(&me).map(|r| &r.body) else { return Ok(None) };
-        let dbctl = crate::runtime::dbctl_dir(&self.base_dir);
+        let dbctl = crate::reach::dbctl_dir(&self.base_dir);
         for r in cfg.of_kind(crate::model::Kind::Server) {
             let crate::model::Body::Server(s) = &r.body else { continue };
             if s.rds_cluster.as_ref() != Some(&me) || live.endpoint.is_none() {
@@ -437,11 +437,11 @@ impl PgRunner {
             if known && !matches!(step.op, Op::RdsSetMasterPassword { .. }) {
                 continue;
             }
-            let cred = crate::runtime::cluster_cred(cfg, &self.stores, &r.addr, s, rc, &live).await?;
-            let ep = crate::runtime::rds_endpoint(&dbctl, &r.addr, s, &live.master_username, Some(&live), Some(&cred))
+            let cred = crate::reach::cluster_cred(cfg, &self.stores, &r.addr, s, rc, &live).await?;
+            let ep = crate::reach::rds_endpoint(&dbctl, &r.addr, s, &live.master_username, Some(&live), Some(&cred))
                 .map_err(|e| e.to_string())?;
             if let Some(host) = &live.endpoint {
-                self.learned.write().expect("learned lock").insert(crate::runtime::unknown_host(&r.addr), host.clone());
+                self.learned.write().expect("learned lock").insert(crate::reach::unknown_host(&r.addr), host.clone());
             }
             self.endpoints.write().expect("endpoints lock").insert(r.addr.clone(), ep);
         }
@@ -602,7 +602,9 @@ impl PgRunner {
 
     /// The dialect of the server a step runs on.
     fn dialect(&self, step: &Step) -> Dialect {
-        Dialect::of(step.server.as_ref().and_then(|s| self.ep(s)).map_or(crate::model::Engine::Postgres, |e| e.engine))
+        Dialect::of(
+            step.server.as_ref().and_then(|s| self.ep(s)).map_or(crate::model::EngineKind::Postgres, |e| e.engine),
+        )
     }
 
     /// The step's server's session, opened on first use.

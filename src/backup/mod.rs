@@ -324,9 +324,9 @@ pub async fn run(job: &Job<'_>, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<
     );
     let ep = job.endpoint;
     match ep.engine {
-        crate::model::Engine::Mysql => return mysql::run(job, &id, progress).await,
-        crate::model::Engine::Redis => return redis::run(job, &id, progress).await,
-        crate::model::Engine::Postgres => {}
+        crate::model::EngineKind::Mysql => return mysql::run(job, &id, progress).await,
+        crate::model::EngineKind::Redis => return redis::run(job, &id, progress).await,
+        crate::model::EngineKind::Postgres => {}
     }
     let mut conn = crate::engine::postgres::connect(&ep.address.to_string(), &ep.url, Some(&job.database))
         .await

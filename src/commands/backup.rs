@@ -54,7 +54,7 @@ async fn find(s: &Session, id: &str) -> Result<(Storage, Manifest), String> {
     Ok((storage(s, &m.storage).await?, m))
 }
 
-fn endpoint<'a>(s: &'a Session, server: &str) -> Result<&'a crate::runtime::Endpoint, String> {
+fn endpoint<'a>(s: &'a Session, server: &str) -> Result<&'a crate::reach::Endpoint, String> {
     let a = Address::parse(server)?;
     let ep = s.endpoints.get(&a).ok_or_else(|| format!("{server} is not in the configuration"))?;
     if let Some(e) = &ep.embedded {

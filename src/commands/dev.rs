@@ -3,7 +3,7 @@ use super::{Ctx, EXIT_OK};
 use crate::cli::DevCommand;
 use crate::engine::embedded::Embedded;
 use crate::model::Body;
-use crate::runtime::dbctl_dir;
+use crate::reach::dbctl_dir;
 
 pub fn run(ctx: &Ctx, cmd: &DevCommand) -> u8 {
     let loaded = ctx.load();

@@ -10,7 +10,7 @@ use super::{Ctx, EXIT_ERROR, EXIT_OK};
 use crate::cli::MigrateCommand;
 use crate::engine::LiveServer;
 use crate::migrate::{self, lint, File, Status};
-use crate::model::{Address, Body, Config, Engine, Migrations};
+use crate::model::{Address, Body, Config, EngineKind, Migrations};
 
 fn block<'c>(cfg: &'c Config, addr: &Address) -> Option<(&'c Migrations, String, Address)> {
     let Body::Migrations(m) = &cfg.get(addr)?.body else { return None };
@@ -292,9 +292,9 @@ fn test_cmd(ctx: &Ctx) -> u8 {
     let result = match started {
         Err(x) => Err(x.to_string()),
         Ok(()) => {
-            let ep = crate::runtime::Endpoint {
+            let ep = crate::reach::Endpoint {
                 address: Address::parse("server.migrate_test").expect("address"),
-                engine: Engine::Postgres,
+                engine: EngineKind::Postgres,
                 url: e.url(),
                 embedded: None,
                 user_hosts: Default::default(),
@@ -319,7 +319,7 @@ fn test_cmd(ctx: &Ctx) -> u8 {
     }
 }
 
-async fn run_tests(ep: &crate::runtime::Endpoint, blocks: &[(Address, String, Vec<File>)]) -> Result<usize, String> {
+async fn run_tests(ep: &crate::reach::Endpoint, blocks: &[(Address, String, Vec<File>)]) -> Result<usize, String> {
     use crate::engine::postgres;
     let mut failures = 0;
     for (addr, database, files) in blocks {
@@ -408,7 +408,7 @@ async fn run_down(c: &mut sqlx::PgConnection, m: &migrate::MigrationStep, no_tx:
 }
 
 /// The database's schema as `pg_dump --schema-only` writes it, without the tracking table.
-async fn schema(ep: &crate::runtime::Endpoint, database: &str) -> Result<String, String> {
+async fn schema(ep: &crate::reach::Endpoint, database: &str) -> Result<String, String> {
     let bindir = crate::engine::embedded::find_bindir().map_err(|e| e.to_string())?;
     let out = tokio::process::Command::new(bindir.join("pg_dump"))
         .args(["--schema-only", "--no-owner", "--no-privileges", "--exclude-table", migrate::TABLE])

@@ -67,7 +67,7 @@ pub fn run(ctx: &Ctx, cmd: &SecretCommand) -> u8 {
         let Some(g) = &s.generate else {
             return err(format!("{addr} has a given value; dbctl rotates only values it generates"));
         };
-        let rds = crate::runtime::rds_shapes(&session.config, &session.endpoints);
+        let rds = crate::reach::rds_shapes(&session.config, &session.endpoints);
         let doc = crate::secrets::document(&crate::secrets::generate(g), rds.get(&a));
         let meta = match block_on(stores.meta(s.store, &s.name)) {
             Ok(m) => m,

@@ -1,5 +1,7 @@
-//! What plan, apply, destroy and import share: a loaded configuration, its
-//! `.dbctl` directory, its servers, and making a plan from live state.
+//! The one home of plan, apply, destroy and import orchestration: a loaded
+//! configuration, its `.dbctl` directory and state, the servers reached
+//! (`reach`), the refresh, the diff, and the process's one async runtime
+//! (`block_on`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use crate::diff::{diff, Inputs};
 use crate::engine::LiveServer;
 use crate::model::{Address, Body, Config};
 use crate::plan::{Action, Plan, FORMAT_VERSION};
-use crate::runtime::{self, Endpoint};
+use crate::reach::{self, Endpoint};
 use crate::secrets::{SecretMeta, Stores};
 use crate::state::{State, StateBackend};
 
@@ -64,7 +66,7 @@ pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> R
 /// `connect`: false for a plan that reaches no server (`--refresh=false`):
 /// no admin password is read from its store.
 fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect: bool) -> Result<Session, u8> {
-    let dbctl = runtime::dbctl_dir(&ctx.dir);
+    let dbctl = reach::dbctl_dir(&ctx.dir);
     // A local state is read and parsed on another core while the
     // configuration loads (both take tens of milliseconds at thousands of
     // resources); it is used once the configuration says the state is local.
@@ -93,8 +95,8 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
         }
     }
     // The secret stores are opened only when some server reads its admin password from one.
-    let admin = if connect && runtime::needs_admin_creds(&config) {
-        block_on(runtime::admin_creds(&config, &dbctl)).map_err(err)?
+    let admin = if connect && reach::needs_admin_creds(&config) {
+        block_on(reach::admin_creds(&config, &dbctl)).map_err(err)?
     } else {
         BTreeMap::new()
     };
@@ -115,7 +117,7 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
     // connect to the servers: without them it would plan to create them.
     let (clusters, by_addr) = block_on(read_clusters(&config, &dbctl, recorded, &mut admin)).map_err(err)?;
     let endpoints = if connect {
-        runtime::endpoints(&config, &dbctl, &admin, &by_addr).map_err(err)?
+        reach::endpoints(&config, &dbctl, &admin, &by_addr).map_err(err)?
     } else {
         // Never dialled: the endpoints name the servers (their host and
         // port, in what the plan shows), without their admin passwords.
@@ -127,7 +129,7 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
                 s.admin_master_secret = None;
             }
         }
-        runtime::endpoints(&unread, &dbctl, &admin, &by_addr).map_err(err)?
+        reach::endpoints(&unread, &dbctl, &admin, &by_addr).map_err(err)?
     };
     Ok(Session {
         clusters,
@@ -149,7 +151,7 @@ async fn read_clusters(
     config: &Config,
     dbctl: &std::path::Path,
     state: &State,
-    admin: &mut BTreeMap<Address, runtime::AdminCred>,
+    admin: &mut BTreeMap<Address, reach::AdminCred>,
 ) -> Result<(BTreeMap<String, crate::rds::LiveCluster>, BTreeMap<Address, Option<crate::rds::LiveCluster>>), String> {
     let wanted = crate::rds::wanted(config, state);
     if wanted.is_empty() {
@@ -178,7 +180,7 @@ async fn read_clusters(
         if stores.is_none() {
             stores = Some(Stores::open(dbctl, config.aws.as_ref()).await.map_err(|e| e.to_string())?);
         }
-        let cred = runtime::cluster_cred(config, stores.as_ref().expect("opened"), &r.addr, s, rc, l).await?;
+        let cred = reach::cluster_cred(config, stores.as_ref().expect("opened"), &r.addr, s, rc, l).await?;
         admin.insert(r.addr.clone(), cred);
     }
     // `admin_password = rds_cluster.NAME.master_secret` on a server reached by its url.
@@ -189,7 +191,7 @@ async fn read_clusters(
         if stores.is_none() {
             stores = Some(Stores::open(dbctl, config.aws.as_ref()).await.map_err(|e| e.to_string())?);
         }
-        let cred = runtime::master_secret_cred(stores.as_ref().expect("opened"), &r.addr, l).await?;
+        let cred = reach::master_secret_cred(stores.as_ref().expect("opened"), &r.addr, l).await?;
         admin.insert(r.addr.clone(), cred);
     }
     Ok((live, by_addr))
@@ -394,10 +396,10 @@ impl Session {
     }
 
     pub async fn refresh(&self, state: &State) -> Result<BTreeMap<Address, LiveServer>, u8> {
-        let scope = runtime::detail_scope(&self.config, state);
+        let scope = reach::detail_scope(&self.config, state);
         let mut started = Vec::new();
         let t = std::time::Instant::now();
-        let live = runtime::refresh(&self.endpoints, &scope, &mut started).await.map_err(err)?;
+        let live = reach::refresh(&self.endpoints, &scope, &mut started).await.map_err(err)?;
         tracing::debug!(
             "refresh: {} server(s), {} database(s) read inside, {} ms",
             live.len(),
@@ -471,7 +473,7 @@ impl Session {
             if l.encrypted != Some(false) || ep.embedded.is_some() {
                 continue;
             }
-            let (host, port) = runtime::host_port(ep);
+            let (host, port) = reach::host_port(ep);
             if !crate::engine::tls::is_loopback(&host) {
                 out.push(crate::engine::tls::plaintext_warning(
                     &addr.to_string(),
@@ -540,9 +542,9 @@ impl Session {
         let state = view.as_ref().unwrap_or(state);
         let stores = self.stores().await?;
         let secrets = self.secret_meta(&stores).await?;
-        let rds = runtime::rds_shapes(&self.config, &self.endpoints);
+        let rds = reach::rds_shapes(&self.config, &self.endpoints);
         let hosts: BTreeMap<Address, (String, u16)> =
-            self.endpoints.iter().map(|(a, e)| (a.clone(), runtime::host_port(e))).collect();
+            self.endpoints.iter().map(|(a, e)| (a.clone(), reach::host_port(e))).collect();
         let published: BTreeMap<Address, Option<String>> = self
             .config
             .of_kind(crate::model::Kind::Router)
@@ -640,9 +642,9 @@ impl Session {
         if opts.no_refresh {
             // Its tables cannot be counted without the server: a dropped
             // database may hold data, and is marked so.
-            runtime::mark_data_loss_uncounted(&mut changes);
+            reach::mark_data_loss_uncounted(&mut changes);
         } else {
-            runtime::mark_data_loss(&self.endpoints, &mut changes).await;
+            reach::mark_data_loss(&self.endpoints, &mut changes).await;
         }
         Ok(Plan {
             format_version: FORMAT_VERSION.into(),
@@ -730,7 +732,7 @@ impl Session {
             let addr = r.addr.to_string();
             let pending = ep.pending_admin.is_some();
             if let Some(c) = changes.iter_mut().find(|c| c.address == addr) {
-                let (host, port) = runtime::host_port(ep);
+                let (host, port) = reach::host_port(ep);
                 if let Some(after) = c.after.as_mut().and_then(|a| a.as_object_mut()) {
                     after.insert("rds_cluster".into(), serde_json::json!(cluster.to_string()));
                     after.insert(
@@ -868,7 +870,7 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// never apply them. Empty unless every PostgreSQL server read is such.
 fn plan_only_logins(
     live: &BTreeMap<Address, LiveServer>,
-    engines: &BTreeMap<Address, crate::model::Engine>,
+    engines: &BTreeMap<Address, crate::model::EngineKind>,
 ) -> Vec<String> {
     let pg: Vec<&LiveServer> = live
         .iter()

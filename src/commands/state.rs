@@ -73,7 +73,7 @@ pub fn run(ctx: &Ctx, cmd: &StateCommand) -> u8 {
     match cmd {
         StateCommand::Pull { out } => pull(st.as_ref(), out.as_deref()),
         StateCommand::Push { file, force, lock_timeout } => {
-            let file = file.clone().unwrap_or_else(|| crate::runtime::dbctl_dir(&ctx.dir).join("state.json"));
+            let file = file.clone().unwrap_or_else(|| crate::reach::dbctl_dir(&ctx.dir).join("state.json"));
             push(st.as_ref(), &file, *force, lock_timeout)
         }
         StateCommand::List => match st.load() {

@@ -54,7 +54,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
 
     let body = match addr.kind {
         Kind::Server => {
-            let engine = Engine::parse(&b.str("engine")?)?;
+            let engine = EngineKind::parse(&b.str("engine")?)?;
             let port = match b.int("port") {
                 Some(p) if !(1..=65535).contains(&p) => {
                     diags.push(

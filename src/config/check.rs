@@ -11,7 +11,7 @@ use crate::model::*;
 /// The shortest `rotate_every`: a shorter one rotates on nearly every apply.
 pub const MIN_ROTATION: std::time::Duration = std::time::Duration::from_secs(3600);
 
-fn engine_of(cfg: &Config, server: &Address) -> Option<Engine> {
+fn engine_of(cfg: &Config, server: &Address) -> Option<EngineKind> {
     match cfg.get(server).map(|r| &r.body) {
         Some(Body::Server(s)) => Some(s.engine),
         _ => None,
@@ -198,7 +198,7 @@ fn unsupported(r: &Resource, attr: &str, problem: Option<Unsupported>, diags: &m
 }
 
 fn normalize_privileges(cfg: &mut Config) {
-    let engines: HashMap<Address, Engine> = cfg
+    let engines: HashMap<Address, EngineKind> = cfg
         .resources
         .values()
         .filter_map(|r| match &r.body {
@@ -364,7 +364,7 @@ fn check_server(cfg: &Config, r: &Resource, s: &Server, diags: &mut Diags) {
         }
     }
     if s.admin_password.is_some() || s.admin_master_secret.is_some() {
-        if s.url.as_deref().and_then(crate::runtime::url_password).is_some() {
+        if s.url.as_deref().and_then(crate::reach::url_password).is_some() {
             diags.push(
                 Diagnostic::error(format!("{} has a password in url and admin_password", r.addr))
                     .at(ref_loc(r, "admin_password"), "a second admin password")
@@ -467,7 +467,7 @@ fn check_members(cfg: &Config, r: &Resource, server: &Address, member_of: &[Addr
     }
 }
 
-fn check_grants(cfg: &Config, r: &Resource, server: &Address, engine: Engine, grants: &[Grant], diags: &mut Diags) {
+fn check_grants(cfg: &Config, r: &Resource, server: &Address, engine: EngineKind, grants: &[Grant], diags: &mut Diags) {
     let grant_locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();
     let dialect = Dialect::of(engine);
     let mut targets: BTreeMap<(Address, Option<String>, GrantClass), usize> = BTreeMap::new();
@@ -627,7 +627,7 @@ fn check_routers(cfg: &Config, diags: &mut Diags) {
             if let Body::User(u) = &user.body {
                 let grant_locs: Vec<&Loc> =
                     user.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();
-                let dialect = Dialect::of(engine_of(cfg, &u.server).unwrap_or(Engine::Postgres));
+                let dialect = Dialect::of(engine_of(cfg, &u.server).unwrap_or(EngineKind::Postgres));
                 for route in &rt.routes {
                     let derived: Vec<GrantClass> =
                         dialect.access_privileges(route.access).into_iter().map(|(c, _)| c).collect();

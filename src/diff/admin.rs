@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::engine::sql::pg_ident;
 use crate::engine::LiveServer;
-use crate::model::{Address, Engine};
+use crate::model::{Address, EngineKind};
 use crate::plan::{Op, ResourceChange, Step};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -580,14 +580,15 @@ struct Prep {
 pub fn check(
     changes: &mut [ResourceChange],
     live: &BTreeMap<Address, LiveServer>,
-    engines: &BTreeMap<Address, Engine>,
+    engines: &BTreeMap<Address, EngineKind>,
 ) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     for (server, l) in live {
         // A server not created yet is checked when its admin is known (an
         // RDS cluster's master user, before the cluster exists).
         let known = l.exists || l.roles.contains_key(&l.admin);
-        if !crate::engine::dialect::Dialect::of(engines.get(server).copied().unwrap_or(Engine::Postgres)).role_flags()
+        if !crate::engine::dialect::Dialect::of(engines.get(server).copied().unwrap_or(EngineKind::Postgres))
+            .role_flags()
             || !known
         {
             continue;
@@ -811,7 +812,7 @@ mod tests {
     fn run(admin_flags: &[&str], steps: &[(Option<&str>, &str)]) -> Result<Vec<String>, Vec<String>> {
         let (a, live) = server(admin_flags);
         let mut changes = vec![change_with(&a, steps)];
-        let engines = BTreeMap::from([(a.clone(), Engine::Postgres)]);
+        let engines = BTreeMap::from([(a.clone(), EngineKind::Postgres)]);
         check(&mut changes, &BTreeMap::from([(a, live)]), &engines)?;
         Ok(changes[0].steps.iter().map(Step::describe).collect())
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::engine::dialect::Dialect;
 use crate::engine::LiveServer;
 use crate::model::GrantClass;
-use crate::model::{Access, Address, Body, Config, DesiredDb, DesiredRole, Engine, Grant, Target};
+use crate::model::{Access, Address, Body, Config, DesiredDb, DesiredRole, EngineKind, Grant, Target};
 use crate::state::State;
 
 /// The grants of one grantee that one resource manages: a user's or role's
@@ -27,12 +27,12 @@ pub struct Desired {
     pub roles: BTreeMap<Address, BTreeMap<String, DesiredRole>>,
     pub databases: BTreeMap<Address, BTreeMap<String, DesiredDb>>,
     pub grants: Vec<GrantSet>,
-    pub engines: BTreeMap<Address, Engine>,
+    pub engines: BTreeMap<Address, EngineKind>,
 }
 
 impl Desired {
-    pub fn engine(&self, server: &Address) -> Engine {
-        self.engines.get(server).copied().unwrap_or(Engine::Postgres)
+    pub fn engine(&self, server: &Address) -> EngineKind {
+        self.engines.get(server).copied().unwrap_or(EngineKind::Postgres)
     }
 
     /// The rules and spelling of `server`'s engine.
@@ -132,7 +132,7 @@ fn add_role(d: &mut Desired, cfg: &Config, server: &Address, role: DesiredRole, 
 }
 
 /// Each configured server's engine.
-pub fn engines(cfg: &Config) -> BTreeMap<Address, Engine> {
+pub fn engines(cfg: &Config) -> BTreeMap<Address, EngineKind> {
     cfg.resources
         .values()
         .filter_map(|r| match &r.body {
@@ -148,7 +148,7 @@ pub fn engines(cfg: &Config) -> BTreeMap<Address, Engine> {
 pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option<&State>) -> Desired {
     let mut d = Desired { engines: engines(cfg), ..Desired::default() };
     let engines = d.engines.clone();
-    let engine_of = |server: &Address| engines.get(server).copied().unwrap_or(Engine::Postgres);
+    let engine_of = |server: &Address| engines.get(server).copied().unwrap_or(EngineKind::Postgres);
     let admin = |server: &Address| {
         live.get(server).filter(|l| l.exists).map(|l| l.admin.clone()).unwrap_or_else(|| "postgres".to_string())
     };

@@ -15,7 +15,7 @@ use crate::engine::sql::pg_ident;
 use crate::engine::{LiveServer, Privs};
 use crate::model::GrantClass;
 use crate::model::Target;
-use crate::model::{Address, Engine};
+use crate::model::{Address, EngineKind};
 use crate::plan::{Action, ResourceChange, Step};
 
 fn list(p: &BTreeSet<String>) -> String {
@@ -81,7 +81,7 @@ fn live_privs(live: &LiveServer, grantee: &str, t: &Target, for_role: &str) -> H
     }
 }
 
-fn on(engine: Engine, t: &Target) -> String {
+fn on(engine: EngineKind, t: &Target) -> String {
     Dialect::of(engine).grant_on(t)
 }
 
@@ -94,7 +94,7 @@ fn in_db(t: &Target) -> Option<&str> {
 fn delta(
     addr: &str,
     server: &Address,
-    (engine, g): (Engine, &str),
+    (engine, g): (EngineKind, &str),
     t: &Target,
     want: &Privs,
     held: &Held,

@@ -19,7 +19,7 @@ use crate::engine::dialect::Dialect;
 use crate::engine::sql::pg_ident;
 use crate::engine::{LiveDatabase, LiveServer};
 use crate::graph::{Graph, Node};
-use crate::model::{Address, Body, Config, Engine, Kind};
+use crate::model::{Address, Body, Config, EngineKind, Kind};
 pub use crate::model::{DesiredDb, DesiredRole, Target};
 use crate::plan::{Action, AttrChange, Drift, Op, ResourceChange, Step};
 use crate::state::State;
@@ -189,7 +189,7 @@ fn role_renamed_from(
 fn drift_since_applied(
     addr: &str,
     recorded: &Value,
-    engine: Engine,
+    engine: EngineKind,
     rn: Option<&Renames>,
     live: &Value,
     ignore: &[String],
@@ -214,7 +214,7 @@ fn recorded_renamed(recorded: &Value, rn: Option<&Renames>) -> Value {
 
 /// Recorded attributes as the server spells them (what older versions
 /// recorded as written: `utf8`, a host in capitals), so a spelling is not drift.
-fn recorded_spelling(recorded: &Value, engine: Engine) -> Value {
+fn recorded_spelling(recorded: &Value, engine: EngineKind) -> Value {
     let mut v = recorded.clone();
     let Some(o) = v.as_object_mut() else { return v };
     for key in ["encoding", "collation", "host"] {

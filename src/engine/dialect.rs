@@ -19,7 +19,7 @@
 use crate::engine::redis::acl;
 use crate::engine::sql::{mysql_account, mysql_grant_on, mysql_ident, mysql_literal, pg_ident, pg_literal};
 use crate::engine::{mysql, postgres, LiveRole, LiveServer, Privs, Stmt};
-use crate::model::{Access, DesiredDb, DesiredRole, Engine, Grant, GrantClass, Kind, Target};
+use crate::model::{Access, DesiredDb, DesiredRole, EngineKind, Grant, GrantClass, Kind, Target};
 
 pub const PG_DATABASE_PRIVS: &[&str] = &["CONNECT", "CREATE", "TEMPORARY"];
 pub const PG_SCHEMA_PRIVS: &[&str] = &["CREATE", "USAGE"];
@@ -99,11 +99,11 @@ pub enum Dialect {
 pub const REDIS_PRIVS: &[&str] = &["keyspace", "read", "write"];
 
 impl Dialect {
-    pub fn of(engine: Engine) -> Dialect {
+    pub fn of(engine: EngineKind) -> Dialect {
         match engine {
-            Engine::Postgres => Dialect::Postgres,
-            Engine::Mysql => Dialect::Mysql,
-            Engine::Redis => Dialect::Redis,
+            EngineKind::Postgres => Dialect::Postgres,
+            EngineKind::Mysql => Dialect::Mysql,
+            EngineKind::Redis => Dialect::Redis,
         }
     }
 
@@ -732,8 +732,8 @@ mod tests {
         assert_eq!(Dialect::Postgres.drop_database("app", true), "DROP DATABASE \"app\" WITH (FORCE)");
         assert_eq!(Dialect::Mysql.drop_database(HOSTILE, false), "DROP DATABASE `we``ird\"'; db ü名`");
         assert_eq!(Dialect::Mysql.drop_database("app", true), "DROP DATABASE `app`", "MySQL has no FORCE");
-        assert_eq!(Dialect::of(Engine::Mysql).quote_ident("a`b"), "`a``b`");
-        assert_eq!(Dialect::of(Engine::Postgres).quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(Dialect::of(EngineKind::Mysql).quote_ident("a`b"), "`a``b`");
+        assert_eq!(Dialect::of(EngineKind::Postgres).quote_ident("a\"b"), "\"a\"\"b\"");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct Embedded {
     pub name: String,
     pub root: PathBuf,
     pub port: u16,
-    pub engine: crate::model::Engine,
+    pub engine: crate::model::EngineKind,
     bindir: PathBuf,
 }
 
@@ -179,7 +179,7 @@ impl Embedded {
     /// The embedded server `name` under `dbctl_dir` (`.dbctl`). The port is
     /// the configured one, or the one chosen before, or a free one (then kept).
     pub fn new(dbctl_dir: &Path, name: &str, port: Option<u16>) -> Result<Embedded, EngineError> {
-        Embedded::for_engine(dbctl_dir, name, port, crate::model::Engine::Postgres)
+        Embedded::for_engine(dbctl_dir, name, port, crate::model::EngineKind::Postgres)
     }
 
     /// An embedded server of either engine: PostgreSQL (initdb, pg_ctl) or
@@ -188,7 +188,7 @@ impl Embedded {
         dbctl_dir: &Path,
         name: &str,
         port: Option<u16>,
-        engine: crate::model::Engine,
+        engine: crate::model::EngineKind,
     ) -> Result<Embedded, EngineError> {
         let root = dbctl_dir.join("servers").join(name);
         // Absolute, so servers never depend on the directory they were started from.
@@ -208,9 +208,9 @@ impl Embedded {
             },
         };
         let bindir = match engine {
-            crate::model::Engine::Postgres => find_bindir()?,
-            crate::model::Engine::Mysql => super::mysql::embedded::find_bindir()?,
-            crate::model::Engine::Redis => {
+            crate::model::EngineKind::Postgres => find_bindir()?,
+            crate::model::EngineKind::Mysql => super::mysql::embedded::find_bindir()?,
+            crate::model::EngineKind::Redis => {
                 super::redis::embedded::server_binary()?.parent().map(Path::to_path_buf).unwrap_or_default()
             }
         };
@@ -220,7 +220,7 @@ impl Embedded {
         e.ensure_password()?;
         // A running MariaDB made by an earlier dbctl: its root gets the password now
         // (a stopped one gets it when it starts; PostgreSQL's admin was trusted, see `start`).
-        if !had_password && engine == crate::model::Engine::Mysql && e.is_initialised() && e.is_running() {
+        if !had_password && engine == crate::model::EngineKind::Mysql && e.is_initialised() && e.is_running() {
             super::mysql::embedded::require_password(&e)?;
         }
         Ok(e)
@@ -232,11 +232,11 @@ impl Embedded {
     pub fn existing(dbctl_dir: &Path, name: &str) -> Option<Embedded> {
         let data = dbctl_dir.join("servers").join(name).join("data");
         let engine = if data.join("PG_VERSION").is_file() {
-            crate::model::Engine::Postgres
+            crate::model::EngineKind::Postgres
         } else if data.join("mysql").is_dir() {
-            crate::model::Engine::Mysql
+            crate::model::EngineKind::Mysql
         } else if data.parent().is_some_and(|root| root.join("users.acl").is_file()) {
-            crate::model::Engine::Redis
+            crate::model::EngineKind::Redis
         } else {
             return None;
         };
@@ -300,19 +300,19 @@ impl Embedded {
             None => user.to_string(),
         };
         match self.engine {
-            crate::model::Engine::Postgres => {
+            crate::model::EngineKind::Postgres => {
                 format!("postgres://{}@127.0.0.1:{}/postgres", auth("postgres"), self.port)
             }
-            crate::model::Engine::Mysql => format!("mysql://{}@127.0.0.1:{}/", auth("root"), self.port),
-            crate::model::Engine::Redis => self.redis().url(),
+            crate::model::EngineKind::Mysql => format!("mysql://{}@127.0.0.1:{}/", auth("root"), self.port),
+            crate::model::EngineKind::Redis => self.redis().url(),
         }
     }
 
     pub fn is_initialised(&self) -> bool {
         match self.engine {
-            crate::model::Engine::Postgres => self.data_dir().join("PG_VERSION").is_file(),
-            crate::model::Engine::Mysql => self.data_dir().join("mysql").is_dir(),
-            crate::model::Engine::Redis => self.redis().is_initialised(),
+            crate::model::EngineKind::Postgres => self.data_dir().join("PG_VERSION").is_file(),
+            crate::model::EngineKind::Mysql => self.data_dir().join("mysql").is_dir(),
+            crate::model::EngineKind::Redis => self.redis().is_initialised(),
         }
     }
 
@@ -328,18 +328,18 @@ impl Embedded {
     /// The system user the server runs as when dbctl runs as root.
     pub(crate) fn os_user(&self) -> &'static str {
         match self.engine {
-            crate::model::Engine::Postgres => "postgres",
-            crate::model::Engine::Mysql => "mysql",
+            crate::model::EngineKind::Postgres => "postgres",
+            crate::model::EngineKind::Mysql => "mysql",
             // redis-server runs as the caller, root included.
-            crate::model::Engine::Redis => "root",
+            crate::model::EngineKind::Redis => "root",
         }
     }
 
     fn package(&self) -> &'static str {
         match self.engine {
-            crate::model::Engine::Postgres => "postgresql",
-            crate::model::Engine::Mysql => "mariadb-server",
-            crate::model::Engine::Redis => "redis-server",
+            crate::model::EngineKind::Postgres => "postgresql",
+            crate::model::EngineKind::Mysql => "mariadb-server",
+            crate::model::EngineKind::Redis => "redis-server",
         }
     }
 
@@ -475,7 +475,7 @@ impl Embedded {
         if self.is_initialised() {
             return Ok(());
         }
-        if self.engine == crate::model::Engine::Redis {
+        if self.engine == crate::model::EngineKind::Redis {
             // Its first start writes the ACL file (the admin's hash, `default` off).
             return Ok(());
         }
@@ -495,7 +495,7 @@ impl Embedded {
         if data.is_dir() {
             std::fs::remove_dir_all(&data).map_err(|e| io("remove the half-made", &data, e))?;
         }
-        if self.engine == crate::model::Engine::Mysql {
+        if self.engine == crate::model::EngineKind::Mysql {
             super::mysql::embedded::init(self, &home, &staging, &lock)?;
         } else {
             self.initdb(&home, &staging, &lock)?;
@@ -618,10 +618,10 @@ impl Embedded {
         if !self.is_initialised() {
             return false;
         }
-        if self.engine == crate::model::Engine::Mysql {
+        if self.engine == crate::model::EngineKind::Mysql {
             return super::mysql::embedded::is_running(self);
         }
-        if self.engine == crate::model::Engine::Redis {
+        if self.engine == crate::model::EngineKind::Redis {
             return self.redis().is_running();
         }
         // What `pg_ctl status` decides, without starting `runuser` and
@@ -641,7 +641,7 @@ impl Embedded {
 
     /// Initialise if needed, then start if not running. Idempotent.
     pub fn start(&self) -> Result<(), EngineError> {
-        if self.engine == crate::model::Engine::Redis {
+        if self.engine == crate::model::EngineKind::Redis {
             return self.redis().start();
         }
         self.init()?;
@@ -649,7 +649,7 @@ impl Embedded {
             // Perhaps started by a dbctl killed before the server was ready.
             return self.wait_ready();
         }
-        if self.engine == crate::model::Engine::Mysql {
+        if self.engine == crate::model::EngineKind::Mysql {
             return super::mysql::embedded::start(self);
         }
         // A cluster an older dbctl made and was killed before configuring.
@@ -682,7 +682,7 @@ impl Embedded {
     /// Wait until a running server accepts connections: one that a killed
     /// dbctl started may still be recovering or starting up.
     pub fn wait_ready(&self) -> Result<(), EngineError> {
-        if self.engine != crate::model::Engine::Postgres {
+        if self.engine != crate::model::EngineKind::Postgres {
             // Running means it answered a ping.
             return Ok(());
         }
@@ -723,10 +723,10 @@ impl Embedded {
         if !self.is_running() {
             return Ok(());
         }
-        if self.engine == crate::model::Engine::Mysql {
+        if self.engine == crate::model::EngineKind::Mysql {
             return super::mysql::embedded::stop(self);
         }
-        if self.engine == crate::model::Engine::Redis {
+        if self.engine == crate::model::EngineKind::Redis {
             return self.redis().stop();
         }
         let mut c = self.command("pg_ctl");

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use crate::engine::embedded::Embedded;
-use crate::model::{Address, Engine};
+use crate::model::{Address, EngineKind};
 
 /// How dbctl reaches one server.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub address: Address,
-    pub engine: Engine,
+    pub engine: EngineKind,
     /// Admin URL (may carry a password: never printed).
     pub url: String,
     pub embedded: Option<Embedded>,

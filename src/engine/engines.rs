@@ -5,7 +5,7 @@ use super::dialect::Dialect;
 use super::endpoint::Endpoint;
 use super::{mysql, postgres, redis, BoxFut, DetailScope, Engine, EngineError, EngineSession, LiveServer};
 use crate::migrate::Applied;
-use crate::model::Engine as Kind;
+use crate::model::EngineKind as Kind;
 
 /// The engine that serves servers of `kind`.
 pub fn of(kind: Kind) -> &'static dyn Engine {

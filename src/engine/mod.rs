@@ -176,7 +176,7 @@ pub type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> +
 /// What dbctl does with a server of one engine. Pure knowledge (statement
 /// text, names, privileges) is the engine's [`Dialect`](dialect::Dialect).
 pub trait Engine: Send + Sync {
-    fn kind(&self) -> crate::model::Engine;
+    fn kind(&self) -> crate::model::EngineKind;
     fn dialect(&self) -> dialect::Dialect;
     /// The server's live state: its roles and databases, and inside the
     /// databases `scope` names.

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha384};
 
-use crate::model::Engine;
+use crate::model::EngineKind;
 
 /// The tracking table (sqlx's, so its own tools agree with dbctl).
 pub const TABLE: &str = "_sqlx_migrations";
@@ -145,7 +145,7 @@ pub fn scan(dir: &Path, shown: &str) -> Result<Vec<File>, Vec<String>> {
 pub struct Status {
     pub database: String,
     pub server: crate::model::Address,
-    pub engine: Engine,
+    pub engine: EngineKind,
     pub files: Vec<File>,
     pub applied: Vec<Applied>,
     /// Pending migrations, in order; or the refusals.

@@ -155,26 +155,26 @@ impl TryFrom<String> for Address {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Engine {
+pub enum EngineKind {
     Postgres,
     Mysql,
     Redis,
 }
 
-impl Engine {
-    pub fn parse(s: &str) -> Option<Engine> {
+impl EngineKind {
+    pub fn parse(s: &str) -> Option<EngineKind> {
         match s {
-            "postgres" => Some(Engine::Postgres),
-            "mysql" => Some(Engine::Mysql),
-            "redis" => Some(Engine::Redis),
+            "postgres" => Some(EngineKind::Postgres),
+            "mysql" => Some(EngineKind::Mysql),
+            "redis" => Some(EngineKind::Redis),
             _ => None,
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
-            Engine::Postgres => "postgres",
-            Engine::Mysql => "mysql",
-            Engine::Redis => "redis",
+            EngineKind::Postgres => "postgres",
+            EngineKind::Mysql => "mysql",
+            EngineKind::Redis => "redis",
         }
     }
 }
@@ -187,7 +187,7 @@ pub struct Lifecycle {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Server {
-    pub engine: Engine,
+    pub engine: EngineKind,
     pub embedded: bool,
     /// May carry a password: treated as sensitive everywhere it is shown.
     pub url: Option<String>,

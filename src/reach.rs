@@ -1,5 +1,7 @@
-//! What plan, apply and destroy share: where `.dbctl` is, how to reach each
-//! server, and refreshing live state from all of them at once.
+//! Reaching the servers: where `.dbctl` is, each server's endpoint and admin
+//! credentials (from secrets, RDS clusters, tunnels), what to read inside
+//! which databases, and reading every server at once through its engine.
+//! The orchestration of plan, apply and destroy is `commands::session`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -597,7 +599,7 @@ pub async fn mark_data_loss(endpoints: &BTreeMap<Address, Endpoint>, changes: &m
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Engine;
+    use crate::model::EngineKind;
 
     fn cred(pw: &str, user: Option<&str>) -> AdminCred {
         AdminCred { password: Sensitive::new(pw.into()), username: user.map(str::to_string) }
@@ -635,7 +637,7 @@ mod tests {
     #[test]
     fn the_advertised_endpoint_is_the_urls() {
         let s = Server {
-            engine: Engine::Postgres,
+            engine: EngineKind::Postgres,
             embedded: false,
             url: Some("postgres://admin@db.internal.example/postgres".into()),
             rds_cluster: None,
