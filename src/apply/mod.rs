@@ -530,7 +530,10 @@ impl PgRunner {
                 Ok(None)
             }
             Op::Sql { sql } => {
-                self.session(step, queue)?.execute(&step.address, step.database.as_deref(), sql.clone()).await?;
+                self.session(step, queue)?
+                    .execute(&step.address, step.database.as_deref(), sql.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(None)
             }
             Op::SetPassword { role, secret, .. } => {
@@ -552,12 +555,15 @@ impl PgRunner {
             }
             Op::Migrate(m) => {
                 let database = step.database.as_deref().ok_or("a migration step without its database")?;
-                self.session(step, queue)?.migrate(database, m).await?;
+                self.session(step, queue)?.migrate(database, m).await.map_err(|e| e.to_string())?;
                 Ok(None)
             }
             Op::DropDatabase { name, force, .. } => {
                 let sql = planned_statement(self.dialect(step), step)?;
-                self.session(step, queue)?.drop_database(&step.address, name, *force, sql).await?;
+                self.session(step, queue)?
+                    .drop_database(&step.address, name, *force, sql)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(None)
             }
         }

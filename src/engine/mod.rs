@@ -38,6 +38,16 @@ pub enum EngineError {
     Connect { server: String, message: String },
     #[error("{0}")]
     Query(String),
+    /// A step gave up: it waited on a lock or ran past the time limit (the message says on what).
+    #[error("{0}")]
+    TimedOut(String),
+    /// A step the engine will not run as asked (open connections without
+    /// `--force`, a migration on an engine without them).
+    #[error("{0}")]
+    Refused(String),
+    /// A migration file failed (`file:line: message`, and what stays applied).
+    #[error("{0}")]
+    Migration(String),
 }
 
 pub type Privs = BTreeSet<String>;
@@ -220,10 +230,10 @@ pub trait EngineSession: Send {
         address: &'a str,
         database: Option<&'a str>,
         sql: String,
-    ) -> BoxFut<'a, Result<(), String>>;
+    ) -> BoxFut<'a, Result<(), EngineError>>;
     /// Run a statement that carries a secret (a password hash): an error
     /// never quotes the statement.
-    fn execute_secret<'a>(&'a mut self, address: &'a str, sql: String) -> BoxFut<'a, Result<(), String>>;
+    fn execute_secret<'a>(&'a mut self, address: &'a str, sql: String) -> BoxFut<'a, Result<(), EngineError>>;
     /// Drop a database (`sql`, as planned); without `force`, refuse while
     /// clients are connected to it.
     fn drop_database<'a>(
@@ -232,13 +242,13 @@ pub trait EngineSession: Send {
         name: &'a str,
         force: bool,
         sql: String,
-    ) -> BoxFut<'a, Result<(), String>>;
+    ) -> BoxFut<'a, Result<(), EngineError>>;
     /// Run one migration in `database`, recording it in the tracking table.
     fn migrate<'a>(
         &'a mut self,
         database: &'a str,
         m: &'a crate::migrate::MigrationStep,
-    ) -> BoxFut<'a, Result<(), String>>;
+    ) -> BoxFut<'a, Result<(), EngineError>>;
     /// Close the session's connections.
     fn close(self: Box<Self>) -> BoxFut<'static, ()>;
 }

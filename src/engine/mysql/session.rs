@@ -4,7 +4,7 @@
 use sqlx::{Connection, MySqlConnection};
 
 use crate::engine::endpoint::Endpoint;
-use crate::engine::{BoxFut, EngineSession};
+use crate::engine::{BoxFut, EngineError, EngineSession};
 use crate::migrate::MigrationStep;
 
 pub struct MySession {
@@ -19,18 +19,18 @@ impl MySession {
         MySession { server: ep.address.to_string(), url: ep.url.clone(), conn: None }
     }
 
-    async fn conn(&mut self) -> Result<&mut (MySqlConnection, u64), String> {
+    async fn conn(&mut self) -> Result<&mut (MySqlConnection, u64), EngineError> {
         if self.conn.is_none() {
-            let mut c = super::connect(&self.server, &self.url).await.map_err(|e| e.to_string())?;
-            let id = super::limit(&mut c).await.map_err(|e| e.to_string())?;
+            let mut c = super::connect(&self.server, &self.url).await?;
+            let id = super::limit(&mut c).await?;
             self.conn = Some((c, id));
         }
         Ok(self.conn.as_mut().expect("connected"))
     }
 
-    async fn run(&mut self, address: &str, sql: String) -> Result<(), crate::engine::EngineError> {
+    async fn run(&mut self, address: &str, sql: String) -> Result<(), EngineError> {
         let (server, url) = (self.server.clone(), self.url.clone());
-        let (conn, id) = self.conn().await.map_err(crate::engine::EngineError::Query)?;
+        let (conn, id) = self.conn().await?;
         super::execute_step(&server, &url, address, *id, conn, sql).await
     }
 }
@@ -41,15 +41,15 @@ impl EngineSession for MySession {
         address: &'a str,
         _database: Option<&'a str>,
         sql: String,
-    ) -> BoxFut<'a, Result<(), String>> {
-        Box::pin(async move { self.run(address, sql).await.map_err(|e| e.to_string()) })
+    ) -> BoxFut<'a, Result<(), EngineError>> {
+        Box::pin(self.run(address, sql))
     }
 
-    fn execute_secret<'a>(&'a mut self, address: &'a str, sql: String) -> BoxFut<'a, Result<(), String>> {
+    fn execute_secret<'a>(&'a mut self, address: &'a str, sql: String) -> BoxFut<'a, Result<(), EngineError>> {
         // The server's reason is kept unless it quotes the statement.
-        Box::pin(
-            async move { self.run(address, sql).await.map_err(|e| super::password_error(address, &e.to_string())) },
-        )
+        Box::pin(async move {
+            self.run(address, sql).await.map_err(|e| EngineError::Query(super::password_error(address, &e.to_string())))
+        })
     }
 
     fn drop_database<'a>(
@@ -58,14 +58,14 @@ impl EngineSession for MySession {
         _name: &'a str,
         _force: bool,
         sql: String,
-    ) -> BoxFut<'a, Result<(), String>> {
-        Box::pin(async move { self.run(address, sql).await.map_err(|e| e.to_string()) })
+    ) -> BoxFut<'a, Result<(), EngineError>> {
+        Box::pin(self.run(address, sql))
     }
 
-    fn migrate<'a>(&'a mut self, database: &'a str, m: &'a MigrationStep) -> BoxFut<'a, Result<(), String>> {
+    fn migrate<'a>(&'a mut self, database: &'a str, m: &'a MigrationStep) -> BoxFut<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let (conn, _) = self.conn().await?;
-            super::migrate::run(conn, database, m).await
+            super::migrate::run(conn, database, m).await.map_err(EngineError::Migration)
         })
     }
 

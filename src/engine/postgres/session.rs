@@ -9,7 +9,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::Connection;
 
 use crate::engine::endpoint::Endpoint;
-use crate::engine::{limits, BoxFut, EngineSession};
+use crate::engine::{limits, BoxFut, EngineError, EngineSession};
 use crate::migrate::MigrationStep;
 
 pub struct PgSession {
@@ -33,14 +33,14 @@ impl PgSession {
         }
     }
 
-    async fn conn(&mut self, database: Option<&str>) -> Result<(&mut PgConnection, i32), String> {
+    async fn conn(&mut self, database: Option<&str>) -> Result<(&mut PgConnection, i32), EngineError> {
         let key = database.map(str::to_string);
         if !self.conns.contains_key(&key) {
             // Keep the admin connection and one other: a queue that walks
             // hundreds of databases must not hold a connection to each.
             self.close_others(&None).await;
-            let mut c = super::connect(&self.server, &self.url, database).await.map_err(|e| e.to_string())?;
-            let pid = limits::pg_limit(&mut c).await.map_err(|e| super::server_message(&e))?;
+            let mut c = super::connect(&self.server, &self.url, database).await?;
+            let pid = limits::pg_limit(&mut c).await.map_err(|e| EngineError::Query(super::server_message(&e)))?;
             self.conns.insert(key.clone(), (c, pid));
         }
         let (c, pid) = self.conns.get_mut(&key).expect("just inserted");
@@ -49,15 +49,15 @@ impl PgSession {
 
     /// Run `sql`, watched: a step that waits says on what, and one that
     /// gives up says who held it up.
-    async fn run(&mut self, address: &str, database: Option<&str>, sql: String) -> Result<(), String> {
+    async fn run(&mut self, address: &str, database: Option<&str>, sql: String) -> Result<(), EngineError> {
         let (server, url) = (self.server.clone(), self.url.clone());
         let (conn, pid) = self.conn(database).await?;
         let run = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn);
         let (r, blockers) = limits::pg_watched(&server, &url, address, pid, run).await;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if limits::pg_timed_out(&e) => Err(limits::timed_out_message(&blockers)),
-            Err(e) => Err(super::server_message(&e)),
+            Err(e) if limits::pg_timed_out(&e) => Err(EngineError::TimedOut(limits::timed_out_message(&blockers))),
+            Err(e) => Err(EngineError::Query(super::server_message(&e))),
         }
     }
 }
@@ -68,7 +68,7 @@ impl EngineSession for PgSession {
         address: &'a str,
         database: Option<&'a str>,
         sql: String,
-    ) -> BoxFut<'a, Result<(), String>> {
+    ) -> BoxFut<'a, Result<(), EngineError>> {
         Box::pin(async move {
             if database.is_none() && sql.starts_with("ALTER DATABASE ") && sql.contains(" RENAME TO ") {
                 // A database being renamed must have no session: dbctl's own from
@@ -79,7 +79,7 @@ impl EngineSession for PgSession {
         })
     }
 
-    fn execute_secret<'a>(&'a mut self, address: &'a str, sql: String) -> BoxFut<'a, Result<(), String>> {
+    fn execute_secret<'a>(&'a mut self, address: &'a str, sql: String) -> BoxFut<'a, Result<(), EngineError>> {
         // PostgreSQL's messages do not quote the statement: the server's
         // reason (say, a password-check hook's) is kept.
         Box::pin(self.run(address, None, sql))
@@ -91,7 +91,7 @@ impl EngineSession for PgSession {
         name: &'a str,
         force: bool,
         sql: String,
-    ) -> BoxFut<'a, Result<(), String>> {
+    ) -> BoxFut<'a, Result<(), EngineError>> {
         Box::pin(async move {
             // dbctl's own connection to it (from earlier steps) is not an open connection to refuse on.
             if let Some((own, _)) = self.conns.remove(&Some(name.to_string())) {
@@ -101,26 +101,26 @@ impl EngineSession for PgSession {
                 let (conn, _) = self.conn(None).await?;
                 // A connection that just closed (dbctl's own, or a client's) leaves the
                 // server a moment later: wait as PostgreSQL's own DROP DATABASE does.
-                let mut open = super::open_connections(conn, name).await.map_err(|e| e.to_string())?;
+                let mut open = super::open_connections(conn, name).await?;
                 let since = Instant::now();
                 while open > 0 && since.elapsed() < Duration::from_secs(5) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    open = super::open_connections(conn, name).await.map_err(|e| e.to_string())?;
+                    open = super::open_connections(conn, name).await?;
                 }
                 if open > 0 {
-                    return Err(format!(
+                    return Err(EngineError::Refused(format!(
                         "database \"{name}\" has {open} open connection(s); close them, or run again with --force"
-                    ));
+                    )));
                 }
             }
             self.run(address, None, sql).await
         })
     }
 
-    fn migrate<'a>(&'a mut self, database: &'a str, m: &'a MigrationStep) -> BoxFut<'a, Result<(), String>> {
+    fn migrate<'a>(&'a mut self, database: &'a str, m: &'a MigrationStep) -> BoxFut<'a, Result<(), EngineError>> {
         Box::pin(async move {
             let (conn, _) = self.conn(Some(database)).await?;
-            super::migrate::run(conn, m).await
+            super::migrate::run(conn, m).await.map_err(EngineError::Migration)
         })
     }
 
