@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{Ctx, EXIT_ERROR};
 use crate::diff::{diff, Inputs};
 use crate::engine::LiveServer;
-use crate::model::{Address, Body, Config};
+use crate::model::{Address, Body, Config, Node};
 use crate::plan::{Action, Plan, FORMAT_VERSION};
 use crate::reach::{self, Endpoint};
 use crate::secrets::{SecretMeta, Stores};
@@ -217,14 +217,11 @@ fn resolve_targets(cfg: &Config, state: &State, targets: &[String]) -> Result<Ve
         .resources
         .keys()
         .map(|a| a.to_string())
-        .chain(state.resources.keys().map(|a| a.strip_suffix(".grant").unwrap_or(a).to_string()))
+        .chain(state.resources.keys().map(|a| Node::base(a).to_string()))
         .collect();
     let mut out = Vec::new();
     for t in targets {
-        let (base, grant) = match t.strip_suffix(".grant") {
-            Some(b) => (b, true),
-            None => (t.as_str(), false),
-        };
+        let (base, grant) = (Node::base(t), Node::is_grants(t));
         let a = Address::parse(base).map_err(|e| format!("--target {e}"))?;
         if known.contains(&a.to_string()) {
             out.push((a, grant));
@@ -260,7 +257,7 @@ fn target_closure(cfg: &Config, targets: &[(Address, bool)], destroy: bool) -> B
     let mut todo: Vec<Address> = Vec::new();
     for (a, grant) in targets {
         if *grant {
-            out.insert(format!("{a}.grant"));
+            out.insert(Node::Grants(a.clone()).to_string());
             if !destroy {
                 todo.extend(cfg.get(a).into_iter().flat_map(|r| r.refs.iter()).map(|x| x.to.clone()));
             }
@@ -283,11 +280,11 @@ fn target_closure(cfg: &Config, targets: &[(Address, bool)], destroy: bool) -> B
             continue;
         }
         out.insert(a.to_string());
-        out.insert(format!("{a}.grant"));
+        out.insert(Node::Grants(a.clone()).to_string());
         if destroy {
             for (d, through_grant) in dependents.get(&a).into_iter().flatten() {
                 if *through_grant {
-                    out.insert(format!("{d}.grant"));
+                    out.insert(Node::Grants((*d).clone()).to_string());
                 } else {
                     todo.push((*d).clone());
                 }

@@ -892,7 +892,7 @@ pub fn grants_on_missing_schemas(
         };
         let on_new_schema =
             |g: &Grant| g.schema.as_deref().is_some_and(|s| s != "public") && created.contains(&g.database);
-        if !grants.iter().any(on_new_schema) || !planned(&format!("{}.grant", r.addr)) {
+        if !grants.iter().any(on_new_schema) || !planned(&crate::model::Node::Grants(r.addr.clone()).to_string()) {
             continue;
         }
         let grant_locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "grant.database").map(|x| &x.loc).collect();

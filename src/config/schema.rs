@@ -422,7 +422,7 @@ pub static RDS_CLUSTER: BlockSchema = BlockSchema {
     doc: "An AWS RDS / Aurora cluster.",
     attrs: &[
         req("engine", Ty::Enum(RDS_ENGINES), "aurora-postgresql, aurora-mysql, postgres or mysql."),
-        a("engine_version", Ty::String, "EngineKind version."),
+        a("engine_version", Ty::String, "Engine version."),
         a("instance_class", Ty::String, "Instance class, e.g. db.r6g.large."),
         a("instances", Ty::Int, "Number of instances."),
         a("master_username", Ty::String, "Master user name."),

@@ -119,7 +119,7 @@ fn recorded_owner(
 fn add_role(d: &mut Desired, cfg: &Config, server: &Address, role: DesiredRole, grants: &[Grant]) {
     if !grants.is_empty() {
         d.grants.push(GrantSet {
-            node: format!("{}.grant", role.addr),
+            node: crate::model::Node::Grants(role.addr.clone()).to_string(),
             kind: "grant",
             server: server.clone(),
             grantee: role.name.clone(),

@@ -18,7 +18,7 @@ pub use self::grants::recorded_targets;
 use crate::engine::dialect::Dialect;
 use crate::engine::sql::pg_ident;
 use crate::engine::{LiveDatabase, LiveServer};
-use crate::graph::{Graph, Node};
+use crate::graph::Graph;
 use crate::model::{Address, Body, Config, EngineKind, Kind};
 pub use crate::model::{DesiredDb, DesiredRole, Target};
 use crate::plan::{Action, AttrChange, Drift, Op, ResourceChange, Step};
@@ -661,15 +661,8 @@ impl<'a> Planner<'a> {
         } else {
             desired(cfg, inp.live, Some(inp.state))
         };
-        let order: Vec<String> = Graph::build(cfg)
-            .order()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|n| match n {
-                Node::Resource(a) => a.to_string(),
-                Node::Grants(a) => format!("{a}.grant"),
-            })
-            .collect();
+        let order: Vec<String> =
+            Graph::build(cfg).order().unwrap_or_default().into_iter().map(|n| n.to_string()).collect();
         Planner {
             inp,
             want,

@@ -12,21 +12,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use crate::diag::{Diagnostic, Diags, Loc};
 use crate::model::{Address, Config, Kind};
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Node {
-    Resource(Address),
-    /// The grants of a user or role.
-    Grants(Address),
-}
-
-impl std::fmt::Display for Node {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Node::Resource(a) => write!(f, "{a}"),
-            Node::Grants(a) => write!(f, "{a}.grant"),
-        }
-    }
-}
+pub use crate::model::Node;
 
 pub struct Graph {
     pub g: DiGraph<Node, Loc>,

@@ -69,6 +69,56 @@ pub struct Address {
     pub key: Option<String>,
 }
 
+/// What the dependency graph and the plan order: a resource, or the grants
+/// of a user or role (`user.app.grant`), apart from the user itself so that
+/// a user who owns a database and is granted on it is no false cycle. A
+/// change's address is a node's text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Node {
+    Resource(Address),
+    /// The grants of a user or role.
+    Grants(Address),
+}
+
+/// What a grants node's text ends with.
+const GRANTS_SUFFIX: &str = ".grant";
+
+impl Node {
+    /// `user.app.grant` → the grants of `user.app`; anything else → a resource.
+    pub fn parse(s: &str) -> Result<Node, String> {
+        match s.strip_suffix(GRANTS_SUFFIX) {
+            Some(base) => Address::parse(base).map(Node::Grants),
+            None => Address::parse(s).map(Node::Resource),
+        }
+    }
+
+    /// The resource the node belongs to (a user or role, for its grants).
+    pub fn address(&self) -> &Address {
+        match self {
+            Node::Resource(a) | Node::Grants(a) => a,
+        }
+    }
+
+    /// The text of the resource a node's text belongs to (`user.app.grant` → `user.app`).
+    pub fn base(s: &str) -> &str {
+        s.strip_suffix(GRANTS_SUFFIX).unwrap_or(s)
+    }
+
+    /// Whether a node's text names the grants of a user or role.
+    pub fn is_grants(s: &str) -> bool {
+        s.ends_with(GRANTS_SUFFIX)
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Resource(a) => write!(f, "{a}"),
+            Node::Grants(a) => write!(f, "{a}{GRANTS_SUFFIX}"),
+        }
+    }
+}
+
 impl Address {
     pub fn new(kind: Kind, name: impl Into<String>) -> Self {
         Address { kind, name: name.into(), key: None }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::{Action, Plan, ResourceChange};
 use crate::diag::Diagnostic;
+use crate::model::Node;
 
 fn fmt_value(v: &Value) -> String {
     match v {
@@ -247,8 +248,7 @@ fn always_sensitive(name: &str) -> bool {
 /// an address; a user's or role's grant set (`user.app.grant`) takes its
 /// owner's label.
 fn label_and_index(c: &ResourceChange) -> (String, Option<String>) {
-    let base = c.address.strip_suffix(".grant").unwrap_or(&c.address);
-    match crate::model::Address::parse(base) {
+    match crate::model::Address::parse(Node::base(&c.address)) {
         Ok(a) => (a.name, a.key),
         Err(_) => (c.name.clone(), None),
     }
@@ -347,9 +347,8 @@ fn drift_json(plan: &Plan) -> Vec<Value> {
         .map(|addr| {
             let ds = &by[addr];
             let known = plan.changes.iter().find(|c| c.address == addr);
-            let base = addr.strip_suffix(".grant").unwrap_or(addr);
-            let parsed = crate::model::Address::parse(base).ok();
-            let kind = match (known, addr.ends_with(".grant"), &parsed) {
+            let parsed = crate::model::Address::parse(Node::base(addr)).ok();
+            let kind = match (known, Node::is_grants(addr), &parsed) {
                 (Some(c), _, _) => c.kind.clone(),
                 (None, true, _) => "grant".into(),
                 (None, false, Some(a)) => a.kind.as_str().to_string(),
@@ -359,7 +358,7 @@ fn drift_json(plan: &Plan) -> Vec<Value> {
             o.insert("address".into(), json!(addr));
             o.insert("mode".into(), json!("managed"));
             o.insert("type".into(), json!(kind));
-            o.insert("name".into(), json!(parsed.as_ref().map_or(base.to_string(), |a| a.name.clone())));
+            o.insert("name".into(), json!(parsed.as_ref().map_or(Node::base(addr).to_string(), |a| a.name.clone())));
             if let Some(k) = parsed.as_ref().and_then(|a| a.key.clone()) {
                 o.insert("index".into(), json!(k));
             }
@@ -418,7 +417,7 @@ fn configuration_json(plan: &Plan) -> Value {
     let mut resources = Vec::new();
     for c in plan.changes.iter().filter(|c| c.after.is_some()) {
         let (label, index) = label_and_index(c);
-        let base = if c.address.ends_with(".grant") {
+        let base = if Node::is_grants(&c.address) {
             c.address.clone()
         } else {
             format!("{}.{label}", c.address.split('.').next().unwrap_or(""))
