@@ -56,6 +56,14 @@ pub struct Inputs<'a> {
     pub keep: Option<&'a BTreeSet<String>>,
 }
 
+impl Inputs<'_> {
+    /// What was read from `server`; an empty server when nothing was.
+    fn live_of(&self, server: &Address) -> &LiveServer {
+        static EMPTY: std::sync::LazyLock<LiveServer> = std::sync::LazyLock::new(LiveServer::default);
+        self.live.get(server).unwrap_or(&EMPTY)
+    }
+}
+
 pub struct Diffed {
     pub changes: Vec<ResourceChange>,
     pub drift: Vec<Drift>,
@@ -681,8 +689,6 @@ impl<'a> Planner<'a> {
     fn servers(&mut self) {
         let inp = self.inp;
         let cfg = inp.config;
-        let empty_live = LiveServer::default();
-        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
         let Planner { ref mut by_addr, .. } = *self;
         // Servers.
         for r in cfg.of_kind(Kind::Server) {
@@ -690,7 +696,7 @@ impl<'a> Planner<'a> {
             if inp.destroy {
                 continue;
             }
-            let live = live_of(&r.addr);
+            let live = inp.live_of(&r.addr);
             let addr = r.addr.to_string();
             let after = json!({ "engine": s.engine.as_str(), "embedded": s.embedded });
             let mut c = change(&addr, "server", &r.addr.name, Action::NoOp);
@@ -939,12 +945,10 @@ impl<'a> Planner<'a> {
     /// Roles renamed by this plan, first: memberships in them follow the new names.
     fn role_renames(&mut self) {
         let inp = self.inp;
-        let empty_live = LiveServer::default();
-        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
         let Planner { ref want, ref mut renames, .. } = *self;
         // Roles renamed by this plan, first: memberships in them follow the new names.
         for (server, roles) in &want.roles {
-            let live = live_of(server);
+            let live = inp.live_of(server);
             for (name, d) in roles {
                 let in_state = inp.state.resources.get(&d.addr.to_string());
                 if let Some(old) = role_renamed_from(in_state, live, roles, name) {
@@ -960,8 +964,6 @@ impl<'a> Planner<'a> {
     fn roles(&mut self) {
         let inp = self.inp;
         let cfg = inp.config;
-        let empty_live = LiveServer::default();
-        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
         let Planner {
             ref want,
             ref mut errors,
@@ -973,7 +975,7 @@ impl<'a> Planner<'a> {
         } = *self;
         // Roles and users.
         for (server, roles) in &want.roles {
-            let live = live_of(server);
+            let live = inp.live_of(server);
             for (name, d) in roles {
                 let addr = d.addr.to_string();
                 let kind = if d.login { "user" } else { "role" };
@@ -1105,8 +1107,6 @@ impl<'a> Planner<'a> {
     fn databases(&mut self) {
         let inp = self.inp;
         let cfg = inp.config;
-        let empty_live = LiveServer::default();
-        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
         let Planner {
             ref want,
             ref mut errors,
@@ -1118,7 +1118,7 @@ impl<'a> Planner<'a> {
         } = *self;
         // Databases.
         for (server, dbs) in &want.databases {
-            let live = live_of(server);
+            let live = inp.live_of(server);
             for (name, d) in dbs {
                 let addr = d.addr.to_string();
                 let res = cfg.get(&d.addr).expect("desired comes from config");
@@ -1313,26 +1313,24 @@ impl<'a> Planner<'a> {
     /// Grants, explicit and router-derived, against each server as it is after this plan's renames.
     fn grants(&mut self) {
         let inp = self.inp;
-        let empty_live = LiveServer::default();
-        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
         let Planner { ref want, ref mut by_addr, ref mut renames, .. } = *self;
         // Grants: explicit (user.x.grant / role.x.grant) and router-derived,
         // against each server as it is after this plan's renames.
         let renamed: BTreeMap<&Address, (&Renames, LiveServer)> =
-            renames.iter().map(|(server, r)| (server, (r, r.apply(live_of(server))))).collect();
+            renames.iter().map(|(server, r)| (server, (r, r.apply(inp.live_of(server))))).collect();
         // A database this plan replaces comes back empty: its grants are planned
         // as on a new database, not read from the one that is dropped.
         let mut replaced: BTreeMap<Address, LiveServer> = BTreeMap::new();
         for c in by_addr.values().filter(|c| c.kind == "database" && c.action == Action::Replace) {
             let Some(server) = c.server.as_deref().and_then(|s| Address::parse(s).ok()) else { continue };
-            let base = renamed.get(&server).map(|(_, l)| l.clone()).unwrap_or_else(|| live_of(&server).clone());
+            let base = renamed.get(&server).map(|(_, l)| l.clone()).unwrap_or_else(|| inp.live_of(&server).clone());
             replaced.entry(server).or_insert(base).databases.remove(&c.name);
         }
         for gs in &want.grants {
             let (live, rn) = match (replaced.get(&gs.server), renamed.get(&gs.server)) {
                 (Some(l), r) => (l, r.map(|(rn, _)| *rn)),
                 (None, Some((rn, l))) => (l, Some(*rn)),
-                (None, None) => (live_of(&gs.server), None),
+                (None, None) => (inp.live_of(&gs.server), None),
             };
             let addr = gs.node.clone();
             let in_state = inp.state.resources.get(&addr);
@@ -1381,8 +1379,6 @@ impl<'a> Planner<'a> {
     fn removed(&mut self) {
         let inp = self.inp;
         let cfg = inp.config;
-        let empty_live = LiveServer::default();
-        let live_of = |server: &Address| inp.live.get(server).unwrap_or(&empty_live);
         let Planner { ref want, ref mut errors, ref mut by_addr, ref mut deletes, .. } = *self;
         // Resources in the state but not (any more) in the configuration.
         grant_what_migrations_create(by_addr);
@@ -1411,7 +1407,7 @@ impl<'a> Planner<'a> {
                 }
             }
             let server = st.server.as_deref().and_then(|s| Address::parse(s).ok());
-            let live = server.as_ref().map(|s| live_of(s));
+            let live = server.as_ref().map(|s| inp.live_of(s));
             let mut c = change(addr, &st.kind, &st.name, Action::Delete);
             c.server = st.server.clone();
             c.before = Some(st.attributes.clone());
