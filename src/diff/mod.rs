@@ -581,6 +581,15 @@ fn live_db_json(name: &str, l: &LiveDatabase, managed_ext: &BTreeSet<String>) ->
 
 /// `v` without `keys`: borrowed when there is nothing to leave out (the
 /// common case, which at thousands of resources made a copy of each).
+/// `v` without the attributes its engine does not have.
+fn drop_keys(v: &mut Value, keys: &[&str]) {
+    if let Some(o) = v.as_object_mut() {
+        for k in keys {
+            o.remove(*k);
+        }
+    }
+}
+
 fn without<'a>(v: &'a Value, keys: &[String]) -> std::borrow::Cow<'a, Value> {
     if keys.is_empty() || !v.as_object().is_some_and(|o| keys.iter().any(|k| o.contains_key(k))) {
         return std::borrow::Cow::Borrowed(v);
@@ -982,7 +991,8 @@ impl<'a> Planner<'a> {
                 let res = cfg.get(&d.addr).expect("desired comes from config");
                 let mut c = change(&addr, kind, name, Action::NoOp);
                 c.server = Some(server.to_string());
-                let after = role_json(d);
+                let mut after = role_json(d);
+                drop_keys(&mut after, want.dialect(server).absent_attributes(Kind::User));
                 c.after = Some(after.clone());
                 let in_state = inp.state.resources.get(&addr);
                 let password_version = d.password.as_ref().and_then(|s| inp.secrets.get(s)).map(|m| m.version.clone());
@@ -1039,6 +1049,7 @@ impl<'a> Planner<'a> {
                             None => l,
                         };
                         let mut before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
+                        drop_keys(&mut before, want.dialect(server).absent_attributes(Kind::User));
                         managed_flags(&mut before, &after);
                         if let Some(st) = in_state {
                             drift_since_applied(&addr, &st.attributes, want.engine(server), rn, &before, ignore, drift);
@@ -1138,7 +1149,8 @@ impl<'a> Planner<'a> {
                 }
                 let l = live.databases.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.databases.get(o)));
                 fingerprints.insert(format!("{server}/database/{name}"), hash(&live.databases.get(name)));
-                let after = db_json(d, l);
+                let mut after = db_json(d, l);
+                drop_keys(&mut after, want.dialect(server).absent_attributes(Kind::Database));
                 let mut c = change(&addr, "database", name, Action::NoOp);
                 c.server = Some(server.to_string());
                 c.after = Some(after.clone());
@@ -1182,6 +1194,7 @@ impl<'a> Planner<'a> {
                             )
                             .collect();
                         let mut before = live_db_json(renamed_from.as_deref().unwrap_or(name), l, &managed_ext);
+                        drop_keys(&mut before, dialect.absent_attributes(Kind::Database));
                         // Its owner, as it is once this plan's role renames ran.
                         let rn = renames.get(server);
                         if let (Some(rn), Some(owner)) = (rn, before["owner"].as_str()) {

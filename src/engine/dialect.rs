@@ -572,6 +572,16 @@ impl Dialect {
         }
     }
 
+    /// The attributes a `kind` object does not have on this engine: left out
+    /// of its plan and state rather than shown at their defaults.
+    pub fn absent_attributes(self, kind: Kind) -> &'static [&'static str] {
+        match (self, kind) {
+            (Dialect::Redis, Kind::User | Kind::Role) => &["connection_limit", "valid_until", "member_of"],
+            (Dialect::Redis, Kind::Database) => &["encoding", "collation"],
+            _ => &[],
+        }
+    }
+
     /// Whether the engine has group roles (Redis has users only).
     pub fn has_roles(self) -> bool {
         self != Dialect::Redis
