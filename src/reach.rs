@@ -572,7 +572,7 @@ pub fn mark_data_loss_uncounted(changes: &mut [crate::plan::ResourceChange]) {
             _ => None,
         });
         if let Some(name) = dropped {
-            c.data_loss = Some(crate::plan::DataLoss { database: name, tables: None });
+            c.data_loss = Some(crate::plan::DataLoss { database: name, tables: None, unit: None });
         }
     }
 }
@@ -591,7 +591,8 @@ pub async fn mark_data_loss(endpoints: &BTreeMap<Address, Endpoint>, changes: &m
         let counted = crate::engine::of(ep.engine).count_tables(ep, &name).await;
         let tables = counted.ok();
         if tables != Some(0) {
-            c.data_loss = Some(crate::plan::DataLoss { database: name, tables });
+            let unit = Dialect::of(ep.engine).data_unit().map(str::to_string);
+            c.data_loss = Some(crate::plan::DataLoss { database: name, tables, unit });
         }
     }
 }

@@ -787,8 +787,9 @@ fn a_plan_that_drops_data_says_so_first_in_every_format() {
     assert!(render::json(&p).get("data_loss").is_none());
     let at = |p: &Plan, a: &str| p.changes.iter().position(|c| c.address == a).unwrap();
     let (orders, catalog) = (at(&p, "database.orders"), at(&p, "database.catalog"));
-    p.changes[orders].data_loss = Some(dbctl::plan::DataLoss { database: "orders".into(), tables: Some(3) });
-    p.changes[catalog].data_loss = Some(dbctl::plan::DataLoss { database: "catalog".into(), tables: None });
+    p.changes[orders].data_loss =
+        Some(dbctl::plan::DataLoss { database: "orders".into(), tables: Some(3), unit: None });
+    p.changes[catalog].data_loss = Some(dbctl::plan::DataLoss { database: "catalog".into(), tables: None, unit: None });
 
     let human = render::human(&p, false);
     let head = "Warning: this plan drops databases that hold data, and their data is lost:\n\n";

@@ -582,6 +582,11 @@ impl Dialect {
         }
     }
 
+    /// What a database's data is counted in, when not tables (Redis: keys).
+    pub fn data_unit(self) -> Option<&'static str> {
+        (self == Dialect::Redis).then_some("key")
+    }
+
     /// Whether the engine has group roles (Redis has users only).
     pub fn has_roles(self) -> bool {
         self != Dialect::Redis

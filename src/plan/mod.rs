@@ -296,14 +296,18 @@ pub struct DataLoss {
     /// User tables in it; `None` when they could not be counted (then it is
     /// taken to hold data).
     pub tables: Option<u64>,
+    /// What `tables` counts when not tables (Redis: keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 impl DataLoss {
     pub fn describe(&self, address: &str) -> String {
+        let unit = self.unit.as_deref().unwrap_or("table");
         match self.tables {
-            Some(1) => format!("{address} drops database \"{}\", which holds 1 table", self.database),
-            Some(n) => format!("{address} drops database \"{}\", which holds {n} tables", self.database),
-            None => format!("{address} drops database \"{}\", whose tables could not be counted", self.database),
+            Some(1) => format!("{address} drops database \"{}\", which holds 1 {unit}", self.database),
+            Some(n) => format!("{address} drops database \"{}\", which holds {n} {unit}s", self.database),
+            None => format!("{address} drops database \"{}\", whose {unit}s could not be counted", self.database),
         }
     }
 }
