@@ -169,11 +169,14 @@ pub fn recorded_routes(attrs: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `values`: whether to give the change its before and after values (what
+/// the JSON plan, a saved plan and the state read; the steps never depend on them).
 pub fn diff_grant_set(
     gs: &GrantSet,
     live: &LiveServer,
     recorded: &(String, BTreeSet<Target>),
     want: &Desired,
+    values: bool,
 ) -> ResourceChange {
     let mut c = change(&gs.node, gs.kind, &gs.grantee, Action::NoOp);
     let mut before = Vec::new();
@@ -191,10 +194,10 @@ pub fn diff_grant_set(
             .or_else(|| live.databases.get(&t.database).map(|d| d.owner.clone()))
             .unwrap_or_else(|| live.admin.clone());
         let held = live_privs(live, &gs.grantee, t, &owner);
-        if t.class != GrantClass::Database || owner != gs.grantee {
+        if values && (t.class != GrantClass::Database || owner != gs.grantee) {
             before.push(target_json(t, &held.shown()));
         }
-        if gs.targets.contains_key(t) {
+        if values && gs.targets.contains_key(t) {
             after.push(target_json(t, want_p));
         }
         let who = (want.engine(&gs.server), want.grantee(&gs.server, &gs.grantee, live));
@@ -203,20 +206,22 @@ pub fn diff_grant_set(
             c.notes.push(format!("no longer managed: {} on {}", t.class.as_str(), t.database));
         }
     }
-    let mut b = json!({ "grantee": gs.grantee, "grants": before });
-    let mut a = json!({ "grantee": gs.grantee, "grants": after });
-    if let Some(service) = &gs.service {
-        let routes: serde_json::Map<String, Value> = gs
-            .routes
-            .iter()
-            .map(|(app, db, access)| (app.clone(), json!({ "database": db, "access": access })))
-            .collect();
-        a["service"] = json!(service);
-        a["routes"] = Value::Object(routes);
-        b["service"] = json!(service);
+    if values {
+        let mut b = json!({ "grantee": gs.grantee, "grants": before });
+        let mut a = json!({ "grantee": gs.grantee, "grants": after });
+        if let Some(service) = &gs.service {
+            let routes: serde_json::Map<String, Value> = gs
+                .routes
+                .iter()
+                .map(|(app, db, access)| (app.clone(), json!({ "database": db, "access": access })))
+                .collect();
+            a["service"] = json!(service);
+            a["routes"] = Value::Object(routes);
+            b["service"] = json!(service);
+        }
+        c.before = Some(b);
+        c.after = Some(a);
     }
-    c.before = Some(b);
-    c.after = Some(a);
     if !c.steps.is_empty() {
         c.action = if live.exists && live.roles.contains_key(&gs.grantee) { Action::Update } else { Action::Create };
     }
