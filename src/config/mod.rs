@@ -577,8 +577,9 @@ pub fn load(opts: &LoadOptions) -> Loaded {
         ctx.declare_var(kind.as_str(), resource_object(&resources, kind));
     }
     // The same with `each`, rebound per instance: building a context per
-    // instance would copy every resource name each time (quadratic).
-    let mut each_ctx = ctx.clone();
+    // instance would copy every resource name each time (quadratic). Made
+    // only when a block has for_each (a copy of every resource name).
+    let mut each_ctx: Option<hcl::eval::Context> = None;
     let mut decoded = Vec::new();
     for (key, &i) in &resource_blocks {
         let rb = &raw[i];
@@ -601,8 +602,9 @@ pub fn load(opts: &LoadOptions) -> Loaded {
                 let mut each = Map::new();
                 each.insert("key".to_string(), Value::String(k.clone()));
                 each.insert("value".to_string(), v.clone());
+                let each_ctx = each_ctx.get_or_insert_with(|| ctx.clone());
                 each_ctx.declare_var("each", Value::Object(each));
-                &each_ctx
+                &*each_ctx
             } else {
                 &ctx
             };
