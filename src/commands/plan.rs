@@ -53,6 +53,7 @@ fn plan(ctx: &Ctx, args: &PlanArgs) -> u8 {
         no_refresh,
         targets: args.target.clone(),
         replace: args.replace.clone(),
+        shown_only: args.out.is_none() && args.format != Format::Json,
         ..Default::default()
     };
     if args.out.is_some() {

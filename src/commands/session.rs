@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::{Ctx, EXIT_ERROR};
-use crate::diff::{diff, Inputs};
+use crate::diff::{diff_with, Inputs};
 use crate::engine::LiveServer;
 use crate::model::{Address, Body, Config, Node};
 use crate::plan::{Action, Plan, FORMAT_VERSION};
@@ -32,7 +32,8 @@ pub struct Session {
     /// configuration or the state names, and those tagged `managed-by = dbctl`.
     pub clusters: BTreeMap<String, crate::rds::LiveCluster>,
     /// The state as read while opening (to find recorded clusters): the
-    /// commands that plan take it rather than parse it a second time.
+    /// commands that plan take it rather than parse it a second time. Its
+    /// recorded live state is read only for a session that does not connect.
     recorded: Option<State>,
 }
 
@@ -46,6 +47,11 @@ pub struct PlanOpts {
     pub targets: Vec<String>,
     /// `--replace ADDR`: secrets to give a new value.
     pub replace: Vec<String>,
+    /// The plan is only shown to a reader (as text or markdown): never saved,
+    /// applied or printed as JSON. What only those read is left out: the
+    /// live objects' fingerprints, and the before and after values of the
+    /// grant sets it leaves alone (see `diff::diff_with`).
+    pub shown_only: bool,
 }
 
 pub fn err(msg: impl std::fmt::Display) -> u8 {
@@ -70,9 +76,15 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
     // A local state is read and parsed on another core while the
     // configuration loads (both take tens of milliseconds at thousands of
     // resources); it is used once the configuration says the state is local.
+    // Without the live state the last apply recorded, unless the plan
+    // compares with it (`--refresh=false`, which connects to no server): a
+    // session that connects reads the servers themselves, and the commands
+    // that change the state load it again under its lock.
     let early_state = {
         let local = crate::state::LocalState::new(&dbctl);
-        local.exists().then(|| std::thread::spawn(move || local.load()))
+        local
+            .exists()
+            .then(|| std::thread::spawn(move || if connect { local.load_without_live() } else { local.load() }))
     };
     let t = std::time::Instant::now();
     let loaded = ctx.load_with(crate::config::LoadOptions { preset, ..ctx.load_options() });
@@ -572,7 +584,8 @@ impl Session {
             keep: keep.as_ref(),
         };
         let t = std::time::Instant::now();
-        let d = diff(&inputs);
+        // Adopted objects become updates below, which record their values.
+        let d = diff_with(&inputs, !(opts.shown_only && adopted.is_empty()));
         tracing::debug!("diff: {} ms", t.elapsed().as_millis());
         let d = d.map_err(|errors| {
             for e in &errors {

@@ -25,6 +25,25 @@ fn ref_loc<'a>(r: &'a Resource, attr: &str) -> &'a Loc {
 pub fn check(cfg: &mut Config, diags: &mut Diags) {
     normalize_privileges(cfg);
     let cfg: &Config = cfg;
+    // The cycle check (it builds the whole dependency graph) runs on the
+    // other core while the checks below run; its findings come last, as
+    // when it ran after them.
+    std::thread::scope(|scope| {
+        let cycles = scope.spawn(|| {
+            let mut found = Diags::default();
+            crate::graph::check_cycles(cfg, &mut found);
+            found
+        });
+        check_resources(cfg, diags);
+        match cycles.join() {
+            Ok(found) => diags.extend(found),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+}
+
+/// Every check but the cycle check, in order.
+fn check_resources(cfg: &Config, diags: &mut Diags) {
     let mut objects: HashMap<(Address, &'static str, String), &Resource> = HashMap::new();
     for r in cfg.resources.values() {
         match &r.body {
@@ -184,7 +203,6 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
     check_routers(cfg, diags);
     check_role_flags(cfg, diags);
     warn_unused_databases(cfg, diags);
-    crate::graph::check_cycles(cfg, diags);
 }
 
 /// An error at `attr` of `r` when the engine has no such attribute.

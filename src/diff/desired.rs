@@ -1,6 +1,6 @@
 //! The configuration as the objects each server should hold.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::engine::dialect::Dialect;
 use crate::engine::LiveServer;
@@ -94,9 +94,12 @@ fn targets_of(cfg: &Config, dialect: Dialect, grants: &[Grant]) -> BTreeMap<Targ
 /// The owner the state recorded for a managed PostgreSQL database whose
 /// owner was left to dbctl: the admin that created it. Not a role dbctl
 /// manages (a configured `owner` that was removed falls back to the admin),
-/// nor one the server no longer has.
+/// nor one the server no longer has. `managed`: the (server, name) of every
+/// user and role in the state, gathered once (a scan of the whole state per
+/// database was quadratic).
 fn recorded_owner(
     state: Option<&State>,
+    managed: &HashSet<(&str, &str)>,
     live: Option<&LiveServer>,
     server: &Address,
     addr: &Address,
@@ -108,9 +111,7 @@ fn recorded_owner(
     }
     let owner = st.attributes.get("owner").and_then(|o| o.as_str()).filter(|o| !o.is_empty())?;
     let on = server.to_string();
-    let managed = state.resources.values().any(|r| {
-        matches!(r.kind.as_str(), "user" | "role") && r.name == owner && r.server.as_deref() == Some(on.as_str())
-    });
+    let managed = managed.contains(&(on.as_str(), owner));
     let gone = live.is_some_and(|l| l.exists && !l.roles.contains_key(owner));
     (!managed && !gone).then(|| owner.to_string())
 }
@@ -152,6 +153,14 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option
     let admin = |server: &Address| {
         live.get(server).filter(|l| l.exists).map(|l| l.admin.clone()).unwrap_or_else(|| "postgres".to_string())
     };
+    // Users and roles the state manages, by (server, name): what a
+    // database's recorded owner is checked against.
+    let managed_roles: HashSet<(&str, &str)> = state
+        .into_iter()
+        .flat_map(|s| s.resources.values())
+        .filter(|r| matches!(r.kind.as_str(), "user" | "role"))
+        .filter_map(|r| Some((r.server.as_deref()?, r.name.as_str())))
+        .collect();
     // Routers with access = "owner" make their user the database's owner.
     let mut router_owner: BTreeMap<Address, String> = BTreeMap::new();
     for r in cfg.resources.values() {
@@ -225,7 +234,7 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option
                     .as_ref()
                     .and_then(|o| name_of(cfg, o))
                     .or_else(|| router_owner.get(&r.addr).cloned())
-                    .or_else(|| recorded_owner(state, live.get(&db.server), &db.server, &r.addr))
+                    .or_else(|| recorded_owner(state, &managed_roles, live.get(&db.server), &db.server, &r.addr))
                     .unwrap_or_else(|| admin(&db.server));
                 let want = DesiredDb {
                     addr: r.addr.clone(),

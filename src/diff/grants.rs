@@ -207,11 +207,14 @@ fn account_step(addr: &str, server: &Address, grantee: &str, live: &LiveServer, 
     }
 }
 
+/// `values`: whether to give the change its before and after values (what
+/// the JSON plan, a saved plan and the state read; the steps never depend on them).
 pub fn diff_grant_set(
     gs: &GrantSet,
     live: &LiveServer,
     recorded: &(String, BTreeSet<Target>),
     want: &Desired,
+    values: bool,
 ) -> ResourceChange {
     let mut c = change(&gs.node, gs.kind, &gs.grantee, Action::NoOp);
     let mut before = Vec::new();
@@ -229,10 +232,10 @@ pub fn diff_grant_set(
             .or_else(|| live.databases.get(&t.database).map(|d| d.owner.clone()))
             .unwrap_or_else(|| live.admin.clone());
         let held = live_privs(live, &gs.grantee, t, &owner);
-        if t.class != GrantClass::Database || owner != gs.grantee {
+        if values && (t.class != GrantClass::Database || owner != gs.grantee) {
             before.push(target_json(t, &held.shown()));
         }
-        if gs.targets.contains_key(t) {
+        if values && gs.targets.contains_key(t) {
             after.push(target_json(t, want_p));
         }
         if !want.dialect(&gs.server).grants_per_account() {
@@ -252,20 +255,22 @@ pub fn diff_grant_set(
             ));
         }
     }
-    let mut b = json!({ "grantee": gs.grantee, "grants": before });
-    let mut a = json!({ "grantee": gs.grantee, "grants": after });
-    if let Some(service) = &gs.service {
-        let routes: serde_json::Map<String, Value> = gs
-            .routes
-            .iter()
-            .map(|(app, db, access)| (app.clone(), json!({ "database": db, "access": access })))
-            .collect();
-        a["service"] = json!(service);
-        a["routes"] = Value::Object(routes);
-        b["service"] = json!(service);
+    if values {
+        let mut b = json!({ "grantee": gs.grantee, "grants": before });
+        let mut a = json!({ "grantee": gs.grantee, "grants": after });
+        if let Some(service) = &gs.service {
+            let routes: serde_json::Map<String, Value> = gs
+                .routes
+                .iter()
+                .map(|(app, db, access)| (app.clone(), json!({ "database": db, "access": access })))
+                .collect();
+            a["service"] = json!(service);
+            a["routes"] = Value::Object(routes);
+            b["service"] = json!(service);
+        }
+        c.before = Some(b);
+        c.after = Some(a);
     }
-    c.before = Some(b);
-    c.after = Some(a);
     if !c.steps.is_empty() {
         c.action = if live.exists && live.roles.contains_key(&gs.grantee) { Action::Update } else { Action::Create };
     }

@@ -203,13 +203,15 @@ fn drift_since_applied(
     ignore: &[String],
     out: &mut Vec<Drift>,
 ) {
-    let recorded = recorded_renamed(&recorded_spelling(recorded, engine), rn);
+    let spelled = recorded_spelling(recorded, engine);
+    let recorded = recorded_renamed(&spelled, rn);
     drift_of(addr, &without(&recorded, ignore), &without(live, ignore), out);
 }
 
-/// Recorded role names (`owner`, `member_of`) as they are after this plan's renames.
-fn recorded_renamed(recorded: &Value, rn: Option<&Renames>) -> Value {
-    let Some(rn) = rn else { return recorded.clone() };
+/// Recorded role names (`owner`, `member_of`) as they are after this plan's
+/// renames (borrowed when the plan renames nothing on the server).
+fn recorded_renamed<'a>(recorded: &'a Value, rn: Option<&Renames>) -> std::borrow::Cow<'a, Value> {
+    let Some(rn) = rn else { return std::borrow::Cow::Borrowed(recorded) };
     let mut v = recorded.clone();
     if let Some(o) = v.get("owner").and_then(Value::as_str).map(|o| rn.role(o).to_string()) {
         v["owner"] = json!(o);
@@ -217,21 +219,34 @@ fn recorded_renamed(recorded: &Value, rn: Option<&Renames>) -> Value {
     if let Some(m) = v.get("member_of").and_then(Value::as_array).cloned() {
         v["member_of"] = m.iter().map(|x| x.as_str().map_or(x.clone(), |s| json!(rn.role(s)))).collect();
     }
-    v
+    std::borrow::Cow::Owned(v)
 }
 
 /// Recorded attributes as the server spells them (what older versions
 /// recorded as written: `utf8`, a host in capitals), so a spelling is not drift.
-fn recorded_spelling(recorded: &Value, engine: EngineKind) -> Value {
+/// Borrowed when every spelling is already the server's (the common case: a
+/// copy of each recorded resource showed in large plans' profiles).
+fn recorded_spelling(recorded: &Value, engine: EngineKind) -> std::borrow::Cow<'_, Value> {
+    let Some(o) = recorded.as_object() else { return std::borrow::Cow::Borrowed(recorded) };
+    let respelled: Vec<(&str, String)> = ["encoding", "collation", "host"]
+        .into_iter()
+        .filter_map(|key| match o.get(key) {
+            Some(Value::String(x)) => {
+                Dialect::of(engine).canonical_spelling(key, x).filter(|c| c != x).map(|c| (key, c))
+            }
+            _ => None,
+        })
+        .collect();
+    if respelled.is_empty() {
+        return std::borrow::Cow::Borrowed(recorded);
+    }
     let mut v = recorded.clone();
-    let Some(o) = v.as_object_mut() else { return v };
-    for key in ["encoding", "collation", "host"] {
-        let Some(Value::String(x)) = o.get(key) else { continue };
-        if let Some(c) = Dialect::of(engine).canonical_spelling(key, x) {
+    if let Some(o) = v.as_object_mut() {
+        for (key, c) in respelled {
             o.insert(key.to_string(), Value::String(c));
         }
     }
-    v
+    std::borrow::Cow::Owned(v)
 }
 
 /// A router's published document: to its file and/or secret when it differs.
@@ -524,6 +539,41 @@ fn managed_flags(before: &mut Value, after: &Value) {
     }
 }
 
+/// Whether a managed PostgreSQL role is exactly as configured and as the
+/// state recorded it: what comparing `role_json`, `live_role_json` (with
+/// `managed_flags`) and the recorded attributes would find — no attribute to
+/// change and no drift — worked out without building those values. False
+/// whenever it cannot tell (then they are built and compared).
+fn role_unchanged(recorded: &Value, name: &str, d: &DesiredRole, l: &crate::engine::LiveRole) -> bool {
+    let is_flag = |f: &str| crate::engine::ROLE_FLAGS.iter().any(|x| x.0 == f);
+    // The configuration against the server.
+    if d.name != name
+        || d.login != l.login
+        || d.connection_limit != l.connection_limit
+        || d.valid_until != l.valid_until
+        || d.member_of != l.member_of
+        || d.host.is_some()
+        || !l.host.is_empty()
+        || d.flags.iter().any(|(f, on)| !is_flag(f) || l.flags.contains(f) != *on)
+    {
+        return false;
+    }
+    // The server against what was recorded: a recorded null is not drift.
+    let Some(r) = recorded.as_object() else { return false };
+    let same = |key: &str, eq: &dyn Fn(&Value) -> bool| r.get(key).is_none_or(|v| v.is_null() || eq(v));
+    same("name", &|v| v.as_str() == Some(name))
+        && same("login", &|v| v.as_bool() == Some(l.login))
+        && same("connection_limit", &|v| v.as_i64() == Some(l.connection_limit))
+        && same("valid_until", &|v| l.valid_until.as_deref().is_some_and(|x| v.as_str() == Some(x)))
+        && same("member_of", &|v| {
+            v.as_array().is_some_and(|a| a.len() == l.member_of.len() && a.iter().zip(&l.member_of).all(|(x, m)| x.as_str() == Some(m)))
+        })
+        // The flags the configuration sets, as the server has them; any
+        // other flag the server reports stays in the live value, as true.
+        && d.flags.keys().all(|f| same(f, &|v| v.as_bool() == Some(l.flags.contains(f))))
+        && l.flags.iter().filter(|f| !d.flags.contains_key(*f) && !is_flag(f)).all(|f| same(f, &|v| v.as_bool() == Some(true)))
+}
+
 fn live_role_json(name: &str, r: &crate::engine::LiveRole) -> Value {
     let mut v = json!({
         "name": name,
@@ -638,7 +688,18 @@ fn admin_can_connect(live: &LiveServer, db: &LiveDatabase) -> bool {
 }
 
 pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
-    let mut p = Planner::new(inp);
+    diff_with(inp, true)
+}
+
+/// `full`: the plan is saved, applied or printed as JSON, and needs what
+/// only those read: the fingerprint of every live role and database it looks
+/// at (a saved plan records them, for `apply PLANFILE` to see whether the
+/// servers moved since), and the before and after values of grant sets and
+/// roles it leaves alone (the JSON plan lists every resource). A plan that is
+/// only shown to a reader leaves both out: at 10,000 objects they were 5,000
+/// serialisations and digests, and 10,000 JSON values, no one looked at.
+pub fn diff_with(inp: &Inputs, full: bool) -> Result<Diffed, Vec<String>> {
+    let mut p = Planner::new(inp, full);
     p.servers();
     p.secrets();
     p.backup_policies();
@@ -655,6 +716,8 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
 /// the desired objects) and what they add to (changes, drift, notes).
 struct Planner<'a> {
     inp: &'a Inputs<'a>,
+    /// See `diff_with`.
+    full: bool,
     want: Desired,
     errors: Vec<String>,
     notes: Vec<String>,
@@ -670,7 +733,7 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(inp: &'a Inputs<'a>) -> Planner<'a> {
+    fn new(inp: &'a Inputs<'a>, full: bool) -> Planner<'a> {
         let cfg = inp.config;
         let want = if inp.destroy {
             // Nothing is wanted, but how each server speaks still matters.
@@ -682,6 +745,7 @@ impl<'a> Planner<'a> {
             Graph::build(cfg).order().unwrap_or_default().into_iter().map(|n| n.to_string()).collect();
         Planner {
             inp,
+            full,
             want,
             errors: Vec::new(),
             notes: Vec::new(),
@@ -972,6 +1036,7 @@ impl<'a> Planner<'a> {
     /// Roles and users: created, changed in place, renamed, their passwords set.
     fn roles(&mut self) {
         let inp = self.inp;
+        let (full, fingerprinted) = (self.full, self.full);
         let cfg = inp.config;
         let Planner {
             ref want,
@@ -991,9 +1056,17 @@ impl<'a> Planner<'a> {
                 let res = cfg.get(&d.addr).expect("desired comes from config");
                 let mut c = change(&addr, kind, name, Action::NoOp);
                 c.server = Some(server.to_string());
-                let mut after = role_json(d);
-                drop_keys(&mut after, want.dialect(server).absent_attributes(Kind::User));
-                c.after = Some(after.clone());
+                let absent = want.dialect(server).absent_attributes(Kind::User);
+                let role_value = || {
+                    let mut v = role_json(d);
+                    drop_keys(&mut v, absent);
+                    v
+                };
+                // Its JSON value, built where it is compared (below) or kept.
+                let mut after: Option<Value> = None;
+                // Managed, as configured and as recorded: its values are worked
+                // out only if it changes after all, or the plan needs them.
+                let mut quiet = false;
                 let in_state = inp.state.resources.get(&addr);
                 let password_version = d.password.as_ref().and_then(|s| inp.secrets.get(s)).map(|m| m.version.clone());
                 // The secret gets a new version in this plan: the password follows.
@@ -1003,12 +1076,16 @@ impl<'a> Planner<'a> {
                     .is_some_and(|s| by_addr.get(&s.to_string()).is_some_and(|sc| sc.action != Action::NoOp));
                 // A rotation staged in the store (`dbctl secret rotate`): set, then made current.
                 let rotation = d.password.as_ref().and_then(|s| inp.secrets.get(s)).and_then(|m| m.rotation.clone());
-                fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
+                if fingerprinted {
+                    fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
+                }
                 // `name` changed: the managed object still holds the old one. Renamed
                 // in place, so its password, memberships and grants go with it.
                 let renamed_from = role_renamed_from(in_state, live, roles, name);
                 if let Some(old) = &renamed_from {
-                    fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
+                    if fingerprinted {
+                        fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
+                    }
                     if !want.dialect(server).renames_role(d.login) {
                         errors.push(format!(
                             "{addr}: role \"{old}\" cannot be renamed to \"{name}\" on MySQL/MariaDB; keep its name, or remove it and add a new role"
@@ -1048,14 +1125,32 @@ impl<'a> Planner<'a> {
                             }
                             None => l,
                         };
-                        let mut before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
-                        drop_keys(&mut before, want.dialect(server).absent_attributes(Kind::User));
-                        managed_flags(&mut before, &after);
-                        if let Some(st) = in_state {
-                            drift_since_applied(&addr, &st.attributes, want.engine(server), rn, &before, ignore, drift);
+                        quiet = !full
+                            && rn.is_none()
+                            && renamed_from.is_none()
+                            && ignore.is_empty()
+                            && want.engine(server) == EngineKind::Postgres
+                            && in_state.is_some_and(|st| role_unchanged(&st.attributes, name, d, l));
+                        if !quiet {
+                            let a = role_value();
+                            let mut before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
+                            drop_keys(&mut before, absent);
+                            managed_flags(&mut before, &a);
+                            if let Some(st) = in_state {
+                                drift_since_applied(
+                                    &addr,
+                                    &st.attributes,
+                                    want.engine(server),
+                                    rn,
+                                    &before,
+                                    ignore,
+                                    drift,
+                                );
+                            }
+                            c.attributes = attr_changes(&without(&before, ignore), &without(&a, ignore), &[], &[]);
+                            c.before = Some(before);
+                            after = Some(a);
                         }
-                        c.before = Some(before.clone());
-                        c.attributes = attr_changes(&without(&before, ignore), &without(&after, ignore), &[], &[]);
                         let members = !ignore.iter().any(|i| i == "member_of");
                         let mut renamed_l = None;
                         if let Some(old) = &renamed_from {
@@ -1106,8 +1201,20 @@ impl<'a> Planner<'a> {
                         if !c.steps.is_empty() {
                             c.action = Action::Update;
                         }
+                        if quiet && c.action != Action::NoOp {
+                            // A new password, say: shown with its values after all.
+                            let mut before = live_role_json(name, l);
+                            drop_keys(&mut before, absent);
+                            managed_flags(&mut before, &role_value());
+                            c.before = Some(before);
+                        }
                     }
                 }
+                if quiet && c.action == Action::NoOp {
+                    by_addr.insert(addr, c);
+                    continue;
+                }
+                c.after = Some(after.unwrap_or_else(role_value));
                 c.after_sensitive = json!({ "password": d.password.is_some() });
                 by_addr.insert(addr, c);
             }
@@ -1117,6 +1224,7 @@ impl<'a> Planner<'a> {
     /// Databases: created, changed, renamed or replaced.
     fn databases(&mut self) {
         let inp = self.inp;
+        let fingerprinted = self.full;
         let cfg = inp.config;
         let Planner {
             ref want,
@@ -1145,10 +1253,14 @@ impl<'a> Planner<'a> {
                     })
                     .cloned();
                 if let Some(old) = &renamed_from {
-                    fingerprints.insert(format!("{server}/database/{old}"), hash(&live.databases.get(old)));
+                    if fingerprinted {
+                        fingerprints.insert(format!("{server}/database/{old}"), hash(&live.databases.get(old)));
+                    }
                 }
                 let l = live.databases.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.databases.get(o)));
-                fingerprints.insert(format!("{server}/database/{name}"), hash(&live.databases.get(name)));
+                if fingerprinted {
+                    fingerprints.insert(format!("{server}/database/{name}"), hash(&live.databases.get(name)));
+                }
                 let mut after = db_json(d, l);
                 drop_keys(&mut after, want.dialect(server).absent_attributes(Kind::Database));
                 let mut c = change(&addr, "database", name, Action::NoOp);
@@ -1326,6 +1438,7 @@ impl<'a> Planner<'a> {
     /// Grants, explicit and router-derived, against each server as it is after this plan's renames.
     fn grants(&mut self) {
         let inp = self.inp;
+        let full = self.full;
         let Planner { ref want, ref mut by_addr, ref mut renames, .. } = *self;
         // Grants: explicit (user.x.grant / role.x.grant) and router-derived,
         // against each server as it is after this plan's renames.
@@ -1359,7 +1472,13 @@ impl<'a> Planner<'a> {
                     .collect();
                 renamed_here = in_state.is_some() && recorded != was;
             }
-            let mut c = grants::diff_grant_set(gs, live, &recorded, &want);
+            // A managed grant set left alone needs its before and after values
+            // only in a full plan; when it does change, it is diffed again with them.
+            let lean = !full && in_state.is_some() && !renamed_here && gs.kind == "grant";
+            let mut c = grants::diff_grant_set(gs, live, &recorded, want, !lean);
+            if lean && c.action != Action::NoOp {
+                c = grants::diff_grant_set(gs, live, &recorded, want, true);
+            }
             if renamed_here && c.action == Action::NoOp {
                 // Nothing to run, but the state must learn the new names.
                 c.action = Action::Update;
@@ -1545,5 +1664,103 @@ impl<'a> Planner<'a> {
         }
         changes.extend(by_addr.into_values());
         Ok(Diffed { changes, drift, notes, fingerprints })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::LiveRole;
+
+    /// What `role_unchanged` stands in for: the attributes and drift found
+    /// by building and comparing the JSON values.
+    fn slow(recorded: &Value, name: &str, d: &DesiredRole, l: &LiveRole) -> bool {
+        let after = role_json(d);
+        let mut before = live_role_json(name, l);
+        managed_flags(&mut before, &after);
+        let mut drift = Vec::new();
+        drift_since_applied("user.a", recorded, EngineKind::Postgres, None, &before, &[], &mut drift);
+        attr_changes(&before, &after, &[], &[]).is_empty() && drift.is_empty()
+    }
+
+    #[test]
+    fn role_unchanged_agrees_with_comparing_the_json_values() {
+        let d = DesiredRole {
+            addr: Address::new(Kind::User, "a"),
+            name: "a b;\"é".into(),
+            login: true,
+            connection_limit: -1,
+            valid_until: None,
+            member_of: BTreeSet::from(["r1".to_string(), "r 2".to_string()]),
+            password: None,
+            host: None,
+            flags: BTreeMap::new(),
+        };
+        let l = LiveRole { login: true, connection_limit: -1, member_of: d.member_of.clone(), ..Default::default() };
+        let name = d.name.clone();
+        let recorded = live_role_json(&name, &l);
+        let mut cases: Vec<(Value, DesiredRole, LiveRole)> = vec![(recorded.clone(), d.clone(), l.clone())];
+        // Each a change or drift the slow path finds, or a recorded null that is none.
+        let mut v = recorded.clone();
+        v["connection_limit"] = json!(5);
+        cases.push((v, d.clone(), l.clone()));
+        let mut v = recorded.clone();
+        v["connection_limit"] = Value::Null;
+        cases.push((v, d.clone(), l.clone()));
+        let mut v = recorded.clone();
+        v["member_of"] = json!(["r1"]);
+        cases.push((v, d.clone(), l.clone()));
+        let mut v = recorded.clone();
+        v["valid_until"] = json!("2030-01-01T00:00:00Z");
+        cases.push((v, d.clone(), l.clone()));
+        let mut v = recorded.clone();
+        v["connection_limit"] = json!(-1.0);
+        cases.push((v, d.clone(), l.clone()));
+        let mut v = recorded.clone();
+        v["createdb"] = json!(true);
+        cases.push((v, d.clone(), l.clone()));
+        cases.push((json!({}), d.clone(), l.clone()));
+        cases.push((recorded.clone(), DesiredRole { connection_limit: 3, ..d.clone() }, l.clone()));
+        cases.push((recorded.clone(), DesiredRole { login: false, ..d.clone() }, l.clone()));
+        cases.push((recorded.clone(), DesiredRole { member_of: BTreeSet::new(), ..d.clone() }, l.clone()));
+        cases.push((
+            recorded.clone(),
+            DesiredRole { valid_until: Some("2030-01-01T00:00:00Z".into()), ..d.clone() },
+            l.clone(),
+        ));
+        let createdb = DesiredRole { flags: BTreeMap::from([("createdb".to_string(), true)]), ..d.clone() };
+        let live_createdb = LiveRole { flags: BTreeSet::from(["createdb".to_string()]), ..l.clone() };
+        cases.push((recorded.clone(), createdb.clone(), l.clone()));
+        cases.push((recorded.clone(), createdb.clone(), live_createdb.clone()));
+        let mut v = recorded.clone();
+        v["createdb"] = json!(false);
+        cases.push((v.clone(), createdb.clone(), live_createdb.clone()));
+        cases.push((v, d.clone(), live_createdb.clone()));
+        let no_createdb = DesiredRole { flags: BTreeMap::from([("createdb".to_string(), false)]), ..d.clone() };
+        cases.push((recorded.clone(), no_createdb.clone(), l.clone()));
+        cases.push((recorded.clone(), no_createdb, live_createdb));
+        // A flag outside ROLE_FLAGS the server reports stays in the live value.
+        let odd = LiveRole { flags: BTreeSet::from(["odd".to_string()]), ..l.clone() };
+        cases.push((recorded.clone(), d.clone(), odd.clone()));
+        let mut v = recorded.clone();
+        v["odd"] = json!(false);
+        cases.push((v, d.clone(), odd));
+        let mut v = recorded.clone();
+        v["valid_until"] = json!("2030-01-01T00:00:00Z");
+        let until = Some("2030-01-01T00:00:00Z".to_string());
+        cases.push((
+            v,
+            DesiredRole { valid_until: until.clone(), ..d.clone() },
+            LiveRole { valid_until: until, ..l.clone() },
+        ));
+        let mut unchanged = 0;
+        for (i, (recorded, d, l)) in cases.iter().enumerate() {
+            let fast = role_unchanged(recorded, &name, d, l);
+            // Never unchanged where the values differ; unchanged wherever they
+            // agree (so the fast path is taken in the common case).
+            assert_eq!(fast, slow(recorded, &name, d, l), "case {i}");
+            unchanged += usize::from(fast);
+        }
+        assert!(unchanged >= 5, "{unchanged}");
     }
 }
