@@ -133,8 +133,12 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
     } else {
         // Never dialled: the endpoints name the servers (their host and
         // port, in what the plan shows), without their admin passwords.
-        let mut unread =
-            Config { resources: config.resources.clone(), aws: config.aws.clone(), state: config.state.clone() };
+        let mut unread = Config {
+            resources: config.resources.clone(),
+            aws: config.aws.clone(),
+            state: config.state.clone(),
+            order: Vec::new(),
+        };
         for r in unread.resources.values_mut() {
             if let Body::Server(s) = &mut r.body {
                 s.admin_password = None;
@@ -318,7 +322,7 @@ fn guard_only(cfg: &Config, keep: &BTreeSet<String>) -> Config {
             r.lifecycle.prevent_destroy = false;
         }
     }
-    Config { resources, aws: cfg.aws.clone(), state: cfg.state.clone() }
+    Config { resources, aws: cfg.aws.clone(), state: cfg.state.clone(), order: cfg.order.clone() }
 }
 
 impl Session {

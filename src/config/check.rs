@@ -24,22 +24,28 @@ fn ref_loc<'a>(r: &'a Resource, attr: &str) -> &'a Loc {
 
 pub fn check(cfg: &mut Config, diags: &mut Diags) {
     normalize_privileges(cfg);
-    let cfg: &Config = cfg;
-    // The cycle check (it builds the whole dependency graph) runs on the
-    // other core while the checks below run; its findings come last, as
-    // when it ran after them.
-    std::thread::scope(|scope| {
-        let cycles = scope.spawn(|| {
-            let mut found = Diags::default();
-            crate::graph::check_cycles(cfg, &mut found);
-            found
-        });
-        check_resources(cfg, diags);
-        match cycles.join() {
-            Ok(found) => diags.extend(found),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    });
+    let order = {
+        let cfg: &Config = cfg;
+        // The cycle check (it builds the whole dependency graph, and orders
+        // it for the diff) runs on the other core while the checks below
+        // run; its findings come last, as when it ran after them.
+        std::thread::scope(|scope| {
+            let cycles = scope.spawn(|| {
+                let mut found = Diags::default();
+                let order = crate::graph::check_cycles(cfg, &mut found);
+                (found, order)
+            });
+            check_resources(cfg, diags);
+            match cycles.join() {
+                Ok((found, order)) => {
+                    diags.extend(found);
+                    order
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    };
+    cfg.order = order;
 }
 
 /// Every check but the cycle check, in order.

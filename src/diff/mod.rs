@@ -741,8 +741,12 @@ impl<'a> Planner<'a> {
         } else {
             desired(cfg, inp.live, Some(inp.state))
         };
-        let order: Vec<String> =
-            Graph::build(cfg).order().unwrap_or_default().into_iter().map(|n| n.to_string()).collect();
+        // The order the load worked out (a configuration made otherwise: built here).
+        let order: Vec<String> = if cfg.order.is_empty() {
+            Graph::build(cfg).order().unwrap_or_default().iter().map(|n| n.to_string()).collect()
+        } else {
+            cfg.order.iter().map(|n| n.to_string()).collect()
+        };
         Planner {
             inp,
             full,

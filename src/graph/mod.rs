@@ -161,13 +161,16 @@ fn dot_id(s: &str) -> String {
 
 /// A reference cycle is an error naming every member, pointing at the
 /// reference that closes each step.
-pub fn check_cycles(cfg: &Config, diags: &mut Diags) {
+/// Reports every reference cycle; without one, the dependency order.
+pub fn check_cycles(cfg: &Config, diags: &mut Diags) -> Vec<Node> {
     let graph = Graph::build(cfg);
+    let mut cyclic = false;
     for scc in tarjan_scc(&graph.g) {
         let is_cycle = scc.len() > 1 || graph.g.contains_edge(scc[0], scc[0]);
         if !is_cycle {
             continue;
         }
+        cyclic = true;
         let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
         let start = *members.iter().min_by_key(|i| graph.g[**i].clone()).expect("non-empty");
         // Walk a path through the component back to the start.
@@ -183,6 +186,11 @@ pub fn check_cycles(cfg: &Config, diags: &mut Diags) {
             }
         }
         diags.push(d.help("dbctl cannot order these: remove one of the references"));
+    }
+    if cyclic {
+        Vec::new()
+    } else {
+        graph.order().unwrap_or_default()
     }
 }
 

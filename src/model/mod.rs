@@ -631,6 +631,10 @@ pub struct Config {
     pub resources: IndexMap<Address, Resource>,
     pub aws: Option<AwsProvider>,
     pub state: StateSettings,
+    /// The dependency order the load's cycle check found (what depends on
+    /// nothing first); empty when not worked out. The diff orders its
+    /// changes by it instead of building the graph again.
+    pub order: Vec<Node>,
 }
 
 impl Config {
