@@ -58,15 +58,17 @@ pub async fn snapshot(server: &str, url: &str, namespaces: &[String], to: &Path)
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         return Err(format!("redis-cli --rdb failed: {}", scrub(text.trim().to_string(), password.as_deref())));
     }
-    let bytes = std::fs::read(to).map_err(|e| format!("cannot read {}: {e}", to.display()))?;
+    let (bytes, sha256) = file_sha256(to)?;
+    Ok(RdbBackup { path: to.to_path_buf(), bytes, sha256, counts, verified: false })
+}
+
+/// The size and sha256 of a file, read in pieces (an RDB can be larger than memory).
+fn file_sha256(path: &Path) -> Result<(u64, String), String> {
     use sha2::Digest;
-    Ok(RdbBackup {
-        path: to.to_path_buf(),
-        bytes: bytes.len() as u64,
-        sha256: hex::encode(sha2::Sha256::digest(&bytes)),
-        counts,
-        verified: false,
-    })
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut sha = sha2::Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut sha).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok((bytes, hex::encode(sha.finalize())))
 }
 
 fn scrub(m: String, password: Option<&str>) -> String {
@@ -246,11 +248,7 @@ pub async fn verify_stored(storage: &super::storage::Storage, m: &super::Manifes
     tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| e.to_string())?;
     drop(file);
     got.check(&m.id, &m.object, &m.sha256)?;
-    let raw_sha = {
-        use sha2::Digest;
-        let bytes = std::fs::read(&rdb).map_err(|e| format!("cannot read {}: {e}", rdb.display()))?;
-        hex::encode(sha2::Sha256::digest(&bytes))
-    };
+    let (_, raw_sha) = file_sha256(&rdb)?;
     let names = vec![m.database_name.clone()];
     let path = rdb.clone();
     let found = tokio::task::spawn_blocking(move || count_in_rdb(&path, &names)).await.map_err(|e| e.to_string())??;
