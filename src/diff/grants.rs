@@ -190,14 +190,18 @@ fn live_account_grants(live: &LiveServer, grantee: &str) -> BTreeMap<String, Pri
         .collect()
 }
 
+/// Whether `grantee`'s permissions hold rules dbctl does not write.
+fn has_custom_acl(live: &LiveServer, grantee: &str) -> bool {
+    live.roles.get(grantee).is_some_and(|r| r.flags.contains(crate::engine::redis::acl::CUSTOM_ACL))
+}
+
 /// On an engine that writes a user's grants as a whole: the one statement
 /// that gives `grantee` all the configuration grants it, when that differs
 /// from what it holds.
 fn account_step(addr: &str, server: &Address, grantee: &str, live: &LiveServer, want: &Desired) -> Vec<Step> {
     let full = account_grants(want, server, grantee);
     // Rules dbctl does not write (added by hand) make the user's permissions differ too.
-    let custom = live.roles.get(grantee).is_some_and(|r| r.flags.contains(crate::engine::redis::acl::CUSTOM_ACL));
-    if full == live_account_grants(live, grantee) && !custom {
+    if full == live_account_grants(live, grantee) && !has_custom_acl(live, grantee) {
         return Vec::new();
     }
     match want.dialect(server).set_account_grants(grantee, &full) {
@@ -248,7 +252,7 @@ pub fn diff_grant_set(
     }
     if want.dialect(&gs.server).grants_per_account() {
         c.steps = account_step(&gs.node, &gs.server, &gs.grantee, live, want);
-        if live.roles.get(&gs.grantee).is_some_and(|r| r.flags.contains(crate::engine::redis::acl::CUSTOM_ACL)) {
+        if has_custom_acl(live, &gs.grantee) {
             c.notes.push(format!(
                 "\"{}\" has permissions dbctl did not write (changed on the server): they are written again",
                 gs.grantee
