@@ -131,9 +131,13 @@ impl Dialect {
     }
 
     /// Whom a password statement names: the role on PostgreSQL; the account
-    /// `'user'@'host'` on MySQL (`'name'` without a host).
+    /// `'user'@'host'` on MySQL (`'name'` without a host); the user name on
+    /// Redis (its statement quotes it).
     pub fn password_account(self, name: &str, host: Option<&str>) -> String {
-        self.account(name, host)
+        match self {
+            Dialect::Redis => name.to_string(),
+            _ => self.account(name, host),
+        }
     }
 
     /// How a role is named in GRANT, REVOKE and password statements: the
@@ -188,7 +192,7 @@ impl Dialect {
 
     fn password_statement(self, account: &str, credential: &str) -> String {
         match self {
-            Dialect::Redis => format!("ACL SETUSER {account} resetpass {}", acl::quote(&format!("#{credential}"))),
+            Dialect::Redis => acl::password_statement(account, credential, None),
             Dialect::Postgres => format!("ALTER ROLE {account} PASSWORD {credential}"),
             Dialect::Mysql => {
                 format!("ALTER USER {account} IDENTIFIED WITH mysql_native_password AS {credential} ACCOUNT UNLOCK")

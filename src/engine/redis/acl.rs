@@ -201,7 +201,8 @@ fn root_rules() -> String {
     r.join(" ")
 }
 
-fn password_statement(name: &str, credential: &str, create: Option<bool>) -> String {
+/// The one writer of a password statement (`create`: a new user, on or off).
+pub(crate) fn password_statement(name: &str, credential: &str, create: Option<bool>) -> String {
     match create {
         // `reset`: whatever a user of that name had before is gone.
         Some(login) => format!(
