@@ -450,6 +450,15 @@ pub fn detail_scope(cfg: &Config, state: &crate::state::State) -> BTreeMap<Addre
         if st.kind != "grant" && st.kind != "router" {
             continue;
         }
+        // Most recorded grant sets hold only database-level grants, which the
+        // server read covers: those are not decoded (5,000 of them cost more
+        // than the rest of this function).
+        let below_database = st.attributes["grants"]
+            .as_array()
+            .is_some_and(|gs| gs.iter().any(|g| g["on"].as_str().is_some_and(|on| on != "database")));
+        if !below_database {
+            continue;
+        }
         let Some(server) = st.server.as_deref().and_then(|s| Address::parse(s).ok()) else { continue };
         for t in crate::diff::recorded_targets(&st.attributes).1.into_iter().filter(|t| t.class != GrantClass::Database)
         {
@@ -470,6 +479,68 @@ pub fn detail_scope(cfg: &Config, state: &crate::state::State) -> BTreeMap<Addre
         }
     }
     out
+}
+
+/// A read of the servers a plan starts while the rest of its configuration
+/// loads: at thousands of blocks the load takes about as long as the read,
+/// and the two overlap. `servers` is the configuration's servers alone.
+///
+/// Only when every server is reached without asking anything first — its
+/// admin password not in a secret store, not on an RDS cluster, an engine
+/// without per-user hosts (PostgreSQL, Redis) — and an embedded server only
+/// when it already runs: this read starts nothing. It reads the server
+/// catalogs only: the plan uses it if the loaded configuration reaches the
+/// same endpoints, then reads inside the databases it names
+/// ([`read_inside`]). The endpoints it dialled come with it.
+#[allow(clippy::type_complexity)]
+pub fn early_read(
+    servers: &Config,
+    dbctl: &Path,
+) -> Option<(
+    BTreeMap<Address, Endpoint>,
+    impl std::future::Future<Output = Result<BTreeMap<Address, LiveServer>, EngineError>> + Send + 'static,
+)> {
+    let plain = servers.of_kind(Kind::Server).all(|r| {
+        matches!(&r.body, Body::Server(s) if s.rds_cluster.is_none() && s.admin_password.is_none() && s.admin_master_secret.is_none())
+    });
+    if !plain {
+        return None;
+    }
+    let endpoints = endpoints(servers, dbctl, &BTreeMap::new(), &BTreeMap::new()).ok()?;
+    let reachable = |ep: &Endpoint| {
+        !Dialect::of(ep.engine).has_hosts()
+            && ep.pending_admin.is_none()
+            && ep.embedded.as_ref().is_none_or(|e| e.is_initialised() && e.is_running())
+    };
+    if endpoints.is_empty() || !endpoints.values().all(reachable) {
+        return None;
+    }
+    let dialled = endpoints.clone();
+    Some((endpoints, async move {
+        let mut started = Vec::new();
+        let live = refresh(&dialled, &BTreeMap::new(), &mut started).await?;
+        if !started.is_empty() {
+            return Err(EngineError::Setup("an embedded server stopped meanwhile".into()));
+        }
+        Ok(live)
+    }))
+}
+
+/// Inside the databases `scope` names, on servers whose catalogs `live`
+/// already holds (read by [`early_read`]), every server at once.
+pub async fn read_inside(
+    endpoints: &BTreeMap<Address, Endpoint>,
+    scope: &BTreeMap<Address, DetailScope>,
+    live: &mut BTreeMap<Address, LiveServer>,
+) -> Result<(), EngineError> {
+    let jobs = live.iter_mut().filter_map(|(addr, l)| {
+        let (ep, sc) = (endpoints.get(addr)?, scope.get(addr)?);
+        Some(crate::engine::of(ep.engine).read_inside(ep, l, sc))
+    });
+    for r in futures::future::join_all(jobs).await {
+        r?;
+    }
+    Ok(())
 }
 
 /// Read every server in parallel. An embedded server that exists is started

@@ -682,3 +682,65 @@ fn a_grant_on_a_schema_a_new_database_lacks_is_refused_at_plan() {
     p.apply();
     p.converged();
 }
+
+/// A plan starts reading the servers while the rest of its configuration
+/// loads, and uses that read only where it is the read the plan would make:
+/// what changed on the server meanwhile is seen; what a configuration asks to
+/// read inside a database is read after it; a stopped embedded server is not
+/// started by it.
+#[test]
+fn a_plan_reads_the_server_catalogs_while_the_configuration_loads() {
+    let base = r#"
+server "main" {
+  engine   = "postgres"
+  embedded = true
+}
+database "app" {
+  server = server.main
+}
+user "u" {
+  server = server.main
+  grant {
+    database   = database.app
+    privileges = ["CONNECT"]
+  }
+}
+"#;
+    let p = Project::new(base);
+    p.apply();
+    let plan = |rc: i32| {
+        let out = p.dbctl_env(&["plan", "--detailed-exitcode"], &[("DBCTL_LOG", "dbctl=debug")]);
+        let all = format!("{}{}", common::text(&out.stdout), common::text(&out.stderr));
+        assert_eq!(out.status.code(), Some(rc), "{all}");
+        all
+    };
+    const EARLY: &str = "read while the configuration loaded";
+
+    let out = plan(0);
+    assert!(out.contains(EARLY), "{out}");
+    // A change on the server after the last apply: the early read is this plan's own read.
+    p.sql("postgres", "REVOKE CONNECT ON DATABASE app FROM u");
+    let out = plan(2);
+    assert!(out.contains(EARLY), "{out}");
+    assert!(out.contains("+ database \"app\" = [\"CONNECT\"]"), "{out}");
+    p.apply();
+
+    // Grants on tables are read inside the database: that read follows the early one.
+    p.write(&base.replace(
+        "privileges = [\"CONNECT\"]\n  }",
+        "privileges = [\"CONNECT\"]\n  }\n  grant {\n    database   = database.app\n    schema     = \"public\"\n    tables     = \"*\"\n    privileges = [\"SELECT\"]\n  }",
+    ));
+    let out = plan(2);
+    assert!(out.contains(EARLY), "{out}");
+    assert!(out.contains("1 database(s) read inside after"), "{out}");
+    assert!(out.contains("SELECT"), "{out}");
+    p.apply();
+    p.write(base);
+    p.apply();
+
+    // A stopped embedded server is not started by the early read: the plan starts it, and says so.
+    p.ok(&["dev", "down"], 0);
+    let out = plan(0);
+    assert!(!out.contains(EARLY), "{out}");
+    assert!(out.contains("started embedded server"), "{out}");
+}

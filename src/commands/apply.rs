@@ -55,7 +55,7 @@ fn lock_timeout(s: &str) -> Result<Duration, u8> {
 /// Checks a saved plan against the configuration, the state and the servers
 /// now; returns the warnings of the servers read now (a connection in clear).
 async fn stale(session: &Session, plan: &Plan, state: &crate::state::State) -> Result<Vec<String>, String> {
-    if plan.config_hash != session.config_hash {
+    if plan.config_hash != session.config_hash() {
         return Err("the configuration has changed since the plan was made".into());
     }
     if plan.state_lineage != state.lineage || plan.state_serial != state.serial {

@@ -48,7 +48,13 @@ impl Ctx {
     }
 
     pub fn load_with(&self, opts: LoadOptions) -> Loaded {
-        let loaded = config::load(&opts);
+        self.load_seeing_servers(opts, &mut |_| {})
+    }
+
+    /// [`Ctx::load_with`], showing `servers` the servers as soon as they are
+    /// known (see [`config::load_seeing_servers`]).
+    pub fn load_seeing_servers(&self, opts: LoadOptions, servers: &mut dyn FnMut(&crate::model::Config)) -> Loaded {
+        let loaded = config::load_seeing_servers(&opts, servers);
         self.print_diags(&loaded.diags.0);
         loaded
     }

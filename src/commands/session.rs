@@ -24,7 +24,9 @@ pub struct Session {
     pub dbctl: PathBuf,
     pub endpoints: BTreeMap<Address, Endpoint>,
     pub state_store: std::sync::Arc<dyn StateBackend>,
-    pub config_hash: String,
+    /// The configuration's files as loaded (see `config_hash`).
+    files: Vec<std::sync::Arc<crate::diag::SourceFile>>,
+    config_hash: std::sync::OnceLock<String>,
     /// Variable values as loaded: the non-sensitive ones are recorded in a
     /// saved plan, the sensitive ones only as a salted digest.
     pub variables: indexmap::IndexMap<String, crate::config::VarInfo>,
@@ -35,6 +37,15 @@ pub struct Session {
     /// commands that plan take it rather than parse it a second time. Its
     /// recorded live state is read only for a session that does not connect.
     recorded: Option<State>,
+    /// The servers' read started while the configuration loaded (see
+    /// `reach::early_read`): taken by the first refresh that can use it.
+    early: std::sync::Mutex<Option<EarlyRead>>,
+}
+
+/// A read of the servers running since the configuration's servers were known.
+struct EarlyRead {
+    endpoints: BTreeMap<Address, Endpoint>,
+    task: tokio::task::JoinHandle<Result<BTreeMap<Address, LiveServer>, crate::engine::EngineError>>,
 }
 
 #[derive(Default)]
@@ -66,12 +77,19 @@ pub fn open(ctx: &Ctx) -> Result<Session, u8> {
 
 /// A session whose variables default to `preset` (a saved plan's values).
 pub fn open_with(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>) -> Result<Session, u8> {
-    open_opts(ctx, preset, true)
+    open_opts(ctx, preset, true, false)
 }
 
 /// `connect`: false for a plan that reaches no server (`--refresh=false`):
-/// no admin password is read from its store.
-fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect: bool) -> Result<Session, u8> {
+/// no admin password is read from its store. `read_early`: the session
+/// will refresh (it plans), so the servers' read starts as soon as the
+/// servers are decoded, while the other blocks are.
+fn open_opts(
+    ctx: &Ctx,
+    preset: indexmap::IndexMap<String, hcl::Value>,
+    connect: bool,
+    read_early: bool,
+) -> Result<Session, u8> {
     let dbctl = reach::dbctl_dir(&ctx.dir);
     // A local state is read and parsed on another core while the
     // configuration loads (both take tens of milliseconds at thousands of
@@ -87,25 +105,18 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
             .then(|| std::thread::spawn(move || if connect { local.load_without_live() } else { local.load() }))
     };
     let t = std::time::Instant::now();
-    let loaded = ctx.load_with(crate::config::LoadOptions { preset, ..ctx.load_options() });
+    let mut early = None;
+    let loaded = ctx.load_seeing_servers(crate::config::LoadOptions { preset, ..ctx.load_options() }, &mut |servers| {
+        if connect && read_early {
+            early = reach::early_read(servers, &dbctl)
+                .map(|(endpoints, read)| EarlyRead { endpoints, task: runtime().spawn(read) });
+        }
+    });
     tracing::debug!("configuration loaded in {} ms", t.elapsed().as_millis());
     let Some(config) = loaded.config else {
         eprintln!("Error: the configuration is invalid; nothing was run.");
         return Err(EXIT_ERROR);
     };
-    let mut h = Sha256::new();
-    for f in &loaded.files {
-        h.update(f.name.as_bytes());
-        h.update([0]);
-        h.update(f.text.as_bytes());
-        h.update([0]);
-    }
-    for (k, v) in &loaded.variables {
-        if !v.sensitive {
-            h.update(k.as_bytes());
-            h.update(v.value.to_string().as_bytes());
-        }
-    }
     // The secret stores are opened only when some server reads its admin password from one.
     let admin = if connect && reach::needs_admin_creds(&config) {
         block_on(reach::admin_creds(&config, &dbctl)).map_err(err)?
@@ -154,9 +165,11 @@ fn open_opts(ctx: &Ctx, preset: indexmap::IndexMap<String, hcl::Value>, connect:
         config_dir: ctx.dir.clone(),
         dbctl,
         endpoints,
-        config_hash: hex::encode(h.finalize()),
+        files: loaded.files,
+        config_hash: std::sync::OnceLock::new(),
         variables: loaded.variables,
         recorded: loaded_state,
+        early: std::sync::Mutex::new(early),
     })
 }
 
@@ -215,7 +228,7 @@ async fn read_clusters(
 
 /// A session and the state, for the commands that plan.
 pub fn open_with_state(ctx: &Ctx, connect: bool) -> Result<(Session, State), u8> {
-    let mut session = open_opts(ctx, Default::default(), connect)?;
+    let mut session = open_opts(ctx, Default::default(), connect, true)?;
     session.check_left_behind()?;
     let state = match session.recorded.take() {
         Some(s) => s,
@@ -329,6 +342,28 @@ impl Session {
     /// With a shared backend configured, a state still in `.dbctl/` is
     /// either not moved yet (an error: planning without it would plan to
     /// create everything again) or left over (a warning).
+    /// A digest of the configuration's files and its non-sensitive
+    /// variables: a saved plan records it, and applying the plan checks that
+    /// the configuration did not change since.
+    pub fn config_hash(&self) -> &str {
+        self.config_hash.get_or_init(|| {
+            let mut h = Sha256::new();
+            for f in &self.files {
+                h.update(f.name.as_bytes());
+                h.update([0]);
+                h.update(f.text.as_bytes());
+                h.update([0]);
+            }
+            for (k, v) in &self.variables {
+                if !v.sensitive {
+                    h.update(k.as_bytes());
+                    h.update(v.value.to_string().as_bytes());
+                }
+            }
+            hex::encode(h.finalize())
+        })
+    }
+
     pub fn check_left_behind(&self) -> Result<(), u8> {
         if self.config.state.backend == "local" {
             return Ok(());
@@ -412,6 +447,31 @@ impl Session {
         let scope = reach::detail_scope(&self.config, state);
         let mut started = Vec::new();
         let t = std::time::Instant::now();
+        let early = self.early.lock().expect("not poisoned").take();
+        if let Some(early) = early {
+            // Usable when it dialled what this read would, and no interrupted
+            // apply left intents to settle first: then its failure is this
+            // read's failure (not tried twice: a wrong password would count
+            // twice against the login), and what it read is completed by the
+            // reads inside databases. Otherwise the servers are read again.
+            let pending = state.resources.values().any(|r| r.pending);
+            if early.endpoints == self.endpoints && !pending {
+                if let Ok(read) = early.task.await {
+                    let mut live = read.map_err(err)?;
+                    reach::read_inside(&self.endpoints, &scope, &mut live).await.map_err(err)?;
+                    tracing::debug!(
+                        "refresh: {} server(s), read while the configuration loaded, {} database(s) read inside \
+                         after; waited {} ms",
+                        live.len(),
+                        scope.values().map(|s| s.len()).sum::<usize>(),
+                        t.elapsed().as_millis()
+                    );
+                    return Ok(live);
+                }
+            } else {
+                early.task.abort();
+            }
+        }
         let live = reach::refresh(&self.endpoints, &scope, &mut started).await.map_err(err)?;
         tracing::debug!(
             "refresh: {} server(s), {} database(s) read inside, {} ms",
@@ -662,7 +722,9 @@ impl Session {
         }
         Ok(Plan {
             format_version: FORMAT_VERSION.into(),
-            config_hash: self.config_hash.clone(),
+            // Only a saved plan is checked against it: at thousands of
+            // blocks its digest was a twentieth of a shown plan's CPU.
+            config_hash: if opts.shown_only { String::new() } else { self.config_hash().to_string() },
             state_lineage: state.lineage.clone(),
             state_serial: state.serial,
             fingerprints: d.fingerprints,
@@ -871,12 +933,14 @@ fn resolve_intents(state: &State, live: &BTreeMap<Address, LiveServer>) -> (BTre
 /// A runtime per call started and stopped four worker threads each time,
 /// several times per command.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("tokio runtime")
-        })
-        .block_on(f)
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("tokio runtime")
+    })
 }
 
 /// The logins of PostgreSQL servers that can change no role and no database

@@ -2,10 +2,11 @@
 //! rules, grant targets and privileges, duplicate objects, reference cycles,
 //! and the warnings a reviewer wants to see.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::diag::{did_you_mean, Diagnostic, Diags, Loc};
 use crate::engine::dialect::{Dialect, EngineAttr, Unsupported};
+use crate::model::FastHashMap as HashMap;
 use crate::model::*;
 
 /// The shortest `rotate_every`: a shorter one rotates on nearly every apply.
@@ -50,7 +51,7 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
 
 /// Every check but the cycle check, in order.
 fn check_resources(cfg: &Config, diags: &mut Diags) {
-    let mut objects: HashMap<(Address, &'static str, String), &Resource> = HashMap::new();
+    let mut objects: HashMap<(Address, &'static str, String), &Resource> = HashMap::default();
     for r in cfg.resources.values() {
         match &r.body {
             Body::Server(s) => {
@@ -562,7 +563,7 @@ fn check_grants(cfg: &Config, r: &Resource, server: &Address, engine: EngineKind
 /// A secret is the password of at most one user (its RDS document names the
 /// user), and a given value cannot be rotated by dbctl.
 fn check_secrets(cfg: &Config, diags: &mut Diags) {
-    let mut owner: HashMap<&Address, &Resource> = HashMap::new();
+    let mut owner: HashMap<&Address, &Resource> = HashMap::default();
     for r in cfg.of_kind(Kind::User) {
         let Body::User(u) = &r.body else { continue };
         let Some(secret) = &u.password else { continue };
@@ -578,7 +579,7 @@ fn check_secrets(cfg: &Config, diags: &mut Diags) {
         }
     }
     // An external secret, or an admin password, is only read: never a value dbctl writes.
-    let admin: std::collections::HashSet<&Address> = cfg
+    let admin: FastHashSet<&Address> = cfg
         .resources
         .values()
         .flat_map(|r| r.refs.iter().filter(|x| x.attr == "admin_password").map(|x| &x.to))
@@ -640,7 +641,7 @@ fn check_secrets(cfg: &Config, diags: &mut Diags) {
 }
 
 fn check_routers(cfg: &Config, diags: &mut Diags) {
-    let mut labels: HashMap<(String, String), &Resource> = HashMap::new();
+    let mut labels: HashMap<(String, String), &Resource> = HashMap::default();
     check_migrates(cfg, diags);
     for r in cfg.of_kind(Kind::Router) {
         let Body::Router(rt) = &r.body else { continue };
@@ -791,7 +792,7 @@ fn check_route_access(r: &Resource, rt: &crate::model::Router, diags: &mut Diags
 /// the only owner of every database they route.
 fn check_migrates(cfg: &Config, diags: &mut Diags) {
     // Database → (owning user, the router that makes it the owner).
-    let mut owners: HashMap<&Address, (&Address, &Resource)> = HashMap::new();
+    let mut owners: HashMap<&Address, (&Address, &Resource)> = HashMap::default();
     for r in cfg.of_kind(Kind::Router) {
         let Body::Router(rt) = &r.body else { continue };
         let locs: Vec<&Loc> = r.refs.iter().filter(|x| x.attr == "migrates").map(|x| &x.loc).collect();
@@ -875,7 +876,7 @@ fn check_migrates(cfg: &Config, diags: &mut Diags) {
 }
 
 fn warn_unused_databases(cfg: &Config, diags: &mut Diags) {
-    let mut used: std::collections::HashSet<&Address> = std::collections::HashSet::new();
+    let mut used: FastHashSet<&Address> = FastHashSet::default();
     for r in cfg.resources.values() {
         match &r.body {
             Body::Router(rt) => used.extend(rt.routes.iter().map(|x| &x.database)),

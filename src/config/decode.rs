@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use super::eval::{as_ref, type_name};
 use super::schema::{BlockSchema, Ty};
 use crate::diag::{did_you_mean, Diagnostic, Diags, Loc, SourceFile};
-use crate::model::{Address, Kind};
+use crate::model::{Address, FastHashSet, FastIndexMap, Kind};
 
 /// A decoded, type-checked value.
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ pub enum V {
 pub struct DBlock {
     pub header: Loc,
     pub labels: Vec<(String, Loc)>,
-    pub attrs: IndexMap<String, (V, Loc)>,
+    pub attrs: FastIndexMap<String, (V, Loc)>,
     pub blocks: Vec<(String, DBlock)>,
 }
 
@@ -153,11 +153,11 @@ pub fn traversals(expr: &Expression) -> Vec<TravRef> {
 /// What names exist, for checking references before evaluating.
 pub struct Scope<'a> {
     pub variables: &'a IndexMap<String, super::VarInfo>,
-    pub locals: &'a HashSet<String>,
+    pub locals: &'a FastHashSet<String>,
     /// Resource labels per kind, with the for_each keys where known.
-    pub resources: &'a IndexMap<(Kind, String), Option<Vec<String>>>,
+    pub resources: &'a FastIndexMap<(Kind, String), Option<Vec<String>>>,
     /// Resources whose block has for_each.
-    pub with_for_each: &'a HashSet<(Kind, String)>,
+    pub with_for_each: &'a FastHashSet<(Kind, String)>,
     /// Inside a for_each resource.
     pub each: bool,
     /// The instance's key there (`[each.key]` is then resolved without the evaluator).
@@ -261,56 +261,124 @@ fn uses_unset(travs: &[TravRef], scope: &Scope) -> bool {
 /// How `rds_cluster.NAME.master_secret` ends, in a reference marker.
 pub const MASTER_SECRET_SUFFIX: &str = ".master_secret";
 
-/// A reference written plainly (`server.main`, `database.app["users"]`), or a
-/// list of them, evaluated without hcl's evaluator: looking a name up there
-/// copies the whole map of resources of that kind, which at thousands of
-/// resources costs more than everything else together. Names were checked
-/// by `check_refs` before this runs.
-fn fast_reference(expr: &Expression, scope: &Scope) -> Option<Value> {
-    match expr {
-        Expression::Traversal(t) => {
-            let Expression::Variable(root) = &t.expr else { return None };
-            let kind = Kind::parse(root.as_str())?;
-            let mut ops = t.operators.iter().map(|o| o.value());
-            let Some(TraversalOperator::GetAttr(name)) = ops.next() else { return None };
-            let key = match ops.next() {
-                None => None,
-                Some(TraversalOperator::Index(Expression::String(k))) => Some(k.as_str().to_string()),
-                // `[each.key]`: the evaluator would copy every instance of the kind.
-                Some(TraversalOperator::Index(Expression::Traversal(i))) if is_each_key(i) => {
-                    let k = scope.each_key?;
-                    match scope.resources.get(&(kind, name.as_str().to_string())) {
-                        Some(Some(keys)) if keys.iter().any(|x| x == k) => Some(k.to_string()),
-                        _ => return None,
-                    }
-                }
-                // `rds_cluster.NAME.master_secret`
-                Some(TraversalOperator::GetAttr(a)) if kind == Kind::RdsCluster && a.as_str() == "master_secret" => {
-                    if ops.next().is_some() || !scope.resources.contains_key(&(kind, name.as_str().to_string())) {
-                        return None;
-                    }
-                    let addr = Address::new(kind, name.as_str());
-                    return Some(super::eval::ref_marker(&format!("{addr}{MASTER_SECRET_SUFFIX}")));
-                }
-                Some(_) => return None,
-            };
-            if ops.next().is_some() {
+/// A reference written plainly: the resource's address, or the cluster's
+/// for `rds_cluster.NAME.master_secret`.
+enum PlainRef {
+    Resource(Address),
+    MasterSecret(Address),
+}
+
+/// A reference written plainly (`server.main`, `database.app["users"]`),
+/// resolved without hcl's evaluator: looking a name up there copies the
+/// whole map of resources of that kind, which at thousands of resources
+/// costs more than everything else together. Names were checked by
+/// `check_refs` before this runs.
+fn plain_reference(t: &hcl::edit::expr::Traversal, scope: &Scope) -> Option<PlainRef> {
+    let Expression::Variable(root) = &t.expr else { return None };
+    let kind = Kind::parse(root.as_str())?;
+    let mut ops = t.operators.iter().map(|o| o.value());
+    let Some(TraversalOperator::GetAttr(name)) = ops.next() else { return None };
+    let key = match ops.next() {
+        None => None,
+        Some(TraversalOperator::Index(Expression::String(k))) => Some(k.as_str().to_string()),
+        // `[each.key]`: the evaluator would copy every instance of the kind.
+        Some(TraversalOperator::Index(Expression::Traversal(i))) if is_each_key(i) => {
+            let k = scope.each_key?;
+            match scope.resources.get(&(kind, name.as_str().to_string())) {
+                Some(Some(keys)) if keys.iter().any(|x| x == k) => Some(k.to_string()),
+                _ => return None,
+            }
+        }
+        // `rds_cluster.NAME.master_secret`
+        Some(TraversalOperator::GetAttr(a)) if kind == Kind::RdsCluster && a.as_str() == "master_secret" => {
+            if ops.next().is_some() || !scope.resources.contains_key(&(kind, name.as_str().to_string())) {
                 return None;
             }
-            let has_for_each = scope.with_for_each.contains(&(kind, name.as_str().to_string()));
-            let addr = match (key, has_for_each) {
-                (None, false) => Address::new(kind, name.as_str()),
-                (Some(k), true) => Address::keyed(kind, name.as_str(), k),
-                _ => return None, // the evaluator gives the precise error or the whole map
-            };
-            Some(super::eval::ref_marker(&addr.to_string()))
+            return Some(PlainRef::MasterSecret(Address::new(kind, name.as_str())));
         }
+        Some(_) => return None,
+    };
+    if ops.next().is_some() {
+        return None;
+    }
+    let has_for_each = scope.with_for_each.contains(&(kind, name.as_str().to_string()));
+    match (key, has_for_each) {
+        (None, false) => Some(PlainRef::Resource(Address::new(kind, name.as_str()))),
+        (Some(k), true) => Some(PlainRef::Resource(Address::keyed(kind, name.as_str(), k))),
+        _ => None, // the evaluator gives the precise error or the whole map
+    }
+}
+
+/// [`plain_reference`] as the value hcl's evaluator would give (a reference
+/// marker), or a list of them.
+fn fast_reference(expr: &Expression, scope: &Scope) -> Option<Value> {
+    match expr {
+        Expression::Traversal(t) => match plain_reference(t, scope)? {
+            PlainRef::Resource(addr) => Some(super::eval::ref_marker(&addr.to_string())),
+            PlainRef::MasterSecret(addr) => Some(super::eval::ref_marker(&format!("{addr}{MASTER_SECRET_SUFFIX}"))),
+        },
         Expression::Array(items) => {
             let values: Option<Vec<Value>> = items.iter().map(|i| fast_reference(i, scope)).collect();
             values.map(Value::Array)
         }
         _ => None,
     }
+}
+
+/// The decoded value of an attribute written plainly — a reference of a
+/// kind the attribute takes, a list of them, or a literal of its type —
+/// without a reference marker or hcl's evaluator (at 10,000 blocks these
+/// were a third of decoding). `None` for anything else, and for anything
+/// wrong: the general path then decodes it, or words the error.
+fn direct_value(expr: &Expression, ty: Ty, scope: &Scope) -> Option<V> {
+    let resource = |e: &Expression, kinds: &[Kind]| match e {
+        Expression::Traversal(t) => match plain_reference(t, scope)? {
+            PlainRef::Resource(a) if kinds.contains(&a.kind) => Some(a),
+            _ => None,
+        },
+        _ => None,
+    };
+    match (ty, expr) {
+        (Ty::Ref(kinds), e) => resource(e, kinds).map(V::Ref),
+        (Ty::RefList(kinds), Expression::Array(items)) => {
+            items.iter().map(|i| resource(i, kinds)).collect::<Option<Vec<_>>>().map(V::Refs)
+        }
+        (Ty::AdminSecret, Expression::Traversal(t)) => match plain_reference(t, scope)? {
+            PlainRef::MasterSecret(cluster) => Some(V::Ref(cluster)),
+            PlainRef::Resource(a) if a.kind == Kind::Secret => Some(V::Ref(a)),
+            PlainRef::Resource(_) => None,
+        },
+        (Ty::String, Expression::String(s)) => Some(V::Str(s.as_str().to_string())),
+        (Ty::Enum(options), Expression::String(s)) if options.contains(&s.as_str()) => {
+            Some(V::Str(s.as_str().to_string()))
+        }
+        (Ty::Bool, Expression::Bool(b)) => Some(V::Bool(*b.value())),
+        (Ty::StringList, Expression::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Expression::String(s) => Some(s.as_str().to_string()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(V::List),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: decode every attribute the general way, to compare with [`direct_value`].
+    pub(crate) static GENERAL_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+fn general_only() -> bool {
+    GENERAL_ONLY.with(|g| g.get())
+}
+
+#[cfg(not(test))]
+fn general_only() -> bool {
+    false
 }
 
 /// `each.key`, written plainly.
@@ -550,7 +618,7 @@ pub fn decode_block(
 ) -> DBlock {
     let labels = block.labels.iter().map(|l| (l.as_str().to_string(), Loc::new(file, label_span(l)))).collect();
     let header = Loc::new(file, header_span(block));
-    let mut out = DBlock { header: header.clone(), labels, attrs: IndexMap::new(), blocks: Vec::new() };
+    let mut out = DBlock { header: header.clone(), labels, attrs: FastIndexMap::default(), blocks: Vec::new() };
     let mut seen_attrs: IndexMap<String, Loc> = IndexMap::new();
     let mut seen_blocks: HashSet<&str> = HashSet::new();
 
@@ -596,6 +664,12 @@ pub fn decode_block(
                 if !ref_errors.is_empty() {
                     diags.0.extend(ref_errors);
                     continue;
+                }
+                if !scope.before_resources && !general_only() {
+                    if let Some(v) = direct_value(&attr.value, spec.ty, scope) {
+                        out.attrs.insert(key.to_string(), (v, value_loc));
+                        continue;
+                    }
                 }
                 let fast = if scope.before_resources { None } else { fast_reference(&attr.value, scope) };
                 let unknown_before = super::eval::unknown_env_count();

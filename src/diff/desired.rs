@@ -1,6 +1,8 @@
 //! The configuration as the objects each server should hold.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::FastHashSet as HashSet;
 
 use crate::engine::dialect::Dialect;
 use crate::engine::LiveServer;

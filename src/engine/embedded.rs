@@ -20,7 +20,7 @@ use std::process::Command;
 
 use super::EngineError;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Embedded {
     pub name: String,
     pub root: PathBuf,

@@ -7,7 +7,7 @@ use crate::engine::embedded::Embedded;
 use crate::model::{Address, EngineKind};
 
 /// How dbctl reaches one server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     pub address: Address,
     pub engine: EngineKind,

@@ -31,6 +31,15 @@ impl Engine for Postgres {
         Box::pin(async move { postgres::read(&ep.address.to_string(), &ep.url, scope).await })
     }
 
+    fn read_inside<'a>(
+        &'a self,
+        ep: &'a Endpoint,
+        live: &'a mut LiveServer,
+        scope: &'a DetailScope,
+    ) -> BoxFut<'a, Result<(), EngineError>> {
+        Box::pin(async move { postgres::read_inside(&ep.address.to_string(), &ep.url, live, scope).await })
+    }
+
     fn count_tables<'a>(&'a self, ep: &'a Endpoint, database: &'a str) -> BoxFut<'a, Result<u64, EngineError>> {
         Box::pin(async move { postgres::count_tables(&ep.address.to_string(), &ep.url, database).await })
     }

@@ -195,6 +195,18 @@ pub trait Engine: Send + Sync {
         ep: &'a endpoint::Endpoint,
         scope: &'a DetailScope,
     ) -> BoxFut<'a, Result<LiveServer, EngineError>>;
+    /// Inside the databases `scope` names, for a server read before with an
+    /// empty scope (a plan reads the server catalog while its configuration
+    /// loads, before it knows the scope). Nothing for an engine whose `read`
+    /// does not look inside databases.
+    fn read_inside<'a>(
+        &'a self,
+        _ep: &'a endpoint::Endpoint,
+        _live: &'a mut LiveServer,
+        _scope: &'a DetailScope,
+    ) -> BoxFut<'a, Result<(), EngineError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// How many user tables (or keys) a database holds: what dropping it loses.
     fn count_tables<'a>(
         &'a self,

@@ -3,14 +3,14 @@
 //! user who owns a database and is granted on it is not a false cycle.
 //! Edges point from a node to what it depends on, as in Terraform's graph.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diagnostic, Diags, Loc};
-use crate::model::{Address, Config, Kind};
+use crate::model::{Address, Config, FastHashMap, Kind};
 
 pub use crate::model::Node;
 
@@ -18,13 +18,13 @@ pub struct Graph {
     pub g: DiGraph<Node, Loc>,
     /// Node → its index (hashed: at thousands of resources the ordered map's
     /// string comparisons showed in every plan's profile).
-    pub index: HashMap<Node, NodeIndex>,
+    pub index: FastHashMap<Node, NodeIndex>,
 }
 
 impl Graph {
     pub fn build(cfg: &Config) -> Graph {
         let mut g = DiGraph::new();
-        let mut index = HashMap::with_capacity(cfg.resources.len() * 2);
+        let mut index = FastHashMap::with_capacity_and_hasher(cfg.resources.len() * 2, Default::default());
         for r in cfg.resources.values() {
             let n = Node::Resource(r.addr.clone());
             index.insert(n.clone(), g.add_node(n));
@@ -230,7 +230,7 @@ fn cycle_path(graph: &Graph, start: NodeIndex, members: &BTreeSet<NodeIndex>) ->
 /// SQL may grant to them), and before the grants and routers on its database
 /// (their `tables = "*"` covers the tables it creates). An edge that would
 /// close a cycle is left out.
-fn migration_edges(cfg: &Config, g: &mut DiGraph<Node, Loc>, index: &HashMap<Node, NodeIndex>) {
+fn migration_edges(cfg: &Config, g: &mut DiGraph<Node, Loc>, index: &FastHashMap<Node, NodeIndex>) {
     use crate::model::Body;
     for r in cfg.of_kind(Kind::Migrations) {
         let Body::Migrations(m) = &r.body else { continue };

@@ -196,25 +196,71 @@ pub fn server_message(e: &sqlx::Error) -> String {
 pub async fn read(server: &str, url: &str, scope: &DetailScope) -> Result<LiveServer, EngineError> {
     let t = std::time::Instant::now();
     let mut conn = connect(server, url, None).await?;
-    let text: String = sqlx::query_scalar(SERVER_QUERY).fetch_one(&mut conn).await.map_err(query_err)?;
+    let (mut live, bytes) = read_catalog(&mut conn).await?;
+    let wanted = wanted(&live, scope);
+    let defaults = if wanted.is_empty() { OwnerDefaults::default() } else { owner_defaults(&mut conn).await? };
+    conn.close().await.ok();
+    tracing::debug!("{server}: server catalog read in {} ms ({bytes} bytes)", t.elapsed().as_millis());
+    read_details(server, url, &mut live, wanted, &defaults).await?;
+    tracing::debug!("{server}: server and database catalogs read in {} ms", t.elapsed().as_millis());
+    Ok(live)
+}
+
+/// The details of the databases in `scope` that exist, for a server whose
+/// catalog was read before (by a plan while its configuration loaded).
+pub async fn read_inside(
+    server: &str,
+    url: &str,
+    live: &mut LiveServer,
+    scope: &DetailScope,
+) -> Result<(), EngineError> {
+    let wanted = wanted(live, scope);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let t = std::time::Instant::now();
+    let mut conn = connect(server, url, None).await?;
+    let defaults = owner_defaults(&mut conn).await?;
+    conn.close().await.ok();
+    read_details(server, url, live, wanted, &defaults).await?;
+    tracing::debug!("{server}: database catalogs read in {} ms", t.elapsed().as_millis());
+    Ok(())
+}
+
+/// The server catalog (roles, databases and their privileges), and the size of its JSON.
+async fn read_catalog(conn: &mut PgConnection) -> Result<(LiveServer, usize), EngineError> {
+    let text: String = sqlx::query_scalar(SERVER_QUERY).fetch_one(&mut *conn).await.map_err(query_err)?;
     let mut live: LiveServer = serde_json::from_str(&text).map_err(|e| EngineError::Query(format!("catalog: {e}")))?;
     live.exists = true;
-    let wanted: Vec<(String, Vec<String>)> = scope
+    Ok((live, text.len()))
+}
+
+/// The databases of `scope` that exist, with the schemas to read in each.
+fn wanted(live: &LiveServer, scope: &DetailScope) -> Vec<(String, Vec<String>)> {
+    scope
         .iter()
         .filter(|(db, _)| live.databases.contains_key(*db))
         .map(|(db, schemas)| (db.clone(), schemas.iter().cloned().collect()))
-        .collect();
-    let defaults: OwnerDefaults = if wanted.is_empty() {
-        OwnerDefaults::default()
-    } else {
-        let text: String = sqlx::query_scalar(OWNER_DEFAULTS).fetch_one(&mut conn).await.map_err(query_err)?;
-        serde_json::from_str(&text).map_err(|e| EngineError::Query(format!("catalog: {e}")))?
-    };
-    conn.close().await.ok();
-    tracing::debug!("{server}: server catalog read in {} ms ({} bytes)", t.elapsed().as_millis(), text.len());
+        .collect()
+}
 
+async fn owner_defaults(conn: &mut PgConnection) -> Result<OwnerDefaults, EngineError> {
+    let text: String = sqlx::query_scalar(OWNER_DEFAULTS).fetch_one(&mut *conn).await.map_err(query_err)?;
+    serde_json::from_str(&text).map_err(|e| EngineError::Query(format!("catalog: {e}")))
+}
+
+/// Read inside each wanted database (a few at a time) into `live`.
+async fn read_details(
+    server: &str,
+    url: &str,
+    live: &mut LiveServer,
+    wanted: Vec<(String, Vec<String>)>,
+    defaults: &OwnerDefaults,
+) -> Result<(), EngineError> {
     use futures::stream::{self, StreamExt};
-    let defaults = &defaults;
+    if wanted.is_empty() {
+        return Ok(());
+    }
     let details: Vec<Result<(String, LiveDbDetail), EngineError>> = stream::iter(wanted)
         .map(|(db, schemas)| async move {
             let mut c = connect(server, url, Some(&db)).await?;
@@ -226,14 +272,13 @@ pub async fn read(server: &str, url: &str, scope: &DetailScope) -> Result<LiveSe
         .buffer_unordered(8)
         .collect()
         .await;
-    tracing::debug!("{server}: server and database catalogs read in {} ms", t.elapsed().as_millis());
     for d in details {
         let (db, detail) = d?;
         if let Some(l) = live.databases.get_mut(&db) {
             l.detail = Some(detail);
         }
     }
-    Ok(live)
+    Ok(())
 }
 
 /// A column of a simple-protocol row (always text), `None` for NULL.
