@@ -491,14 +491,15 @@ pub fn detail_scope(cfg: &Config, state: &crate::state::State) -> BTreeMap<Addre
 /// when it already runs: this read starts nothing. It reads the server
 /// catalogs only: the plan uses it if the loaded configuration reaches the
 /// same endpoints, then reads inside the databases it names
-/// ([`read_inside`]). The endpoints it dialled come with it.
+/// ([`read_inside`]). The endpoints it dialled come with it, and the read
+/// gives what it started, as [`refresh`] does (a server stopped meanwhile).
 #[allow(clippy::type_complexity)]
 pub fn early_read(
     servers: &Config,
     dbctl: &Path,
 ) -> Option<(
     BTreeMap<Address, Endpoint>,
-    impl std::future::Future<Output = Result<BTreeMap<Address, LiveServer>, EngineError>> + Send + 'static,
+    impl std::future::Future<Output = Result<(BTreeMap<Address, LiveServer>, Vec<String>), EngineError>> + Send + 'static,
 )> {
     let plain = servers.of_kind(Kind::Server).all(|r| {
         matches!(&r.body, Body::Server(s) if s.rds_cluster.is_none() && s.admin_password.is_none() && s.admin_master_secret.is_none())
@@ -516,13 +517,11 @@ pub fn early_read(
         return None;
     }
     let dialled = endpoints.clone();
+    // What [`refresh`] reports it started: a server that stopped meanwhile.
     Some((endpoints, async move {
         let mut started = Vec::new();
         let live = refresh(&dialled, &BTreeMap::new(), &mut started).await?;
-        if !started.is_empty() {
-            return Err(EngineError::Setup("an embedded server stopped meanwhile".into()));
-        }
-        Ok(live)
+        Ok((live, started))
     }))
 }
 

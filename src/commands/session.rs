@@ -45,7 +45,7 @@ pub struct Session {
 /// A read of the servers running since the configuration's servers were known.
 struct EarlyRead {
     endpoints: BTreeMap<Address, Endpoint>,
-    task: tokio::task::JoinHandle<Result<BTreeMap<Address, LiveServer>, crate::engine::EngineError>>,
+    task: tokio::task::JoinHandle<Result<(BTreeMap<Address, LiveServer>, Vec<String>), crate::engine::EngineError>>,
 }
 
 #[derive(Default)]
@@ -339,9 +339,6 @@ fn guard_only(cfg: &Config, keep: &BTreeSet<String>) -> Config {
 }
 
 impl Session {
-    /// With a shared backend configured, a state still in `.dbctl/` is
-    /// either not moved yet (an error: planning without it would plan to
-    /// create everything again) or left over (a warning).
     /// A digest of the configuration's files and its non-sensitive
     /// variables: a saved plan records it, and applying the plan checks that
     /// the configuration did not change since.
@@ -364,6 +361,9 @@ impl Session {
         })
     }
 
+    /// With a shared backend configured, a state still in `.dbctl/` is
+    /// either not moved yet (an error: planning without it would plan to
+    /// create everything again) or left over (a warning).
     pub fn check_left_behind(&self) -> Result<(), u8> {
         if self.config.state.backend == "local" {
             return Ok(());
@@ -457,7 +457,7 @@ impl Session {
             let pending = state.resources.values().any(|r| r.pending);
             if early.endpoints == self.endpoints && !pending {
                 if let Ok(read) = early.task.await {
-                    let mut live = read.map_err(err)?;
+                    let (mut live, started) = read.map_err(err)?;
                     reach::read_inside(&self.endpoints, &scope, &mut live).await.map_err(err)?;
                     tracing::debug!(
                         "refresh: {} server(s), read while the configuration loaded, {} database(s) read inside \
@@ -466,6 +466,9 @@ impl Session {
                         scope.values().map(|s| s.len()).sum::<usize>(),
                         t.elapsed().as_millis()
                     );
+                    for s in started {
+                        eprintln!("{s}");
+                    }
                     return Ok(live);
                 }
             } else {
