@@ -50,28 +50,8 @@ fn plan_at(
     } else {
         BTreeMap::new()
     };
-    let rds = BTreeMap::new();
     let now = time::OffsetDateTime::parse(now, &Rfc3339).unwrap();
-    let hosts = BTreeMap::from([(Address::new(Kind::Server, "main"), ("127.0.0.1".to_string(), 5432))]);
-    let published = BTreeMap::new();
-    let backups = BTreeMap::new();
-    let d = diff(&Inputs {
-        config: cfg,
-        live,
-        state,
-        secrets: &secrets,
-        rds: &rds,
-        now,
-        hosts: &hosts,
-        published: &published,
-        backups: &backups,
-        migrations: &BTreeMap::new(),
-        destroy: false,
-        force: false,
-        replace: &BTreeSet::new(),
-        keep: None,
-    })
-    .expect("plans");
+    let d = diff_of(cfg, live, state, &secrets, now).expect("plans");
     Plan {
         format_version: "1.0".into(),
         config_hash: "test".into(),
@@ -84,6 +64,34 @@ fn plan_at(
         refresh_only: false,
         ..Default::default()
     }
+}
+
+/// The diff of `cfg` against `live` and `state`, with these secrets and no
+/// RDS cluster, backup or migration; the server at 127.0.0.1:5432.
+fn diff_of(
+    cfg: &Config,
+    live: &BTreeMap<Address, LiveServer>,
+    state: &State,
+    secrets: &BTreeMap<Address, SecretMeta>,
+    now: time::OffsetDateTime,
+) -> Result<dbctl::diff::Diffed, Vec<String>> {
+    let hosts = BTreeMap::from([(Address::new(Kind::Server, "main"), ("127.0.0.1".to_string(), 5432))]);
+    diff(&Inputs {
+        config: cfg,
+        live,
+        state,
+        secrets,
+        rds: &BTreeMap::new(),
+        now,
+        hosts: &hosts,
+        published: &BTreeMap::new(),
+        backups: &BTreeMap::new(),
+        migrations: &BTreeMap::new(),
+        destroy: false,
+        force: false,
+        replace: &BTreeSet::new(),
+        keep: None,
+    })
 }
 
 fn snapshot_all(name: &str, p: &Plan) {
@@ -1011,4 +1019,39 @@ fn a_dropped_database_is_shown_in_its_servers_dialect() {
             assert!(!human.contains("DROP DATABASE \"") && !md.contains("DROP DATABASE \""), "{human}\n{md}");
         }
     }
+}
+
+/// Roles are planned on another thread than databases and grants: the
+/// plan's errors still come in the order of one thread (every user or role
+/// first, then every database), and each is reported once.
+#[test]
+fn errors_keep_their_order_when_roles_are_planned_beside_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hcl = String::from(
+        "server \"main\" {\n  engine = \"postgres\"\n  url    = \"postgres://admin@127.0.0.1/postgres\"\n}\n",
+    );
+    for i in 0..40 {
+        hcl.push_str(&format!("\nuser \"u{i}\" {{\n  server = server.main\n}}\n"));
+        hcl.push_str(&format!("\ndatabase \"d{i}\" {{\n  server = server.main\n}}\n"));
+    }
+    std::fs::write(dir.path().join("main.hcl"), hcl).unwrap();
+    let cfg = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() }).config.unwrap();
+    // Every user and database is already there, and none is in the state.
+    let mut live = LiveServer { exists: true, version: "16.2".into(), admin: "admin".into(), ..Default::default() };
+    for i in 0..40 {
+        live.roles.insert(format!("u{i}"), LiveRole { login: true, connection_limit: -1, ..Default::default() });
+        live.databases.insert(format!("d{i}"), LiveDatabase { owner: "admin".into(), ..Default::default() });
+    }
+    let live = BTreeMap::from([(Address::new(Kind::Server, "main"), live)]);
+    let errors = diff_of(&cfg, &live, &State::new(), &BTreeMap::new(), time::OffsetDateTime::now_utc())
+        .err()
+        .expect("objects dbctl does not manage are errors");
+    assert_eq!(errors.len(), 80, "{errors:#?}");
+    let (users, databases) = errors.split_at(40);
+    assert!(users.iter().all(|e| e.starts_with("user \"u")), "{users:#?}");
+    assert!(databases.iter().all(|e| e.starts_with("database \"d")), "{databases:#?}");
+    // Within each, the order of their names (as one thread plans them).
+    let mut sorted = users.to_vec();
+    sorted.sort();
+    assert_eq!(users, sorted.as_slice());
 }

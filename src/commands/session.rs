@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::{Ctx, EXIT_ERROR};
-use crate::diff::{diff_with, Inputs};
+use crate::diff::{diff_prepared, Inputs};
 use crate::engine::LiveServer;
 use crate::model::{Address, Body, Config, Node};
 use crate::plan::{Action, Plan, FORMAT_VERSION};
@@ -91,27 +91,38 @@ fn open_opts(
     read_early: bool,
 ) -> Result<Session, u8> {
     let dbctl = reach::dbctl_dir(&ctx.dir);
-    // A local state is read and parsed on another core while the
-    // configuration loads (both take tens of milliseconds at thousands of
-    // resources); it is used once the configuration says the state is local.
-    // Without the live state the last apply recorded, unless the plan
-    // compares with it (`--refresh=false`, which connects to no server): a
-    // session that connects reads the servers themselves, and the commands
-    // that change the state load it again under its lock.
-    let early_state = {
+    // A local state is read and parsed on another core (it takes tens of
+    // milliseconds at thousands of resources); it is used once the
+    // configuration says the state is local. Without the live state the
+    // last apply recorded, unless the plan compares with it
+    // (`--refresh=false`, which connects to no server): a session that
+    // connects reads the servers themselves, and the commands that change
+    // the state load it again under its lock.
+    //
+    // When the servers' read starts while the configuration loads, the
+    // state is parsed after the load, beside that read: parsed during the
+    // load, it took the core that the load's second thread and the server's
+    // query needed. Otherwise it is parsed beside the load.
+    let start_state = || {
         let local = crate::state::LocalState::new(&dbctl);
         local
             .exists()
             .then(|| std::thread::spawn(move || if connect { local.load_without_live() } else { local.load() }))
     };
+    let reads_early = connect && read_early;
+    let mut early_state = (!reads_early).then(start_state);
     let t = std::time::Instant::now();
     let mut early = None;
     let loaded = ctx.load_seeing_servers(crate::config::LoadOptions { preset, ..ctx.load_options() }, &mut |servers| {
-        if connect && read_early {
+        if reads_early {
             early = reach::early_read(servers, &dbctl)
                 .map(|(endpoints, read)| EarlyRead { endpoints, task: runtime().spawn(read) });
+            if early.is_none() {
+                early_state = Some(start_state());
+            }
         }
     });
+    let early_state = early_state.unwrap_or_else(start_state);
     tracing::debug!("configuration loaded in {} ms", t.elapsed().as_millis());
     let Some(config) = loaded.config else {
         eprintln!("Error: the configuration is invalid; nothing was run.");
@@ -606,6 +617,12 @@ impl Session {
         };
         self.check_master_secrets(keep.as_ref())?;
         let guarded = keep.as_ref().map(|k| guard_only(&self.config, k));
+        // While the servers' read that started as the configuration loaded
+        // is under way, what the configuration wants that does not depend on
+        // the servers is worked out; the diff adds the databases.
+        let reading = self.early.lock().expect("not poisoned").is_some();
+        let prepared = (reading && !opts.destroy && !opts.no_refresh)
+            .then(|| crate::diff::without_databases(guarded.as_ref().unwrap_or(&self.config)));
         let (live, tls_warnings) = if opts.no_refresh {
             (self.recorded_live(state)?, Vec::new())
         } else {
@@ -652,7 +669,7 @@ impl Session {
         };
         let t = std::time::Instant::now();
         // Adopted objects become updates below, which record their values.
-        let d = diff_with(&inputs, !(opts.shown_only && adopted.is_empty()));
+        let d = diff_prepared(&inputs, !(opts.shown_only && adopted.is_empty()), prepared);
         tracing::debug!("diff: {} ms", t.elapsed().as_millis());
         let d = d.map_err(|errors| {
             for e in &errors {

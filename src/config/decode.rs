@@ -453,6 +453,45 @@ fn evaluate_guarded(e: &hcl::Expression, ctx: &Context) -> Result<Result<Value, 
     r.map_err(|_| ())
 }
 
+/// Where an attribute that is not written plainly finds its evaluation
+/// context: one made beforehand, or one made when the first such attribute
+/// needs it ([`LazyContext`]).
+pub trait EvalContext: Sync {
+    fn get(&self) -> &Context<'static>;
+}
+
+impl EvalContext for Context<'static> {
+    fn get(&self) -> &Context<'static> {
+        self
+    }
+}
+
+/// A context made by `make` the first time it is asked for, on whichever
+/// thread asks. At thousands of resources making it (an object of every
+/// resource name, per kind) costs as much as decoding a tenth of the
+/// blocks, and a configuration written plainly never asks.
+pub struct LazyContext<F> {
+    made: std::sync::OnceLock<Context<'static>>,
+    make: F,
+}
+
+impl<F: Fn() -> Context<'static> + Sync> LazyContext<F> {
+    pub fn new(make: F) -> Self {
+        LazyContext { made: std::sync::OnceLock::new(), make }
+    }
+
+    /// The context, if something asked for it.
+    pub fn into_made(self) -> Option<Context<'static>> {
+        self.made.into_inner()
+    }
+}
+
+impl<F: Fn() -> Context<'static> + Sync> EvalContext for LazyContext<F> {
+    fn get(&self) -> &Context<'static> {
+        self.made.get_or_init(&self.make)
+    }
+}
+
 /// Evaluate an expression; errors carry the expression's span.
 pub fn evaluate(expr: &Expression, file: &Arc<SourceFile>, ctx: &Context) -> Result<Value, Diagnostic> {
     let loc = Loc::new(file, span_of(expr));
@@ -612,7 +651,7 @@ pub fn decode_block(
     schema: &'static BlockSchema,
     block: &Block,
     file: &Arc<SourceFile>,
-    ctx: &Context,
+    ctx: &dyn EvalContext,
     scope: &Scope,
     diags: &mut Diags,
 ) -> DBlock {
@@ -673,7 +712,7 @@ pub fn decode_block(
                 }
                 let fast = if scope.before_resources { None } else { fast_reference(&attr.value, scope) };
                 let unknown_before = super::eval::unknown_env_count();
-                let value = match fast.map(Ok).unwrap_or_else(|| evaluate(&attr.value, file, ctx)) {
+                let value = match fast.map(Ok).unwrap_or_else(|| evaluate(&attr.value, file, ctx.get())) {
                     Ok(v) => v,
                     Err(d) => {
                         diags.push(d);

@@ -140,6 +140,25 @@ pub fn parse_files(
     out
 }
 
+/// Configurations with this many resource blocks are decoded on two threads.
+const PARALLEL_DECODE_BLOCKS: usize = 1000;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: decode every block on the loading thread, to compare with two threads.
+    static ONE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+fn decode_on_one_thread() -> bool {
+    ONE_THREAD.with(|o| o.get())
+}
+
+#[cfg(not(test))]
+fn decode_on_one_thread() -> bool {
+    false
+}
+
 /// Files this large are parsed in two halves on two threads (the parser
 /// takes about 55 ms per MB on this project's machines).
 const PARALLEL_PARSE_BYTES: usize = 256 * 1024;
@@ -245,13 +264,16 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
         &mut diags,
     );
 
-    let mut ctx = root_context();
-    ctx.declare_var("var", var_object.clone());
-    ctx.declare_var("local", local_object.clone());
-    for kind in Kind::ALL {
-        ctx.declare_var(kind.as_str(), resource_object(&raw, resource_blocks, &resources, kind));
-    }
-    let decode = |blocks: &FastIndexMap<(Kind, String), usize>, diags: &mut Diags| {
+    let ctx = decode::LazyContext::new(|| {
+        let mut ctx = root_context();
+        ctx.declare_var("var", var_object.clone());
+        ctx.declare_var("local", local_object.clone());
+        for kind in Kind::ALL {
+            ctx.declare_var(kind.as_str(), resource_object(&raw, resource_blocks, &resources, kind));
+        }
+        ctx
+    });
+    let decode = |blocks: &indexmap::map::Slice<(Kind, String), usize>, diags: &mut Diags| {
         instances(&raw, blocks, &each_values, &variables, &local_names, &resources, &with_for_each, &ctx, diags)
     };
     if !diags.has_errors() {
@@ -260,7 +282,7 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
         // Decoded again below with the rest, where their diagnostics are reported.
         let mut scratch = Diags::default();
         let mut only_servers = Config::default();
-        for d in decode(&server_blocks, &mut scratch) {
+        for d in decode(server_blocks.as_slice(), &mut scratch) {
             if let Some(r) = build::build(d, &mut scratch) {
                 only_servers.resources.insert(r.addr.clone(), r);
             }
@@ -269,7 +291,6 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
             servers(&only_servers);
         }
     }
-    let decoded = decode(resource_blocks, &mut diags);
 
     let mut config = Config::default();
     // Blocks outside any resource: every name is known, no `each`.
@@ -282,20 +303,55 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
         each_key: None,
         before_resources: false,
     };
-    settings(&raw, &index, &ctx, &top_scope, &mut config, &mut diags);
+    // Thousands of blocks are decoded and built in two halves on two
+    // threads. Not while validating: the unset `env()` variables it reports
+    // are gathered by the thread that decodes. The diagnostics keep the
+    // order one thread gives them: every block's decoding, the settings,
+    // every block's building.
+    let blocks = resource_blocks.as_slice();
+    let one_thread = opts.env_unknown || blocks.len() < PARALLEL_DECODE_BLOCKS || decode_on_one_thread();
+    let half = if one_thread { blocks.len() } else { blocks.len() / 2 };
+    let (first, second) = blocks.split_at(half);
+    let (mut settings_diags, mut built_diags) = (Diags::default(), Diags::default());
+    let behind = std::thread::scope(|s| {
+        let base_dir = opts.dir.clone();
+        let behind = (!second.is_empty()).then(|| {
+            s.spawn(|| {
+                eval::set_base_dir(base_dir);
+                let (mut decoded_diags, mut built_diags) = (Diags::default(), Diags::default());
+                let built: Vec<crate::model::Resource> = decode(second, &mut decoded_diags)
+                    .into_iter()
+                    .filter_map(|d| build::build(d, &mut built_diags))
+                    .collect();
+                (built, decoded_diags, built_diags)
+            })
+        });
+        let decoded = decode(first, &mut diags);
+        settings(&raw, &index, &ctx, &top_scope, &mut config, &mut settings_diags);
+        for d in decoded {
+            if let Some(r) = build::build(d, &mut built_diags) {
+                config.resources.insert(r.addr.clone(), r);
+            }
+        }
+        behind.map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
     // The syntax trees and the evaluation context are not needed past here.
     // At thousands of blocks freeing them costs as much as building the
-    // resources below: it is done on another thread, while this one goes on.
+    // resources: it is done on another thread, while this one goes on.
+    let ctx = ctx.into_made();
     let leftovers = (raw, index, ctx, each_values, resources);
     if leftovers.0.len() >= 1000 {
         std::thread::spawn(move || drop(leftovers));
     } else {
         drop(leftovers);
     }
-    for d in decoded {
-        if let Some(r) = build::build(d, &mut diags) {
-            config.resources.insert(r.addr.clone(), r);
-        }
+    let (built_behind, decoded_diags_behind, built_diags_behind) = behind.unwrap_or_default();
+    diags.extend(decoded_diags_behind);
+    diags.extend(settings_diags);
+    diags.extend(built_diags);
+    diags.extend(built_diags_behind);
+    for r in built_behind {
+        config.resources.insert(r.addr.clone(), r);
     }
     check::check(&mut config, &mut diags);
 
@@ -716,19 +772,19 @@ fn for_each_keys(
 #[allow(clippy::too_many_arguments)]
 fn instances(
     raw: &[RawBlock],
-    resource_blocks: &FastIndexMap<(Kind, String), usize>,
+    resource_blocks: &indexmap::map::Slice<(Kind, String), usize>,
     each_values: &FastIndexMap<(Kind, String), Vec<(String, Value)>>,
     variables: &IndexMap<String, VarInfo>,
     local_names: &FastHashSet<String>,
     resources: &FastIndexMap<(Kind, String), Option<Vec<String>>>,
     with_for_each: &FastHashSet<(Kind, String)>,
-    ctx: &hcl::eval::Context<'static>,
+    ctx: &dyn decode::EvalContext,
     diags: &mut Diags,
 ) -> Vec<build::Decoded> {
     // `each` is rebound per instance: building a context per instance
     // would copy every resource name each time (quadratic). Made only when a
     // block has for_each (a copy of every resource name).
-    let mut each_ctx: Option<hcl::eval::Context> = None;
+    let mut each_ctx: Option<hcl::eval::Context<'static>> = None;
     let mut decoded = Vec::new();
     for (key, &i) in resource_blocks {
         let rb = &raw[i];
@@ -751,9 +807,9 @@ fn instances(
                 let mut each = Map::new();
                 each.insert("key".to_string(), Value::String(k.clone()));
                 each.insert("value".to_string(), v.clone());
-                let each_ctx = each_ctx.get_or_insert_with(|| ctx.clone());
+                let each_ctx = each_ctx.get_or_insert_with(|| ctx.get().clone());
                 each_ctx.declare_var("each", Value::Object(each));
-                &*each_ctx
+                &*each_ctx as &dyn decode::EvalContext
             } else {
                 ctx
             };
@@ -789,7 +845,7 @@ fn instances(
 fn settings(
     raw: &[RawBlock],
     index: &Index,
-    ctx: &hcl::eval::Context<'static>,
+    ctx: &dyn decode::EvalContext,
     top_scope: &Scope,
     config: &mut Config,
     diags: &mut Diags,
@@ -912,6 +968,7 @@ mod tests {
     use hcl::edit::Span;
 
     use super::*;
+    use std::fmt::Write as _;
 
     /// Every configuration loaded with attributes written plainly decoded
     /// directly (`decode::direct_value`) and loaded with all of them through
@@ -1007,6 +1064,71 @@ user "v" {
         assert!(outcome(valid_dir.path(), false).0.is_some(), "{:?}", outcome(valid_dir.path(), false).1);
         // Wrong in four places, each reported the same way (compared above).
         assert!(outcome(invalid_dir.path(), false).1.len() >= 4, "{:?}", outcome(invalid_dir.path(), false).1);
+    }
+
+    /// A configuration of thousands of blocks is decoded and built on two
+    /// threads: the resources, their order and every diagnostic (errors and
+    /// warnings in both halves, and in a setting block) are those one thread
+    /// gives.
+    #[test]
+    fn two_threads_decode_as_one_does() {
+        let mut hcl = String::from(
+            "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n\ndbctl {\n  state {\n    backend = \"local\"\n    bogus   = 1\n  }\n}\n",
+        );
+        for i in 0..1500 {
+            match i {
+                // A literal secret value (a warning when built) and a value
+                // with a generate block (an error when built): in both halves.
+                30 | 1300 => {
+                    let _ = write!(hcl, "\nsecret \"s{i}\" {{\n  store = \"local\"\n  value = \"x\"\n}}\n");
+                    continue;
+                }
+                40 | 1400 => {
+                    let _ = write!(
+                        hcl,
+                        "\nsecret \"s{i}\" {{\n  store = \"local\"\n  value = \"x\"\n  generate {{\n    length = 8\n  }}\n}}\n"
+                    );
+                    continue;
+                }
+                _ => {}
+            }
+            let _ = write!(hcl, "\nuser \"u{i}\" {{\n  server = server.main\n");
+            match i {
+                // An unknown attribute and a reference to nothing (when decoded): in both halves.
+                10 | 1100 => hcl.push_str("  colour = \"red\"\n"),
+                20 | 1200 => hcl.push_str("  member_of = [role.nobody]\n"),
+                _ => {}
+            }
+            hcl.push_str("}\n");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.hcl"), &hcl).unwrap();
+        let outcome = |one: bool| {
+            ONE_THREAD.with(|o| o.set(one));
+            let loaded = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() });
+            ONE_THREAD.with(|o| o.set(false));
+            let messages: Vec<String> = loaded
+                .diags
+                .0
+                .iter()
+                .map(|d| format!("{:?} {} {:?} {}", d.severity, d.message, d.loc.as_ref().map(|l| &l.span), d.label))
+                .collect();
+            (loaded.config.map(|c| format!("{:?}", c.resources)), messages)
+        };
+        let (two, one) = (outcome(false), outcome(true));
+        assert_eq!(two, one);
+        assert_eq!(two.1.len(), 11, "every wrong block is reported: {:#?}", two.1);
+        // Without the errors: the same resources, in the same order.
+        let valid = hcl
+            .replace("    bogus   = 1\n", "")
+            .replace("  colour = \"red\"\n", "")
+            .replace("  member_of = [role.nobody]\n", "")
+            .replace("  generate {\n    length = 8\n  }\n", "");
+        std::fs::write(dir.path().join("main.hcl"), &valid).unwrap();
+        let (two, one) = (outcome(false), outcome(true));
+        assert!(two.0.is_some(), "{:#?}", two.1);
+        assert_eq!(two.1.len(), 4, "the literal secret values: {:#?}", two.1);
+        assert_eq!(two, one);
     }
 
     /// Each top-level structure as (span, key or identifier and labels).

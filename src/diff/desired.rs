@@ -149,40 +149,18 @@ pub fn engines(cfg: &Config) -> BTreeMap<Address, EngineKind> {
 /// the owner recorded when it was created (the admin who created it), so the
 /// plan does not depend on which login makes it.
 pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option<&State>) -> Desired {
+    let mut d = without_databases(cfg);
+    add_databases(&mut d, cfg, live, state);
+    d
+}
+
+/// What the configuration wants that does not depend on what the servers
+/// hold: every role and user, and every grant set. A plan works it out while
+/// the servers are read; [`add_databases`] completes it once they are.
+pub fn without_databases(cfg: &Config) -> Desired {
     let mut d = Desired { engines: engines(cfg), ..Desired::default() };
     let engines = d.engines.clone();
     let engine_of = |server: &Address| engines.get(server).copied().unwrap_or(EngineKind::Postgres);
-    let admin = |server: &Address| {
-        live.get(server).filter(|l| l.exists).map(|l| l.admin.clone()).unwrap_or_else(|| "postgres".to_string())
-    };
-    // Users and roles the state manages, by (server, name): what a
-    // database's recorded owner is checked against.
-    let managed_roles: HashSet<(&str, &str)> = state
-        .into_iter()
-        .flat_map(|s| s.resources.values())
-        .filter(|r| matches!(r.kind.as_str(), "user" | "role"))
-        .filter_map(|r| Some((r.server.as_deref()?, r.name.as_str())))
-        .collect();
-    // Routers with access = "owner" make their user the database's owner.
-    let mut router_owner: BTreeMap<Address, String> = BTreeMap::new();
-    for r in cfg.resources.values() {
-        if let Body::Router(rt) = &r.body {
-            for route in rt.routes.iter().filter(|x| x.access == Access::Owner) {
-                if let Some(u) = name_of(cfg, &rt.user) {
-                    router_owner.entry(route.database.clone()).or_insert(u);
-                }
-            }
-            // An admin router's user owns every database the routers it migrates route.
-            for m in &rt.migrates {
-                let (Some(Body::Router(other)), Some(u)) = (cfg.get(m).map(|x| &x.body), name_of(cfg, &rt.user)) else {
-                    continue;
-                };
-                for route in &other.routes {
-                    router_owner.entry(route.database.clone()).or_insert_with(|| u.clone());
-                }
-            }
-        }
-    }
     for r in cfg.resources.values() {
         match &r.body {
             Body::Role(ro) => {
@@ -215,43 +193,6 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option
                     flags: u.flags.iter().cloned().collect(),
                 };
                 add_role(&mut d, cfg, &u.server, role, &u.grants);
-            }
-            Body::Database(db) if !Dialect::of(engine_of(&db.server)).database_owners() => {
-                // MySQL/MariaDB databases have no owner and no connection limit.
-                let want = DesiredDb {
-                    addr: r.addr.clone(),
-                    name: db.name.clone(),
-                    owner: String::new(),
-                    // The server stores character sets and collations in lower case (and utf8 as utf8mb3).
-                    encoding: db.encoding.as_deref().map(crate::engine::mysql::canonical_charset),
-                    collation: db.collation.as_deref().map(crate::engine::mysql::canonical_charset),
-                    connection_limit: -1,
-                    extensions: BTreeSet::new(),
-                };
-                d.databases.entry(db.server.clone()).or_default().insert(db.name.clone(), want);
-            }
-            Body::Database(db) => {
-                let owner = db
-                    .owner
-                    .as_ref()
-                    .and_then(|o| name_of(cfg, o))
-                    .or_else(|| router_owner.get(&r.addr).cloned())
-                    .or_else(|| recorded_owner(state, &managed_roles, live.get(&db.server), &db.server, &r.addr))
-                    .unwrap_or_else(|| admin(&db.server));
-                let want = DesiredDb {
-                    addr: r.addr.clone(),
-                    name: db.name.clone(),
-                    owner,
-                    // As the server names it, so another spelling is no change.
-                    encoding: db
-                        .encoding
-                        .as_deref()
-                        .map(|e| crate::engine::postgres::pg_encoding(e).map_or_else(|| e.to_string(), str::to_string)),
-                    collation: db.collation.clone(),
-                    connection_limit: db.connection_limit,
-                    extensions: db.extensions.iter().cloned().collect(),
-                };
-                d.databases.entry(db.server.clone()).or_default().insert(db.name.clone(), want);
             }
             Body::Router(rt) => {
                 let (Some(user), Some(server)) =
@@ -298,4 +239,84 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option
         }
     }
     d
+}
+
+/// The databases `d` wants on each server (their owners can depend on the
+/// server's admin and on the state).
+pub fn add_databases(d: &mut Desired, cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option<&State>) {
+    let engines = d.engines.clone();
+    let engine_of = |server: &Address| engines.get(server).copied().unwrap_or(EngineKind::Postgres);
+    let admin = |server: &Address| {
+        live.get(server).filter(|l| l.exists).map(|l| l.admin.clone()).unwrap_or_else(|| "postgres".to_string())
+    };
+    // Users and roles the state manages, by (server, name): what a
+    // database's recorded owner is checked against.
+    let managed_roles: HashSet<(&str, &str)> = state
+        .into_iter()
+        .flat_map(|s| s.resources.values())
+        .filter(|r| matches!(r.kind.as_str(), "user" | "role"))
+        .filter_map(|r| Some((r.server.as_deref()?, r.name.as_str())))
+        .collect();
+    // Routers with access = "owner" make their user the database's owner.
+    let mut router_owner: BTreeMap<Address, String> = BTreeMap::new();
+    for r in cfg.resources.values() {
+        if let Body::Router(rt) = &r.body {
+            for route in rt.routes.iter().filter(|x| x.access == Access::Owner) {
+                if let Some(u) = name_of(cfg, &rt.user) {
+                    router_owner.entry(route.database.clone()).or_insert(u);
+                }
+            }
+            // An admin router's user owns every database the routers it migrates route.
+            for m in &rt.migrates {
+                let (Some(Body::Router(other)), Some(u)) = (cfg.get(m).map(|x| &x.body), name_of(cfg, &rt.user)) else {
+                    continue;
+                };
+                for route in &other.routes {
+                    router_owner.entry(route.database.clone()).or_insert_with(|| u.clone());
+                }
+            }
+        }
+    }
+    for r in cfg.resources.values() {
+        match &r.body {
+            Body::Database(db) if !Dialect::of(engine_of(&db.server)).database_owners() => {
+                // MySQL/MariaDB databases have no owner and no connection limit.
+                let want = DesiredDb {
+                    addr: r.addr.clone(),
+                    name: db.name.clone(),
+                    owner: String::new(),
+                    // The server stores character sets and collations in lower case (and utf8 as utf8mb3).
+                    encoding: db.encoding.as_deref().map(crate::engine::mysql::canonical_charset),
+                    collation: db.collation.as_deref().map(crate::engine::mysql::canonical_charset),
+                    connection_limit: -1,
+                    extensions: BTreeSet::new(),
+                };
+                d.databases.entry(db.server.clone()).or_default().insert(db.name.clone(), want);
+            }
+            Body::Database(db) => {
+                let owner = db
+                    .owner
+                    .as_ref()
+                    .and_then(|o| name_of(cfg, o))
+                    .or_else(|| router_owner.get(&r.addr).cloned())
+                    .or_else(|| recorded_owner(state, &managed_roles, live.get(&db.server), &db.server, &r.addr))
+                    .unwrap_or_else(|| admin(&db.server));
+                let want = DesiredDb {
+                    addr: r.addr.clone(),
+                    name: db.name.clone(),
+                    owner,
+                    // As the server names it, so another spelling is no change.
+                    encoding: db
+                        .encoding
+                        .as_deref()
+                        .map(|e| crate::engine::postgres::pg_encoding(e).map_or_else(|| e.to_string(), str::to_string)),
+                    collation: db.collation.clone(),
+                    connection_limit: db.connection_limit,
+                    extensions: db.extensions.iter().cloned().collect(),
+                };
+                d.databases.entry(db.server.clone()).or_default().insert(db.name.clone(), want);
+            }
+            _ => {}
+        }
+    }
 }

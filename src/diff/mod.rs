@@ -13,13 +13,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use self::desired::{desired, engines, Desired, GrantSet};
+pub use self::desired::{desired, engines, without_databases, Desired, GrantSet};
 pub use self::grants::recorded_targets;
 use crate::engine::dialect::Dialect;
 use crate::engine::sql::pg_ident;
 use crate::engine::{LiveDatabase, LiveServer};
 use crate::graph::Graph;
-use crate::model::{Address, Body, Config, EngineKind, Kind};
+use crate::model::{Address, Body, Config, EngineKind, FastHashMap, FastHashSet, Kind};
 pub use crate::model::{DesiredDb, DesiredRole, Target};
 use crate::plan::{Action, AttrChange, Drift, Op, ResourceChange, Step};
 use crate::state::State;
@@ -120,7 +120,7 @@ fn drift_of(addr: &str, recorded: &Value, live: &Value, out: &mut Vec<Drift>) {
 }
 
 /// Roles and databases (old name, new name) a plan renames on one server.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Renames {
     roles: Vec<(String, String)>,
     databases: Vec<(String, String)>,
@@ -295,7 +295,7 @@ fn migrations(
     m: &crate::model::Migrations,
     errors: &mut Vec<String>,
     notes: &mut Vec<String>,
-    by_addr: &mut BTreeMap<String, ResourceChange>,
+    by_addr: &mut ByAddr,
 ) {
     let Some(st) = inp.migrations.get(addr) else { return };
     let st = match st {
@@ -379,7 +379,7 @@ fn migrations(
 
 /// A grant's new default privileges cover tables created after it; the
 /// migrations of this plan run before it, so their tables get the grant too.
-fn grant_what_migrations_create(by_addr: &mut BTreeMap<String, ResourceChange>) {
+fn grant_what_migrations_create(by_addr: &mut ByAddr) {
     let migrating: BTreeSet<(Option<Address>, Option<String>)> = by_addr
         .values()
         .flat_map(|c| &c.steps)
@@ -699,18 +699,223 @@ pub fn diff(inp: &Inputs) -> Result<Diffed, Vec<String>> {
 /// only shown to a reader leaves both out: at 10,000 objects they were 5,000
 /// serialisations and digests, and 10,000 JSON values, no one looked at.
 pub fn diff_with(inp: &Inputs, full: bool) -> Result<Diffed, Vec<String>> {
-    let mut p = Planner::new(inp, full);
+    diff_prepared(inp, full, None)
+}
+
+/// `diff_with`, given what [`desired::without_databases`] made of
+/// `inp.config` (worked out while the servers were read).
+pub fn diff_prepared(inp: &Inputs, full: bool, prepared: Option<Desired>) -> Result<Diffed, Vec<String>> {
+    let mut p = Planner::new(inp, full, prepared);
     p.servers();
     p.secrets();
     p.backup_policies();
     p.migrations();
     p.role_renames();
-    p.roles();
-    p.databases();
-    p.grants();
+    p.roles_beside_databases_and_grants();
     p.removed();
     p.finish()
 }
+
+/// What a step of the plan adds when it is made apart from the planner.
+#[derive(Default)]
+struct Part {
+    errors: Vec<String>,
+    drift: Vec<Drift>,
+    fingerprints: BTreeMap<String, String>,
+    by_addr: ByAddr,
+}
+
+/// Roles and users: created, changed in place, renamed, their passwords set.
+/// `pending`: the addresses of the changes planned before them that do
+/// something (a secret's new version, which its users' passwords follow).
+fn roles(
+    inp: &Inputs,
+    full: bool,
+    want: &Desired,
+    renames: &BTreeMap<Address, Renames>,
+    pending: &FastHashSet<String>,
+) -> Part {
+    let fingerprinted = full;
+    let cfg = inp.config;
+    let mut part = Part {
+        by_addr: ByAddr::with_capacity_and_hasher(want.roles.values().map(|r| r.len()).sum(), Default::default()),
+        ..Part::default()
+    };
+    let Part { ref mut errors, ref mut drift, ref mut fingerprints, ref mut by_addr } = part;
+    for (server, roles) in &want.roles {
+        let live = inp.live_of(server);
+        let server_name = server.to_string();
+        let absent = want.dialect(server).absent_attributes(Kind::User);
+        for (name, d) in roles {
+            let addr = d.addr.to_string();
+            let kind = if d.login { "user" } else { "role" };
+            let res = cfg.get(&d.addr).expect("desired comes from config");
+            let mut c = change(&addr, kind, name, Action::NoOp);
+            c.server = Some(server_name.clone());
+            let role_value = || {
+                let mut v = role_json(d);
+                drop_keys(&mut v, absent);
+                v
+            };
+            // Its JSON value, built where it is compared (below) or kept.
+            let mut after: Option<Value> = None;
+            // Managed, as configured and as recorded: its values are worked
+            // out only if it changes after all, or the plan needs them.
+            let mut quiet = false;
+            let in_state = inp.state.resources.get(&addr);
+            let password_version = d.password.as_ref().and_then(|s| inp.secrets.get(s)).map(|m| m.version.clone());
+            // The secret gets a new version in this plan: the password follows.
+            let password_pending = d.password.as_ref().is_some_and(|s| pending.contains(&s.to_string()));
+            // A rotation staged in the store (`dbctl secret rotate`): set, then made current.
+            let rotation = d.password.as_ref().and_then(|s| inp.secrets.get(s)).and_then(|m| m.rotation.clone());
+            if fingerprinted {
+                fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
+            }
+            // `name` changed: the managed object still holds the old one. Renamed
+            // in place, so its password, memberships and grants go with it.
+            let renamed_from = role_renamed_from(in_state, live, roles, name);
+            if let Some(old) = &renamed_from {
+                if fingerprinted {
+                    fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
+                }
+                if !want.dialect(server).renames_role(d.login) {
+                    errors.push(format!(
+                        "{addr}: role \"{old}\" cannot be renamed to \"{name}\" on MySQL/MariaDB; keep its name, or remove it and add a new role"
+                    ));
+                    continue;
+                }
+            }
+            match live.roles.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.roles.get(o))) {
+                None => {
+                    if in_state.is_some() {
+                        drift.push(deleted_outside(&addr));
+                    }
+                    c.action = Action::Create;
+                    c.steps.extend(steps(&addr, server, want.dialect(server).create_role(d, live)));
+                    if let Some(secret) = &d.password {
+                        set_password(&mut c, server, Dialect::of(want.engine(server)), d, secret, Value::Null);
+                    }
+                }
+                Some(l) => {
+                    if in_state.is_none() {
+                        errors.push(format!(
+                            "{kind} \"{name}\" already exists on {server} but dbctl does not manage it: adopt it with `dbctl import {addr} {name}`, or give the resource another name"
+                        ));
+                        continue;
+                    }
+                    let ignore = &res.lifecycle.ignore_changes;
+                    let rn = renames.get(server);
+                    // Memberships in renamed roles, as they are once the renames ran.
+                    let mapped;
+                    let l = match rn {
+                        Some(rn) => {
+                            mapped = crate::engine::LiveRole {
+                                member_of: l.member_of.iter().map(|m| rn.role(m).to_string()).collect(),
+                                ..l.clone()
+                            };
+                            &mapped
+                        }
+                        None => l,
+                    };
+                    quiet = !full
+                        && rn.is_none()
+                        && renamed_from.is_none()
+                        && ignore.is_empty()
+                        && want.engine(server) == EngineKind::Postgres
+                        && in_state.is_some_and(|st| role_unchanged(&st.attributes, name, d, l));
+                    if !quiet {
+                        let a = role_value();
+                        let mut before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
+                        drop_keys(&mut before, absent);
+                        managed_flags(&mut before, &a);
+                        if let Some(st) = in_state {
+                            drift_since_applied(&addr, &st.attributes, want.engine(server), rn, &before, ignore, drift);
+                        }
+                        c.attributes = attr_changes(&without(&before, ignore), &without(&a, ignore), &[], &[]);
+                        c.before = Some(before);
+                        after = Some(a);
+                    }
+                    let members = !ignore.iter().any(|i| i == "member_of");
+                    let mut renamed_l = None;
+                    if let Some(old) = &renamed_from {
+                        let dialect = want.dialect(server);
+                        // An account moves to its new name and host at once.
+                        if dialect.has_hosts() {
+                            renamed_l =
+                                Some(crate::engine::LiveRole { host: d.host.clone().unwrap_or_default(), ..l.clone() });
+                        }
+                        let rename = dialect.rename_role(old, Some(&l.host), name, d.host.as_deref());
+                        c.steps.push(sql(&addr, server, None, rename));
+                        c.notes
+                            .push(format!("renamed from \"{old}\": its password, memberships and grants go with it"));
+                    }
+                    let l = renamed_l.as_ref().unwrap_or(l);
+                    let changed: Vec<AttrChange> =
+                        c.attributes.iter().filter(|a| renamed_l.is_none() || a.name != "host").cloned().collect();
+                    let changed: Vec<&str> = changed.iter().map(|a| a.name.as_str()).collect();
+                    c.steps.extend(steps(
+                        &addr,
+                        server,
+                        want.dialect(server).update_role(d, l, &changed, members, live),
+                    ));
+                    let recorded = in_state.and_then(|s| s.password_version.clone());
+                    if let Some(secret) = &d.password {
+                        // PostgreSQL clears an MD5 password on a rename (a SCRAM one survives):
+                        // set it again from its secret, so the login works either way.
+                        let md5_cleared = renamed_from.is_some() && want.dialect(server).rename_clears_md5();
+                        let new_version =
+                            password_pending || (password_version.is_some() && recorded != password_version);
+                        let why = match (&rotation, password_pending) {
+                            (Some(v), false) => Some(format!(
+                                "rotation pending: password set from version {v} of {secret}, which then becomes current"
+                            )),
+                            _ if new_version => Some(format!("password set from a new version of {secret}")),
+                            _ if md5_cleared => Some(format!("password set again from {secret} after the rename")),
+                            _ => None,
+                        };
+                        if let Some(why) = why {
+                            let dialect = Dialect::of(want.engine(server));
+                            set_password(&mut c, server, dialect, d, secret, json!("(sensitive)"));
+                            c.notes.push(why);
+                        }
+                    }
+                    if !c.steps.is_empty() {
+                        c.action = Action::Update;
+                    }
+                    if quiet && c.action != Action::NoOp {
+                        // A new password, say: shown with its values after all.
+                        let mut before = live_role_json(name, l);
+                        drop_keys(&mut before, absent);
+                        managed_flags(&mut before, &role_value());
+                        c.before = Some(before);
+                    }
+                }
+            }
+            if quiet && c.action == Action::NoOp {
+                by_addr.insert(addr, c);
+                continue;
+            }
+            c.after = Some(after.unwrap_or_else(role_value));
+            c.after_sensitive = json!({ "password": d.password.is_some() });
+            by_addr.insert(addr, c);
+        }
+    }
+    part
+}
+
+/// The addresses in the order the load worked out (a configuration made
+/// otherwise: its graph is built here).
+fn config_order(cfg: &Config) -> Vec<String> {
+    if cfg.order.is_empty() {
+        Graph::build(cfg).order().unwrap_or_default().iter().map(|n| n.to_string()).collect()
+    } else {
+        cfg.order.iter().map(|n| n.to_string()).collect()
+    }
+}
+
+/// The changes planned so far, by address (their order is the
+/// configuration's, set when the plan is finished).
+type ByAddr = FastHashMap<String, ResourceChange>;
 
 /// One plan being made: what every step of `diff` reads (the inputs and
 /// the desired objects) and what they add to (changes, drift, notes).
@@ -718,12 +923,12 @@ struct Planner<'a> {
     inp: &'a Inputs<'a>,
     /// See `diff_with`.
     full: bool,
-    want: Desired,
+    want: std::sync::Arc<Desired>,
     errors: Vec<String>,
     notes: Vec<String>,
     drift: Vec<Drift>,
     fingerprints: BTreeMap<String, String>,
-    by_addr: BTreeMap<String, ResourceChange>,
+    by_addr: ByAddr,
     deletes: Vec<ResourceChange>,
     /// Roles and databases this plan renames, per server: grants are
     /// planned against the server as it is after the renames.
@@ -733,32 +938,32 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(inp: &'a Inputs<'a>, full: bool) -> Planner<'a> {
+    fn new(inp: &'a Inputs<'a>, full: bool, prepared: Option<Desired>) -> Planner<'a> {
         let cfg = inp.config;
         let want = if inp.destroy {
             // Nothing is wanted, but how each server speaks still matters.
             Desired { engines: desired::engines(cfg), ..Desired::default() }
+        } else if let Some(mut want) = prepared {
+            desired::add_databases(&mut want, cfg, inp.live, Some(inp.state));
+            want
         } else {
             desired(cfg, inp.live, Some(inp.state))
         };
-        // The order the load worked out (a configuration made otherwise: built here).
-        let order: Vec<String> = if cfg.order.is_empty() {
-            Graph::build(cfg).order().unwrap_or_default().iter().map(|n| n.to_string()).collect()
-        } else {
-            cfg.order.iter().map(|n| n.to_string()).collect()
-        };
+        let changes = cfg.resources.len() + want.grants.len();
         Planner {
             inp,
             full,
-            want,
+            want: want.into(),
             errors: Vec::new(),
             notes: Vec::new(),
             drift: Vec::new(),
             fingerprints: BTreeMap::new(),
-            by_addr: BTreeMap::new(),
+            // Every resource and grant set has its change: made at its size,
+            // the map of thousands of large values is never grown and copied.
+            by_addr: ByAddr::with_capacity_and_hasher(changes, Default::default()),
             deletes: Vec::new(),
             renames: BTreeMap::new(),
-            order,
+            order: Vec::new(),
         }
     }
 
@@ -1037,192 +1242,36 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Roles and users: created, changed in place, renamed, their passwords set.
-    fn roles(&mut self) {
-        let inp = self.inp;
-        let (full, fingerprinted) = (self.full, self.full);
-        let cfg = inp.config;
-        let Planner {
-            ref want,
-            ref mut errors,
-            ref mut drift,
-            ref mut fingerprints,
-            ref mut by_addr,
-            ref mut renames,
-            ..
-        } = *self;
-        // Roles and users.
-        for (server, roles) in &want.roles {
-            let live = inp.live_of(server);
-            for (name, d) in roles {
-                let addr = d.addr.to_string();
-                let kind = if d.login { "user" } else { "role" };
-                let res = cfg.get(&d.addr).expect("desired comes from config");
-                let mut c = change(&addr, kind, name, Action::NoOp);
-                c.server = Some(server.to_string());
-                let absent = want.dialect(server).absent_attributes(Kind::User);
-                let role_value = || {
-                    let mut v = role_json(d);
-                    drop_keys(&mut v, absent);
-                    v
-                };
-                // Its JSON value, built where it is compared (below) or kept.
-                let mut after: Option<Value> = None;
-                // Managed, as configured and as recorded: its values are worked
-                // out only if it changes after all, or the plan needs them.
-                let mut quiet = false;
-                let in_state = inp.state.resources.get(&addr);
-                let password_version = d.password.as_ref().and_then(|s| inp.secrets.get(s)).map(|m| m.version.clone());
-                // The secret gets a new version in this plan: the password follows.
-                let password_pending = d
-                    .password
-                    .as_ref()
-                    .is_some_and(|s| by_addr.get(&s.to_string()).is_some_and(|sc| sc.action != Action::NoOp));
-                // A rotation staged in the store (`dbctl secret rotate`): set, then made current.
-                let rotation = d.password.as_ref().and_then(|s| inp.secrets.get(s)).and_then(|m| m.rotation.clone());
-                if fingerprinted {
-                    fingerprints.insert(format!("{server}/role/{name}"), hash(&live.roles.get(name)));
-                }
-                // `name` changed: the managed object still holds the old one. Renamed
-                // in place, so its password, memberships and grants go with it.
-                let renamed_from = role_renamed_from(in_state, live, roles, name);
-                if let Some(old) = &renamed_from {
-                    if fingerprinted {
-                        fingerprints.insert(format!("{server}/role/{old}"), hash(&live.roles.get(old)));
-                    }
-                    if !want.dialect(server).renames_role(d.login) {
-                        errors.push(format!(
-                            "{addr}: role \"{old}\" cannot be renamed to \"{name}\" on MySQL/MariaDB; keep its name, or remove it and add a new role"
-                        ));
-                        continue;
-                    }
-                }
-                match live.roles.get(name).or_else(|| renamed_from.as_ref().and_then(|o| live.roles.get(o))) {
-                    None => {
-                        if in_state.is_some() {
-                            drift.push(deleted_outside(&addr));
-                        }
-                        c.action = Action::Create;
-                        c.steps.extend(steps(&addr, server, want.dialect(server).create_role(d, live)));
-                        if let Some(secret) = &d.password {
-                            set_password(&mut c, server, Dialect::of(want.engine(server)), d, secret, Value::Null);
-                        }
-                    }
-                    Some(l) => {
-                        if in_state.is_none() {
-                            errors.push(format!(
-                                "{kind} \"{name}\" already exists on {server} but dbctl does not manage it: adopt it with `dbctl import {addr} {name}`, or give the resource another name"
-                            ));
-                            continue;
-                        }
-                        let ignore = &res.lifecycle.ignore_changes;
-                        let rn = renames.get(server);
-                        // Memberships in renamed roles, as they are once the renames ran.
-                        let mapped;
-                        let l = match rn {
-                            Some(rn) => {
-                                mapped = crate::engine::LiveRole {
-                                    member_of: l.member_of.iter().map(|m| rn.role(m).to_string()).collect(),
-                                    ..l.clone()
-                                };
-                                &mapped
-                            }
-                            None => l,
-                        };
-                        quiet = !full
-                            && rn.is_none()
-                            && renamed_from.is_none()
-                            && ignore.is_empty()
-                            && want.engine(server) == EngineKind::Postgres
-                            && in_state.is_some_and(|st| role_unchanged(&st.attributes, name, d, l));
-                        if !quiet {
-                            let a = role_value();
-                            let mut before = live_role_json(renamed_from.as_deref().unwrap_or(name), l);
-                            drop_keys(&mut before, absent);
-                            managed_flags(&mut before, &a);
-                            if let Some(st) = in_state {
-                                drift_since_applied(
-                                    &addr,
-                                    &st.attributes,
-                                    want.engine(server),
-                                    rn,
-                                    &before,
-                                    ignore,
-                                    drift,
-                                );
-                            }
-                            c.attributes = attr_changes(&without(&before, ignore), &without(&a, ignore), &[], &[]);
-                            c.before = Some(before);
-                            after = Some(a);
-                        }
-                        let members = !ignore.iter().any(|i| i == "member_of");
-                        let mut renamed_l = None;
-                        if let Some(old) = &renamed_from {
-                            let dialect = want.dialect(server);
-                            // An account moves to its new name and host at once.
-                            if dialect.has_hosts() {
-                                renamed_l = Some(crate::engine::LiveRole {
-                                    host: d.host.clone().unwrap_or_default(),
-                                    ..l.clone()
-                                });
-                            }
-                            let rename = dialect.rename_role(old, Some(&l.host), name, d.host.as_deref());
-                            c.steps.push(sql(&addr, server, None, rename));
-                            c.notes.push(format!(
-                                "renamed from \"{old}\": its password, memberships and grants go with it"
-                            ));
-                        }
-                        let l = renamed_l.as_ref().unwrap_or(l);
-                        let changed: Vec<AttrChange> =
-                            c.attributes.iter().filter(|a| renamed_l.is_none() || a.name != "host").cloned().collect();
-                        let changed: Vec<&str> = changed.iter().map(|a| a.name.as_str()).collect();
-                        c.steps.extend(steps(
-                            &addr,
-                            server,
-                            want.dialect(server).update_role(d, l, &changed, members, live),
-                        ));
-                        let recorded = in_state.and_then(|s| s.password_version.clone());
-                        if let Some(secret) = &d.password {
-                            // PostgreSQL clears an MD5 password on a rename (a SCRAM one survives):
-                            // set it again from its secret, so the login works either way.
-                            let md5_cleared = renamed_from.is_some() && want.dialect(server).rename_clears_md5();
-                            let new_version =
-                                password_pending || (password_version.is_some() && recorded != password_version);
-                            let why = match (&rotation, password_pending) {
-                                (Some(v), false) => Some(format!(
-                                    "rotation pending: password set from version {v} of {secret}, which then becomes current"
-                                )),
-                                _ if new_version => Some(format!("password set from a new version of {secret}")),
-                                _ if md5_cleared => Some(format!("password set again from {secret} after the rename")),
-                                _ => None,
-                            };
-                            if let Some(why) = why {
-                                let dialect = Dialect::of(want.engine(server));
-                                set_password(&mut c, server, dialect, d, secret, json!("(sensitive)"));
-                                c.notes.push(why);
-                            }
-                        }
-                        if !c.steps.is_empty() {
-                            c.action = Action::Update;
-                        }
-                        if quiet && c.action != Action::NoOp {
-                            // A new password, say: shown with its values after all.
-                            let mut before = live_role_json(name, l);
-                            drop_keys(&mut before, absent);
-                            managed_flags(&mut before, &role_value());
-                            c.before = Some(before);
-                        }
-                    }
-                }
-                if quiet && c.action == Action::NoOp {
-                    by_addr.insert(addr, c);
-                    continue;
-                }
-                c.after = Some(after.unwrap_or_else(role_value));
-                c.after_sensitive = json!({ "password": d.password.is_some() });
-                by_addr.insert(addr, c);
-            }
-        }
+    /// Roles and users on another thread, while this one plans the
+    /// databases and grants: at thousands of each the two halves cost about
+    /// the same. Neither reads what the other adds; the roles see the role
+    /// renames as `role_renames` found them, before `databases` adds its own.
+    fn roles_beside_databases_and_grants(&mut self) {
+        let (inp, full) = (self.inp, self.full);
+        let want = std::sync::Arc::clone(&self.want);
+        let renames = self.renames.clone();
+        // Secrets that get a new version in this plan: their users' passwords follow.
+        let pending: FastHashSet<&str> =
+            self.by_addr.iter().filter(|(_, c)| c.action != Action::NoOp).map(|(a, _)| a.as_str()).collect();
+        let pending: FastHashSet<String> = pending.into_iter().map(str::to_string).collect();
+        let (errors_at, drift_at) = (self.errors.len(), self.drift.len());
+        let done = std::thread::scope(|s| {
+            // With the configuration's order, which only `finish` needs.
+            let roles = s.spawn(|| (roles(inp, full, &want, &renames, &pending), config_order(inp.config)));
+            self.databases();
+            self.grants();
+            roles.join()
+        });
+        let (part, order) = match done {
+            Ok(done) => done,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        self.order = order;
+        // In the order a plan made on one thread has them: the roles' first.
+        self.errors.splice(errors_at..errors_at, part.errors);
+        self.drift.splice(drift_at..drift_at, part.drift);
+        self.fingerprints.extend(part.fingerprints);
+        self.by_addr.extend(part.by_addr);
     }
 
     /// Databases: created, changed, renamed or replaced.
@@ -1456,6 +1505,8 @@ impl<'a> Planner<'a> {
             let base = renamed.get(&server).map(|(_, l)| l.clone()).unwrap_or_else(|| inp.live_of(&server).clone());
             replaced.entry(server).or_insert(base).databases.remove(&c.name);
         }
+        // The last grant set's server, written out (one format per server, not per set).
+        let mut server_name: Option<(&Address, String)> = None;
         for gs in &want.grants {
             let (live, rn) = match (replaced.get(&gs.server), renamed.get(&gs.server)) {
                 (Some(l), r) => (l, r.map(|(rn, _)| *rn)),
@@ -1488,7 +1539,10 @@ impl<'a> Planner<'a> {
                 c.action = Action::Update;
                 c.notes.push("follows the rename; recorded under the new names".into());
             }
-            c.server = Some(gs.server.to_string());
+            c.server = Some(match &server_name {
+                Some((a, n)) if *a == &gs.server => n.clone(),
+                _ => server_name.insert((&gs.server, gs.server.to_string())).1.clone(),
+            });
             if gs.kind == "router" {
                 for (app, db) in in_state.map(|s| grants::recorded_routes(&s.attributes)).unwrap_or_default() {
                     if !gs.routes.iter().any(|(a, d, _)| *a == app && *d == db) {
@@ -1518,19 +1572,19 @@ impl<'a> Planner<'a> {
         let Planner { ref want, ref mut errors, ref mut by_addr, ref mut deletes, .. } = *self;
         // Resources in the state but not (any more) in the configuration.
         grant_what_migrations_create(by_addr);
-        let desired_addrs: BTreeSet<&String> = by_addr.keys().collect();
+        let desired_addrs = &*by_addr;
         // Databases this plan drops: roles dropped with them need no reassignment there.
         // A targeted plan drops only the databases it keeps.
         let dropping: BTreeSet<(Option<String>, String)> = inp
             .state
             .resources
             .iter()
-            .filter(|(a, st)| st.kind == "database" && !desired_addrs.contains(a))
+            .filter(|(a, st)| st.kind == "database" && !desired_addrs.contains_key(*a))
             .filter(|(a, _)| inp.keep.is_none_or(|k| k.contains(*a)))
             .map(|(_, st)| (st.server.clone(), st.name.clone()))
             .collect();
         for (addr, st) in &inp.state.resources {
-            if desired_addrs.contains(addr) || st.kind == "rds_cluster" {
+            if desired_addrs.contains_key(addr) || st.kind == "rds_cluster" {
                 // RDS clusters are planned by crate::rds::plan.
                 continue;
             }
@@ -1655,18 +1709,28 @@ impl<'a> Planner<'a> {
 
     /// The changes in order: deletes first, then the configuration's graph order.
     fn finish(self) -> Result<Diffed, Vec<String>> {
-        let Planner { errors, notes, drift, fingerprints, mut by_addr, deletes, order, .. } = self;
+        let Planner { errors, notes, drift, fingerprints, mut by_addr, deletes, order, want, .. } = self;
+        // Freeing thousands of desired objects is left to another thread.
+        if want.grants.len() + want.roles.values().map(BTreeMap::len).sum::<usize>() >= 1000 {
+            std::thread::spawn(move || drop(want));
+        } else {
+            drop(want);
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
 
         let mut changes = deletes;
+        changes.reserve(by_addr.len());
         for a in &order {
             if let Some(c) = by_addr.remove(a) {
                 changes.push(c);
             }
         }
-        changes.extend(by_addr.into_values());
+        // What the order does not name, by address.
+        let mut rest: Vec<(String, ResourceChange)> = by_addr.into_iter().collect();
+        rest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        changes.extend(rest.into_iter().map(|(_, c)| c));
         Ok(Diffed { changes, drift, notes, fingerprints })
     }
 }
