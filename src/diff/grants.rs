@@ -90,10 +90,10 @@ fn in_db(t: &Target) -> Option<&str> {
 }
 
 /// Statements that take `grantee` on `t` from (all, any, default) to `want`.
-#[allow(clippy::too_many_arguments)]
 /// `who`: the engine and how the grantee is written, worked out only when
 /// there is a statement to write (at thousands of unchanged grant sets,
 /// quoting each grantee was a sixth of their diff).
+#[allow(clippy::too_many_arguments)]
 fn delta(
     addr: &str,
     server: &Address,

@@ -1251,9 +1251,8 @@ impl<'a> Planner<'a> {
         let want = std::sync::Arc::clone(&self.want);
         let renames = self.renames.clone();
         // Secrets that get a new version in this plan: their users' passwords follow.
-        let pending: FastHashSet<&str> =
-            self.by_addr.iter().filter(|(_, c)| c.action != Action::NoOp).map(|(a, _)| a.as_str()).collect();
-        let pending: FastHashSet<String> = pending.into_iter().map(str::to_string).collect();
+        let pending: FastHashSet<String> =
+            self.by_addr.iter().filter(|(_, c)| c.action != Action::NoOp).map(|(a, _)| a.clone()).collect();
         let (errors_at, drift_at) = (self.errors.len(), self.drift.len());
         let done = std::thread::scope(|s| {
             // With the configuration's order, which only `finish` needs.
