@@ -1083,6 +1083,11 @@ user "v" {
                     let _ = write!(hcl, "\nsecret \"s{i}\" {{\n  store = \"local\"\n  value = \"x\"\n}}\n");
                     continue;
                 }
+                // `file()` reads relative to the configuration, on either thread.
+                1450 => {
+                    hcl.push_str("\nsecret \"f\" {\n  store = \"local\"\n  value = file(\"value.txt\")\n}\n");
+                    continue;
+                }
                 40 | 1400 => {
                     let _ = write!(
                         hcl,
@@ -1103,6 +1108,7 @@ user "v" {
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("main.hcl"), &hcl).unwrap();
+        std::fs::write(dir.path().join("value.txt"), "from a file").unwrap();
         let outcome = |one: bool| {
             ONE_THREAD.with(|o| o.set(one));
             let loaded = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() });
@@ -1117,7 +1123,7 @@ user "v" {
         };
         let (two, one) = (outcome(false), outcome(true));
         assert_eq!(two, one);
-        assert_eq!(two.1.len(), 11, "every wrong block is reported: {:#?}", two.1);
+        assert_eq!(two.1.len(), 12, "every wrong block is reported: {:#?}", two.1);
         // Without the errors: the same resources, in the same order.
         let valid = hcl
             .replace("    bogus   = 1\n", "")
@@ -1127,7 +1133,7 @@ user "v" {
         std::fs::write(dir.path().join("main.hcl"), &valid).unwrap();
         let (two, one) = (outcome(false), outcome(true));
         assert!(two.0.is_some(), "{:#?}", two.1);
-        assert_eq!(two.1.len(), 4, "the literal secret values: {:#?}", two.1);
+        assert_eq!(two.1.len(), 5, "the literal secret values: {:#?}", two.1);
         assert_eq!(two, one);
     }
 
