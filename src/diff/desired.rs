@@ -159,8 +159,6 @@ pub fn desired(cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option
 /// the servers are read; [`add_databases`] completes it once they are.
 pub fn without_databases(cfg: &Config) -> Desired {
     let mut d = Desired { engines: engines(cfg), ..Desired::default() };
-    let engines = d.engines.clone();
-    let engine_of = |server: &Address| engines.get(server).copied().unwrap_or(EngineKind::Postgres);
     for r in cfg.resources.values() {
         match &r.body {
             Body::Role(ro) => {
@@ -187,9 +185,7 @@ pub fn without_databases(cfg: &Config) -> Desired {
                     member_of: u.member_of.iter().filter_map(|m| name_of(cfg, m)).collect(),
                     password: u.password.clone(),
                     // The server stores a host in lower case.
-                    host: Dialect::of(engine_of(&u.server))
-                        .has_hosts()
-                        .then(|| u.host.as_deref().unwrap_or("%").to_lowercase()),
+                    host: d.dialect(&u.server).has_hosts().then(|| u.host.as_deref().unwrap_or("%").to_lowercase()),
                     flags: u.flags.iter().cloned().collect(),
                 };
                 add_role(&mut d, cfg, &u.server, role, &u.grants);
@@ -202,7 +198,7 @@ pub fn without_databases(cfg: &Config) -> Desired {
                 };
                 let mut targets: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
                 let mut grant = |db: &str, access: Access| {
-                    for (class, privs) in Dialect::of(engine_of(&server)).access_privileges(access) {
+                    for (class, privs) in d.dialect(&server).access_privileges(access) {
                         let schema = (class != GrantClass::Database).then(|| "public".to_string());
                         targets
                             .entry(Target { database: db.to_string(), schema, class })
@@ -244,8 +240,6 @@ pub fn without_databases(cfg: &Config) -> Desired {
 /// The databases `d` wants on each server (their owners can depend on the
 /// server's admin and on the state).
 pub fn add_databases(d: &mut Desired, cfg: &Config, live: &BTreeMap<Address, LiveServer>, state: Option<&State>) {
-    let engines = d.engines.clone();
-    let engine_of = |server: &Address| engines.get(server).copied().unwrap_or(EngineKind::Postgres);
     let admin = |server: &Address| {
         live.get(server).filter(|l| l.exists).map(|l| l.admin.clone()).unwrap_or_else(|| "postgres".to_string())
     };
@@ -279,7 +273,7 @@ pub fn add_databases(d: &mut Desired, cfg: &Config, live: &BTreeMap<Address, Liv
     }
     for r in cfg.resources.values() {
         match &r.body {
-            Body::Database(db) if !Dialect::of(engine_of(&db.server)).database_owners() => {
+            Body::Database(db) if !d.dialect(&db.server).database_owners() => {
                 // MySQL/MariaDB databases have no owner and no connection limit.
                 let want = DesiredDb {
                     addr: r.addr.clone(),
