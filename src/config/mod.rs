@@ -179,11 +179,10 @@ fn parse_large(text: &str) -> Result<hcl::edit::structure::Body, hcl::edit::pars
             second.push_str(&text[cut..]);
             let behind = std::thread::spawn(move || parse_body(&second));
             let first = parse_body(&text[..cut]);
-            if let (Ok(mut first), Ok(Ok(second))) = (first, behind.join()) {
-                for s in second {
-                    first.push(s);
-                }
-                return Ok(first);
+            if let (Ok(first), Ok(Ok(second))) = (first, behind.join()) {
+                // One allocation for both halves (pushed one by one, the
+                // first half's vector doubled, each time into fresh pages).
+                return Ok(first.into_iter().chain(second).collect());
             }
         }
     }
@@ -319,14 +318,15 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
             s.spawn(|| {
                 eval::set_base_dir(base_dir);
                 let (mut decoded_diags, mut built_diags) = (Diags::default(), Diags::default());
-                let built: Vec<crate::model::Resource> = decode(second, &mut decoded_diags)
-                    .into_iter()
-                    .filter_map(|d| build::build(d, &mut built_diags))
-                    .collect();
+                let decoded = decode(second, &mut decoded_diags);
+                // Sized up front (a filtered collect grows by doubling, each time into fresh pages).
+                let mut built: Vec<crate::model::Resource> = Vec::with_capacity(decoded.len());
+                built.extend(decoded.into_iter().filter_map(|d| build::build(d, &mut built_diags)));
                 (built, decoded_diags, built_diags)
             })
         });
         let decoded = decode(first, &mut diags);
+        config.resources.reserve(blocks.len());
         settings(&raw, &index, &ctx, &top_scope, &mut config, &mut settings_diags);
         for d in decoded {
             if let Some(r) = build::build(d, &mut built_diags) {
@@ -367,7 +367,9 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
 /// their labels checked; attributes outside blocks and unknown block types
 /// are reported.
 fn classify(parsed: Vec<(Arc<SourceFile>, Option<hcl::edit::structure::Body>)>, diags: &mut Diags) -> Vec<RawBlock> {
-    let mut raw: Vec<RawBlock> = Vec::new();
+    // Sized up front: a syntax tree's block is large, and doubling moved them all each time.
+    let mut raw: Vec<RawBlock> =
+        Vec::with_capacity(parsed.iter().filter_map(|(_, b)| b.as_ref()).map(|b| b.len()).sum());
     for (file, body) in parsed {
         let Some(body) = body else { continue };
         for structure in body.into_iter() {
@@ -785,7 +787,9 @@ fn instances(
     // would copy every resource name each time (quadratic). Made only when a
     // block has for_each (a copy of every resource name).
     let mut each_ctx: Option<hcl::eval::Context<'static>> = None;
-    let mut decoded = Vec::new();
+    // Sized for one instance per block up front: a decoded block is large,
+    // and growing by doubling moved every one decoded so far each time.
+    let mut decoded = Vec::with_capacity(resource_blocks.len());
     for (key, &i) in resource_blocks {
         let rb = &raw[i];
         let instances: Vec<(Option<String>, Option<Value>)> = match each_values.get(key) {

@@ -23,25 +23,36 @@ pub struct Graph {
 
 impl Graph {
     pub fn build(cfg: &Config) -> Graph {
-        let mut g = DiGraph::new();
-        let mut index = FastHashMap::with_capacity_and_hasher(cfg.resources.len() * 2, Default::default());
+        let n = cfg.resources.len();
+        let mut g = DiGraph::with_capacity(n * 2, n * 3);
+        let mut index = FastHashMap::with_capacity_and_hasher(n * 2, Default::default());
+        // Each resource's node and its grants' node, looked up by a borrowed
+        // address: a lookup in `index` needs an owned node (a cloned address).
+        let mut nodes: FastHashMap<&Address, (NodeIndex, Option<NodeIndex>)> =
+            FastHashMap::with_capacity_and_hasher(n, Default::default());
         for r in cfg.resources.values() {
-            let n = Node::Resource(r.addr.clone());
-            index.insert(n.clone(), g.add_node(n));
-            if r.refs.iter().any(|x| x.attr.starts_with("grant.")) {
+            let node = Node::Resource(r.addr.clone());
+            let ri = g.add_node(node.clone());
+            index.insert(node, ri);
+            let gi = r.refs.iter().any(|x| x.attr.starts_with("grant.")).then(|| {
                 let gn = Node::Grants(r.addr.clone());
                 let gi = g.add_node(gn.clone());
                 index.insert(gn, gi);
-            }
+                gi
+            });
+            nodes.insert(&r.addr, (ri, gi));
         }
         for r in cfg.resources.values() {
-            let from_res = index[&Node::Resource(r.addr.clone())];
-            if let Some(gi) = index.get(&Node::Grants(r.addr.clone())) {
-                g.add_edge(*gi, from_res, r.origin.header.clone());
+            let (from_res, grants) = nodes[&r.addr];
+            if let Some(gi) = grants {
+                g.add_edge(gi, from_res, r.origin.header.clone());
             }
             for x in &r.refs {
-                let Some(&to) = index.get(&Node::Resource(x.to.clone())) else { continue };
-                let from = if x.attr.starts_with("grant.") { index[&Node::Grants(r.addr.clone())] } else { from_res };
+                let Some(&(to, _)) = nodes.get(&x.to) else { continue };
+                let from = match grants {
+                    Some(gi) if x.attr.starts_with("grant.") => gi,
+                    _ => from_res,
+                };
                 if !g.contains_edge(from, to) {
                     g.add_edge(from, to, x.loc.clone());
                 }
@@ -49,9 +60,9 @@ impl Graph {
             // A route with `access = "owner"` makes the router's user the
             // database's owner: the database is created (or altered) after it.
             if let crate::model::Body::Router(rt) = &r.body {
-                let Some(&user) = index.get(&Node::Resource(rt.user.clone())) else { continue };
+                let Some(&(user, _)) = nodes.get(&rt.user) else { continue };
                 for route in rt.routes.iter().filter(|x| x.access == crate::model::Access::Owner) {
-                    let Some(&db) = index.get(&Node::Resource(route.database.clone())) else { continue };
+                    let Some(&(db, _)) = nodes.get(&route.database) else { continue };
                     let loc = r
                         .refs
                         .iter()
