@@ -416,7 +416,10 @@ fn main() {
     );
     println!("peak RSS: plan {:.1} MiB, apply {:.1} MiB", plan_rss as f64 / 1024.0, apply_rss as f64 / 1024.0);
     println!(
-        "phases of a no-change plan (load + refresh + diff, ms): {load} + {refresh} + {diffms}; flat shape, medians of 9: {flat_load} + {flat_refresh} + {flat_diff} (load + diff {load_diff} ms, {load_diff_min}–{load_diff_max}), peak RSS {:.1} MiB",
+        "phases of a no-change plan (load + refresh + diff, ms): {load} + {refresh} + {diffms}; flat shape, medians of 9: {flat_load} + {flat_refresh} + {flat_diff} (load + diff {load_diff} ms, {load_diff_min}–{load_diff_max}; {:.2}× the flat shape's psql floor), peak RSS {:.1} MiB",
+        // The same machine's speed in the same run: on these VMs it moves by
+        // half from hour to hour, and the absolute figure with it.
+        load_diff as f64 / ms(flat_floor),
         flat_rss as f64 / 1024.0
     );
     for (k, t) in for_each {
