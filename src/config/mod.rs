@@ -337,14 +337,10 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
     });
     // The syntax trees and the evaluation context are not needed past here.
     // At thousands of blocks freeing them costs as much as building the
-    // resources: it is done on another thread, while this one goes on.
+    // resources: it is done on another thread, after the checks (which use
+    // both cores), while the plan waits for the state or the servers.
     let ctx = ctx.into_made();
     let leftovers = (raw, index, ctx, each_values, resources);
-    if leftovers.0.len() >= 1000 {
-        std::thread::spawn(move || drop(leftovers));
-    } else {
-        drop(leftovers);
-    }
     let (built_behind, decoded_diags_behind, built_diags_behind) = behind.unwrap_or_default();
     diags.extend(decoded_diags_behind);
     diags.extend(settings_diags);
@@ -354,6 +350,11 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
         config.resources.insert(r.addr.clone(), r);
     }
     check::check(&mut config, &mut diags);
+    if leftovers.0.len() >= 1000 {
+        std::thread::spawn(move || drop(leftovers));
+    } else {
+        drop(leftovers);
+    }
 
     loaded.diags = diags;
     loaded.variables = variables;
