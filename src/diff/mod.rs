@@ -725,6 +725,14 @@ struct Part {
     by_addr: ByAddr,
 }
 
+/// The error for an object that is on the server but not in the state:
+/// the plan would otherwise take it over silently.
+fn unmanaged(kind: &str, name: &str, server: &Address, addr: &str) -> String {
+    format!(
+        "{kind} \"{name}\" already exists on {server} but dbctl does not manage it: adopt it with `dbctl import {addr} {name}`, or give the resource another name"
+    )
+}
+
 /// Roles and users: created, changed in place, renamed, their passwords set.
 /// `pending`: the addresses of the changes planned before them that do
 /// something (a secret's new version, which its users' passwords follow).
@@ -798,9 +806,7 @@ fn roles(
                 }
                 Some(l) => {
                     if in_state.is_none() {
-                        errors.push(format!(
-                            "{kind} \"{name}\" already exists on {server} but dbctl does not manage it: adopt it with `dbctl import {addr} {name}`, or give the resource another name"
-                        ));
+                        errors.push(unmanaged(kind, name, server, &addr));
                         continue;
                     }
                     let ignore = &res.lifecycle.ignore_changes;
@@ -1339,9 +1345,7 @@ impl<'a> Planner<'a> {
                     }
                     Some(l) => {
                         if in_state.is_none() {
-                            errors.push(format!(
-                                "database \"{name}\" already exists on {server} but dbctl does not manage it: adopt it with `dbctl import {addr} {name}`, or give the resource another name"
-                            ));
+                            errors.push(unmanaged("database", name, server, &addr));
                             continue;
                         }
                         let ignore = &res.lifecycle.ignore_changes;
