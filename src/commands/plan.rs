@@ -44,7 +44,7 @@ fn plan(ctx: &Ctx, args: &PlanArgs) -> u8 {
             err("--refresh=false and --refresh-only cannot be given together: a refresh-only plan is one that reads the servers"),
         );
     }
-    let (session, state) = match open_with_state(ctx, !no_refresh) {
+    let (mut session, state) = match open_with_state(ctx, !no_refresh) {
         Ok(x) => x,
         Err(rc) => return failed(args.format, rc),
     };
@@ -97,8 +97,11 @@ fn plan(ctx: &Ctx, args: &PlanArgs) -> u8 {
     };
     // The process exits next: freeing a plan and a state of thousands of
     // resources one allocation at a time would only delay it (about a tenth
-    // of a large plan's CPU time). Both are plain data, with nothing to close.
+    // of a large plan's CPU time). Both are plain data, with nothing to close;
+    // so is the session's configuration (the rest of the session, which may
+    // hold connections, is closed as usual).
     std::mem::forget(plan);
     std::mem::forget(state);
+    std::mem::forget(std::mem::take(&mut session.config));
     rc
 }

@@ -14,19 +14,20 @@ pub struct Decoded {
 }
 
 fn collect_refs(prefix: &str, b: &DBlock, out: &mut Vec<Reference>) {
+    // The attribute's path is written out only for references (most attributes are not).
+    let path = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") };
     for (name, (v, loc)) in &b.attrs {
-        let attr = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
         match v {
-            V::Ref(a) => out.push(Reference { to: a.clone(), attr, loc: loc.clone() }),
-            V::Refs(list) => {
+            V::Ref(a) => out.push(Reference { to: a.clone(), attr: path(name), loc: loc.clone() }),
+            V::Refs(list) if !list.is_empty() => {
+                let attr = path(name);
                 out.extend(list.iter().map(|a| Reference { to: a.clone(), attr: attr.clone(), loc: loc.clone() }))
             }
             _ => {}
         }
     }
     for (name, inner) in &b.blocks {
-        let p = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
-        collect_refs(&p, inner, out);
+        collect_refs(&path(name), inner, out);
     }
 }
 
@@ -341,7 +342,7 @@ pub fn build(d: Decoded, diags: &mut Diags) -> Option<Resource> {
 
     let mut refs = Vec::new();
     collect_refs("", &b, &mut refs);
-    let origin =
-        Origin { header: b.header.clone(), attrs: b.attrs.iter().map(|(k, (_, l))| (k.clone(), l.clone())).collect() };
+    // The block is not needed past here: its places move into the origin.
+    let origin = Origin { header: b.header, attrs: b.attrs.into_iter().map(|(k, (_, l))| (k, l)).collect() };
     Some(Resource { addr, body, lifecycle, origin, refs })
 }

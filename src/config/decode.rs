@@ -657,8 +657,11 @@ pub fn decode_block(
 ) -> DBlock {
     let labels = block.labels.iter().map(|l| (l.as_str().to_string(), Loc::new(file, label_span(l)))).collect();
     let header = Loc::new(file, header_span(block));
-    let mut out = DBlock { header: header.clone(), labels, attrs: FastIndexMap::default(), blocks: Vec::new() };
-    let mut seen_attrs: IndexMap<String, Loc> = IndexMap::new();
+    // Sized once: a block's attributes are few, and growing the map reallocates it.
+    let attrs = FastIndexMap::with_capacity_and_hasher(block.body.len(), Default::default());
+    let mut out = DBlock { header: header.clone(), labels, attrs, blocks: Vec::new() };
+    // A block has a few attributes: a list is cheaper than a map (thousands of blocks).
+    let mut seen_attrs: Vec<(&str, Range<usize>)> = Vec::with_capacity(block.body.len());
     let mut seen_blocks: HashSet<&str> = HashSet::new();
 
     for structure in block.body.iter() {
@@ -666,15 +669,15 @@ pub fn decode_block(
             Structure::Attribute(attr) => {
                 let key = attr.key.as_str();
                 let key_loc = Loc::new(file, span_of(&attr.key));
-                if let Some(first) = seen_attrs.get(key) {
+                if let Some((_, first)) = seen_attrs.iter().find(|(k, _)| *k == key) {
                     diags.push(
                         Diagnostic::error(format!("attribute `{key}` is set twice"))
                             .at(&key_loc, "set again here")
-                            .also(first, "first set here"),
+                            .also(&Loc::new(file, first.clone()), "first set here"),
                     );
                     continue;
                 }
-                seen_attrs.insert(key.to_string(), key_loc.clone());
+                seen_attrs.push((key, key_loc.span.clone()));
                 let Some(spec) = schema.attr(key) else {
                     let help = if schema.nested(key).is_some() {
                         Some(format!("`{key}` is a block: write {key} {{ ... }}"))
@@ -786,7 +789,7 @@ pub fn decode_block(
         }
     }
     for spec in schema.attrs.iter().filter(|a| a.required) {
-        if !seen_attrs.contains_key(spec.name) {
+        if !seen_attrs.iter().any(|(k, _)| *k == spec.name) {
             diags.push(
                 Diagnostic::error(format!("missing required attribute `{}` in a {} block", spec.name, schema.name))
                     .at(&header, format!("needs `{}`", spec.name))

@@ -231,7 +231,9 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
     let mut diags = Diags::default();
     eval::set_base_dir(opts.dir.clone());
     eval::set_env_unknown(opts.env_unknown);
+    let t = std::time::Instant::now();
     let parsed = parse_files(opts, &mut diags);
+    tracing::debug!("configuration: parsed in {} ms", t.elapsed().as_millis());
     let files: Vec<Arc<SourceFile>> = parsed.iter().map(|(f, _)| f.clone()).collect();
     let mut loaded = Loaded { config: None, diags: Diags::default(), files, variables: IndexMap::new() };
 
@@ -290,6 +292,7 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
             servers(&only_servers);
         }
     }
+    tracing::debug!("configuration: servers seen at {} ms", t.elapsed().as_millis());
 
     let mut config = Config::default();
     // Blocks outside any resource: every name is known, no `each`.
@@ -349,7 +352,9 @@ pub fn load_seeing_servers(opts: &LoadOptions, servers: &mut dyn FnMut(&Config))
     for r in built_behind {
         config.resources.insert(r.addr.clone(), r);
     }
+    tracing::debug!("configuration: decoded and built at {} ms", t.elapsed().as_millis());
     check::check(&mut config, &mut diags);
+    tracing::debug!("configuration: checked at {} ms", t.elapsed().as_millis());
     if leftovers.0.len() >= 1000 {
         std::thread::spawn(move || drop(leftovers));
     } else {
@@ -1069,6 +1074,30 @@ user "v" {
         assert!(outcome(valid_dir.path(), false).0.is_some(), "{:?}", outcome(valid_dir.path(), false).1);
         // Wrong in four places, each reported the same way (compared above).
         assert!(outcome(invalid_dir.path(), false).1.len() >= 4, "{:?}", outcome(invalid_dir.path(), false).1);
+    }
+
+    /// A required attribute that is not written is reported at its block,
+    /// also when the block has other attributes and an unknown one (each
+    /// block keeps a list of the attributes it has seen). An attribute
+    /// written twice is the parser's syntax error.
+    #[test]
+    fn a_missing_required_attribute_points_at_its_block() {
+        let hcl = "server \"main\" {\n  engine   = \"postgres\"\n  embedded = true\n}\n\nmigrations \"m\" {\n  dir    = \"db\"\n  colour = \"red\"\n  lint   = \"warn\"\n}\n";
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.hcl"), hcl).unwrap();
+        let loaded = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() });
+        let messages: Vec<(&str, usize)> =
+            loaded.diags.0.iter().map(|d| (d.message.as_str(), d.loc.as_ref().unwrap().span.start)).collect();
+        assert_eq!(
+            messages,
+            [
+                ("unknown attribute `colour` in a migrations block", hcl.find("colour").unwrap()),
+                ("missing required attribute `database` in a migrations block", hcl.find("migrations").unwrap()),
+            ]
+        );
+        std::fs::write(dir.path().join("main.hcl"), hcl.replace("lint   = \"warn\"", "dir = \"other\"")).unwrap();
+        let loaded = load(&LoadOptions { dir: dir.path().to_path_buf(), ..Default::default() });
+        assert!(loaded.diags.0.iter().any(|d| d.message.starts_with("syntax error")), "{:?}", loaded.diags.0);
     }
 
     /// A configuration of thousands of blocks is decoded and built on two

@@ -570,7 +570,7 @@ pub enum Body {
 pub struct Origin {
     /// The block header (type and labels).
     pub header: Loc,
-    pub attrs: IndexMap<String, Loc>,
+    pub attrs: FastIndexMap<String, Loc>,
 }
 
 impl Origin {
