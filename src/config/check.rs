@@ -111,12 +111,12 @@ fn check_resources(cfg: &Config, diags: &mut Diags) {
         let Some(engine) = engine_of(cfg, server) else { continue };
         let dialect = Dialect::of(engine);
         if let Some(problem) = dialect.check_name(r.addr.kind, name) {
-            let at = if r.origin.attrs.contains_key("name") { r.origin.attr("name") } else { &r.origin.header };
+            let at = if r.origin.has("name") { r.origin.attr("name") } else { &r.origin.header };
             diags.push(
                 Diagnostic::error(format!("{}: {} cannot hold this name", r.addr, engine.as_str())).at(at, problem),
             );
         } else if let Some(problem) = dialect.reserved_name(r.addr.kind, name) {
-            let at = if r.origin.attrs.contains_key("name") { r.origin.attr("name") } else { &r.origin.header };
+            let at = if r.origin.has("name") { r.origin.attr("name") } else { &r.origin.header };
             diags.push(
                 Diagnostic::error(format!("{}: the name \"{name}\" is reserved", r.addr))
                     .at(at, problem)
@@ -171,7 +171,7 @@ fn check_resources(cfg: &Config, diags: &mut Diags) {
                 if !u.member_of.is_empty() {
                     unsupported(r, "member_of", dialect.unsupported(EngineAttr::MemberOf), diags);
                 }
-                if r.origin.attrs.contains_key("connection_limit") {
+                if r.origin.has("connection_limit") {
                     unsupported(r, "connection_limit", dialect.unsupported(EngineAttr::ConnectionLimit), diags);
                 }
                 check_members(cfg, r, server, &u.member_of, diags);
@@ -192,11 +192,11 @@ fn check_resources(cfg: &Config, diags: &mut Diags) {
                     unsupported(r, "owner", dialect.unsupported(EngineAttr::Owner), diags);
                 }
                 for a in ["encoding", "collation"] {
-                    if r.origin.attrs.contains_key(a) {
+                    if r.origin.has(a) {
                         unsupported(r, a, dialect.unsupported(EngineAttr::Charset(a)), diags);
                     }
                 }
-                if r.origin.attrs.contains_key("connection_limit") {
+                if r.origin.has("connection_limit") {
                     unsupported(r, "connection_limit", dialect.unsupported(EngineAttr::ConnectionLimit), diags);
                 }
                 if let Some(owner) = &d.owner {

@@ -35,13 +35,15 @@ pub enum V {
 pub struct DBlock {
     pub header: Loc,
     pub labels: Vec<(String, Loc)>,
-    pub attrs: FastIndexMap<String, (V, Loc)>,
+    /// The attributes written, in order, by their schema names (a block has
+    /// a few: a list is cheaper than a map at thousands of blocks).
+    pub attrs: Vec<(&'static str, (V, Loc))>,
     pub blocks: Vec<(String, DBlock)>,
 }
 
 impl DBlock {
     pub fn get(&self, name: &str) -> Option<&V> {
-        self.attrs.get(name).map(|(v, _)| v)
+        self.attrs.iter().find(|(k, _)| *k == name).map(|(_, (v, _))| v)
     }
     pub fn str(&self, name: &str) -> Option<String> {
         match self.get(name) {
@@ -80,7 +82,7 @@ impl DBlock {
         }
     }
     pub fn loc(&self, name: &str) -> Option<&Loc> {
-        self.attrs.get(name).map(|(_, l)| l)
+        self.attrs.iter().find(|(k, _)| *k == name).map(|(_, (_, l))| l)
     }
     pub fn block(&self, name: &str) -> Option<&DBlock> {
         self.blocks.iter().find(|(n, _)| n == name).map(|(_, b)| b)
@@ -657,9 +659,8 @@ pub fn decode_block(
 ) -> DBlock {
     let labels = block.labels.iter().map(|l| (l.as_str().to_string(), Loc::new(file, label_span(l)))).collect();
     let header = Loc::new(file, header_span(block));
-    // Sized once: a block's attributes are few, and growing the map reallocates it.
-    let attrs = FastIndexMap::with_capacity_and_hasher(block.body.len(), Default::default());
-    let mut out = DBlock { header: header.clone(), labels, attrs, blocks: Vec::new() };
+    let mut out =
+        DBlock { header: header.clone(), labels, attrs: Vec::with_capacity(block.body.len()), blocks: Vec::new() };
     // A block has a few attributes: a list is cheaper than a map (thousands of blocks).
     let mut seen_attrs: Vec<(&str, Range<usize>)> = Vec::with_capacity(block.body.len());
     let mut seen_blocks: HashSet<&str> = HashSet::new();
@@ -709,7 +710,7 @@ pub fn decode_block(
                 }
                 if !scope.before_resources && !general_only() {
                     if let Some(v) = direct_value(&attr.value, spec.ty, scope) {
-                        out.attrs.insert(key.to_string(), (v, value_loc));
+                        out.attrs.push((spec.name, (v, value_loc)));
                         continue;
                     }
                 }
@@ -744,7 +745,7 @@ pub fn decode_block(
                 }
                 match typecheck(&value, spec.ty) {
                     Ok(v) => {
-                        out.attrs.insert(key.to_string(), (v, value_loc));
+                        out.attrs.push((spec.name, (v, value_loc)));
                     }
                     Err((msg, help)) => {
                         let mut d = Diagnostic::error(format!("wrong type for `{key}`: {msg}"))

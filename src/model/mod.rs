@@ -570,13 +570,19 @@ pub enum Body {
 pub struct Origin {
     /// The block header (type and labels).
     pub header: Loc,
-    pub attrs: FastIndexMap<String, Loc>,
+    /// Each attribute written, by its schema name, in order.
+    pub attrs: Vec<(&'static str, Loc)>,
 }
 
 impl Origin {
     /// The attribute's place, or the block header when it was not written.
     pub fn attr(&self, name: &str) -> &Loc {
-        self.attrs.get(name).unwrap_or(&self.header)
+        self.attrs.iter().find(|(k, _)| *k == name).map_or(&self.header, |(_, l)| l)
+    }
+
+    /// Whether the attribute was written.
+    pub fn has(&self, name: &str) -> bool {
+        self.attrs.iter().any(|(k, _)| *k == name)
     }
 }
 
