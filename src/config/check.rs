@@ -111,12 +111,12 @@ fn check_resources(cfg: &Config, diags: &mut Diags) {
         let Some(engine) = engine_of(cfg, server) else { continue };
         let dialect = Dialect::of(engine);
         if let Some(problem) = dialect.check_name(r.addr.kind, name) {
-            let at = if r.origin.has("name") { r.origin.attr("name") } else { &r.origin.header };
+            let at = r.origin.attr("name");
             diags.push(
                 Diagnostic::error(format!("{}: {} cannot hold this name", r.addr, engine.as_str())).at(at, problem),
             );
         } else if let Some(problem) = dialect.reserved_name(r.addr.kind, name) {
-            let at = if r.origin.has("name") { r.origin.attr("name") } else { &r.origin.header };
+            let at = r.origin.attr("name");
             diags.push(
                 Diagnostic::error(format!("{}: the name \"{name}\" is reserved", r.addr))
                     .at(at, problem)

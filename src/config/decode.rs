@@ -42,8 +42,11 @@ pub struct DBlock {
 }
 
 impl DBlock {
+    fn entry(&self, name: &str) -> Option<&(V, Loc)> {
+        self.attrs.iter().find(|(k, _)| *k == name).map(|(_, e)| e)
+    }
     pub fn get(&self, name: &str) -> Option<&V> {
-        self.attrs.iter().find(|(k, _)| *k == name).map(|(_, (v, _))| v)
+        self.entry(name).map(|(v, _)| v)
     }
     pub fn str(&self, name: &str) -> Option<String> {
         match self.get(name) {
@@ -82,7 +85,7 @@ impl DBlock {
         }
     }
     pub fn loc(&self, name: &str) -> Option<&Loc> {
-        self.attrs.iter().find(|(k, _)| *k == name).map(|(_, (_, l))| l)
+        self.entry(name).map(|(_, l)| l)
     }
     pub fn block(&self, name: &str) -> Option<&DBlock> {
         self.blocks.iter().find(|(n, _)| n == name).map(|(_, b)| b)
