@@ -51,7 +51,10 @@ pub fn check(cfg: &mut Config, diags: &mut Diags) {
 
 /// Every check but the cycle check, in order.
 fn check_resources(cfg: &Config, diags: &mut Diags) {
-    let mut objects: HashMap<(Address, &'static str, String), &Resource> = HashMap::default();
+    // One namespace per server, engine and kind of object: (server, namespace, name, host).
+    let mut objects: HashMap<(&Address, &'static str, &str, String), &Resource> = HashMap::default();
+    // The last server's engine: blocks on one server mostly come together.
+    let mut last: Option<(&Address, Option<EngineKind>)> = None;
     for r in cfg.resources.values() {
         match &r.body {
             Body::Server(s) => {
@@ -108,7 +111,11 @@ fn check_resources(cfg: &Config, diags: &mut Diags) {
             _ => {}
         }
         let (Some(server), Some(name)) = (r.server(), r.object_name()) else { continue };
-        let Some(engine) = engine_of(cfg, server) else { continue };
+        let engine = match last {
+            Some((at, engine)) if at == server => engine,
+            _ => last.insert((server, engine_of(cfg, server))).1,
+        };
+        let Some(engine) = engine else { continue };
         let dialect = Dialect::of(engine);
         if let Some(problem) = dialect.check_name(r.addr.kind, name) {
             let at = r.origin.attr("name");
@@ -141,7 +148,7 @@ fn check_resources(cfg: &Config, diags: &mut Diags) {
             Body::User(u) => dialect.account_host(u.host.as_deref()),
             _ => String::new(),
         };
-        let key = (server.clone(), ns, format!("{name}@{host}"));
+        let key = (server, ns, name, host);
         if let Some(first) = objects.get(&key) {
             diags.push(
                 Diagnostic::error(format!("{} and {} manage the same {ns} \"{name}\" on {server}", first.addr, r.addr))

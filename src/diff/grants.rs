@@ -22,21 +22,24 @@ fn list(p: &BTreeSet<String>) -> String {
     p.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
 }
 
-/// What `grantee` holds on a target now.
-struct Held {
+/// Nothing held (what a grantee absent from a catalog holds).
+static NONE: Privs = Privs::new();
+
+/// What `grantee` holds on a target now, borrowed from the server's catalog.
+struct Held<'a> {
     /// On every existing object (None: there are no objects, so nothing to grant on them).
-    all: Option<Privs>,
+    all: Option<&'a Privs>,
     /// On at least one existing object (what must be revoked if unwanted).
-    any: Privs,
+    any: &'a Privs,
     /// Default privileges for future objects (tables and sequences only).
-    default: Option<Privs>,
+    default: Option<&'a Privs>,
 }
 
-impl Held {
+impl Held<'_> {
     /// What a reader should see as the current privileges: for tables and
     /// sequences, what existing and future objects both have.
     fn shown(&self) -> Privs {
-        match (&self.all, &self.default) {
+        match (self.all, self.default) {
             (Some(a), Some(d)) => a.intersection(d).cloned().collect(),
             (None, Some(d)) => d.clone(),
             (Some(a), None) => a.clone(),
@@ -45,37 +48,34 @@ impl Held {
     }
 }
 
-fn live_privs(live: &LiveServer, grantee: &str, t: &Target, for_role: &str) -> Held {
-    let nothing = || Held { all: Some(Privs::new()), any: Privs::new(), default: None };
+fn live_privs<'a>(live: &'a LiveServer, grantee: &str, t: &Target, for_role: &str) -> Held<'a> {
+    let held = |p: Option<&'a Privs>| {
+        let p = p.unwrap_or(&NONE);
+        Held { all: Some(p), any: p, default: None }
+    };
     let Some(db) = live.databases.get(&t.database) else {
-        let mut h = nothing();
-        if matches!(t.class, GrantClass::Tables | GrantClass::Sequences) {
-            h.all = None;
-            h.default = Some(Privs::new());
-        }
-        return h;
+        return match t.class {
+            GrantClass::Tables | GrantClass::Sequences => Held { all: None, any: &NONE, default: Some(&NONE) },
+            _ => held(None),
+        };
     };
     if t.class == GrantClass::Database {
-        let p = db.privileges.get(grantee).cloned().unwrap_or_default();
-        return Held { all: Some(p.clone()), any: p, default: None };
+        return held(db.privileges.get(grantee));
     }
     let sc = db.detail.as_ref().and_then(|d| d.schemas.get(t.schema.as_deref().unwrap_or("public")));
     match (t.class, sc) {
-        (GrantClass::Schema, Some(sc)) => {
-            let p = sc.privileges.get(grantee).cloned().unwrap_or_default();
-            Held { all: Some(p.clone()), any: p, default: None }
-        }
-        (GrantClass::Schema, None) => nothing(),
-        (_, None) => Held { all: None, any: Privs::new(), default: Some(Privs::new()) },
+        (GrantClass::Schema, Some(sc)) => held(sc.privileges.get(grantee)),
+        (GrantClass::Schema, None) => held(None),
+        (_, None) => Held { all: None, any: &NONE, default: Some(&NONE) },
         (_, Some(sc)) => {
             let (cp, defs) = if t.class == GrantClass::Tables {
                 (&sc.tables, &sc.default_tables)
             } else {
                 (&sc.sequences, &sc.default_sequences)
             };
-            let all = (cp.count > 0).then(|| cp.all.get(grantee).cloned().unwrap_or_default());
-            let any = cp.any.get(grantee).cloned().unwrap_or_default();
-            let def = defs.get(for_role).and_then(|m| m.get(grantee)).cloned().unwrap_or_default();
+            let all = (cp.count > 0).then(|| cp.all.get(grantee).unwrap_or(&NONE));
+            let any = cp.any.get(grantee).unwrap_or(&NONE);
+            let def = defs.get(for_role).and_then(|m| m.get(grantee)).unwrap_or(&NONE);
             Held { all, any, default: Some(def) }
         }
     }
@@ -108,12 +108,13 @@ fn delta(
     if owner_is_grantee && t.class == GrantClass::Database {
         return steps; // The owner holds every privilege on its database.
     }
-    let add: Privs = held.all.as_ref().map(|all| want.difference(all).cloned().collect()).unwrap_or_default();
-    let extra: Privs = held.any.difference(want).cloned().collect();
-    let unchanged = add.is_empty() && extra.is_empty();
-    if unchanged && held.default.as_ref().is_none_or(|def| def == want) {
+    // Compared before anything is collected: most grant sets change nothing.
+    let unchanged = held.all.is_none_or(|all| want.is_subset(all)) && held.any.is_subset(want);
+    if unchanged && held.default.is_none_or(|def| def == want) {
         return steps;
     }
+    let add: Privs = held.all.map(|all| want.difference(all).cloned().collect()).unwrap_or_default();
+    let extra: Privs = held.any.difference(want).cloned().collect();
     let (engine, g) = who();
     if !add.is_empty() {
         steps.push(sql(addr, server, in_db(t), format!("GRANT {} ON {} TO {g}", list(&add), on(engine, t))));
@@ -121,7 +122,7 @@ fn delta(
     if !extra.is_empty() {
         steps.push(sql(addr, server, in_db(t), format!("REVOKE {} ON {} FROM {g}", list(&extra), on(engine, t))));
     }
-    if let Some(def) = &held.default {
+    if let Some(def) = held.default {
         let objects = if t.class == GrantClass::Tables { "TABLES" } else { "SEQUENCES" };
         let head = format!(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {}",
@@ -144,15 +145,21 @@ fn target_json(t: &Target, p: &Privs) -> Value {
     json!({ "database": t.database, "schema": t.schema, "on": t.class.as_str(), "privileges": p })
 }
 
+/// A field of an object recorded in the state, `Null` when absent.
+fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
+    static ABSENT: Value = Value::Null;
+    v.as_object().and_then(|m| super::field(m, key)).unwrap_or(&ABSENT)
+}
+
 /// The grantee and targets a state entry recorded.
 pub fn recorded_targets(attrs: &Value) -> (String, BTreeSet<Target>) {
-    let grantee = attrs["grantee"].as_str().unwrap_or_default().to_string();
-    let targets = attrs["grants"]
+    let grantee = field(attrs, "grantee").as_str().unwrap_or_default().to_string();
+    let targets = field(attrs, "grants")
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|g| {
-            let class = match g["on"].as_str()? {
+            let class = match field(g, "on").as_str()? {
                 "database" => GrantClass::Database,
                 "schema" => GrantClass::Schema,
                 "tables" => GrantClass::Tables,
@@ -160,8 +167,8 @@ pub fn recorded_targets(attrs: &Value) -> (String, BTreeSet<Target>) {
                 _ => return None,
             };
             Some(Target {
-                database: g["database"].as_str()?.to_string(),
-                schema: g["schema"].as_str().map(str::to_string),
+                database: field(g, "database").as_str()?.to_string(),
+                schema: field(g, "schema").as_str().map(str::to_string),
                 class,
             })
         })
@@ -232,33 +239,43 @@ pub fn diff_grant_set(
     let mut before = Vec::new();
     let mut after = Vec::new();
     let empty = Privs::new();
-    let mut all_targets: BTreeSet<Target> = gs.targets.keys().cloned().collect();
-    if recorded.0 == gs.grantee {
-        all_targets.extend(recorded.1.iter().cloned());
+    // The configured targets, and those recorded that are no longer (their
+    // privileges revoked), in one order; borrowed, as most sets have one.
+    let dropped: Vec<&Target> = if recorded.0 == gs.grantee {
+        recorded.1.iter().filter(|t| !gs.targets.contains_key(*t)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut all_targets: Vec<&Target> = gs.targets.keys().chain(dropped.iter().copied()).collect();
+    if !dropped.is_empty() {
+        all_targets.sort();
     }
-    for t in &all_targets {
-        let want_p = gs.targets.get(t).unwrap_or(&empty);
-        let owner = want
-            .db_owner(&gs.server, &t.database)
-            .map(str::to_string)
-            .or_else(|| live.databases.get(&t.database).map(|d| d.owner.clone()))
-            .unwrap_or_else(|| live.admin.clone());
-        let held = live_privs(live, &gs.grantee, t, &owner);
+    let per_account = want.dialect(&gs.server).grants_per_account();
+    let owners = want.databases.get(&gs.server);
+    for t in all_targets {
+        let configured = gs.targets.get(t);
+        let want_p = configured.unwrap_or(&empty);
+        let owner: &str = owners
+            .and_then(|dbs| dbs.get(&t.database))
+            .map(|d| d.owner.as_str())
+            .or_else(|| live.databases.get(&t.database).map(|d| d.owner.as_str()))
+            .unwrap_or(&live.admin);
+        let held = live_privs(live, &gs.grantee, t, owner);
         if values && (t.class != GrantClass::Database || owner != gs.grantee) {
             before.push(target_json(t, &held.shown()));
         }
-        if values && gs.targets.contains_key(t) {
+        if values && configured.is_some() {
             after.push(target_json(t, want_p));
         }
-        if !want.dialect(&gs.server).grants_per_account() {
+        if !per_account {
             let who = || (want.engine(&gs.server), want.grantee(&gs.server, &gs.grantee, live));
-            c.steps.extend(delta(&gs.node, &gs.server, &who, t, want_p, &held, &owner, owner == gs.grantee));
+            c.steps.extend(delta(&gs.node, &gs.server, &who, t, want_p, &held, owner, owner == gs.grantee));
         }
-        if !gs.targets.contains_key(t) {
+        if configured.is_none() {
             c.notes.push(format!("no longer managed: {} on {}", t.class.as_str(), t.database));
         }
     }
-    if want.dialect(&gs.server).grants_per_account() {
+    if per_account {
         c.steps = account_step(&gs.node, &gs.server, &gs.grantee, live, want);
         if has_custom_acl(live, &gs.grantee) {
             c.notes.push(format!(

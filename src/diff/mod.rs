@@ -544,6 +544,13 @@ fn managed_flags(before: &mut Value, after: &Value) {
 /// `managed_flags`) and the recorded attributes would find — no attribute to
 /// change and no drift — worked out without building those values. False
 /// whenever it cannot tell (then they are built and compared).
+/// A field of an object the state recorded, found by a scan: such objects
+/// hold a dozen fields at most, and serde_json's maps hash every key looked
+/// up (SipHash), which at thousands of objects costs more than comparing them.
+fn field<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
 fn role_unchanged(recorded: &Value, name: &str, d: &DesiredRole, l: &crate::engine::LiveRole) -> bool {
     let is_flag = |f: &str| crate::engine::ROLE_FLAGS.iter().any(|x| x.0 == f);
     // The configuration against the server.
@@ -560,7 +567,7 @@ fn role_unchanged(recorded: &Value, name: &str, d: &DesiredRole, l: &crate::engi
     }
     // The server against what was recorded: a recorded null is not drift.
     let Some(r) = recorded.as_object() else { return false };
-    let same = |key: &str, eq: &dyn Fn(&Value) -> bool| r.get(key).is_none_or(|v| v.is_null() || eq(v));
+    let same = |key: &str, eq: &dyn Fn(&Value) -> bool| field(r, key).is_none_or(|v| v.is_null() || eq(v));
     same("name", &|v| v.as_str() == Some(name))
         && same("login", &|v| v.as_bool() == Some(l.login))
         && same("connection_limit", &|v| v.as_i64() == Some(l.connection_limit))

@@ -30,6 +30,9 @@ pub fn create_role(d: &DesiredRole) -> Vec<Stmt> {
 }
 
 pub fn update_role(d: &DesiredRole, l: &LiveRole, changed: &[&str], members: bool) -> Vec<Stmt> {
+    if changed.is_empty() && (!members || d.member_of == l.member_of) {
+        return Vec::new(); // Most roles of a plan: nothing to write, not even the name.
+    }
     let name = pg_ident(&d.name);
     let mut steps = Vec::new();
     let mut alter = Vec::new();
