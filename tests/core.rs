@@ -418,6 +418,68 @@ fn postgres_targeted_destroy_of_a_user_cleans_up_in_the_databases_it_keeps() {
     assert_eq!(user_steps(&d), [(None, "DROP ROLE \"app\"".to_string())], "shop is dropped: nothing to clean there");
 }
 
+/// A grant moved from one database to another: the one no longer
+/// configured (but recorded) is revoked and named in a note, the new one
+/// granted, each target in name order, and the next plan changes nothing.
+fn grant_moved_to_another_database(k: Kindly) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = Fake::new(k);
+    let text = |on: &str| {
+        format!(
+            r#"server "main" {{
+  engine = "{engine}"
+  url    = "{url}"
+}}
+
+database "a" {{
+  server = server.main
+  name   = "a \"é\";"
+}}
+
+database "z" {{
+  server = server.main
+}}
+
+user "app" {{
+  server = server.main
+  grant {{
+    database   = database.{on}
+    privileges = ["CONNECT"]
+  }}
+}}
+"#,
+            engine = k.engine,
+            url = k.url,
+        )
+    };
+    let cfg = config(dir.path(), &text("a"));
+    let d = f.plan(&cfg, false);
+    f.apply(&d.changes);
+    assert_converged(&f, &cfg);
+
+    let cfg = config(dir.path(), &text("z"));
+    let d = f.plan(&cfg, false);
+    assert_eq!(changed(&d), [("user.app.grant".to_string(), Action::Update)], "{:?}", statements(&d));
+    let s = statements(&d);
+    assert_eq!(
+        s,
+        [
+            format!("REVOKE CONNECT ON DATABASE {} FROM \"app\"", (k.quote)("a \"é\";")),
+            format!("GRANT CONNECT ON DATABASE {} TO \"app\"", (k.quote)("z")),
+        ],
+        "the recorded target first (name order), then the new one"
+    );
+    let c = d.changes.iter().find(|c| c.address == "user.app.grant").unwrap();
+    assert_eq!(c.notes, ["no longer managed: database on a \"é\";"], "{:?}", c.notes);
+    f.apply(&d.changes);
+    assert_converged(&f, &cfg);
+}
+
+#[test]
+fn postgres_grant_moved_to_another_database() {
+    grant_moved_to_another_database(POSTGRES);
+}
+
 #[test]
 fn postgres_create_converge_change_drift_destroy() {
     create_converge_change_drift_destroy(POSTGRES);
