@@ -238,7 +238,6 @@ pub fn diff_grant_set(
     let mut c = change(&gs.node, gs.kind, &gs.grantee, Action::NoOp);
     let mut before = Vec::new();
     let mut after = Vec::new();
-    let empty = Privs::new();
     // The configured targets, and those recorded that are no longer (their
     // privileges revoked), in one order; borrowed, as most sets have one.
     let dropped: Vec<&Target> = if recorded.0 == gs.grantee {
@@ -251,13 +250,11 @@ pub fn diff_grant_set(
         all_targets.sort();
     }
     let per_account = want.dialect(&gs.server).grants_per_account();
-    let owners = want.databases.get(&gs.server);
     for t in all_targets {
         let configured = gs.targets.get(t);
-        let want_p = configured.unwrap_or(&empty);
-        let owner: &str = owners
-            .and_then(|dbs| dbs.get(&t.database))
-            .map(|d| d.owner.as_str())
+        let want_p = configured.unwrap_or(&NONE);
+        let owner: &str = want
+            .db_owner(&gs.server, &t.database)
             .or_else(|| live.databases.get(&t.database).map(|d| d.owner.as_str()))
             .unwrap_or(&live.admin);
         let held = live_privs(live, &gs.grantee, t, owner);
@@ -322,7 +319,6 @@ pub fn revoke_all(
     if want.dialect(server).grants_per_account() {
         return account_step(addr, server, grantee, live, want);
     }
-    let none = Privs::new();
     let mut steps = Vec::new();
     for t in targets {
         let owner = live.databases.get(&t.database).map(|d| d.owner.clone()).unwrap_or_else(|| live.admin.clone());
@@ -330,7 +326,7 @@ pub fn revoke_all(
             continue;
         }
         let held = live_privs(live, grantee, t, &owner);
-        steps.extend(delta(addr, server, &|| who.clone(), t, &none, &held, &owner, &owner == grantee));
+        steps.extend(delta(addr, server, &|| who.clone(), t, &NONE, &held, &owner, &owner == grantee));
     }
     steps
 }
