@@ -187,6 +187,36 @@ fn missing_server_binaries_name_the_package_to_install() {
     assert!(all.contains("apt-get install mariadb-server"), "{all}");
 }
 
+/// Two `dev up` at once on a stopped server (two terminals, or a rerun
+/// beside the `pg_ctl` of a killed apply): the one whose postmaster loses the
+/// data directory's lock file finds the other's server and waits for it.
+#[test]
+fn two_starts_at_once_both_end_with_the_server_running() {
+    let p = Project::new(common::SERVER);
+    p.ok(&["dev", "up"], 0);
+    for round in 0..3 {
+        p.ok(&["dev", "down"], 0);
+        let both: Vec<_> = (0..2)
+            .map(|_| {
+                let dir = p.path().to_path_buf();
+                std::thread::spawn(move || {
+                    Command::new(env!("CARGO_BIN_EXE_dbctl"))
+                        .arg("--no-color")
+                        .arg("-C")
+                        .arg(dir)
+                        .args(["dev", "up"])
+                        .output()
+                        .unwrap()
+                })
+            })
+            .collect();
+        for out in both.into_iter().map(|t| t.join().unwrap()) {
+            assert!(out.status.success(), "round {round}:\n{}{}", text(&out.stdout), text(&out.stderr));
+        }
+        assert_eq!(p.sql("postgres", "SELECT 1"), "1", "round {round}");
+    }
+}
+
 #[test]
 fn a_server_made_by_an_earlier_dbctl_requires_the_password_from_its_next_start() {
     let p = Project::new(&format!("{}\ndatabase \"app\" {{\n  server = server.main\n}}\n", common::SERVER));

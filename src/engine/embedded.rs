@@ -667,7 +667,15 @@ impl Embedded {
             .arg(self.log_file())
             .args(["-w", "-t", "60", "-o"])
             .arg(format!("-p {}", self.port));
-        self.run(c, "pg_ctl start").map_err(|e| {
+        let started = self.run(c, "pg_ctl start");
+        if started.is_err() && self.is_running() {
+            // A postmaster that a killed dbctl's `pg_ctl` had launched took
+            // the data directory between the check above and this start (it
+            // had not written postmaster.pid yet): it is the server, and this
+            // start failed only on its lock file.
+            return self.wait_ready();
+        }
+        started.map_err(|e| {
             let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
             EngineError::Setup(format!(
